@@ -1,0 +1,21 @@
+//! Motor-control logic of the offramp firmware, free of any hardware so that it
+//! is tested on the host and shared by every board crate.
+//!
+//! * [`Controller`]: the safety state machine. Boots disarmed; accepts only
+//!   valid, fresh, in-order commands; clamps to limits; slew-limits the
+//!   outputs; stops the motors when commands stop coming; counts every
+//!   rejection.
+//! * [`Node`]: the controller plus the serial link: feed it received bytes and
+//!   control ticks, drain encoded frames to transmit.
+//!
+//! Boards supply only a clock (µs since boot), a UART and PWM outputs.
+#![no_std]
+#![forbid(unsafe_code)]
+
+mod config;
+mod controller;
+mod node;
+
+pub use config::Config;
+pub use controller::{Action, Controller, Output};
+pub use node::Node;

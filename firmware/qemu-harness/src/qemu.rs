@@ -1,0 +1,283 @@
+//! A running QEMU with the firmware, its UART and its decoded log.
+
+use crate::Error;
+use offramp_protocol::{encode, Accumulator, Boot, Feed, HostMsg, McuMsg, MAX_FRAME};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How guest time relates to host time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// Guest time follows the host's wall clock: needed whenever the host must
+    /// keep something alive (e.g. send commands faster than the timeout).
+    RealTime,
+    /// `-icount shift=3,sleep=off`: guest time advances with executed
+    /// instructions and jumps ahead while the core sleeps. Timeouts then fire in
+    /// milliseconds of wall time and are exact in guest ticks, but a host can
+    /// no longer keep a timeout from firing.
+    Instructions,
+}
+
+/// Received from the firmware, with the host time of arrival.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    pub msg: McuMsg,
+    pub at: Instant,
+}
+
+/// The firmware running in QEMU. Dropping it kills QEMU.
+pub struct Firmware {
+    qemu: Child,
+    decoder: Option<Child>,
+    uart: UnixStream,
+    rx: Receiver<Result<Received, offramp_protocol::FrameError>>,
+    log: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+fn find_tool(program: &'static str, hint: &'static str) -> Result<PathBuf, Error> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(Path::new(&home).join(".cargo/bin"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .ok_or(Error::ToolMissing { program, hint })
+}
+
+impl Firmware {
+    /// Boots `elf` and connects to its UART. QEMU holds the CPU until the
+    /// socket is connected, so the boot message is never missed.
+    pub fn boot(elf: &Path, clock: Clock) -> Result<Self, Error> {
+        if !elf.is_file() {
+            return Err(Error::NoImage(elf.to_path_buf()));
+        }
+        let qemu_bin = find_tool("qemu-system-arm", "apt-get install qemu-system-arm")?;
+        let defmt_print = find_tool("defmt-print", "cargo install defmt-print --locked")?;
+        let dir = tempfile::Builder::new().prefix("offramp-qemu").tempdir()?;
+        let sock = dir.path().join("uart0.sock");
+
+        let mut cmd = Command::new(qemu_bin);
+        cmd.args(["-machine", "lm3s6965evb", "-cpu", "cortex-m3", "-nographic"])
+            .args(["-monitor", "none"])
+            .args(["-semihosting-config", "enable=on,target=native"])
+            .arg("-chardev")
+            .arg(format!(
+                "socket,id=uart0,path={},server=on,wait=on",
+                sock.display()
+            ))
+            .args(["-serial", "chardev:uart0"]);
+        if clock == Clock::Instructions {
+            cmd.args(["-icount", "shift=3,align=off,sleep=off"]);
+        }
+        cmd.arg("-kernel")
+            .arg(elf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut qemu = cmd.spawn().map_err(|source| Error::Spawn {
+            what: "qemu-system-arm",
+            source,
+        })?;
+
+        // defmt frames arrive on QEMU's stdout (semihosting); decode them.
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let decoder = match qemu.stdout.take() {
+            Some(out) => {
+                let mut dec = Command::new(defmt_print)
+                    .args(["-e"])
+                    .arg(elf)
+                    .stdin(Stdio::from(out))
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .map_err(|source| Error::Spawn {
+                        what: "defmt-print",
+                        source,
+                    })?;
+                if let Some(lines) = dec.stdout.take() {
+                    let log = Arc::clone(&log);
+                    thread::spawn(move || {
+                        for line in BufReader::new(lines).lines().map_while(Result::ok) {
+                            tracing::debug!(target: "firmware", "{line}");
+                            if let Ok(mut l) = log.lock() {
+                                l.push(line);
+                            }
+                        }
+                    });
+                }
+                Some(dec)
+            }
+            None => None,
+        };
+
+        let waited = Duration::from_secs(10);
+        let start = Instant::now();
+        let uart = loop {
+            match UnixStream::connect(&sock) {
+                Ok(s) => break s,
+                Err(_) if start.elapsed() < waited => {
+                    if let Ok(Some(status)) = qemu.try_wait() {
+                        return Err(Error::Spawn {
+                            what: "qemu-system-arm",
+                            source: std::io::Error::other(format!("exited with {status}")),
+                        });
+                    }
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return Err(Error::NoSocket { path: sock, waited }),
+            }
+        };
+
+        let (tx, rx) = mpsc::channel();
+        let mut reader = uart.try_clone()?;
+        thread::spawn(move || {
+            let mut acc: Accumulator<MAX_FRAME> = Accumulator::new();
+            let mut buf = [0u8; 256];
+            loop {
+                let n = match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let at = Instant::now();
+                for &b in &buf[..n] {
+                    let item = match acc.feed(b) {
+                        Feed::Pending => continue,
+                        Feed::Frame(f) => {
+                            offramp_protocol::decode::<McuMsg>(f).map(|msg| Received { msg, at })
+                        }
+                        Feed::Error(e) => Err(e),
+                    };
+                    if tx.send(item).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+
+        Ok(Self {
+            qemu,
+            decoder,
+            uart,
+            rx,
+            log,
+            _dir: dir,
+        })
+    }
+
+    /// Sends one message.
+    pub fn send(&mut self, msg: &HostMsg) -> Result<Instant, Error> {
+        let mut buf = [0u8; MAX_FRAME];
+        let n = encode(msg, &mut buf)?;
+        self.send_raw(&buf[..n])
+    }
+
+    /// Sends raw bytes (for corrupt-frame tests).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<Instant, Error> {
+        self.uart.write_all(bytes)?;
+        self.uart.flush()?;
+        Ok(Instant::now())
+    }
+
+    /// The next message, or a frame error if the firmware sent something the
+    /// host could not decode.
+    pub fn recv(&self, timeout: Duration) -> Result<Received, Error> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(Error::Timeout {
+                what: format!("valid frame (got a corrupt one: {e})"),
+                waited: timeout,
+            }),
+            Err(RecvTimeoutError::Timeout) => Err(Error::Timeout {
+                what: "message".into(),
+                waited: timeout,
+            }),
+            Err(RecvTimeoutError::Disconnected) => Err(Error::LinkClosed),
+        }
+    }
+
+    /// Receives until `pick` returns `Some`, discarding other messages.
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut pick: impl FnMut(&Received) -> Option<T>,
+    ) -> Result<T, Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let r = self.recv(left).map_err(|e| match e {
+                Error::Timeout { .. } => Error::Timeout {
+                    what: what.to_string(),
+                    waited: timeout,
+                },
+                e => e,
+            })?;
+            if let Some(t) = pick(&r) {
+                return Ok(t);
+            }
+        }
+    }
+
+    /// Waits for the boot announcement.
+    pub fn boot_message(&self) -> Result<Boot, Error> {
+        self.wait_for("boot message", Duration::from_secs(10), |r| match r.msg {
+            McuMsg::Boot(b) => Some(b),
+            _ => None,
+        })
+    }
+
+    /// Pings and returns the firmware clock (µs since its boot) at the ping,
+    /// corrected by half the round trip, and the round trip itself.
+    pub fn sync_clock(&mut self, nonce: u32) -> Result<(u64, Instant, Duration), Error> {
+        let sent = self.send(&HostMsg::Ping { nonce })?;
+        let (uptime, at) = self.wait_for("pong", Duration::from_secs(5), |r| match r.msg {
+            McuMsg::Pong(p) if p.nonce == nonce => Some((p.uptime_us, r.at)),
+            _ => None,
+        })?;
+        Ok((uptime, sent, at.duration_since(sent)))
+    }
+
+    /// Decoded defmt log lines so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> Result<String, Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.log().into_iter().find(|l| l.contains(needle)) {
+                return Ok(l);
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout {
+                    what: format!("log line containing {needle:?}"),
+                    waited: timeout,
+                });
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Firmware {
+    fn drop(&mut self) {
+        let _ = self.uart.shutdown(std::net::Shutdown::Both);
+        let _ = self.qemu.kill();
+        let _ = self.qemu.wait();
+        if let Some(d) = self.decoder.as_mut() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+    }
+}

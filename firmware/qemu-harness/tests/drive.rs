@@ -1,0 +1,54 @@
+//! The real firmware image in QEMU applies valid drive commands.
+
+mod common;
+use common::*;
+use offramp_protocol::{HostMsg, McuMsg, MotorState, Reject, ResetCause};
+use offramp_qemu_harness::Clock;
+use std::time::Duration;
+
+#[test]
+fn boots_disarmed_then_applies_drive_commands() {
+    let mut fw = boot(Clock::RealTime);
+    let clock = FwClock::sync(&mut fw);
+
+    // Disarmed at boot: a drive is refused and counted.
+    fw.send(&drive(1, clock.now_us() + 100_000, 0.5, 0.5))
+        .unwrap();
+    let reason = fw
+        .wait_for("rejection", 2 * SECOND, |r| match r.msg {
+            McuMsg::Rejected { reason, seq } => Some((reason, seq)),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(reason, (Reject::NotArmed, Some(1)));
+
+    fw.send(&HostMsg::Arm { seq: 1 }).unwrap();
+    let mut seq = 2;
+    // 0.5 m/s at 4 m/s² takes 125 ms of slew; drive at 50 Hz for 400 ms.
+    for _ in 0..20 {
+        fw.send(&drive(seq, clock.now_us() + 150_000, 0.5, -0.25))
+            .unwrap();
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let last = seq - 1;
+    let t = telemetry_where(&fw, "telemetry after the last command", 2 * SECOND, |t| {
+        t.last_seq == Some(last)
+    });
+    assert_eq!(t.state, MotorState::Running);
+    assert_eq!(t.applied_left, 0.5);
+    assert_eq!(t.applied_right, -0.25);
+    assert_eq!((t.duty_left, t.duty_right), (5000, -2500));
+    assert_eq!(t.reset_cause, ResetCause::PowerOn);
+    assert_eq!(t.counters.not_armed, 1);
+    assert_eq!(t.counters.rejected(), 1, "{:?}", t.counters);
+    // Applied at the next 1 kHz control tick.
+    assert!(t.last_apply_latency_us <= 1_000, "{t:?}");
+
+    let log = fw.log().join("\n");
+    assert!(
+        log.contains("offramp-fw-qemu booted: reset cause PowerOn"),
+        "{log}"
+    );
+    assert!(log.contains("motor state Disarmed -> Running"), "{log}");
+}
