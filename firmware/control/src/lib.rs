@@ -10,11 +10,13 @@
 //!
 //! Boards supply only a clock (µs since boot), a UART and PWM outputs.
 #![no_std]
-#![forbid(unsafe_code)]
+// Unsafe code is confined to `reset::ram` (volatile access to `.uninit` RAM).
+#![deny(unsafe_code)]
 
 mod config;
 mod controller;
 mod node;
+pub mod reset;
 
 pub use config::Config;
 pub use controller::{Action, Controller, Output};

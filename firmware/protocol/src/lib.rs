@@ -16,11 +16,13 @@
 //!
 //! Everything is `no_std`, allocation-free and panic-free: buffers are fixed-size
 //! and every decoding path returns [`FrameError`] on bad input.
-#![no_std]
+#![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 
 mod accumulator;
 mod frame;
+#[cfg(feature = "std")]
+pub mod link;
 mod messages;
 
 pub use accumulator::{Accumulator, Feed};

@@ -15,7 +15,7 @@ mod build;
 mod qemu;
 
 pub use build::firmware_elf;
-pub use qemu::{Clock, Firmware};
+pub use qemu::{Clock, Firmware, Received, UartLink};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,6 +45,6 @@ pub enum Error {
     LinkClosed,
     #[error("UART socket I/O: {0}")]
     Io(#[from] std::io::Error),
-    #[error("could not encode a frame: {0}")]
-    Encode(#[from] offramp_protocol::EncodeError),
+    #[error("could not send to the firmware: {0}")]
+    Send(#[from] offramp_protocol::link::SendError),
 }

@@ -1,12 +1,12 @@
 //! A running QEMU with the firmware, its UART and its decoded log.
 
 use crate::Error;
-use offramp_protocol::{encode, Accumulator, Boot, Feed, HostMsg, McuMsg, MAX_FRAME};
-use std::io::{BufRead, BufReader, Read, Write};
+use offramp_protocol::link::{Link, RecvError};
+use offramp_protocol::{Boot, HostMsg, McuMsg};
+use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -24,19 +24,21 @@ pub enum Clock {
     Instructions,
 }
 
-/// Received from the firmware, with the host time of arrival.
+/// A message from the firmware, with the host time of arrival.
 #[derive(Debug, Clone, Copy)]
 pub struct Received {
     pub msg: McuMsg,
     pub at: Instant,
 }
 
+/// The firmware's UART as seen from the host.
+pub type UartLink = Link<HostMsg, McuMsg, UnixStream>;
+
 /// The firmware running in QEMU. Dropping it kills QEMU.
 pub struct Firmware {
     qemu: Child,
     decoder: Option<Child>,
-    uart: UnixStream,
-    rx: Receiver<Result<Received, offramp_protocol::FrameError>>,
+    link: UartLink,
     log: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
@@ -138,37 +140,12 @@ impl Firmware {
             }
         };
 
-        let (tx, rx) = mpsc::channel();
-        let mut reader = uart.try_clone()?;
-        thread::spawn(move || {
-            let mut acc: Accumulator<MAX_FRAME> = Accumulator::new();
-            let mut buf = [0u8; 256];
-            loop {
-                let n = match reader.read(&mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                let at = Instant::now();
-                for &b in &buf[..n] {
-                    let item = match acc.feed(b) {
-                        Feed::Pending => continue,
-                        Feed::Frame(f) => {
-                            offramp_protocol::decode::<McuMsg>(f).map(|msg| Received { msg, at })
-                        }
-                        Feed::Error(e) => Err(e),
-                    };
-                    if tx.send(item).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
+        let link = Link::new(uart.try_clone()?, uart)?;
 
         Ok(Self {
             qemu,
             decoder,
-            uart,
-            rx,
+            link,
             log,
             _dir: dir,
         })
@@ -176,33 +153,33 @@ impl Firmware {
 
     /// Sends one message.
     pub fn send(&mut self, msg: &HostMsg) -> Result<Instant, Error> {
-        let mut buf = [0u8; MAX_FRAME];
-        let n = encode(msg, &mut buf)?;
-        self.send_raw(&buf[..n])
+        Ok(self.link.send(msg)?)
     }
 
     /// Sends raw bytes (for corrupt-frame tests).
     pub fn send_raw(&mut self, bytes: &[u8]) -> Result<Instant, Error> {
-        self.uart.write_all(bytes)?;
-        self.uart.flush()?;
-        Ok(Instant::now())
+        Ok(self.link.send_raw(bytes)?)
     }
 
-    /// The next message, or a frame error if the firmware sent something the
-    /// host could not decode.
+    /// The next message, or a timeout error naming the frame error if the
+    /// firmware sent something the host could not decode.
     pub fn recv(&self, timeout: Duration) -> Result<Received, Error> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(Error::Timeout {
+        let r = self
+            .link
+            .recv(timeout)
+            .map_err(|e| recv_error(e, "message", timeout))?;
+        match r.msg {
+            Ok(msg) => Ok(Received { msg, at: r.at }),
+            Err(e) => Err(Error::Timeout {
                 what: format!("valid frame (got a corrupt one: {e})"),
                 waited: timeout,
             }),
-            Err(RecvTimeoutError::Timeout) => Err(Error::Timeout {
-                what: "message".into(),
-                waited: timeout,
-            }),
-            Err(RecvTimeoutError::Disconnected) => Err(Error::LinkClosed),
         }
+    }
+
+    /// The link itself, e.g. to hand to code that drives any firmware.
+    pub fn link_mut(&mut self) -> &mut UartLink {
+        &mut self.link
     }
 
     /// Receives until `pick` returns `Some`, discarding other messages.
@@ -212,20 +189,9 @@ impl Firmware {
         timeout: Duration,
         mut pick: impl FnMut(&Received) -> Option<T>,
     ) -> Result<T, Error> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let r = self.recv(left).map_err(|e| match e {
-                Error::Timeout { .. } => Error::Timeout {
-                    what: what.to_string(),
-                    waited: timeout,
-                },
-                e => e,
-            })?;
-            if let Some(t) = pick(&r) {
-                return Ok(t);
-            }
-        }
+        self.link
+            .wait_for(timeout, |msg, at| pick(&Received { msg: *msg, at }))
+            .map_err(|e| recv_error(e, what, timeout))
     }
 
     /// Waits for the boot announcement.
@@ -272,12 +238,22 @@ impl Firmware {
 
 impl Drop for Firmware {
     fn drop(&mut self) {
-        let _ = self.uart.shutdown(std::net::Shutdown::Both);
+        let _ = self.link.writer_mut().shutdown(std::net::Shutdown::Both);
         let _ = self.qemu.kill();
         let _ = self.qemu.wait();
         if let Some(d) = self.decoder.as_mut() {
             let _ = d.kill();
             let _ = d.wait();
         }
+    }
+}
+
+fn recv_error(e: RecvError, what: &str, waited: Duration) -> Error {
+    match e {
+        RecvError::Timeout => Error::Timeout {
+            what: what.to_string(),
+            waited,
+        },
+        RecvError::Closed => Error::LinkClosed,
     }
 }

@@ -1,0 +1,192 @@
+//! A host-side link to the firmware over any byte stream: a reader thread turns
+//! bytes into messages, the caller writes frames. Used by the serial bridge,
+//! the QEMU harness and the host build of the firmware logic alike.
+
+use crate::{decode, encode, Accumulator, EncodeError, Feed, FrameError, MAX_FRAME};
+use serde::{de::DeserializeOwned, Serialize};
+use std::io::{Read, Write};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A message or a frame error, stamped with the host time its last byte
+/// arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Received<M> {
+    pub msg: Result<M, FrameError>,
+    pub at: Instant,
+}
+
+/// Why receiving stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecvError {
+    Timeout,
+    /// The stream ended or failed (device unplugged, peer exited).
+    Closed,
+}
+
+/// Sends `Tx` messages and receives `Rx` messages over one byte stream.
+pub struct Link<Tx, Rx, W> {
+    writer: W,
+    rx: Receiver<Received<Rx>>,
+    _tx: std::marker::PhantomData<fn(Tx)>,
+}
+
+impl<Tx: Serialize, Rx: DeserializeOwned + Send + 'static, W: Write> Link<Tx, Rx, W> {
+    /// Starts the reader thread on `reader`; `writer` is the same stream's
+    /// write half (e.g. a `try_clone`). Fails only if the thread cannot be
+    /// spawned.
+    pub fn new(mut reader: impl Read + Send + 'static, writer: W) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        thread::Builder::new()
+            .name("offramp-link-rx".into())
+            .spawn(move || {
+                let mut acc: Accumulator<MAX_FRAME> = Accumulator::new();
+                let mut buf = [0u8; 256];
+                loop {
+                    let n = match reader.read(&mut buf) {
+                        Ok(0) => return,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(_) => return,
+                    };
+                    let at = Instant::now();
+                    for &b in &buf[..n] {
+                        let msg = match acc.feed(b) {
+                            Feed::Pending => continue,
+                            Feed::Frame(f) => decode::<Rx>(f),
+                            Feed::Error(e) => Err(e),
+                        };
+                        if tx.send(Received { msg, at }).is_err() {
+                            return;
+                        }
+                    }
+                }
+            })?;
+        Ok(Self {
+            writer,
+            rx,
+            _tx: std::marker::PhantomData,
+        })
+    }
+
+    /// Encodes and writes one message; returns when it was handed to the OS.
+    pub fn send(&mut self, msg: &Tx) -> Result<Instant, SendError> {
+        let mut buf = [0u8; MAX_FRAME];
+        let n = encode(msg, &mut buf)?;
+        self.send_raw(&buf[..n])
+    }
+
+    /// Writes raw bytes (tests of corrupt input).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<Instant, SendError> {
+        self.writer.write_all(bytes)?;
+        self.writer.flush()?;
+        Ok(Instant::now())
+    }
+
+    /// The next message or frame error.
+    pub fn recv(&self, timeout: Duration) -> Result<Received<Rx>, RecvError> {
+        self.rx.recv_timeout(timeout).map_err(|e| match e {
+            RecvTimeoutError::Timeout => RecvError::Timeout,
+            RecvTimeoutError::Disconnected => RecvError::Closed,
+        })
+    }
+
+    /// Receives until `pick` returns `Some` or `timeout` passes; other messages
+    /// and frame errors are skipped.
+    pub fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        mut pick: impl FnMut(&Rx, Instant) -> Option<T>,
+    ) -> Result<T, RecvError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RecvError::Timeout);
+            }
+            let r = self.recv(left)?;
+            if let Ok(m) = r.msg.as_ref() {
+                if let Some(t) = pick(m, r.at) {
+                    return Ok(t);
+                }
+            }
+        }
+    }
+
+    pub fn writer_mut(&mut self) -> &mut W {
+        &mut self.writer
+    }
+}
+
+/// Why a message could not be sent.
+#[derive(Debug)]
+pub enum SendError {
+    Encode(EncodeError),
+    Io(std::io::Error),
+}
+
+impl From<EncodeError> for SendError {
+    fn from(e: EncodeError) -> Self {
+        SendError::Encode(e)
+    }
+}
+
+impl From<std::io::Error> for SendError {
+    fn from(e: std::io::Error) -> Self {
+        SendError::Io(e)
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Encode(e) => write!(f, "{e}"),
+            SendError::Io(e) => write!(f, "link write failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+impl std::fmt::Display for RecvError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecvError::Timeout => write!(f, "timed out waiting for the firmware"),
+            RecvError::Closed => write!(f, "firmware link closed"),
+        }
+    }
+}
+
+impl std::error::Error for RecvError {}
+
+/// The firmware's clock as estimated on the host from one ping: commands carry
+/// deadlines in the firmware's time base, which shares no epoch with the host.
+#[derive(Debug, Clone, Copy)]
+pub struct ClockSync {
+    firmware_us: u64,
+    host: Instant,
+}
+
+impl ClockSync {
+    /// From a ping sent at `sent`, answered with the firmware clock `uptime_us`
+    /// and received at `received`: the firmware read its clock about half way.
+    pub fn from_ping(sent: Instant, uptime_us: u64, received: Instant) -> Self {
+        let rtt = received.saturating_duration_since(sent);
+        Self {
+            firmware_us: uptime_us,
+            host: sent + rtt / 2,
+        }
+    }
+
+    /// Estimated firmware clock at host instant `at` (µs since its boot).
+    pub fn firmware_us_at(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.host).as_micros() as u64;
+        self.firmware_us + since
+    }
+
+    /// Estimated firmware clock now.
+    pub fn now_us(&self) -> u64 {
+        self.firmware_us_at(Instant::now())
+    }
+}

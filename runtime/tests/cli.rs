@@ -1,0 +1,58 @@
+//! The `offramp` binary end to end, as a user runs it.
+
+use std::process::Command;
+
+fn offramp(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_offramp"))
+        .args(args)
+        .output()
+        .expect("run offramp");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn check_report(json: &str, board: &str) {
+    let v: serde_json::Value = serde_json::from_str(json).expect("JSON report");
+    assert_eq!(v["board"], board);
+    assert_eq!(v["all_accepted"], true);
+    assert_eq!(v["rejected"], 0);
+    assert_eq!(v["final_state"], "TimedOut");
+    assert_eq!(v["applied_after_stop"], serde_json::json!([0.0, 0.0]));
+    let sent = v["commands_sent"].as_u64().unwrap();
+    assert!(sent >= 40, "sent {sent}");
+    // The last command's 200 ms validity ends it before the 250 ms timeout.
+    let stop = v["timeout_to_stop_us"].as_u64().unwrap();
+    assert!((190_000..=251_000).contains(&stop), "stop after {stop} us");
+    assert!(v["apply_latency_us"]["n"].as_u64().unwrap() > 0);
+    assert!(v["apply_latency_us"]["max"].as_f64().unwrap() <= 20_000.0);
+}
+
+#[test]
+fn demo_with_host_firmware_over_a_pty() {
+    let (ok, out, err) = offramp(&["demo", "--seconds", "1", "--json"]);
+    assert!(ok, "{err}");
+    check_report(&out, "host");
+}
+
+#[test]
+fn demo_with_the_firmware_image_in_qemu() {
+    let (ok, out, err) = offramp(&["demo", "--firmware", "qemu", "--seconds", "1", "--json"]);
+    assert!(ok, "{err}");
+    check_report(&out, "lm3s6965");
+}
+
+#[test]
+fn human_summary_and_clear_errors() {
+    let (ok, out, err) = offramp(&["demo", "--seconds", "0.5"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("silence -> motors off"), "{out}");
+    let (ok, _, err) = offramp(&["demo", "--seconds=-1"]);
+    assert!(!ok);
+    assert!(err.contains("--seconds must be a positive number"), "{err}");
+    let (ok, _, err) = offramp(&["demo", "--firmware", "qemu", "--elf", "/nonexistent/fw.elf"]);
+    assert!(!ok);
+    assert!(err.contains("/nonexistent/fw.elf does not exist"), "{err}");
+}
