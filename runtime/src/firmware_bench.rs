@@ -3,9 +3,9 @@
 //! timeout → motors stopped, plus the host's round trip through the UART.
 
 use crate::stats::Summary;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use offramp_protocol::link::ClockSync;
-use offramp_protocol::{Drive, HostMsg, McuMsg, MotorState, Reject, Setpoint};
+use offramp_protocol::{Drive, HostMsg, McuMsg, MotorState, Setpoint};
 use offramp_qemu_harness::{Clock, Firmware};
 use serde::Serialize;
 use std::path::Path;
@@ -90,32 +90,14 @@ pub fn run(elf: &Path, commands: u32, trials: u32) -> anyhow::Result<BenchReport
     let mut stops = Vec::new();
     let mut seq = 1;
     for trial in 0..trials {
-        // Guest time races ahead while the host thinks; retry a command that
-        // arrived stale.
-        let mut accepted = false;
-        for attempt in 0..5 {
-            let (clock, _) = sync(&mut fw, 10_000 + trial * 10 + attempt)?;
-            seq += 2;
-            fw.send(&HostMsg::Arm { seq: seq - 1 })?;
-            fw.send(&drive(seq, clock.now_us() + 450_000))?;
-            let outcome =
-                fw.wait_for("drive outcome", Duration::from_secs(5), |r| match r.msg {
-                    McuMsg::Rejected { reason, .. } => Some(Err(reason)),
-                    McuMsg::Telemetry(t) if t.last_seq == Some(seq) => Some(Ok(())),
-                    _ => None,
-                })?;
-            match outcome {
-                Ok(()) => {
-                    accepted = true;
-                    break;
-                }
-                Err(Reject::Stale) => continue,
-                Err(r) => bail!("bench drive rejected: {r:?}"),
-            }
-        }
-        if !accepted {
-            bail!("five drive commands in a row arrived stale under -icount");
-        }
+        seq = fw.arm_and_drive(
+            seq,
+            Setpoint::Wheels {
+                left: 0.3,
+                right: 0.3,
+            },
+            450_000,
+        )? + 1;
         let t = fw.wait_for("timeout stop", Duration::from_secs(10), |r| match r.msg {
             McuMsg::Telemetry(t)
                 if t.state == MotorState::TimedOut && t.counters.timeouts > trial =>

@@ -41,6 +41,8 @@ pub enum Error {
     NoSocket { path: PathBuf, waited: Duration },
     #[error("no {what} from the firmware within {waited:?}")]
     Timeout { what: String, waited: Duration },
+    #[error("the firmware rejected the command: {0:?}")]
+    Rejected(offramp_protocol::Reject),
     #[error("firmware link closed (QEMU exited?)")]
     LinkClosed,
     #[error("UART socket I/O: {0}")]

@@ -2,7 +2,7 @@
 
 use crate::Error;
 use offramp_protocol::link::{Link, RecvError};
-use offramp_protocol::{Boot, HostMsg, McuMsg};
+use offramp_protocol::{Boot, Drive, HostMsg, McuMsg, Reject, Setpoint};
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -211,6 +211,49 @@ impl Firmware {
             _ => None,
         })?;
         Ok((uptime, sent, at.duration_since(sent)))
+    }
+
+    /// Arms and sends one drive command valid for `validity_us` of firmware
+    /// time, using sequence numbers from `seq` on, and waits until the
+    /// firmware reports it accepted. Under [`Clock::Instructions`] guest time
+    /// races ahead while the host works, so a command that arrived stale is
+    /// retried (with a fresh clock sync) up to five times. Returns the drive's
+    /// sequence number.
+    pub fn arm_and_drive(
+        &mut self,
+        seq: u32,
+        setpoint: Setpoint,
+        validity_us: u64,
+    ) -> Result<u32, Error> {
+        let mut seq = seq;
+        for attempt in 0..5 {
+            let (uptime, sent, rtt) = self.sync_clock(0xA000 + attempt)?;
+            let clock = offramp_protocol::link::ClockSync::from_ping(sent, uptime, sent + rtt);
+            self.send(&HostMsg::Arm { seq })?;
+            let drive_seq = seq + 1;
+            seq += 2;
+            self.send(&HostMsg::Drive(Drive {
+                seq: drive_seq,
+                valid_until_us: clock.now_us() + validity_us,
+                setpoint,
+                exit_index: 0,
+            }))?;
+            let outcome = self.wait_for(
+                "drive accepted or rejected",
+                Duration::from_secs(5),
+                |r| match r.msg {
+                    McuMsg::Rejected { reason, .. } => Some(Err(reason)),
+                    McuMsg::Telemetry(t) if t.last_seq == Some(drive_seq) => Some(Ok(())),
+                    _ => None,
+                },
+            )?;
+            match outcome {
+                Ok(()) => return Ok(drive_seq),
+                Err(Reject::Stale) => continue,
+                Err(reason) => return Err(Error::Rejected(reason)),
+            }
+        }
+        Err(Error::Rejected(Reject::Stale))
     }
 
     /// Decoded defmt log lines so far.

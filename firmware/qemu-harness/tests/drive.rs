@@ -42,8 +42,10 @@ fn boots_disarmed_then_applies_drive_commands() {
     assert_eq!(t.reset_cause, ResetCause::PowerOn);
     assert_eq!(t.counters.not_armed, 1);
     assert_eq!(t.counters.rejected(), 1, "{:?}", t.counters);
-    // Applied at the next 1 kHz control tick.
-    assert!(t.last_apply_latency_us <= 1_000, "{t:?}");
+    // Applied at the next 1 kHz control tick. In real-time mode QEMU may
+    // deliver a late SysTick as one (coalesced) tick, so allow two here; the
+    // exact one-tick bound is checked under -icount in failsafe.rs.
+    assert!(t.last_apply_latency_us <= 2_000, "{t:?}");
 
     let log = fw.log().join("\n");
     assert!(

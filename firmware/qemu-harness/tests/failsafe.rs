@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use offramp_protocol::{Fault, HostMsg, McuMsg, MotorState, ResetCause};
+use offramp_protocol::{Fault, HostMsg, McuMsg, MotorState, ResetCause, Setpoint};
 use offramp_qemu_harness::Clock;
 
 #[test]
@@ -11,9 +11,11 @@ fn command_timeout_stops_motors_in_guest_time() {
     // Guest time jumps while the core sleeps, so the 250 ms timeout is exact in
     // guest ticks whatever the host's load.
     let mut fw = boot(Clock::Instructions);
-    let (uptime, _, _) = fw.sync_clock(1).unwrap();
-    fw.send(&HostMsg::Arm { seq: 1 }).unwrap();
-    fw.send(&drive(2, uptime + 400_000, 0.4, 0.4)).unwrap();
+    let wheels = Setpoint::Wheels {
+        left: 0.4,
+        right: 0.4,
+    };
+    fw.arm_and_drive(1, wheels, 450_000).unwrap();
     let t = telemetry_where(&fw, "timeout stop", 10 * SECOND, |t| {
         t.state == MotorState::TimedOut
     });
@@ -22,6 +24,8 @@ fn command_timeout_stops_motors_in_guest_time() {
         (0.0, 0.0, 0, 0)
     );
     assert_eq!(t.counters.timeouts, 1);
+    // Guest time is exact here: the drive was applied at the next 1 kHz tick.
+    assert!(t.last_apply_latency_us <= 1_000, "{t:?}");
     // Stopped at the first 1 kHz control tick at or after 250 ms.
     assert!(
         (250_000..=251_000).contains(&t.last_timeout_stop_us),

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Every test of offramp, on a fresh Debian/Ubuntu machine with a Rust toolchain.
+# Installs what the tests need (apt packages, rustup targets, cargo tools; each
+# only if missing), then: format and lint every crate (host workspace, both
+# firmware boards, fuzz targets), build the firmware images, run all tests
+# (including the QEMU firmware tests), fuzz the wire decoder briefly, and
+# measure the firmware in QEMU.
+#
+# Builds are cached outside the clone, under $OFFRAMP_CACHE
+# (default ~/.cache/offramp).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+cache=${OFFRAMP_CACHE:-$HOME/.cache/offramp}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
+export OFFRAMP_FW_TARGET_DIR=${OFFRAMP_FW_TARGET_DIR:-$cache/fw-target}
+fuzz_target_dir=$cache/fuzz-target
+reports=$cache/reports
+fuzz_seconds=${OFFRAMP_FUZZ_SECONDS:-15}
+mkdir -p "$reports"
+export PATH=$HOME/.cargo/bin:$PATH
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages"
+missing=()
+command -v qemu-system-arm >/dev/null || missing+=(qemu-system-arm)
+command -v cc >/dev/null || missing+=(build-essential)
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+qemu-system-arm --version | head -n1
+
+step "rust targets and components"
+rustup target add thumbv7m-none-eabi thumbv7em-none-eabihf
+rustup component add rustfmt clippy
+
+# cargo install only when the pinned version is not there already.
+install_tool() { # crate version binary
+  if ! "$3" --version 2>/dev/null | grep -q "$2"; then
+    cargo install "$1" --version "$2" --locked
+  fi
+  "$3" --version
+}
+step "cargo tools"
+install_tool defmt-print 1.2.0 defmt-print
+install_tool cargo-fuzz 0.13.2 cargo-fuzz
+
+step "format"
+cargo fmt --all --check
+for dir in firmware/boards/lm3s6965-qemu firmware/boards/stm32f411-blackpill firmware/protocol/fuzz; do
+  (cd "$dir" && cargo fmt --check)
+done
+
+step "lint (host workspace)"
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p offramp-protocol --all-targets --features std -- -D warnings
+
+step "firmware images (their own targets and workspaces)"
+for dir in firmware/boards/lm3s6965-qemu firmware/boards/stm32f411-blackpill; do
+  (cd "$dir" &&
+    CARGO_TARGET_DIR=$OFFRAMP_FW_TARGET_DIR cargo clippy --release -- -D warnings &&
+    CARGO_TARGET_DIR=$OFFRAMP_FW_TARGET_DIR cargo build --release)
+done
+(cd firmware/boards/stm32f411-blackpill &&
+  CARGO_TARGET_DIR=$OFFRAMP_FW_TARGET_DIR cargo clippy --release --features fault-injection -- -D warnings)
+export OFFRAMP_FW_ELF=$OFFRAMP_FW_TARGET_DIR/thumbv7m-none-eabi/release/offramp-fw-qemu
+for elf in "$OFFRAMP_FW_ELF" "$OFFRAMP_FW_TARGET_DIR/thumbv7em-none-eabihf/release/offramp-fw-stm32f411"; do
+  size=$(stat -c %s "$elf")
+  echo "built $(basename "$elf") ($size bytes ELF)"
+done
+
+step "tests"
+log=$(mktemp)
+cargo test --workspace --all-features 2>&1 | tee "$log"
+read -r passed failed < <(awk '/^test result:/ {
+    for (i = 2; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) }
+  } END { print p + 0, f + 0 }' "$log")
+
+step "fuzz (${fuzz_seconds}s per target)"
+fuzz_log=$(mktemp)
+for t in decode firmware_rx; do
+  # cargo-fuzz needs nightly-only flags; the stable toolchain accepts them
+  # with RUSTC_BOOTSTRAP. A crash fails the run and leaves its input under
+  # firmware/protocol/fuzz/artifacts/.
+  if ! (cd firmware/protocol/fuzz && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$fuzz_target_dir \
+    cargo fuzz run "$t" -- -max_total_time="$fuzz_seconds") >"$fuzz_log" 2>&1; then
+    tail -n 60 "$fuzz_log"
+    echo "fuzz target $t failed"
+    exit 1
+  fi
+  echo "$t: $(grep -E '^Done' "$fuzz_log")"
+done
+
+step "firmware bench (QEMU, guest clock)"
+cargo run -q -p offramp -- firmware bench --elf "$OFFRAMP_FW_ELF" --commands 100 --trials 10 \
+  | tee "$reports/firmware-bench.json"
+
+step "main job"
+cargo run -q -p offramp -- demo --json > "$reports/demo.json"
+echo "demo report: $reports/demo.json"
+
+echo
+echo "tests: ${passed} passed, ${failed} failed"
