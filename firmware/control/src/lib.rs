@@ -15,6 +15,7 @@
 
 mod config;
 mod controller;
+pub mod fault;
 mod node;
 pub mod reset;
 

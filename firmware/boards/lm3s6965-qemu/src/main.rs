@@ -22,7 +22,7 @@ mod watchdog;
 use cortex_m_rt::entry;
 use defmt_semihosting as _;
 use offramp_control::{Config, Node};
-use offramp_protocol::{Fault, MAX_FRAME};
+use offramp_protocol::MAX_FRAME;
 
 /// Core clock after [`clock::init`].
 pub const SYSCLK_HZ: u32 = 50_000_000;
@@ -70,7 +70,7 @@ fn main() -> ! {
             let n = uart::take_rx(&mut rx);
             for &b in &rx[..n] {
                 if let Some(fault) = node.on_byte(b, now) {
-                    inject(fault);
+                    offramp_control::fault::simulate(fault);
                 }
             }
             if n < rx.len() {
@@ -100,16 +100,6 @@ fn main() -> ! {
         if clock::ticks().wrapping_sub(last_tick) <= HEALTHY_WITHIN_MS {
             watchdog::feed();
         }
-    }
-}
-
-fn inject(fault: Fault) {
-    defmt::warn!("fault injected: {}", fault);
-    match fault {
-        Fault::HangMainLoop => loop {
-            cortex_m::asm::nop();
-        },
-        Fault::Panic => panic!("injected panic"),
     }
 }
 

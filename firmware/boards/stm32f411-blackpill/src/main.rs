@@ -34,7 +34,7 @@ use embassy_sync::blocking_mutex::Mutex;
 use embassy_time::{Duration, Instant, Ticker};
 use offramp_control::reset::ram;
 use offramp_control::{Config, Node};
-use offramp_protocol::{Fault, ResetCause, MAX_FRAME};
+use offramp_protocol::{ResetCause, MAX_FRAME};
 use static_cell::StaticCell;
 
 bind_interrupts!(struct Irqs {
@@ -177,19 +177,9 @@ async fn link_rx(mut rx: BufferedUartRx<'static>) {
         let now = Instant::now().as_micros();
         for &b in &buf[..n] {
             if let Some(Some(fault)) = with_node(|node| node.on_byte(b, now)) {
-                inject(fault);
+                offramp_control::fault::simulate(fault);
             }
         }
-    }
-}
-
-fn inject(fault: Fault) {
-    defmt::warn!("fault injected: {}", fault);
-    match fault {
-        Fault::HangMainLoop => loop {
-            cortex_m::asm::nop();
-        },
-        Fault::Panic => panic!("injected panic"),
     }
 }
 

@@ -1,0 +1,17 @@
+//! Simulated faults for tests of the watchdog and panic paths on a real image.
+
+use offramp_protocol::Fault;
+
+/// Carries out a requested fault. Never returns: either the loop spins until
+/// the watchdog resets the chip, or the panic handler stops the motors and
+/// resets it.
+pub fn simulate(fault: Fault) -> ! {
+    #[cfg(feature = "defmt")]
+    defmt::warn!("fault injected: {}", fault);
+    match fault {
+        Fault::HangMainLoop => loop {
+            core::hint::spin_loop();
+        },
+        Fault::Panic => panic!("injected panic"),
+    }
+}
