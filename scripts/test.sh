@@ -27,6 +27,7 @@ step "system packages"
 missing=()
 command -v qemu-system-arm >/dev/null || missing+=(qemu-system-arm)
 command -v cc >/dev/null || missing+=(build-essential)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
@@ -49,6 +50,17 @@ install_tool() { # crate version binary
 step "cargo tools"
 install_tool defmt-print 1.2.0 defmt-print
 install_tool cargo-fuzz 0.13.2 cargo-fuzz
+
+# onnxruntime is the reference the engine tests compare against, and the
+# other column of the engine bench. Used by tests only, never at run time.
+step "python test environment"
+venv=$cache/venv
+if ! "$venv/bin/python" -c 'import onnxruntime, onnx, numpy' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check onnx==1.19.1 onnxruntime==1.23.2 numpy==2.4.6
+fi
+export OFFRAMP_PYTHON=$venv/bin/python
+"$OFFRAMP_PYTHON" -c 'import onnxruntime; print("onnxruntime", onnxruntime.__version__)'
 
 step "format"
 cargo fmt --all --check
@@ -99,6 +111,13 @@ done
 step "firmware bench (QEMU, guest clock)"
 cargo run -q -p offramp -- firmware bench --elf "$OFFRAMP_FW_ELF" --commands 100 --trials 10 \
   | tee "$reports/firmware-bench.json"
+
+step "engine bench (tract vs onnxruntime, one run)"
+bench_set=$cache/reports/tiny-engines
+rm -rf "$bench_set"
+cargo run -q -p offramp -- build --onnx engines/testdata/tiny --out "$bench_set"
+cargo run -q --release -p offramp -- bench engines --engines "$bench_set" --iters 1000 \
+  | tee "$reports/engine-bench.json"
 
 step "main job"
 cargo run -q -p offramp -- demo --json > "$reports/demo.json"

@@ -1,6 +1,8 @@
 //! `offramp`: the early-exit edge runtime for robots, and its tools.
 
+mod build_cmd;
 mod demo;
+mod engine_bench;
 mod firmware_bench;
 mod mcu_host;
 mod pty;
@@ -43,10 +45,56 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Build an engine set from ONNX segments (a directory with model.toml).
+    Build {
+        /// Directory with model.toml and the ONNX segments.
+        #[arg(long)]
+        onnx: PathBuf,
+        /// Output engine-set directory.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: BackendArg,
+        #[arg(long, value_enum, default_value = "fp32")]
+        precision: PrecisionArg,
+    },
+    /// Benchmarks that print JSON.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Motor-controller firmware tools.
     Firmware {
         #[command(subcommand)]
         command: FirmwareCommand,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BackendArg {
+    Cpu,
+    Tensorrt,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PrecisionArg {
+    Fp32,
+    Fp16,
+    Int8,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Per-segment latency: the CPU backend (tract) against onnxruntime on the
+    /// same ONNX files, single-threaded, in one run.
+    Engines {
+        #[arg(long)]
+        engines: PathBuf,
+        #[arg(long, default_value_t = 500)]
+        iters: usize,
+        /// Python with onnxruntime for the reference column.
+        #[arg(long, env = "OFFRAMP_PYTHON", default_value = "python3")]
+        python: String,
     },
 }
 
@@ -100,6 +148,34 @@ fn main() -> anyhow::Result<()> {
             if !report.all_accepted || report.rejected > 0 {
                 anyhow::bail!("the firmware did not accept every command");
             }
+        }
+        Command::Build {
+            onnx,
+            out,
+            backend,
+            precision,
+        } => {
+            let backend = match backend {
+                BackendArg::Cpu => offramp_engines::BackendKind::Cpu,
+                BackendArg::Tensorrt => offramp_engines::BackendKind::Tensorrt,
+            };
+            let precision = match precision {
+                PrecisionArg::Fp32 => offramp_engines::Precision::Fp32,
+                PrecisionArg::Fp16 => offramp_engines::Precision::Fp16,
+                PrecisionArg::Int8 => offramp_engines::Precision::Int8,
+            };
+            build_cmd::run(onnx, out, backend, precision)?;
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Engines {
+                    engines,
+                    iters,
+                    python,
+                },
+        } => {
+            let report = engine_bench::run(&engines, iters.max(10), &python)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Firmware {
             command:

@@ -56,3 +56,35 @@ fn human_summary_and_clear_errors() {
     assert!(!ok);
     assert!(err.contains("/nonexistent/fw.elf does not exist"), "{err}");
 }
+
+#[test]
+fn build_writes_an_engine_set_and_a_summary() {
+    let out = tempfile::tempdir().unwrap();
+    let onnx = concat!(env!("CARGO_MANIFEST_DIR"), "/../engines/testdata/tiny");
+    let dir = out.path().join("engines");
+    let (ok, stdout, err) = offramp(&["build", "--onnx", onnx, "--out", dir.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(
+        stdout.contains("engine set tiny-test (cpu backend, Fp32)"),
+        "{stdout}"
+    );
+    // One row per exit and the head, with the cumulative share of the full model.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("exit2") && l.contains("100%")),
+        "{stdout}"
+    );
+    assert!(stdout.lines().any(|l| l.starts_with("head ")), "{stdout}");
+    assert!(dir.join("manifest.toml").is_file());
+
+    let (ok, _, err) = offramp(&[
+        "build",
+        "--onnx",
+        "/nonexistent",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("/nonexistent/model.toml"), "{err}");
+}

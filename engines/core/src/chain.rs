@@ -1,0 +1,213 @@
+//! The engines of one set, chained, with every buffer allocated once.
+
+use crate::manifest::{BackendKind, TensorSpec};
+use crate::{Engine, EngineSet, Error, Result};
+
+/// Where a segment input comes from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    ModelInput(usize),
+    PreviousOutput(usize),
+}
+
+struct Stage {
+    engine: Box<dyn Engine>,
+    sources: Vec<Source>,
+    outputs: Vec<Vec<f32>>,
+    feature: usize,
+}
+
+/// Runs segment after segment of an engine set, and the shared head on any
+/// exit's feature. Buffers are sized from the manifest when the chain is
+/// built; running allocates nothing in this code (the backend may).
+pub struct Chain {
+    inputs: Vec<Vec<f32>>,
+    stages: Vec<Stage>,
+    head: Box<dyn Engine>,
+    head_feature_first: bool,
+    head_action: usize,
+    head_state: usize,
+    head_outputs: Vec<Vec<f32>>,
+}
+
+/// Most inputs or outputs one segment may have (the run path uses fixed
+/// arrays of slices rather than allocating a list per call).
+pub const MAX_IO: usize = 8;
+
+fn buffers(specs: &[TensorSpec]) -> Vec<Vec<f32>> {
+    specs.iter().map(|s| vec![0.0; s.elements()]).collect()
+}
+
+impl Chain {
+    /// Builds every engine of `set` with `backend`.
+    pub fn load(set: &EngineSet, backend: BackendKind) -> Result<Self> {
+        let m = &set.manifest;
+        let load = |artifact: &str,
+                    inputs: &[TensorSpec],
+                    outputs: &[TensorSpec]|
+         -> Result<Box<dyn Engine>> {
+            let path = set.artifact_path(artifact);
+            match backend {
+                #[cfg(feature = "cpu")]
+                BackendKind::Cpu => Ok(Box::new(crate::cpu::CpuEngine::load(
+                    &path, inputs, outputs,
+                )?)),
+                #[cfg(not(feature = "cpu"))]
+                BackendKind::Cpu => Err(Error::Unavailable {
+                    what: path.display().to_string(),
+                    backend: "cpu",
+                    why: "built without the `cpu` feature".into(),
+                }),
+                BackendKind::Tensorrt => Err(Error::Unavailable {
+                    what: path.display().to_string(),
+                    backend: "tensorrt",
+                    why: "TensorRT plans are loaded by the tensorrt backend".into(),
+                }),
+            }
+        };
+        let too_many = m
+            .exits
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("exits[{i}]"), s.inputs.len().max(s.outputs.len())))
+            .chain(std::iter::once((
+                "head".to_string(),
+                m.head.outputs.len().max(m.head.inputs.len()),
+            )))
+            .find(|(_, n)| *n > MAX_IO);
+        if let Some((field, n)) = too_many {
+            return Err(Error::Invalid {
+                path: set.manifest_path.clone(),
+                field,
+                message: format!("{n} tensors on one side; at most {MAX_IO} are supported"),
+            });
+        }
+        let mut stages = Vec::with_capacity(m.exits.len());
+        let mut prev: &[TensorSpec] = &m.inputs;
+        for (i, seg) in m.exits.iter().enumerate() {
+            let sources = seg
+                .inputs
+                .iter()
+                .map(|input| {
+                    let k = prev.iter().position(|t| t.name == input.name);
+                    match (i, k) {
+                        (0, Some(k)) => Ok(Source::ModelInput(k)),
+                        (_, Some(k)) => Ok(Source::PreviousOutput(k)),
+                        // EngineSet::open checked this; a hand-built set may not be.
+                        (_, None) => Err(Error::Invalid {
+                            path: set.manifest_path.clone(),
+                            field: format!("exits[{i}].inputs"),
+                            message: format!("{:?} has no source", input.name),
+                        }),
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let feature = seg
+                .outputs
+                .iter()
+                .position(|t| t.name == seg.feature)
+                .ok_or_else(|| Error::Invalid {
+                    path: set.manifest_path.clone(),
+                    field: format!("exits[{i}].feature"),
+                    message: format!("{:?} is not an output", seg.feature),
+                })?;
+            stages.push(Stage {
+                engine: load(&seg.artifact, &seg.inputs, &seg.outputs)?,
+                sources,
+                outputs: buffers(&seg.outputs),
+                feature,
+            });
+            prev = &seg.outputs;
+        }
+        let h = &m.head;
+        let pos = |list: &[TensorSpec], name: &str| list.iter().position(|t| t.name == name);
+        let (Some(feat), Some(action), Some(state)) = (
+            pos(&h.inputs, &h.feature_input),
+            pos(&h.outputs, &h.action_output),
+            pos(&h.outputs, &h.state_output),
+        ) else {
+            return Err(Error::Invalid {
+                path: set.manifest_path.clone(),
+                field: "head".into(),
+                message: "feature, action or state tensor not found".into(),
+            });
+        };
+        Ok(Self {
+            inputs: buffers(&m.inputs),
+            stages,
+            head: load(&h.artifact, &h.inputs, &h.outputs)?,
+            head_feature_first: feat == 0,
+            head_action: action,
+            head_state: state,
+            head_outputs: buffers(&h.outputs),
+        })
+    }
+
+    pub fn exits(&self) -> usize {
+        self.stages.len()
+    }
+
+    /// Buffers of the model inputs (segment 0), to fill before [`Chain::run_exit`].
+    pub fn inputs_mut(&mut self) -> &mut [Vec<f32>] {
+        &mut self.inputs
+    }
+
+    /// Runs segment `i`; segment `i - 1` (or the inputs, for 0) must have run.
+    pub fn run_exit(&mut self, i: usize) -> Result<()> {
+        let (done, rest) = self.stages.split_at_mut(i);
+        let Some(stage) = rest.first_mut() else {
+            return Ok(());
+        };
+        let prev_outputs = done.last().map(|s| &s.outputs);
+        let mut ins: [&[f32]; MAX_IO] = [&[]; MAX_IO];
+        for (slot, src) in ins.iter_mut().zip(&stage.sources) {
+            *slot = match (*src, prev_outputs) {
+                (Source::ModelInput(k), _) => &self.inputs[k],
+                (Source::PreviousOutput(k), Some(p)) => &p[k],
+                (Source::PreviousOutput(_), None) => &[],
+            };
+        }
+        let n_in = stage.sources.len().min(ins.len());
+        let mut outs: [&mut [f32]; MAX_IO] = Default::default();
+        let n_out = stage.outputs.len().min(outs.len());
+        for (slot, buf) in outs.iter_mut().zip(stage.outputs.iter_mut()) {
+            *slot = buf;
+        }
+        stage.engine.run(&ins[..n_in], &mut outs[..n_out])
+    }
+
+    /// Output `k` of segment `i` from its last run.
+    pub fn exit_output(&self, i: usize, k: usize) -> &[f32] {
+        &self.stages[i].outputs[k]
+    }
+
+    /// The feature segment `i` produced for the head.
+    pub fn feature(&self, i: usize) -> &[f32] {
+        let s = &self.stages[i];
+        &s.outputs[s.feature]
+    }
+
+    /// Runs the head on exit `i`'s feature with recurrent state `state_in`.
+    /// Returns (action, next state); the caller decides whether to commit it.
+    pub fn run_head(&mut self, i: usize, state_in: &[f32]) -> Result<(&[f32], &[f32])> {
+        let feature: &[f32] = {
+            let s = &self.stages[i];
+            &s.outputs[s.feature]
+        };
+        let ins: [&[f32]; 2] = if self.head_feature_first {
+            [feature, state_in]
+        } else {
+            [state_in, feature]
+        };
+        let mut outs: [&mut [f32]; MAX_IO] = Default::default();
+        let n = self.head_outputs.len().min(outs.len());
+        for (slot, buf) in outs.iter_mut().zip(self.head_outputs.iter_mut()) {
+            *slot = buf;
+        }
+        self.head.run(&ins, &mut outs[..n])?;
+        Ok((
+            &self.head_outputs[self.head_action],
+            &self.head_outputs[self.head_state],
+        ))
+    }
+}

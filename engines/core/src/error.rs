@@ -1,0 +1,57 @@
+//! Errors of engine sets and backends. Every variant names the file and, where
+//! there is one, the manifest field at fault.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a valid engine-set manifest: {message}")]
+    ManifestSyntax { path: PathBuf, message: String },
+    #[error("{path}: field `format_version` is {found}; this build of offramp reads version {supported}")]
+    UnknownVersion {
+        path: PathBuf,
+        found: i64,
+        supported: u32,
+    },
+    #[error("{path}: field `{field}`: artifact {artifact} does not exist")]
+    MissingArtifact {
+        path: PathBuf,
+        field: String,
+        artifact: PathBuf,
+    },
+    #[error("{artifact}: SHA-256 is {actual} but field `{field}` of {path} says {expected}: the file is corrupt or was replaced")]
+    ChecksumMismatch {
+        path: PathBuf,
+        field: String,
+        artifact: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("{path}: field `{field}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+    #[error("{artifact}: cannot be loaded by the {backend} backend: {message}")]
+    Load {
+        artifact: PathBuf,
+        backend: &'static str,
+        message: String,
+    },
+    #[error("{artifact}: {message}")]
+    Run { artifact: PathBuf, message: String },
+    #[error("{what}: the {backend} backend is not available in this build: {why}")]
+    Unavailable {
+        what: String,
+        backend: &'static str,
+        why: String,
+    },
+}

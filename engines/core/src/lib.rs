@@ -1,0 +1,38 @@
+//! Engine sets: one engine per exit segment of a multi-exit model, plus the
+//! shared recurrent action head, described by a `manifest.toml`.
+//!
+//! * [`manifest`]: the on-disk format.
+//! * [`EngineSet::open`]: loads a manifest and checks everything before any
+//!   engine is built: format version, files, checksums, and that consecutive
+//!   segments and the head fit together. Each failure names the file and field.
+//! * [`Engine`]: one runnable segment; backends: [`cpu`] (tract, always) and
+//!   `tensorrt` (feature, a thin C++ shim over the TensorRT 10 runtime).
+//! * [`Chain`]: the engines of a set with every buffer allocated once from the
+//!   manifest, run exit by exit.
+//! * [`analyze`] and [`build`]: what `offramp build` uses to turn ONNX
+//!   segments into an engine set (FLOPs, parameters, activation memory).
+
+mod chain;
+mod error;
+pub mod manifest;
+mod set;
+mod sha;
+
+#[cfg(feature = "cpu")]
+pub mod analyze;
+#[cfg(feature = "cpu")]
+pub mod build;
+#[cfg(feature = "cpu")]
+pub mod cpu;
+
+pub use chain::Chain;
+pub use error::{Error, Result};
+pub use manifest::{BackendKind, Manifest, Precision, TensorSpec};
+pub use set::EngineSet;
+pub use sha::sha256_file;
+
+/// One runnable segment. `run` reads the inputs and writes the outputs in the
+/// order and shapes of the manifest; the caller owns every buffer.
+pub trait Engine: Send {
+    fn run(&mut self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) -> Result<()>;
+}

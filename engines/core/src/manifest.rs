@@ -1,0 +1,217 @@
+//! `manifest.toml`: what an engine set contains and how its pieces connect.
+//!
+//! ```toml
+//! format_version = 1
+//! model = "demo-vla"
+//! inputs = [{ name = "image", shape = [1, 3, 64, 64], dtype = "f32" }]
+//!
+//! [build]
+//! backend = "cpu"            # or "tensorrt"
+//! precision = "fp32"         # fp16, int8 (TensorRT)
+//! offramp_version = "0.1.0"
+//! target_device = "x86_64 CPU"
+//! [build.tools]
+//! tract = "0.23"
+//!
+//! [[exits]]
+//! name = "exit0"
+//! artifact = "segment0.onnx"
+//! sha256 = "…"
+//! inputs = [{ name = "image", shape = [1, 3, 64, 64], dtype = "f32" }]
+//! outputs = [{ name = "hidden0", shape = [1, 17, 32], dtype = "f32" }, { name = "feature", … }]
+//! feature = "feature"        # the output the action head reads
+//! macs = 1234567
+//! params = 4096
+//! peak_activation_bytes = 65536
+//!
+//! [head]                     # the recurrent action head shared by all exits
+//! artifact = "head.onnx"
+//! feature_input = "feature"
+//! state_input = "h_in"
+//! state_output = "h_out"
+//! action_output = "action"
+//! …
+//!
+//! [criterion]
+//! kind = "action-consistency"   # DeeR; or "max-confidence", "fixed"
+//! thresholds = []               # one per exit but the last, from `offramp calibrate`
+//! continuous_dims = [0, 1]
+//! ```
+//!
+//! Segment `i > 0` reads the outputs of segment `i - 1` whose names match its
+//! inputs; segment 0 reads the model `inputs`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The manifest format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    F32,
+}
+
+/// Name, static shape and element type of one tensor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+}
+
+impl TensorSpec {
+    pub fn f32(name: &str, shape: &[usize]) -> Self {
+        Self {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+            dtype: DType::F32,
+        }
+    }
+
+    pub fn elements(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.elements() * 4
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Cpu,
+    Tensorrt,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Tensorrt => "tensorrt",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Fp32,
+    Fp16,
+    Int8,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildInfo {
+    pub backend: BackendKind,
+    pub precision: Precision,
+    pub offramp_version: String,
+    /// What built the artifacts, e.g. `tract`, `tensorrt`, `onnx_opset`.
+    #[serde(default)]
+    pub tools: BTreeMap<String, String>,
+    /// CPU model, or GPU name and compute capability for TensorRT plans,
+    /// which only run on the GPU and TensorRT version they were built for.
+    pub target_device: String,
+    /// TensorRT version the plans were built with (`tensorrt` backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tensorrt_version: Option<String>,
+}
+
+/// Cost figures of one artifact, counted from its graph by `offramp build`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cost {
+    /// Multiply-accumulates per run (FLOPs ≈ 2 × MACs).
+    pub macs: u64,
+    pub params: u64,
+    /// Largest sum of live intermediate tensors, in execution order.
+    pub peak_activation_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Segment {
+    pub name: String,
+    /// File name inside the engine-set directory.
+    pub artifact: String,
+    pub sha256: String,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    /// The output the action head reads at this exit.
+    pub feature: String,
+    #[serde(flatten)]
+    pub cost: Cost,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Head {
+    pub artifact: String,
+    pub sha256: String,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    pub feature_input: String,
+    pub state_input: String,
+    pub state_output: String,
+    pub action_output: String,
+    #[serde(flatten)]
+    pub cost: Cost,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CriterionKind {
+    /// DeeR: stop at the first exit whose action differs from the previous
+    /// exit's by less than its threshold (RMS over the continuous dims).
+    ActionConsistency,
+    /// Discrete heads: stop when the top class probability exceeds the threshold.
+    MaxConfidence,
+    /// Always stop at `fixed_exit` (baselines).
+    Fixed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Criterion {
+    pub kind: CriterionKind,
+    /// One per exit but the last (which always stops); empty until calibrated.
+    #[serde(default)]
+    pub thresholds: Vec<f32>,
+    /// Action dimensions compared by the criterion (gripper-like binary dims
+    /// excluded).
+    #[serde(default)]
+    pub continuous_dims: Vec<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_exit: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub model: String,
+    pub build: BuildInfo,
+    /// Inputs of segment 0 (the preprocessed frame and any instruction).
+    pub inputs: Vec<TensorSpec>,
+    pub exits: Vec<Segment>,
+    pub head: Head,
+    pub criterion: Criterion,
+}
+
+impl Manifest {
+    /// MACs of running segments `0..=exit` and the head once per exit.
+    pub fn cumulative_macs(&self, exit: usize) -> u64 {
+        self.exits
+            .iter()
+            .take(exit + 1)
+            .map(|s| s.cost.macs + self.head.cost.macs)
+            .sum()
+    }
+
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
+    }
+}

@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Writes a tiny multi-exit model in the DeeR shape as ONNX segments, for tests.
+
+    python3 tools/onnx/make_tiny_model.py --out engines/testdata/tiny --seed 7
+
+Inputs: image [1,3,16,16] and a one-hot instruction [1,4]. Segment 0 embeds
+4x4 patches plus an instruction token and runs one transformer block; each
+later segment runs one more block. Segment i outputs the token states
+(`hidden<i>`, read by segment i+1) and their mean (`feature`, read by the
+head). The head is a GRU cell shared by all exits: feature + h_in -> action
+[1,3] + h_out. Weights are random (seeded): this model exists to check that
+backends compute what onnxruntime computes, not to drive a robot.
+Needs only `onnx` and `numpy`.
+"""
+import argparse
+import os
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+D, TOKENS, HEADS, HIDDEN, ACTIONS, PATCH = 32, 17, 2, 32, 3, 4
+OPSET = 17
+
+
+class Graph:
+    def __init__(self, rng, prefix):
+        self.nodes, self.inits, self.rng, self.prefix, self.n = [], [], rng, prefix, 0
+
+    def name(self, base):
+        self.n += 1
+        return f"{self.prefix}{base}_{self.n}"
+
+    def weight(self, shape, scale=None):
+        scale = scale if scale is not None else 1.0 / np.sqrt(shape[0])
+        w = (self.rng.standard_normal(shape) * scale).astype(np.float32)
+        n = self.name("w")
+        self.inits.append(numpy_helper.from_array(w, n))
+        return n
+
+    def const(self, value, dtype=np.float32):
+        n = self.name("c")
+        self.inits.append(numpy_helper.from_array(np.array(value, dtype=dtype), n))
+        return n
+
+    def op(self, kind, inputs, **attrs):
+        out = self.name(kind.lower())
+        self.nodes.append(helper.make_node(kind, inputs, [out], **attrs))
+        return out
+
+    def linear(self, x, d_in, d_out):
+        return self.op("Add", [self.op("MatMul", [x, self.weight([d_in, d_out])]), self.weight([d_out], 0.02)])
+
+    def layer_norm(self, x):
+        return self.op("LayerNormalization", [x, self.const(np.ones(D)), self.const(np.zeros(D))], axis=-1, epsilon=1e-5)
+
+    def gelu(self, x):
+        # 0.5 x (1 + erf(x / sqrt 2)), as torch exports it
+        e = self.op("Erf", [self.op("Div", [x, self.const(np.sqrt(2.0))])])
+        return self.op("Mul", [self.op("Mul", [x, self.const(0.5)]), self.op("Add", [e, self.const(1.0)])])
+
+    def block(self, x):
+        dh = D // HEADS
+        h = self.layer_norm(x)
+        qkv = self.linear(h, D, 3 * D)
+        q, k, v = (self.op("Slice", [qkv, self.const([i * D], np.int64), self.const([(i + 1) * D], np.int64), self.const([2], np.int64)]) for i in range(3))
+        split = lambda t: self.op("Transpose", [self.op("Reshape", [t, self.const([1, TOKENS, HEADS, dh], np.int64)])], perm=[0, 2, 1, 3])
+        q, k, v = split(q), split(k), split(v)
+        scores = self.op("Div", [self.op("MatMul", [q, self.op("Transpose", [k], perm=[0, 1, 3, 2])]), self.const(np.sqrt(dh))])
+        att = self.op("MatMul", [self.op("Softmax", [scores], axis=-1), v])
+        att = self.op("Reshape", [self.op("Transpose", [att], perm=[0, 2, 1, 3]), self.const([1, TOKENS, D], np.int64)])
+        x = self.op("Add", [x, self.linear(att, D, D)])
+        m = self.linear(self.gelu(self.linear(self.layer_norm(x), D, 2 * D)), 2 * D, D)
+        return self.op("Add", [x, m])
+
+    def save(self, path, inputs, outputs):
+        g = helper.make_graph(self.nodes, os.path.basename(path), inputs, outputs, self.inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="offramp-tiny")
+        m.ir_version = 8  # what opset 17 needs; newer IRs are refused by older runtimes
+        onnx.checker.check_model(m, full_check=True)
+        onnx.save(m, path)
+
+
+def tensor(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def segment(rng, index, path):
+    g = Graph(rng, f"s{index}_")
+    if index == 0:
+        grid = 16 // PATCH
+        p = g.op("Reshape", ["image", g.const([1, 3, grid, PATCH, grid, PATCH], np.int64)])
+        p = g.op("Transpose", [p], perm=[0, 2, 4, 1, 3, 5])
+        p = g.op("Reshape", [p, g.const([1, grid * grid, 3 * PATCH * PATCH], np.int64)])
+        patches = g.linear(p, 3 * PATCH * PATCH, D)
+        token = g.op("Reshape", [g.op("MatMul", ["instruction", g.weight([4, D])]), g.const([1, 1, D], np.int64)])
+        x = g.op("Concat", [token, patches], axis=1)
+        x = g.op("Add", [x, g.weight([1, TOKENS, D], 0.02)])
+        inputs = [tensor("image", [1, 3, 16, 16]), tensor("instruction", [1, 4])]
+    else:
+        x = f"hidden{index - 1}"
+        inputs = [tensor(x, [1, TOKENS, D])]
+    out = f"hidden{index}"  # read by the next segment under this name
+    g.nodes.append(helper.make_node("Identity", [g.block(x)], [out]))
+    g.nodes.append(helper.make_node("ReduceMean", [out], ["feature"], axes=[1], keepdims=0))
+    g.save(path, inputs, [tensor(out, [1, TOKENS, D]), tensor("feature", [1, D])])
+
+
+def head(rng, path):
+    g = Graph(rng, "head_")
+    gate = lambda: g.op("Sigmoid", [g.op("Add", [g.linear("feature", D, HIDDEN), g.op("MatMul", ["h_in", g.weight([HIDDEN, HIDDEN])])])])
+    z, r = gate(), gate()
+    hn = g.op("MatMul", ["h_in", g.weight([HIDDEN, HIDDEN])])
+    n = g.op("Tanh", [g.op("Add", [g.linear("feature", D, HIDDEN), g.op("Mul", [r, hn])])])
+    one_minus_z = g.op("Sub", [g.const(1.0), z])
+    h = g.op("Add", [g.op("Mul", [one_minus_z, n]), g.op("Mul", [z, "h_in"])])
+    g.nodes.append(helper.make_node("Identity", [h], ["h_out"]))
+    a = g.linear("h_out", HIDDEN, ACTIONS)
+    g.nodes.append(helper.make_node("Tanh", [a], ["action"]))
+    g.save(path, [tensor("feature", [1, D]), tensor("h_in", [1, HIDDEN])], [tensor("action", [1, ACTIONS]), tensor("h_out", [1, HIDDEN])])
+
+
+MODEL_TOML = """# Source description read by `offramp build --onnx`.
+model = "tiny-test"
+exits = ["segment0.onnx", "segment1.onnx", "segment2.onnx"]
+feature = "feature"
+
+[head]
+artifact = "head.onnx"
+feature_input = "feature"
+state_input = "h_in"
+state_output = "h_out"
+action_output = "action"
+
+[criterion]
+kind = "action-consistency"
+continuous_dims = [0, 1]
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    rng = np.random.default_rng(args.seed)
+    for i in range(3):
+        segment(rng, i, os.path.join(args.out, f"segment{i}.onnx"))
+    head(rng, os.path.join(args.out, "head.onnx"))
+    with open(os.path.join(args.out, "model.toml"), "w") as f:
+        f.write(MODEL_TOML)
+
+
+if __name__ == "__main__":
+    main()
