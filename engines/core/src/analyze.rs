@@ -52,13 +52,15 @@ fn spec_of(path: &Path, v: &pb::ValueInfoProto) -> Result<TensorSpec> {
             Some(pb::tensor_shape_proto::dimension::Value::DimValue(n)) if *n > 0 => {
                 shape.push(*n as usize)
             }
-            other => return Err(err(
-                path,
-                format!(
+            other => {
+                return Err(err(
+                    path,
+                    format!(
                     "{:?} has a dynamic dimension ({other:?}); export segments with static shapes",
                     v.name
                 ),
-            )),
+                ))
+            }
         }
     }
     Ok(TensorSpec::f32(&v.name, &shape))
