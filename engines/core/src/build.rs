@@ -281,22 +281,40 @@ fn cpu_name() -> String {
     )
 }
 
-/// GPU name and compute capability, or the Jetson's model.
+/// The GPU as [`crate::manifest::device_identity`] names it, the way the
+/// TensorRT loader will see it: from CUDA when this build has it, else from
+/// `nvidia-smi`, else the device tree's model (which the loader will refuse
+/// as a mismatch rather than run a plan on the wrong GPU).
 fn gpu_name() -> String {
+    #[cfg(feature = "tensorrt")]
+    if let Ok(id) = crate::tensorrt::cuda_device_identity() {
+        return id;
+    }
     if let Ok(out) = Command::new("nvidia-smi")
         .args(["--query-gpu=name,compute_cap", "--format=csv,noheader"])
         .output()
     {
         if out.status.success() {
-            let s = String::from_utf8_lossy(&out.stdout);
-            if let Some(first) = s.lines().next() {
-                return first.trim().to_string();
+            if let Some(id) = parse_nvidia_smi(&String::from_utf8_lossy(&out.stdout)) {
+                return id;
             }
         }
     }
     std::fs::read_to_string("/proc/device-tree/model")
         .map(|s| s.trim_end_matches('\0').trim().to_string())
         .unwrap_or_else(|_| "unknown NVIDIA GPU".into())
+}
+
+/// `NVIDIA H100 80GB HBM3, 9.0` → `NVIDIA H100 80GB HBM3 (compute 9.0)`.
+pub fn parse_nvidia_smi(csv: &str) -> Option<String> {
+    let line = csv.lines().next()?;
+    let (name, cap) = line.rsplit_once(',')?;
+    let (maj, min) = cap.trim().split_once('.')?;
+    Some(crate::manifest::device_identity(
+        name,
+        maj.parse().ok()?,
+        min.parse().ok()?,
+    ))
 }
 
 /// The TensorRT builder, driven through `trtexec` (shipped with TensorRT and
@@ -407,6 +425,15 @@ pub fn parse_trtexec_version(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nvidia_smi_names() {
+        assert_eq!(
+            parse_nvidia_smi("NVIDIA H100 80GB HBM3, 9.0\n").as_deref(),
+            Some("NVIDIA H100 80GB HBM3 (compute 9.0)")
+        );
+        assert_eq!(parse_nvidia_smi("garbage"), None);
+    }
 
     #[test]
     fn trtexec_versions() {

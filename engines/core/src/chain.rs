@@ -30,6 +30,66 @@ pub struct Chain {
     head_outputs: Vec<Vec<f32>>,
 }
 
+/// Builds the engines of one set with one backend.
+enum Loader {
+    #[cfg(feature = "cpu")]
+    Cpu,
+    #[cfg(feature = "tensorrt")]
+    Tensorrt(crate::tensorrt::Loader),
+}
+
+impl Loader {
+    fn new(set: &EngineSet, backend: BackendKind) -> Result<Self> {
+        #[cfg(not(all(feature = "cpu", feature = "tensorrt")))]
+        let unavailable = |backend: &'static str, feature: &str| {
+            Error::Unavailable {
+            what: set.manifest_path.display().to_string(),
+            backend,
+            why: format!(
+                "this offramp was built without the `{feature}` feature; rebuild with `--features {feature}`"
+            ),
+        }
+        };
+        match backend {
+            #[cfg(feature = "cpu")]
+            BackendKind::Cpu => Ok(Self::Cpu),
+            #[cfg(not(feature = "cpu"))]
+            BackendKind::Cpu => Err(unavailable("cpu", "cpu")),
+            #[cfg(feature = "tensorrt")]
+            BackendKind::Tensorrt => Ok(Self::Tensorrt(crate::tensorrt::Loader::new(set)?)),
+            #[cfg(not(feature = "tensorrt"))]
+            BackendKind::Tensorrt => Err(unavailable("tensorrt", "tensorrt")),
+        }
+    }
+
+    fn load(
+        &mut self,
+        path: &std::path::Path,
+        inputs: &[TensorSpec],
+        outputs: &[TensorSpec],
+    ) -> Result<Box<dyn Engine>> {
+        match self {
+            #[cfg(feature = "cpu")]
+            Self::Cpu => Ok(Box::new(crate::cpu::CpuEngine::load(
+                path, inputs, outputs,
+            )?)),
+            #[cfg(feature = "tensorrt")]
+            Self::Tensorrt(l) => l.load(path, inputs, outputs),
+            #[cfg(not(any(feature = "cpu", feature = "tensorrt")))]
+            _ => unreachable!("no backend is compiled in"),
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        match self {
+            #[cfg(feature = "cpu")]
+            Self::Cpu => Ok(()),
+            #[cfg(feature = "tensorrt")]
+            Self::Tensorrt(l) => l.finish(),
+        }
+    }
+}
+
 /// Most inputs or outputs one segment may have (the run path uses fixed
 /// arrays of slices rather than allocating a list per call).
 pub const MAX_IO: usize = 8;
@@ -42,29 +102,7 @@ impl Chain {
     /// Builds every engine of `set` with `backend`.
     pub fn load(set: &EngineSet, backend: BackendKind) -> Result<Self> {
         let m = &set.manifest;
-        let load = |artifact: &str,
-                    inputs: &[TensorSpec],
-                    outputs: &[TensorSpec]|
-         -> Result<Box<dyn Engine>> {
-            let path = set.artifact_path(artifact);
-            match backend {
-                #[cfg(feature = "cpu")]
-                BackendKind::Cpu => Ok(Box::new(crate::cpu::CpuEngine::load(
-                    &path, inputs, outputs,
-                )?)),
-                #[cfg(not(feature = "cpu"))]
-                BackendKind::Cpu => Err(Error::Unavailable {
-                    what: path.display().to_string(),
-                    backend: "cpu",
-                    why: "built without the `cpu` feature".into(),
-                }),
-                BackendKind::Tensorrt => Err(Error::Unavailable {
-                    what: path.display().to_string(),
-                    backend: "tensorrt",
-                    why: "TensorRT plans are loaded by the tensorrt backend".into(),
-                }),
-            }
-        };
+        let mut loader = Loader::new(set, backend)?;
         let too_many = m
             .exits
             .iter()
@@ -112,7 +150,11 @@ impl Chain {
                     message: format!("{:?} is not an output", seg.feature),
                 })?;
             stages.push(Stage {
-                engine: load(&seg.artifact, &seg.inputs, &seg.outputs)?,
+                engine: loader.load(
+                    &set.artifact_path(&seg.artifact),
+                    &seg.inputs,
+                    &seg.outputs,
+                )?,
                 sources,
                 outputs: buffers(&seg.outputs),
                 feature,
@@ -132,10 +174,12 @@ impl Chain {
                 message: "feature, action or state tensor not found".into(),
             });
         };
+        let head = loader.load(&set.artifact_path(&h.artifact), &h.inputs, &h.outputs)?;
+        loader.finish()?;
         Ok(Self {
             inputs: buffers(&m.inputs),
             stages,
-            head: load(&h.artifact, &h.inputs, &h.outputs)?,
+            head,
             head_feature_first: feat == 0,
             head_action: action,
             head_state: state,

@@ -24,6 +24,8 @@ pub mod analyze;
 pub mod build;
 #[cfg(feature = "cpu")]
 pub mod cpu;
+#[cfg(feature = "tensorrt")]
+pub mod tensorrt;
 
 pub use chain::Chain;
 pub use error::{Error, Result};

@@ -215,3 +215,10 @@ impl Manifest {
         toml::to_string(self)
     }
 }
+
+/// How `offramp build` names the GPU a TensorRT plan was built for, and how the
+/// loader names the GPU it runs on: the two must be equal
+/// (`build.target_device`).
+pub fn device_identity(name: &str, compute_major: i32, compute_minor: i32) -> String {
+    format!("{} (compute {compute_major}.{compute_minor})", name.trim())
+}
