@@ -7,6 +7,7 @@
 //! Nothing is linked: the shim opens libnvinfer with dlopen.
 
 use std::env;
+#[cfg(feature = "tensorrt")]
 use std::path::{Path, PathBuf};
 
 fn main() {
@@ -22,6 +23,7 @@ fn main() {
     build_shim();
 }
 
+#[cfg(feature = "tensorrt")]
 fn tensorrt_include() -> Option<PathBuf> {
     let candidates = env::var_os("TENSORRT_INCLUDE_DIR")
         .map(PathBuf::from)
@@ -40,6 +42,7 @@ fn tensorrt_include() -> Option<PathBuf> {
         .find(|d| d.join("NvInferRuntime.h").is_file())
 }
 
+#[cfg(feature = "tensorrt")]
 fn cuda_includes() -> Vec<PathBuf> {
     match env::var("CUDA_INCLUDE_DIR") {
         Ok(list) => list.split(':').map(PathBuf::from).collect(),

@@ -7,6 +7,7 @@ mod firmware_bench;
 mod mcu_host;
 mod pty;
 mod session;
+mod sim_cmd;
 mod stats;
 
 use anyhow::Context;
@@ -63,6 +64,11 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// The simulator: record demonstrations, measure it.
+    Sim {
+        #[command(subcommand)]
+        command: SimCommand,
+    },
     /// Motor-controller firmware tools.
     Firmware {
         #[command(subcommand)]
@@ -95,6 +101,54 @@ enum BenchCommand {
         /// Python with onnxruntime for the reference column.
         #[arg(long, env = "OFFRAMP_PYTHON", default_value = "python3")]
         python: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SimCommand {
+    /// Record expert demonstrations as .npy files (frames, instructions,
+    /// expert actions, episode indices) for training.
+    Record {
+        #[arg(long)]
+        episodes: usize,
+        #[arg(long)]
+        out: PathBuf,
+        /// Episode i uses seed first_seed + i.
+        #[arg(long, default_value_t = 0)]
+        first_seed: u64,
+        /// Driving noise (share of the limits) so the data covers recoveries.
+        #[arg(long, default_value_t = 0.3)]
+        noise: f32,
+        /// Simulator configuration (TOML); default: the built-in one.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Closed-loop evaluation of an engine set driving the simulator: success
+    /// rate and the share of frames each exit gets right, per fixed exit and
+    /// for the calibrated criterion.
+    Eval {
+        #[arg(long)]
+        engines: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        episodes: usize,
+        /// Held-out episodes: training data uses seeds from 100000.
+        #[arg(long, default_value_t = 0)]
+        first_seed: u64,
+        /// Evaluate only this exit (1-based); default: every exit, then the
+        /// criterion if the set is calibrated.
+        #[arg(long)]
+        exit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Render + physics throughput in frames per second (JSON).
+    Bench {
+        #[arg(long, default_value_t = 20_000)]
+        frames: usize,
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -175,6 +229,40 @@ fn main() -> anyhow::Result<()> {
                 },
         } => {
             let report = engine_bench::run(&engines, iters.max(10), &python)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Sim {
+            command:
+                SimCommand::Record {
+                    episodes,
+                    out,
+                    first_seed,
+                    noise,
+                    config,
+                },
+        } => {
+            let cfg = sim_cmd::load_config(config.as_deref())?;
+            sim_cmd::run_record(&cfg, episodes, first_seed, noise, &out)?;
+        }
+        Command::Sim {
+            command:
+                SimCommand::Eval {
+                    engines,
+                    episodes,
+                    first_seed,
+                    exit,
+                    json,
+                    config,
+                },
+        } => {
+            let cfg = sim_cmd::load_config(config.as_deref())?;
+            sim_cmd::run_eval(&cfg, &engines, episodes, first_seed, exit, json)?;
+        }
+        Command::Sim {
+            command: SimCommand::Bench { frames, config },
+        } => {
+            let cfg = sim_cmd::load_config(config.as_deref())?;
+            let report = sim_cmd::bench(&cfg, frames.max(100));
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Firmware {

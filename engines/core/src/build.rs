@@ -22,7 +22,8 @@
 
 use crate::analyze::{analyze, Analysis};
 use crate::manifest::{
-    BackendKind, BuildInfo, Criterion, Head, Manifest, Precision, Segment, FORMAT_VERSION,
+    BackendKind, BuildInfo, Criterion, Head, Manifest, Precision, Preprocess, Segment,
+    FORMAT_VERSION,
 };
 use crate::{sha256_file, Chain, EngineSet, Error, Result};
 use serde::Deserialize;
@@ -48,6 +49,8 @@ struct SourceModel {
     feature: String,
     head: SourceHead,
     criterion: Criterion,
+    #[serde(default)]
+    preprocess: Option<Preprocess>,
 }
 
 /// What to build.
@@ -227,6 +230,7 @@ pub fn build(
         exits,
         head,
         criterion: src.criterion,
+        preprocess: src.preprocess,
     };
     EngineSet::write_manifest(&opts.out_dir, &manifest)?;
     let set = EngineSet::open(&opts.out_dir)?;

@@ -14,6 +14,7 @@ struct Stage {
     engine: Box<dyn Engine>,
     sources: Vec<Source>,
     outputs: Vec<Vec<f32>>,
+    names: Vec<String>,
     feature: usize,
 }
 
@@ -157,6 +158,7 @@ impl Chain {
                 )?,
                 sources,
                 outputs: buffers(&seg.outputs),
+                names: seg.outputs.iter().map(|t| t.name.clone()).collect(),
                 feature,
             });
             prev = &seg.outputs;
@@ -231,13 +233,22 @@ impl Chain {
         &s.outputs[s.feature]
     }
 
+    /// Index of segment `i`'s output called `name`.
+    pub fn output_index(&self, i: usize, name: &str) -> Option<usize> {
+        self.stages.get(i)?.names.iter().position(|n| n == name)
+    }
+
     /// Runs the head on exit `i`'s feature with recurrent state `state_in`.
     /// Returns (action, next state); the caller decides whether to commit it.
     pub fn run_head(&mut self, i: usize, state_in: &[f32]) -> Result<(&[f32], &[f32])> {
-        let feature: &[f32] = {
-            let s = &self.stages[i];
-            &s.outputs[s.feature]
-        };
+        let k = self.stages[i].feature;
+        self.run_head_on(i, k, state_in)
+    }
+
+    /// Runs the head on output `k` of segment `i` (a feature-shaped tensor,
+    /// e.g. DeeR's exit-0 reference).
+    pub fn run_head_on(&mut self, i: usize, k: usize, state_in: &[f32]) -> Result<(&[f32], &[f32])> {
+        let feature: &[f32] = &self.stages[i].outputs[k];
         let ins: [&[f32]; 2] = if self.head_feature_first {
             [feature, state_in]
         } else {

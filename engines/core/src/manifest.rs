@@ -186,6 +186,24 @@ pub struct Criterion {
     pub continuous_dims: Vec<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fixed_exit: Option<usize>,
+    /// DeeR compares exit 0's action with the head applied to a feature
+    /// pooled before any block: the name of that output of segment 0.
+    /// Without it exit 0 never stops on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit0_reference: Option<String>,
+}
+
+/// How a camera frame becomes the model's image input: 8-bit RGB scaled to
+/// [0, 1], then `(x - mean) / std` per channel, HWC → NCHW, resized to the
+/// image input's height and width. The image input is the first model input
+/// of shape [1, 3, H, W]; `instruction`, if set, names a one-hot input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preprocess {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instruction: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -199,6 +217,8 @@ pub struct Manifest {
     pub exits: Vec<Segment>,
     pub head: Head,
     pub criterion: Criterion,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocess: Option<Preprocess>,
 }
 
 impl Manifest {

@@ -172,7 +172,54 @@ impl EngineSet {
                 "the head takes exactly a feature and a state",
             ));
         }
-        self.check_criterion(action.elements())
+        self.check_criterion(action.elements())?;
+        self.check_preprocess()
+    }
+
+    /// The image input must be [1, 3, H, W]; the instruction input must exist
+    /// and be [1, K]; std must be positive.
+    fn check_preprocess(&self) -> Result<()> {
+        let m = &self.manifest;
+        let Some(p) = &m.preprocess else {
+            return Ok(());
+        };
+        if let Some(k) = p.std.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(self.invalid(
+                format!("preprocess.std[{k}]"),
+                format!("{} is not a positive number", p.std[k]),
+            ));
+        }
+        if let Some(k) = p.mean.iter().position(|s| !s.is_finite()) {
+            return Err(self.invalid(
+                format!("preprocess.mean[{k}]"),
+                format!("{} is not a number", p.mean[k]),
+            ));
+        }
+        let image = m.inputs.first().map(|t| t.shape.as_slice());
+        if !matches!(image, Some([1, 3, h, w]) if *h > 0 && *w > 0) {
+            return Err(self.invalid(
+                "inputs[0].shape",
+                format!("preprocessing writes an image [1, 3, H, W], but the first input is {image:?}"),
+            ));
+        }
+        if let Some(name) = &p.instruction {
+            match m.inputs.iter().find(|t| &t.name == name) {
+                Some(t) if t.shape.len() == 2 && t.shape[0] == 1 && t.shape[1] > 0 => {}
+                Some(t) => {
+                    return Err(self.invalid(
+                        "preprocess.instruction",
+                        format!("{name:?} is {:?}; a one-hot instruction is [1, K]", t.shape),
+                    ))
+                }
+                None => {
+                    return Err(self.invalid(
+                        "preprocess.instruction",
+                        format!("{name:?} is not a model input"),
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 
     fn check_feature(&self, i: usize, seg: &Segment) -> Result<()> {
@@ -228,6 +275,25 @@ impl EngineSet {
                 "criterion.continuous_dims",
                 format!("dimension {d} does not exist: the action has {action_dims}"),
             ));
+        }
+        if let Some(r) = &c.exit0_reference {
+            let seg0 = m.exits.first().and_then(|s| s.outputs.iter().find(|t| &t.name == r));
+            let head_feature = m.head.inputs.iter().find(|t| t.name == m.head.feature_input);
+            match (seg0, head_feature) {
+                (Some(t), Some(f)) if t.shape == f.shape => {}
+                (Some(t), Some(f)) => {
+                    return Err(self.invalid(
+                        "criterion.exit0_reference",
+                        format!("{r:?} is {:?} but the head's feature is {:?}", t.shape, f.shape),
+                    ))
+                }
+                _ => {
+                    return Err(self.invalid(
+                        "criterion.exit0_reference",
+                        format!("{r:?} is not an output of exits[0]"),
+                    ))
+                }
+            }
         }
         if c.kind == CriterionKind::Fixed && c.fixed_exit.is_none_or(|e| e >= n) {
             return Err(self.invalid(

@@ -1,0 +1,224 @@
+//! Camera frame → model input: resize, scale to [0, 1], `(x - mean) / std`
+//! per channel, HWC RGB → CHW.
+//!
+//! The resize is Pillow's BILINEAR on float images: a separable triangle
+//! filter whose support widens with the downscale factor (antialiasing, so a
+//! 640×480 camera frame shrunk to 32×32 does not alias), horizontal pass then
+//! vertical, with Pillow's coefficient rules. A test compares it with Pillow
+//! on real photographs. Every table, the intermediate image and the output
+//! tensor are sized at start-up; `run` allocates nothing.
+
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq)]
+pub enum PreprocessError {
+    #[error("frame is {got} bytes; a {width}x{height} RGB frame is {want}")]
+    FrameSize {
+        got: usize,
+        want: usize,
+        width: usize,
+        height: usize,
+    },
+    #[error("output tensor has {got} values; [1, 3, {height}, {width}] needs {want}")]
+    OutputSize {
+        got: usize,
+        want: usize,
+        width: usize,
+        height: usize,
+    },
+    #[error("invalid size {width}x{height}")]
+    Size { width: usize, height: usize },
+}
+
+/// Filter taps of one axis: output `i` reads `len[i]` inputs from `start[i]`
+/// with weights `w[i * stride ..]`.
+#[derive(Debug, Clone)]
+struct Taps {
+    start: Vec<usize>,
+    len: Vec<usize>,
+    stride: usize,
+    w: Vec<f32>,
+}
+
+impl Taps {
+    /// Pillow's `precompute_coeffs` for the bilinear (triangle) filter.
+    fn new(src: usize, dst: usize) -> Self {
+        let scale = src as f64 / dst as f64;
+        let filterscale = scale.max(1.0);
+        let support = filterscale; // the triangle's support is 1
+        let stride = (support.ceil() as usize) * 2 + 1;
+        let (mut start, mut len, mut w) = (Vec::new(), Vec::new(), vec![0.0f32; dst * stride]);
+        let tri = |x: f64| {
+            let x = x.abs();
+            if x < 1.0 {
+                1.0 - x
+            } else {
+                0.0
+            }
+        };
+        for i in 0..dst {
+            let center = (i as f64 + 0.5) * scale;
+            let xmin = ((center - support + 0.5).floor().max(0.0)) as usize;
+            let xmax = (((center + support + 0.5).floor()) as usize).min(src);
+            let n = xmax - xmin;
+            let mut ws = [0.0f64; 64];
+            let mut total = 0.0;
+            for (k, slot) in ws.iter_mut().enumerate().take(n.min(stride)) {
+                let v = tri((k as f64 + xmin as f64 - center + 0.5) / filterscale);
+                *slot = v;
+                total += v;
+            }
+            for k in 0..n.min(stride) {
+                w[i * stride + k] = if total != 0.0 { (ws[k] / total) as f32 } else { 0.0 };
+            }
+            start.push(xmin);
+            len.push(n.min(stride));
+        }
+        Self {
+            start,
+            len,
+            stride,
+            w,
+        }
+    }
+}
+
+/// A fixed preprocessing from `src` frames to a `dst` tensor.
+#[derive(Debug, Clone)]
+pub struct Preprocessor {
+    src: (usize, usize),
+    dst: (usize, usize),
+    xs: Taps,
+    ys: Taps,
+    /// After the horizontal pass: src height × dst width × 3.
+    tmp: Vec<f32>,
+    mean: [f32; 3],
+    std: [f32; 3],
+}
+
+impl Preprocessor {
+    /// `src` and `dst` are (width, height).
+    pub fn new(
+        src: (usize, usize),
+        dst: (usize, usize),
+        mean: [f32; 3],
+        std: [f32; 3],
+    ) -> Result<Self, PreprocessError> {
+        for (w, h) in [src, dst] {
+            if w == 0 || h == 0 || w > 1 << 14 || h > 1 << 14 {
+                return Err(PreprocessError::Size {
+                    width: w,
+                    height: h,
+                });
+            }
+        }
+        // Taps are capped at 64 per output: shrinking by more than ~30x per
+        // axis is not a camera preprocessing.
+        if src.0 > dst.0 * 30 || src.1 > dst.1 * 30 {
+            return Err(PreprocessError::Size {
+                width: src.0,
+                height: src.1,
+            });
+        }
+        Ok(Self {
+            src,
+            dst,
+            xs: Taps::new(src.0, dst.0),
+            ys: Taps::new(src.1, dst.1),
+            tmp: vec![0.0; src.1 * dst.0 * 3],
+            mean,
+            std,
+        })
+    }
+
+    pub fn source_size(&self) -> (usize, usize) {
+        self.src
+    }
+
+    /// Fills `out` ([1, 3, H, W]) from `frame` (HWC RGB u8).
+    pub fn run(&mut self, frame: &[u8], out: &mut [f32]) -> Result<(), PreprocessError> {
+        let (sw, sh) = self.src;
+        let (dw, dh) = self.dst;
+        if frame.len() != sw * sh * 3 {
+            return Err(PreprocessError::FrameSize {
+                got: frame.len(),
+                want: sw * sh * 3,
+                width: sw,
+                height: sh,
+            });
+        }
+        if out.len() != dw * dh * 3 {
+            return Err(PreprocessError::OutputSize {
+                got: out.len(),
+                want: dw * dh * 3,
+                width: dw,
+                height: dh,
+            });
+        }
+        // Horizontal pass (Pillow resizes width first).
+        for y in 0..sh {
+            let row = &frame[y * sw * 3..(y + 1) * sw * 3];
+            for x in 0..dw {
+                let (s0, n) = (self.xs.start[x], self.xs.len[x]);
+                let w = &self.xs.w[x * self.xs.stride..x * self.xs.stride + n];
+                let mut acc = [0.0f32; 3];
+                for (k, wk) in w.iter().enumerate() {
+                    let p = &row[(s0 + k) * 3..(s0 + k) * 3 + 3];
+                    for c in 0..3 {
+                        acc[c] += p[c] as f32 * wk;
+                    }
+                }
+                self.tmp[(y * dw + x) * 3..(y * dw + x) * 3 + 3].copy_from_slice(&acc);
+            }
+        }
+        // Vertical pass, then normalise into CHW.
+        let plane = dw * dh;
+        for y in 0..dh {
+            let (s0, n) = (self.ys.start[y], self.ys.len[y]);
+            let w = &self.ys.w[y * self.ys.stride..y * self.ys.stride + n];
+            for x in 0..dw {
+                let mut acc = [0.0f32; 3];
+                for (k, wk) in w.iter().enumerate() {
+                    let p = &self.tmp[((s0 + k) * dw + x) * 3..((s0 + k) * dw + x) * 3 + 3];
+                    for c in 0..3 {
+                        acc[c] += p[c] * wk;
+                    }
+                }
+                for c in 0..3 {
+                    out[c * plane + y * dw + x] = (acc[c] / 255.0 - self.mean[c]) / self.std[c];
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_size_normalises_and_transposes() {
+        let mut p = Preprocessor::new((2, 1), (2, 1), [0.5; 3], [0.25; 3]).unwrap();
+        let frame = [0, 255, 51, 102, 153, 204];
+        let mut out = [0.0; 6];
+        p.run(&frame, &mut out).unwrap();
+        let want = |v: f32| (v / 255.0 - 0.5) / 0.25;
+        // CHW: R of both pixels, then G, then B.
+        let expect = [want(0.), want(102.), want(255.), want(153.), want(51.), want(204.)];
+        for (a, b) in out.iter().zip(expect) {
+            assert!((a - b).abs() < 1e-6, "{out:?} vs {expect:?}");
+        }
+    }
+
+    #[test]
+    fn wrong_sizes_are_named() {
+        let mut p = Preprocessor::new((4, 4), (2, 2), [0.0; 3], [1.0; 3]).unwrap();
+        let mut out = [0.0; 12];
+        let e = p.run(&[0u8; 10], &mut out).unwrap_err();
+        assert_eq!(e.to_string(), "frame is 10 bytes; a 4x4 RGB frame is 48");
+        let e = p.run(&[0u8; 48], &mut [0.0; 3]).unwrap_err();
+        assert!(e.to_string().contains("[1, 3, 2, 2] needs 12"), "{e}");
+        assert!(Preprocessor::new((0, 4), (2, 2), [0.0; 3], [1.0; 3]).is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! `offramp sim`: record demonstrations and measure the simulator.
+
+use anyhow::Context;
+use offramp_engines::{BackendKind, EngineSet};
+use offramp_runtime::closed_loop::{evaluate, EvalReport};
+use offramp_runtime::exit_chain::{ExitChain, ExitPolicy};
+use offramp_runtime::preprocess::Preprocessor;
+use indicatif::{ProgressBar, ProgressStyle};
+use offramp_sim::record::{record, RecordOptions};
+use offramp_sim::{Sim, SimConfig};
+use serde::Serialize;
+use std::path::Path;
+use std::time::Instant;
+
+pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} [{{bar:40}}] {{pos}}/{{len}} {{per_sec}} eta {{eta}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Loads a simulator configuration (TOML), or the defaults.
+pub fn load_config(path: Option<&Path>) -> anyhow::Result<SimConfig> {
+    match path {
+        None => Ok(SimConfig::default()),
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("{}: not a simulator config", p.display()))
+        }
+    }
+}
+
+pub fn run_record(
+    cfg: &SimConfig,
+    episodes: usize,
+    first_seed: u64,
+    noise: f32,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let bar = progress_bar(episodes as u64, "episodes");
+    let opts = RecordOptions {
+        episodes,
+        first_seed,
+        noise,
+    };
+    let s = record(cfg, &opts, out, &mut |_| bar.inc(1))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "recorded {} episodes, {} frames ({}x{}) into {}; the noisy expert reached the target in {}",
+        s.episodes,
+        s.frames,
+        cfg.image_width,
+        cfg.image_height,
+        out.display(),
+        s.successes
+    );
+    Ok(())
+}
+
+#[derive(Serialize)]
+pub struct SimBench {
+    pub width: usize,
+    pub height: usize,
+    pub frames: usize,
+    pub render_fps: f64,
+    pub step_fps: f64,
+    pub render_and_step_fps: f64,
+    pub expert_success_rate: f64,
+}
+
+/// Render and physics throughput, single-threaded, with the expert driving.
+pub fn bench(cfg: &SimConfig, frames: usize) -> SimBench {
+    let mut sim = Sim::new(cfg, 0);
+    let mut frame = vec![0u8; sim.frame_len()];
+    let (mut render_s, mut step_s) = (0.0f64, 0.0f64);
+    let (mut episodes, mut successes, mut seed) = (0usize, 0usize, 0u64);
+    for _ in 0..frames {
+        let t0 = Instant::now();
+        sim.render(&mut frame);
+        let t1 = Instant::now();
+        let cmd = sim.expert().to_wheels(cfg.track_width);
+        let o = sim.step(cmd);
+        let t2 = Instant::now();
+        render_s += (t1 - t0).as_secs_f64();
+        step_s += (t2 - t1).as_secs_f64();
+        if o.done {
+            episodes += 1;
+            successes += o.success as usize;
+            seed += 1;
+            sim = Sim::new(cfg, seed);
+        }
+        std::hint::black_box(&frame);
+    }
+    SimBench {
+        width: cfg.image_width,
+        height: cfg.image_height,
+        frames,
+        render_fps: frames as f64 / render_s,
+        step_fps: frames as f64 / step_s,
+        render_and_step_fps: frames as f64 / (render_s + step_s),
+        expert_success_rate: successes as f64 / episodes.max(1) as f64,
+    }
+}
+
+/// The preprocessing an engine set asks for, from frames of `cfg`'s size.
+pub fn preprocessor(set: &EngineSet, cfg: &SimConfig) -> anyhow::Result<Preprocessor> {
+    let m = &set.manifest;
+    let p = m.preprocess.as_ref().with_context(|| {
+        format!(
+            "{}: no [preprocess] section: this engine set does not say how camera frames become its input",
+            set.manifest_path.display()
+        )
+    })?;
+    let shape = &m.inputs[0].shape;
+    Ok(Preprocessor::new(
+        (cfg.image_width, cfg.image_height),
+        (shape[3], shape[2]),
+        p.mean,
+        p.std,
+    )?)
+}
+
+pub fn run_eval(
+    cfg: &SimConfig,
+    engines: &Path,
+    episodes: usize,
+    first_seed: u64,
+    exit: Option<usize>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let set = EngineSet::open(engines)?;
+    let mut chain = ExitChain::new(&set, BackendKind::Cpu)?;
+    let mut pre = preprocessor(&set, cfg)?;
+    let n = chain.exits();
+    let mut policies: Vec<ExitPolicy> = match exit {
+        Some(k) if (1..=n).contains(&k) => vec![ExitPolicy::Fixed(k - 1)],
+        Some(k) => anyhow::bail!("--exit {k}: the engine set has exits 1..={n}"),
+        None => (0..n).map(ExitPolicy::Fixed).collect(),
+    };
+    if exit.is_none() && set.manifest.criterion.thresholds.len() + 1 == n {
+        policies.push(ExitPolicy::Criterion);
+    }
+    let mut reports: Vec<EvalReport> = Vec::new();
+    for p in policies {
+        let bar = progress_bar(episodes as u64, &format!("{p:?}"));
+        let r = evaluate(&mut chain, &mut pre, cfg, first_seed, episodes, p, &mut || bar.inc(1))?;
+        bar.finish_and_clear();
+        reports.push(r);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        println!(
+            "{:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
+            "policy", "success", "easy", "medium", "hard", "right", "r.easy", "r.hard", "compute"
+        );
+        for r in &reports {
+            let b = &r.by_difficulty;
+            println!(
+                "{:<10} {:>7.1}% {:>7.1}% {:>7.1}% {:>7.1}% {:>7.1}% {:>7.1}% {:>7.1}% {:>8.3}x",
+                r.policy,
+                100.0 * r.success_rate,
+                100.0 * b[0].success_rate,
+                100.0 * b[1].success_rate,
+                100.0 * b[2].success_rate,
+                100.0 * r.right_share,
+                100.0 * b[0].right_share,
+                100.0 * b[2].right_share,
+                r.compute_ratio
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,311 @@
+//! offramp's digital twin: a differential-drive robot in a room of coloured
+//! landmarks, seen through a ray-cast forward camera, told which landmark to
+//! reach. Wheel commands are in the firmware's units (m/s per wheel) and go
+//! through the same speed clamp and slew limit.
+//!
+//! * [`World`]: one episode's room, drawn from its seed (difficulty, clutter,
+//!   decoys, lighting, noise).
+//! * [`Camera`]: the software renderer.
+//! * [`Sim`]: an episode in progress: render, expert action, step.
+//! * [`record`]: episodes to `.npy` files for training.
+
+pub mod npy;
+pub mod record;
+mod render;
+mod rng;
+mod world;
+
+pub use render::Camera;
+pub use rng::Rng;
+pub use world::{Cylinder, Kind, SimConfig, World, LANDMARK_NAMES};
+
+use std::f32::consts::PI;
+
+/// Linear speed (m/s) and yaw rate (rad/s): what the model outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Twist {
+    pub v: f32,
+    pub omega: f32,
+}
+
+/// Per-wheel surface speeds, m/s: what the firmware drives.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Wheels {
+    pub left: f32,
+    pub right: f32,
+}
+
+impl Twist {
+    pub fn to_wheels(self, track: f32) -> Wheels {
+        Wheels {
+            left: self.v - self.omega * track / 2.0,
+            right: self.v + self.omega * track / 2.0,
+        }
+    }
+}
+
+/// Largest commands the expert gives (and the model learns).
+pub const MAX_V: f32 = 0.5;
+pub const MAX_OMEGA: f32 = 2.0;
+
+/// What a step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StepOutcome {
+    pub done: bool,
+    pub success: bool,
+    pub collided: bool,
+}
+
+fn wrap(a: f32) -> f32 {
+    (a + PI).rem_euclid(2.0 * PI) - PI
+}
+
+/// One episode in progress.
+pub struct Sim {
+    pub cfg: SimConfig,
+    pub world: World,
+    pub seed: u64,
+    /// x, y (m), heading (rad).
+    pub pose: (f32, f32, f32),
+    /// Wheel speeds after the slew limit.
+    pub wheels: Wheels,
+    pub steps: usize,
+    pub collisions: usize,
+    outcome: StepOutcome,
+    camera: Camera,
+    noise: Rng,
+}
+
+impl Sim {
+    pub fn new(cfg: &SimConfig, seed: u64) -> Self {
+        let world = World::generate(cfg, seed);
+        Self {
+            cfg: cfg.clone(),
+            pose: world.start,
+            world,
+            seed,
+            wheels: Wheels::default(),
+            steps: 0,
+            collisions: 0,
+            outcome: StepOutcome::default(),
+            camera: Camera::new(cfg),
+            noise: Rng::new(seed ^ 0xC0FF_EE00),
+        }
+    }
+
+    pub fn frame_len(&self) -> usize {
+        self.camera.frame_len()
+    }
+
+    /// The instructed landmark, 0..4 (see [`LANDMARK_NAMES`]).
+    pub fn instruction(&self) -> u8 {
+        self.world.instruction
+    }
+
+    pub fn outcome(&self) -> StepOutcome {
+        self.outcome
+    }
+
+    /// Renders the current view into `out` (HWC RGB, `frame_len` bytes).
+    pub fn render(&mut self, out: &mut [u8]) {
+        self.camera.render(&self.world, self.pose, &mut self.noise, out);
+    }
+
+    fn target(&self) -> Cylinder {
+        self.world.cylinders[self.world.target]
+    }
+
+    /// Distance from the robot's centre to the target's axis, metres.
+    pub fn target_distance(&self) -> f32 {
+        let t = self.target();
+        ((t.x - self.pose.0).powi(2) + (t.y - self.pose.1).powi(2)).sqrt()
+    }
+
+    /// Bearing of the target from the heading, radians, positive left.
+    pub fn target_bearing(&self) -> f32 {
+        let t = self.target();
+        wrap((t.y - self.pose.1).atan2(t.x - self.pose.0) - self.pose.2)
+    }
+
+    /// Whether the target is inside the camera's field of view.
+    pub fn target_in_view(&self) -> bool {
+        self.target_bearing().abs() < self.cfg.fov_deg.to_radians() / 2.0
+    }
+
+    /// The privileged expert: knows the pose and the room. It behaves only in
+    /// ways the camera can explain: when the target is out of view it turns
+    /// left on the spot (a rule a policy can learn); in view, it drives to it,
+    /// detouring around whatever stands on the straight line.
+    pub fn expert(&self) -> Twist {
+        let half_fov = self.cfg.fov_deg.to_radians() / 2.0;
+        let b = self.target_bearing();
+        if b.abs() > half_fov * 0.85 {
+            return Twist {
+                v: 0.0,
+                omega: MAX_OMEGA,
+            };
+        }
+        let (px, py, th) = self.pose;
+        let t = self.target();
+        let (tx, ty) = (t.x - px, t.y - py);
+        let dist = (tx * tx + ty * ty).sqrt();
+        let (ux, uy) = (tx / dist, ty / dist);
+        let clearance = self.cfg.robot_radius + 0.2;
+        let mut aim = (t.x, t.y);
+        let mut nearest = f32::INFINITY;
+        for (i, c) in self.world.cylinders.iter().enumerate() {
+            if i == self.world.target {
+                continue;
+            }
+            let (cx, cy) = (c.x - px, c.y - py);
+            let s = cx * ux + cy * uy;
+            let lateral = cx * uy - cy * ux;
+            if s > 0.0 && s < dist && lateral.abs() < c.radius + clearance && s < nearest {
+                nearest = s;
+                // Pass on the side the obstacle leaves more room.
+                let side = if lateral >= 0.0 { -1.0 } else { 1.0 };
+                let off = c.radius + clearance + 0.1;
+                aim = (c.x + side * uy * off, c.y - side * ux * off);
+            }
+        }
+        let ba = wrap((aim.1 - py).atan2(aim.0 - px) - th);
+        let omega = (3.0 * ba).clamp(-MAX_OMEGA, MAX_OMEGA);
+        let align = ba.cos().max(0.0).powi(3);
+        let v = MAX_V * align * ((dist - 0.3) / 0.6).clamp(0.4, 1.0);
+        Twist { v, omega }
+    }
+
+    /// Applies one control period of `cmd` (clamped and slew-limited like the
+    /// firmware does), moves the robot, and checks for collision and success.
+    pub fn step(&mut self, cmd: Wheels) -> StepOutcome {
+        if self.outcome.done {
+            return self.outcome;
+        }
+        let cfg = &self.cfg;
+        let dv = cfg.max_wheel_accel * cfg.dt;
+        let limit = |cur: f32, want: f32| {
+            let want = if want.is_finite() { want } else { 0.0 };
+            let want = want.clamp(-cfg.max_wheel_speed, cfg.max_wheel_speed);
+            cur + (want - cur).clamp(-dv, dv)
+        };
+        self.wheels = Wheels {
+            left: limit(self.wheels.left, cmd.left),
+            right: limit(self.wheels.right, cmd.right),
+        };
+        let v = (self.wheels.left + self.wheels.right) / 2.0;
+        let omega = (self.wheels.right - self.wheels.left) / cfg.track_width;
+        let (x, y, th) = self.pose;
+        let mid = th + omega * cfg.dt / 2.0;
+        let (nx, ny) = (x + v * cfg.dt * mid.cos(), y + v * cfg.dt * mid.sin());
+        let nth = wrap(th + omega * cfg.dt);
+        let r = cfg.robot_radius;
+        let mut collided = nx < r || ny < r || nx > self.world.size - r || ny > self.world.size - r;
+        let mut success = false;
+        for (i, c) in self.world.cylinders.iter().enumerate() {
+            let d = ((c.x - nx).powi(2) + (c.y - ny).powi(2)).sqrt();
+            if i == self.world.target && d < c.radius + r + 0.12 {
+                success = true;
+            } else if d < c.radius + r {
+                collided = true;
+            }
+        }
+        if collided && !success {
+            self.pose = (x, y, nth);
+            self.wheels = Wheels::default();
+            self.collisions += 1;
+        } else {
+            self.pose = (nx, ny, nth);
+        }
+        self.steps += 1;
+        self.outcome = StepOutcome {
+            done: success || self.steps >= cfg.max_steps,
+            success,
+            collided,
+        };
+        self.outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expert_reaches_the_target() {
+        let cfg = SimConfig::default();
+        let mut ok = 0;
+        let n = 200;
+        for seed in 0..n {
+            let mut sim = Sim::new(&cfg, seed);
+            loop {
+                let o = sim.step(sim.expert().to_wheels(cfg.track_width));
+                if o.done {
+                    ok += o.success as usize;
+                    break;
+                }
+            }
+        }
+        assert!(ok >= n as usize * 97 / 100, "expert succeeded {ok}/{n}");
+    }
+
+    #[test]
+    fn walls_stop_the_robot() {
+        let cfg = SimConfig::default();
+        let mut sim = Sim::new(&cfg, 1);
+        sim.world.cylinders.clear();
+        sim.world.cylinders.push(Cylinder {
+            x: 4.5,
+            y: 4.5,
+            radius: 0.1,
+            height: 0.5,
+            colour: [0.0; 3],
+            kind: Kind::Landmark(0),
+        });
+        sim.world.target = 0;
+        sim.pose = (2.5, 1.0, -PI / 2.0);
+        for _ in 0..40 {
+            sim.step(Wheels {
+                left: 1.0,
+                right: 1.0,
+            });
+        }
+        assert!(sim.pose.1 >= cfg.robot_radius - 1e-4, "{:?}", sim.pose);
+        assert!(sim.collisions > 0);
+    }
+
+    #[test]
+    fn the_camera_sees_the_target_where_it_is() {
+        let cfg = SimConfig::default();
+        let mut sim = Sim::new(&cfg, 5);
+        let t = sim.world.cylinders[sim.world.target];
+        // Stand 1.5 m in front of the target, facing it.
+        sim.pose = (t.x - 1.5f32.min(t.x - 0.3), t.y, 0.0);
+        sim.world.noise_sigma = 0.0;
+        let mut frame = vec![0u8; sim.frame_len()];
+        sim.render(&mut frame);
+        let (w, h) = (cfg.image_width, cfg.image_height);
+        let centre = ((h / 2) * w + w / 2) * 3;
+        let px = &frame[centre..centre + 3];
+        let want = world::LANDMARK_COLOURS[sim.world.instruction as usize];
+        let dominant = |c: &[f32; 3]| (0..3).max_by(|&a, &b| c[a].total_cmp(&c[b])).unwrap();
+        let got = [px[0] as f32, px[1] as f32, px[2] as f32];
+        assert_eq!(dominant(&got), dominant(&want), "pixel {px:?} vs {want:?}");
+    }
+
+    #[test]
+    fn nan_commands_stop_the_wheels() {
+        let cfg = SimConfig::default();
+        let mut sim = Sim::new(&cfg, 2);
+        sim.step(Wheels {
+            left: 0.5,
+            right: 0.5,
+        });
+        for _ in 0..5 {
+            sim.step(Wheels {
+                left: f32::NAN,
+                right: f32::INFINITY,
+            });
+        }
+        assert_eq!(sim.wheels, Wheels::default());
+    }
+}
