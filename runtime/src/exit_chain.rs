@@ -57,6 +57,55 @@ pub struct FrameOutcome {
     pub stopped: bool,
     /// Head evaluations (the reference included).
     pub heads: usize,
+    /// The deadline stopped the chain before the criterion did.
+    pub deadline_cut: bool,
+}
+
+/// Recent per-exit latencies (segment + head), to predict whether the next
+/// exit can still finish before a deadline (AdaLLaVA's guarantee, by
+/// construction: the deadline caps the depth, content picks the exit).
+/// The prediction is the largest of the last `WINDOW` samples times a margin:
+/// conservative under bursts of contention, and it forgets them.
+#[derive(Debug, Clone)]
+pub struct LatencyModel {
+    samples: [[f32; Self::WINDOW]; MAX_EXITS],
+    next: [usize; MAX_EXITS],
+    filled: [usize; MAX_EXITS],
+    pub margin: f32,
+}
+
+impl Default for LatencyModel {
+    fn default() -> Self {
+        Self {
+            samples: [[0.0; Self::WINDOW]; MAX_EXITS],
+            next: [0; MAX_EXITS],
+            filled: [0; MAX_EXITS],
+            margin: 1.3,
+        }
+    }
+}
+
+impl LatencyModel {
+    pub const WINDOW: usize = 64;
+
+    pub fn record(&mut self, exit: usize, seconds: f32) {
+        let k = self.next[exit];
+        self.samples[exit][k] = seconds;
+        self.next[exit] = (k + 1) % Self::WINDOW;
+        self.filled[exit] = (self.filled[exit] + 1).min(Self::WINDOW);
+    }
+
+    /// Predicted seconds for `exit`; None until it has been measured.
+    pub fn predict(&self, exit: usize) -> Option<f32> {
+        let n = self.filled[exit];
+        (n > 0).then(|| {
+            self.samples[exit][..n]
+                .iter()
+                .copied()
+                .fold(0.0f32, f32::max)
+                * self.margin
+        })
+    }
 }
 
 pub struct ExitChain {
@@ -76,6 +125,7 @@ pub struct ExitChain {
     instruction: Option<usize>,
     segment_macs: Vec<u64>,
     head_macs: u64,
+    latency: LatencyModel,
 }
 
 fn finite(v: &[f32]) -> bool {
@@ -111,11 +161,11 @@ impl ExitChain {
         let action_len = spec(&m.head.outputs, &m.head.action_output)
             .ok_or_else(|| bad("head.action_output is not a head output".into()))?;
         let reference = match &m.criterion.exit0_reference {
-            Some(r) => Some(
-                chain
-                    .output_index(0, r)
-                    .ok_or_else(|| bad(format!("criterion.exit0_reference {r:?} is not an output of exits[0]")))?,
-            ),
+            Some(r) => Some(chain.output_index(0, r).ok_or_else(|| {
+                bad(format!(
+                    "criterion.exit0_reference {r:?} is not an output of exits[0]"
+                ))
+            })?),
             None => None,
         };
         let instruction = m
@@ -140,6 +190,7 @@ impl ExitChain {
             instruction,
             segment_macs: m.exits.iter().map(|s| s.cost.macs).collect(),
             head_macs: m.head.cost.macs,
+            latency: LatencyModel::default(),
         })
     }
 
@@ -147,6 +198,18 @@ impl ExitChain {
     /// evaluation.
     pub fn frame_macs(&self, o: &FrameOutcome) -> u64 {
         self.segment_macs.iter().take(o.ran).sum::<u64>() + self.head_macs * o.heads as u64
+    }
+
+    /// Cumulative MACs of stopping at each exit under the criterion: the
+    /// segments up to it, a head evaluation per exit, and the reference.
+    pub fn criterion_costs(&self) -> Vec<u64> {
+        let reference = self.reference.is_some() as u64;
+        (0..self.n)
+            .map(|i| {
+                self.segment_macs[..=i].iter().sum::<u64>()
+                    + self.head_macs * (i as u64 + 1 + reference)
+            })
+            .collect()
     }
 
     /// MACs of the full model: every segment and the head once.
@@ -208,19 +271,37 @@ impl ExitChain {
 
     fn passes(&self, i: usize, delta: f32) -> bool {
         match self.kind {
-            CriterionKind::ActionConsistency => {
-                self.thresholds.get(i).is_some_and(|t| delta < *t)
-            }
+            CriterionKind::ActionConsistency => self.thresholds.get(i).is_some_and(|t| delta < *t),
             // Discrete heads: the action vector holds class probabilities.
             CriterionKind::MaxConfidence => self.thresholds.get(i).is_some_and(|t| {
-                self.actions[i].iter().copied().fold(f32::NEG_INFINITY, f32::max) > *t
+                self.actions[i]
+                    .iter()
+                    .copied()
+                    .fold(f32::NEG_INFINITY, f32::max)
+                    > *t
             }),
             CriterionKind::Fixed => false,
         }
     }
 
+    /// The per-exit latency estimates the deadline uses.
+    pub fn latency_model(&self) -> &LatencyModel {
+        &self.latency
+    }
+
     /// Runs one frame whose inputs are filled.
     pub fn step(&mut self, policy: ExitPolicy) -> Result<FrameOutcome, ExitChainError> {
+        self.step_until(policy, None)
+    }
+
+    /// Runs one frame; with a deadline, an exit starts only if its predicted
+    /// latency still fits, else the deepest action already computed is used.
+    /// Exit 0 always runs (there is no action without it).
+    pub fn step_until(
+        &mut self,
+        policy: ExitPolicy,
+        deadline: Option<Instant>,
+    ) -> Result<FrameOutcome, ExitChainError> {
         let mut out = FrameOutcome {
             exit: 0,
             ran: 0,
@@ -229,6 +310,7 @@ impl ExitChain {
             nonfinite: false,
             stopped: false,
             heads: 0,
+            deadline_cut: false,
         };
         let fixed = match (policy, self.kind) {
             (ExitPolicy::Fixed(k), _) => Some(k.min(self.n - 1)),
@@ -240,6 +322,23 @@ impl ExitChain {
         let mut chosen: Option<usize> = None;
         for i in 0..self.n {
             let t0 = Instant::now();
+            if let (Some(d), Some(_)) = (deadline, last_good) {
+                // An exit never measured yet is predicted like the slowest
+                // one that was.
+                let predicted = self
+                    .latency
+                    .predict(i)
+                    .or_else(|| {
+                        (0..self.n)
+                            .filter_map(|k| self.latency.predict(k))
+                            .reduce(f32::max)
+                    })
+                    .unwrap_or(0.0);
+                if t0 + std::time::Duration::from_secs_f32(predicted) > d {
+                    out.deadline_cut = true;
+                    break;
+                }
+            }
             self.chain.run_exit(i)?;
             if let (0, Some(r), None) = (i, self.reference, fixed) {
                 let (a, _) = self.chain.run_head_on(0, r, &self.state)?;
@@ -256,6 +355,9 @@ impl ExitChain {
             };
             out.exit_seconds[i] = t0.elapsed().as_secs_f32();
             out.ran = i + 1;
+            if want_head && fixed.is_none() {
+                self.latency.record(i, out.exit_seconds[i]);
+            }
             if !want_head {
                 continue;
             }
@@ -265,7 +367,11 @@ impl ExitChain {
             } else {
                 last_good = Some(i);
                 if prev_ok {
-                    let prev = if i == 0 { &self.ref_action } else { &self.actions[i - 1] };
+                    let prev = if i == 0 {
+                        &self.ref_action
+                    } else {
+                        &self.actions[i - 1]
+                    };
                     out.deltas[i] = rms(&self.actions[i], prev, &self.dims);
                 }
                 prev_ok = true;
@@ -273,7 +379,10 @@ impl ExitChain {
             let stop_here = match fixed {
                 Some(k) => i == k,
                 None => {
-                    chosen.is_none() && ok && !out.deltas[i].is_nan() && self.passes(i, out.deltas[i])
+                    chosen.is_none()
+                        && ok
+                        && !out.deltas[i].is_nan()
+                        && self.passes(i, out.deltas[i])
                 }
             };
             if stop_here && chosen.is_none() {
@@ -284,7 +393,11 @@ impl ExitChain {
             }
         }
         let last_run = out.ran - 1;
-        let pick = chosen.unwrap_or(last_run);
+        let pick = match (chosen, out.deadline_cut) {
+            (Some(c), _) => c,
+            (None, true) => last_good.unwrap_or(last_run),
+            (None, false) => last_run,
+        };
         // The deepest exit run decides; if it is bad, stop.
         let pick_ok = finite(&self.actions[pick]) && finite(&self.next_states[pick]);
         if pick_ok {
@@ -308,7 +421,10 @@ mod tests {
 
     #[test]
     fn rms_over_selected_dims() {
-        assert_eq!(rms(&[1.0, 5.0, 9.0], &[0.0, 5.0, 0.0], &[0, 1]), (0.5f32).sqrt());
+        assert_eq!(
+            rms(&[1.0, 5.0, 9.0], &[0.0, 5.0, 0.0], &[0, 1]),
+            (0.5f32).sqrt()
+        );
         assert_eq!(rms(&[3.0, 4.0], &[0.0, 0.0], &[]), (12.5f32).sqrt());
     }
 }

@@ -1,10 +1,21 @@
 //! The offramp runtime as a library: what the `offramp` binary runs and its
 //! tests and benchmarks exercise.
 //!
+//! * [`camera`]: frame sources and the newest-frame handoff.
 //! * [`preprocess`]: camera frame → model input, allocation-free.
 //! * [`exit_chain`]: the DeeR early-exit loop over an engine set.
+//! * [`calibrate`]: DeeR thresholds under compute, latency and memory budgets.
+//! * [`recorder`]: the per-frame flight recorder.
+//! * [`run_loop`]: camera → preprocess → exit chain → actuator, with deadlines.
 //! * [`closed_loop`]: the runtime driving the simulator, for evaluation.
 
+pub mod calibrate;
+pub mod camera;
 pub mod closed_loop;
 pub mod exit_chain;
+pub mod pixfmt;
 pub mod preprocess;
+pub mod recorder;
+pub mod run_loop;
+#[cfg(feature = "v4l")]
+pub mod v4l_source;

@@ -1,11 +1,13 @@
 //! `offramp`: the early-exit edge runtime for robots, and its tools.
 
 mod build_cmd;
+mod calibrate_cmd;
 mod demo;
 mod engine_bench;
 mod firmware_bench;
 mod mcu_host;
 mod pty;
+mod run_cmd;
 mod session;
 mod sim_cmd;
 mod stats;
@@ -64,6 +66,85 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Run the runtime on a camera: newest frame → preprocess → exit chain
+    /// → action, with live stats.
+    Run {
+        #[arg(long)]
+        engines: PathBuf,
+        /// sim | replay:DIR | v4l:/dev/videoN
+        #[arg(long, default_value = "sim")]
+        camera: offramp_runtime::camera::CameraSpec,
+        /// Per-frame deadline from capture; deeper exits are skipped when
+        /// they cannot finish in time.
+        #[arg(long)]
+        deadline_ms: Option<f64>,
+        /// Flight-record file (read it with `offramp recording`).
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Stop after this many frames.
+        #[arg(long)]
+        frames: Option<u64>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// Camera rate for sim and replay.
+        #[arg(long, default_value_t = 10.0)]
+        fps: f64,
+        /// Always exit here (1-based) instead of the calibrated criterion.
+        #[arg(long)]
+        exit: Option<usize>,
+        #[arg(long, default_value_t = 0)]
+        first_seed: u64,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a flight record as JSON lines (default) or CSV.
+    Recording {
+        file: PathBuf,
+        #[arg(long)]
+        csv: bool,
+        /// Exits shown in CSV columns.
+        #[arg(long, default_value_t = 4)]
+        exits: usize,
+    },
+    /// Calibrate exit thresholds under compute, latency and memory budgets
+    /// (DeeR) and write them into the engine set's manifest.
+    Calibrate {
+        #[arg(long)]
+        engines: PathBuf,
+        /// Mean compute as a share of the full model's (e.g. 0.1667 for 1/6).
+        #[arg(long)]
+        budget_ratio: Option<f64>,
+        /// Mean compute in MFLOPs per frame (2 FLOPs per MAC).
+        #[arg(long)]
+        budget_mflops: Option<f64>,
+        /// Cap the deepest exit so that its p99 cumulative latency, measured
+        /// here, stays under this.
+        #[arg(long)]
+        max_latency_ms: Option<f64>,
+        /// Cap the deepest exit so that weights + activations fit.
+        #[arg(long)]
+        max_memory_mb: Option<f64>,
+        /// Recorded episodes (`offramp sim record`); default: closed loop in
+        /// the simulator on --sim-episodes episodes from --first-seed.
+        #[arg(long)]
+        episodes: Option<PathBuf>,
+        #[arg(long, default_value_t = 100)]
+        sim_episodes: usize,
+        /// Calibration seeds; keep them apart from evaluation (0..) and
+        /// training (100000..) seeds.
+        #[arg(long, default_value_t = 200_000)]
+        first_seed: u64,
+        /// Solve passes (the committed head state follows the thresholds).
+        #[arg(long, default_value_t = 3)]
+        iterations: usize,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// The simulator: record demonstrations, measure it.
     Sim {
         #[command(subcommand)]
@@ -119,6 +200,13 @@ enum SimCommand {
         /// Driving noise (share of the limits) so the data covers recoveries.
         #[arg(long, default_value_t = 0.3)]
         noise: f32,
+        /// DAgger: this engine set drives (a random exit per episode) while
+        /// the expert labels every frame.
+        #[arg(long)]
+        learner: Option<PathBuf>,
+        /// With --learner, the share of steps the expert drives instead.
+        #[arg(long, default_value_t = 0.3)]
+        expert_share: f32,
         /// Simulator configuration (TOML); default: the built-in one.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -238,11 +326,83 @@ fn main() -> anyhow::Result<()> {
                     out,
                     first_seed,
                     noise,
+                    learner,
+                    expert_share,
                     config,
                 },
         } => {
             let cfg = sim_cmd::load_config(config.as_deref())?;
-            sim_cmd::run_record(&cfg, episodes, first_seed, noise, &out)?;
+            let learner = learner
+                .as_deref()
+                .map(|l| (l, expert_share.clamp(0.0, 1.0)));
+            sim_cmd::run_record(&cfg, episodes, first_seed, noise, &out, learner)?;
+        }
+        Command::Run {
+            engines,
+            camera,
+            deadline_ms,
+            record,
+            frames,
+            seconds,
+            fps,
+            exit,
+            first_seed,
+            config,
+            json,
+        } => {
+            if frames.is_none() && seconds.is_none() {
+                tracing::info!("running until interrupted (--frames or --seconds to stop)");
+            }
+            let report = run_cmd::run(&run_cmd::RunArgs {
+                engines,
+                camera,
+                deadline_ms,
+                record,
+                frames,
+                seconds,
+                fps,
+                fixed_exit: exit,
+                first_seed,
+                config,
+                json,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                run_cmd::print_human(&report);
+            }
+        }
+        Command::Recording { file, csv, exits } => {
+            run_cmd::show_recording(&file, csv, run_cmd::check_exits(exits)?)?;
+        }
+        Command::Calibrate {
+            engines,
+            budget_ratio,
+            budget_mflops,
+            max_latency_ms,
+            max_memory_mb,
+            episodes,
+            sim_episodes,
+            first_seed,
+            iterations,
+            json,
+            config,
+        } => {
+            let cfg = sim_cmd::load_config(config.as_deref())?;
+            let source = match episodes {
+                Some(dir) => calibrate_cmd::Source::Recorded(dir),
+                None => calibrate_cmd::Source::Sim {
+                    first_seed,
+                    episodes: sim_episodes.max(1),
+                },
+            };
+            let budgets = calibrate_cmd::Budgets {
+                ratio: budget_ratio,
+                mflops: budget_mflops,
+                max_latency_ms,
+                max_memory_mb,
+            };
+            calibrate_cmd::run(&cfg, &engines, &budgets, &source, iterations, json)?;
         }
         Command::Sim {
             command:

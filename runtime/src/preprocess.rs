@@ -69,7 +69,11 @@ impl Taps {
                 total += v;
             }
             for k in 0..n.min(stride) {
-                w[i * stride + k] = if total != 0.0 { (ws[k] / total) as f32 } else { 0.0 };
+                w[i * stride + k] = if total != 0.0 {
+                    (ws[k] / total) as f32
+                } else {
+                    0.0
+                };
             }
             start.push(xmin);
             len.push(n.min(stride));
@@ -205,7 +209,14 @@ mod tests {
         p.run(&frame, &mut out).unwrap();
         let want = |v: f32| (v / 255.0 - 0.5) / 0.25;
         // CHW: R of both pixels, then G, then B.
-        let expect = [want(0.), want(102.), want(255.), want(153.), want(51.), want(204.)];
+        let expect = [
+            want(0.),
+            want(102.),
+            want(255.),
+            want(153.),
+            want(51.),
+            want(204.),
+        ];
         for (a, b) in out.iter().zip(expect) {
             assert!((a - b).abs() < 1e-6, "{out:?} vs {expect:?}");
         }

@@ -1,11 +1,11 @@
 //! `offramp sim`: record demonstrations and measure the simulator.
 
 use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
 use offramp_engines::{BackendKind, EngineSet};
 use offramp_runtime::closed_loop::{evaluate, EvalReport};
 use offramp_runtime::exit_chain::{ExitChain, ExitPolicy};
 use offramp_runtime::preprocess::Preprocessor;
-use indicatif::{ProgressBar, ProgressStyle};
 use offramp_sim::record::{record, RecordOptions};
 use offramp_sim::{Sim, SimConfig};
 use serde::Serialize;
@@ -30,7 +30,43 @@ pub fn load_config(path: Option<&Path>) -> anyhow::Result<SimConfig> {
         Some(p) => {
             let text =
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            toml::from_str(&text).with_context(|| format!("{}: not a simulator config", p.display()))
+            toml::from_str(&text)
+                .with_context(|| format!("{}: not a simulator config", p.display()))
+        }
+    }
+}
+
+/// The runtime as a DAgger learner: a random fixed exit per episode, so the
+/// data covers the states every exit leads to.
+struct ChainLearner {
+    chain: ExitChain,
+    pre: Preprocessor,
+    exit: usize,
+    rng: offramp_sim::Rng,
+    error: Option<anyhow::Error>,
+}
+
+impl offramp_sim::record::Learner for ChainLearner {
+    fn start(&mut self, sim: &Sim) {
+        self.chain.reset();
+        self.chain.set_instruction(sim.instruction() as usize);
+        self.exit = self.rng.below(self.chain.exits());
+    }
+
+    fn act(&mut self, frame: &[u8]) -> offramp_sim::Twist {
+        let r = self
+            .pre
+            .run(frame, self.chain.image_mut())
+            .map_err(anyhow::Error::from)
+            .and_then(|_| Ok(self.chain.step(ExitPolicy::Fixed(self.exit))?));
+        if let Err(e) = r {
+            self.error.get_or_insert(e);
+            return offramp_sim::Twist::default();
+        }
+        let a = self.chain.action();
+        offramp_sim::Twist {
+            v: a.first().copied().unwrap_or(0.0),
+            omega: a.get(1).copied().unwrap_or(0.0),
         }
     }
 }
@@ -41,14 +77,39 @@ pub fn run_record(
     first_seed: u64,
     noise: f32,
     out: &Path,
+    learner: Option<(&Path, f32)>,
 ) -> anyhow::Result<()> {
     let bar = progress_bar(episodes as u64, "episodes");
     let opts = RecordOptions {
         episodes,
         first_seed,
         noise,
+        expert_share: learner.map_or(1.0, |l| l.1),
     };
-    let s = record(cfg, &opts, out, &mut |_| bar.inc(1))?;
+    let mut l = match learner {
+        Some((dir, _)) => {
+            let set = EngineSet::open(dir)?;
+            Some(ChainLearner {
+                chain: ExitChain::new(&set, BackendKind::Cpu)?,
+                pre: preprocessor(&set, cfg)?,
+                exit: 0,
+                rng: offramp_sim::Rng::new(first_seed ^ 0xDA66E4),
+                error: None,
+            })
+        }
+        None => None,
+    };
+    let s = record(
+        cfg,
+        &opts,
+        out,
+        l.as_mut()
+            .map(|l| l as &mut dyn offramp_sim::record::Learner),
+        &mut |_| bar.inc(1),
+    )?;
+    if let Some(e) = l.and_then(|l| l.error) {
+        return Err(e.context("the learner failed while recording"));
+    }
     bar.finish_and_clear();
     eprintln!(
         "recorded {} episodes, {} frames ({}x{}) into {}; the noisy expert reached the target in {}",
@@ -109,6 +170,11 @@ pub fn bench(cfg: &SimConfig, frames: usize) -> SimBench {
 
 /// The preprocessing an engine set asks for, from frames of `cfg`'s size.
 pub fn preprocessor(set: &EngineSet, cfg: &SimConfig) -> anyhow::Result<Preprocessor> {
+    preprocessor_for(set, (cfg.image_width, cfg.image_height))
+}
+
+/// The preprocessing an engine set asks for, from frames of `src` (w, h).
+pub fn preprocessor_for(set: &EngineSet, src: (usize, usize)) -> anyhow::Result<Preprocessor> {
     let m = &set.manifest;
     let p = m.preprocess.as_ref().with_context(|| {
         format!(
@@ -117,12 +183,7 @@ pub fn preprocessor(set: &EngineSet, cfg: &SimConfig) -> anyhow::Result<Preproce
         )
     })?;
     let shape = &m.inputs[0].shape;
-    Ok(Preprocessor::new(
-        (cfg.image_width, cfg.image_height),
-        (shape[3], shape[2]),
-        p.mean,
-        p.std,
-    )?)
+    Ok(Preprocessor::new(src, (shape[3], shape[2]), p.mean, p.std)?)
 }
 
 pub fn run_eval(
@@ -148,7 +209,15 @@ pub fn run_eval(
     let mut reports: Vec<EvalReport> = Vec::new();
     for p in policies {
         let bar = progress_bar(episodes as u64, &format!("{p:?}"));
-        let r = evaluate(&mut chain, &mut pre, cfg, first_seed, episodes, p, &mut || bar.inc(1))?;
+        let r = evaluate(
+            &mut chain,
+            &mut pre,
+            cfg,
+            first_seed,
+            episodes,
+            p,
+            &mut || bar.inc(1),
+        )?;
         bar.finish_and_clear();
         reports.push(r);
     }

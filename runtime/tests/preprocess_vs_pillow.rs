@@ -11,20 +11,34 @@ fn python() -> String {
 #[test]
 fn matches_pillow_on_photographs() {
     let dir = tempfile::tempdir().unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tools/reference/pillow_preprocess.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tools/reference/pillow_preprocess.py"
+    );
     let (mean, std) = (0.5f32, 0.25f32);
     for (w, h) in [(32usize, 32usize), (64, 48), (224, 224)] {
         let out = dir.path().join(format!("{w}x{h}"));
         let st = Command::new(python())
-            .args([script, out.to_str().unwrap(), &w.to_string(), &h.to_string(), "0.5", "0.25"])
+            .args([
+                script,
+                out.to_str().unwrap(),
+                &w.to_string(),
+                &h.to_string(),
+                "0.5",
+                "0.25",
+            ])
             .status()
             .expect("python runs (set OFFRAMP_PYTHON to a Python with pillow and scikit-image)");
         assert!(st.success(), "reference script failed");
         let index: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("index.json")).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(out.join("index.json")).unwrap())
+                .unwrap();
         for img in index.as_array().unwrap() {
             let name = img["name"].as_str().unwrap();
-            let (sw, sh) = (img["width"].as_u64().unwrap() as usize, img["height"].as_u64().unwrap() as usize);
+            let (sw, sh) = (
+                img["width"].as_u64().unwrap() as usize,
+                img["height"].as_u64().unwrap() as usize,
+            );
             let rgb = std::fs::read(out.join(format!("{name}.rgb"))).unwrap();
             let reference: Vec<f32> = std::fs::read(out.join(format!("{name}.ref")))
                 .unwrap()

@@ -130,13 +130,19 @@ class Model(nn.Module):
         return torch.stack(out)
 
 
-def load(data):
-    frames = np.load(os.path.join(data, "frames.npy"))
-    instr = np.load(os.path.join(data, "instructions.npy"))
-    actions = np.load(os.path.join(data, "actions.npy")).astype(np.float32)
-    episodes = np.load(os.path.join(data, "episodes.npy"))
-    assert frames.shape[1:] == (H, W, 3), f"frames are {frames.shape[1:]}, the model wants {(H, W, 3)}"
-    return frames, instr, actions, episodes
+def load(dirs):
+    """Concatenates recordings; episode indices stay unique across them."""
+    parts = []
+    offset = 0
+    for data in dirs:
+        frames = np.load(os.path.join(data, "frames.npy"))
+        instr = np.load(os.path.join(data, "instructions.npy"))
+        actions = np.load(os.path.join(data, "actions.npy")).astype(np.float32)
+        episodes = np.load(os.path.join(data, "episodes.npy")).astype(np.int64) + offset
+        assert frames.shape[1:] == (H, W, 3), f"{data}: frames are {frames.shape[1:]}, the model wants {(H, W, 3)}"
+        offset = int(episodes.max()) + 1
+        parts.append((frames, instr, actions, episodes))
+    return tuple(np.concatenate([p[k] for p in parts]) for k in range(4))
 
 
 def chunks(episodes, length):
@@ -166,6 +172,9 @@ def train(args):
     val_c = [c for c in all_chunks if int(episodes[c[0]]) in val_eps]
     print(f"{len(frames)} frames, {n_eps} episodes; {len(train_c)} train / {len(val_c)} val chunks")
     model = Model()
+    if args.init:
+        model.load_state_dict(torch.load(args.init))
+        print(f"fine-tuning from {args.init}")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     steps_per_epoch = (len(train_c) + args.batch - 1) // args.batch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch)
@@ -322,7 +331,9 @@ exit0_reference = "feature_ref"
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, help="directory written by `offramp sim record`")
+    ap.add_argument("--data", required=True, nargs="+", help="directories written by `offramp sim record`")
+    ap.add_argument("--init", help="start from these weights (a DAgger round)")
+    ap.add_argument("--checkpoint", default="offramp-demo.pt", help="where to save the weights")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=12)
@@ -331,11 +342,14 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    with open(os.path.join(args.data, "meta.json")) as f:
-        meta = json.load(f)
-    args.data_desc = f"{meta['episodes']} episodes from seed {meta['first_seed']}"
+    descs = []
+    for d in args.data:
+        with open(os.path.join(d, "meta.json")) as f:
+            meta = json.load(f)
+        descs.append(f"{meta['episodes']} episodes from seed {meta['first_seed']}")
+    args.data_desc = " + ".join(descs)
     model = train(args)
-    torch.save(model.state_dict(), os.path.join("/tmp", "offramp-demo.pt"))
+    torch.save(model.state_dict(), args.checkpoint)
     export(model, args.out, args.seed, args)
     print(f"wrote {args.out}")
 

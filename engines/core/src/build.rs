@@ -159,7 +159,13 @@ pub fn build(
         let artifact = match &trt {
             None => {
                 let dst = opts.out_dir.join(file);
-                if dst != onnx {
+                // Building in place (out = onnx dir): copying a file onto
+                // itself would truncate it.
+                let same = match (dst.canonicalize(), onnx.canonicalize()) {
+                    (Ok(a), Ok(b)) => a == b,
+                    _ => false,
+                };
+                if !same {
                     std::fs::copy(&onnx, &dst).map_err(|source| Error::Io {
                         path: dst.clone(),
                         source,

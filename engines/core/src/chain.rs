@@ -247,7 +247,12 @@ impl Chain {
 
     /// Runs the head on output `k` of segment `i` (a feature-shaped tensor,
     /// e.g. DeeR's exit-0 reference).
-    pub fn run_head_on(&mut self, i: usize, k: usize, state_in: &[f32]) -> Result<(&[f32], &[f32])> {
+    pub fn run_head_on(
+        &mut self,
+        i: usize,
+        k: usize,
+        state_in: &[f32],
+    ) -> Result<(&[f32], &[f32])> {
         let feature: &[f32] = &self.stages[i].outputs[k];
         let ins: [&[f32]; 2] = if self.head_feature_first {
             [feature, state_in]

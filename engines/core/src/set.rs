@@ -199,7 +199,9 @@ impl EngineSet {
         if !matches!(image, Some([1, 3, h, w]) if *h > 0 && *w > 0) {
             return Err(self.invalid(
                 "inputs[0].shape",
-                format!("preprocessing writes an image [1, 3, H, W], but the first input is {image:?}"),
+                format!(
+                    "preprocessing writes an image [1, 3, H, W], but the first input is {image:?}"
+                ),
             ));
         }
         if let Some(name) = &p.instruction {
@@ -277,14 +279,24 @@ impl EngineSet {
             ));
         }
         if let Some(r) = &c.exit0_reference {
-            let seg0 = m.exits.first().and_then(|s| s.outputs.iter().find(|t| &t.name == r));
-            let head_feature = m.head.inputs.iter().find(|t| t.name == m.head.feature_input);
+            let seg0 = m
+                .exits
+                .first()
+                .and_then(|s| s.outputs.iter().find(|t| &t.name == r));
+            let head_feature = m
+                .head
+                .inputs
+                .iter()
+                .find(|t| t.name == m.head.feature_input);
             match (seg0, head_feature) {
                 (Some(t), Some(f)) if t.shape == f.shape => {}
                 (Some(t), Some(f)) => {
                     return Err(self.invalid(
                         "criterion.exit0_reference",
-                        format!("{r:?} is {:?} but the head's feature is {:?}", t.shape, f.shape),
+                        format!(
+                            "{r:?} is {:?} but the head's feature is {:?}",
+                            t.shape, f.shape
+                        ),
                     ))
                 }
                 _ => {

@@ -108,7 +108,8 @@ impl Sim {
 
     /// Renders the current view into `out` (HWC RGB, `frame_len` bytes).
     pub fn render(&mut self, out: &mut [u8]) {
-        self.camera.render(&self.world, self.pose, &mut self.noise, out);
+        self.camera
+            .render(&self.world, self.pose, &mut self.noise, out);
     }
 
     fn target(&self) -> Cylinder {

@@ -3,18 +3,26 @@
 
 use std::io::{self, Write};
 
-/// Element types the recorder writes.
+/// Element types the recorder writes and reads.
 pub trait Element: Copy {
     const DESCR: &'static str;
+    const SIZE: usize;
     fn write_le(self, out: &mut Vec<u8>);
+    fn read_le(b: &[u8]) -> Self;
 }
 
 macro_rules! element {
     ($t:ty, $d:literal) => {
         impl Element for $t {
             const DESCR: &'static str = $d;
+            const SIZE: usize = std::mem::size_of::<$t>();
             fn write_le(self, out: &mut Vec<u8>) {
                 out.extend_from_slice(&self.to_le_bytes());
+            }
+            fn read_le(b: &[u8]) -> Self {
+                let mut a = [0u8; std::mem::size_of::<$t>()];
+                a.copy_from_slice(b);
+                <$t>::from_le_bytes(a)
             }
         }
     };
@@ -51,6 +59,73 @@ pub fn encode<T: Element>(shape: &[usize], data: &[T]) -> Vec<u8> {
     out
 }
 
+/// Decodes a `.npy` file of element type `T` (C order); returns the shape
+/// and the data, or what is wrong with it.
+pub fn decode<T: Element>(bytes: &[u8]) -> Result<(Vec<usize>, Vec<T>), String> {
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err("not a .npy file (bad magic)".into());
+    }
+    let (hlen, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+        v => return Err(format!("unsupported .npy version {v}")),
+    };
+    let header = bytes
+        .get(start..start + hlen)
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .ok_or("truncated header")?;
+    let field = |key: &str| -> Option<&str> {
+        let at = header.find(&format!("'{key}':"))? + key.len() + 3;
+        Some(header[at..].trim_start())
+    };
+    let descr = field("descr").ok_or("header has no descr")?;
+    if !descr.starts_with(&format!("'{}'", T::DESCR)) {
+        return Err(format!(
+            "element type is {}, expected '{}'",
+            descr.split(',').next().unwrap_or(""),
+            T::DESCR
+        ));
+    }
+    if field("fortran_order").is_some_and(|f| f.starts_with("True")) {
+        return Err("Fortran order is not supported".into());
+    }
+    let shape_txt = field("shape").ok_or("header has no shape")?;
+    let end = shape_txt.find(')').ok_or("malformed shape")?;
+    let shape = shape_txt[1..end]
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| format!("malformed shape {s:?}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let n: usize = shape.iter().product();
+    let data = &bytes[start + hlen..];
+    if data.len() != n * T::SIZE {
+        return Err(format!(
+            "shape {shape:?} needs {} bytes of data, the file has {}",
+            n * T::SIZE,
+            data.len()
+        ));
+    }
+    Ok((shape, data.chunks_exact(T::SIZE).map(T::read_le).collect()))
+}
+
+/// Reads a `.npy` file; errors name the file.
+pub fn read<T: Element>(path: &std::path::Path) -> io::Result<(Vec<usize>, Vec<T>)> {
+    let bytes = std::fs::read(path)?;
+    decode(&bytes).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })
+}
+
 pub fn write<T: Element>(path: &std::path::Path, shape: &[usize], data: &[T]) -> io::Result<()> {
     let mut f = std::fs::File::create(path)?;
     f.write_all(&encode(shape, data))?;
@@ -70,7 +145,20 @@ mod tests {
         assert!(h.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }"));
         assert!(h.ends_with('\n'));
         assert_eq!(b.len(), 10 + hlen + 24);
+        let (shape, back) = decode::<f32>(&b).unwrap();
+        assert_eq!(shape, vec![2, 3]);
+        assert_eq!(back, vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert!(decode::<i64>(&b).unwrap_err().contains("expected '<i8'"));
+        assert!(decode::<f32>(&b[..b.len() - 1])
+            .unwrap_err()
+            .contains("needs 24 bytes"));
+        assert!(decode::<f32>(b"garbage!!!!").unwrap_err().contains("magic"));
         let one = encode(&[3], &[1u8, 2, 3]);
-        assert!(std::str::from_utf8(&one[10..]).unwrap_or("").contains("(3,)") || one.windows(4).any(|w| w == b"(3,)"));
+        assert!(
+            std::str::from_utf8(&one[10..])
+                .unwrap_or("")
+                .contains("(3,)")
+                || one.windows(4).any(|w| w == b"(3,)")
+        );
     }
 }

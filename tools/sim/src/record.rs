@@ -30,6 +30,17 @@ pub struct RecordOptions {
     /// Standard deviation of the driving noise, as a share of the limits
     /// (scaled per episode by a random factor in [0, 1]).
     pub noise: f32,
+    /// With a learner driving (DAgger), the share of steps the expert
+    /// drives instead.
+    pub expert_share: f32,
+}
+
+/// A learner that drives while the expert labels (DAgger): it sees the
+/// rendered frame and the instruction, as on the robot.
+pub trait Learner {
+    /// A new episode starts (reset recurrent state).
+    fn start(&mut self, sim: &Sim);
+    fn act(&mut self, frame: &[u8]) -> Twist;
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -48,6 +59,7 @@ pub fn record(
     cfg: &SimConfig,
     opts: &RecordOptions,
     out: &Path,
+    mut learner: Option<&mut dyn Learner>,
     progress: &mut dyn FnMut(usize),
 ) -> Result<RecordSummary, RecordError> {
     let io = |path: &Path| {
@@ -55,8 +67,15 @@ pub fn record(
         move |source| RecordError::Io { path, source }
     };
     std::fs::create_dir_all(out).map_err(io(out))?;
-    let (mut frames, mut instr, mut actions, mut eps, mut steps, mut diff, mut in_view) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut frames, mut instr, mut actions, mut eps, mut steps, mut diff, mut in_view) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     let mut successes = 0;
     for e in 0..opts.episodes {
         let seed = opts.first_seed + e as u64;
@@ -65,6 +84,9 @@ pub fn record(
         let scale = opts.noise * noise.unit();
         let mut frame = vec![0u8; sim.frame_len()];
         let mut held = Twist::default();
+        if let Some(l) = learner.as_deref_mut() {
+            l.start(&sim);
+        }
         loop {
             sim.render(&mut frame);
             let label = sim.expert();
@@ -82,9 +104,20 @@ pub fn record(
                     omega: scale * MAX_OMEGA * noise.normal(),
                 };
             }
+            let base = match learner.as_deref_mut() {
+                Some(l) => {
+                    let a = l.act(&frame);
+                    if noise.unit() < opts.expert_share {
+                        label
+                    } else {
+                        a
+                    }
+                }
+                None => label,
+            };
             let driven = Twist {
-                v: (label.v + held.v).clamp(-0.1, MAX_V),
-                omega: (label.omega + held.omega).clamp(-MAX_OMEGA, MAX_OMEGA),
+                v: (base.v + held.v).clamp(-0.1, MAX_V),
+                omega: (base.omega + held.omega).clamp(-MAX_OMEGA, MAX_OMEGA),
             };
             let o = sim.step(driven.to_wheels(cfg.track_width));
             if o.done {
@@ -96,10 +129,20 @@ pub fn record(
     }
     let n = instr.len();
     let (h, w) = (cfg.image_height, cfg.image_width);
-    let files: [(&str, Box<dyn Fn(&Path) -> std::io::Result<()>>); 7] = [
-        ("frames.npy", Box::new(|p| npy::write(p, &[n, h, w, 3], &frames))),
-        ("instructions.npy", Box::new(|p| npy::write(p, &[n], &instr))),
-        ("actions.npy", Box::new(|p| npy::write(p, &[n, 2], &actions))),
+    type Writer<'a> = Box<dyn Fn(&Path) -> std::io::Result<()> + 'a>;
+    let files: [(&str, Writer); 7] = [
+        (
+            "frames.npy",
+            Box::new(|p| npy::write(p, &[n, h, w, 3], &frames)),
+        ),
+        (
+            "instructions.npy",
+            Box::new(|p| npy::write(p, &[n], &instr)),
+        ),
+        (
+            "actions.npy",
+            Box::new(|p| npy::write(p, &[n, 2], &actions)),
+        ),
         ("episodes.npy", Box::new(|p| npy::write(p, &[n], &eps))),
         ("steps.npy", Box::new(|p| npy::write(p, &[n], &steps))),
         ("difficulty.npy", Box::new(|p| npy::write(p, &[n], &diff))),

@@ -63,7 +63,13 @@ impl Camera {
     }
 
     /// Draws the view from `pose` (x, y, heading) into `out` (HWC RGB).
-    pub fn render(&mut self, world: &World, pose: (f32, f32, f32), noise: &mut Rng, out: &mut [u8]) {
+    pub fn render(
+        &mut self,
+        world: &World,
+        pose: (f32, f32, f32),
+        noise: &mut Rng,
+        out: &mut [u8],
+    ) {
         let (w, h) = (self.width, self.height);
         assert_eq!(out.len(), w * h * 3, "frame buffer size");
         let horizon = h as f32 / 2.0;
@@ -123,10 +129,17 @@ impl Camera {
         }
         if wall.0.is_finite() {
             // Faint vertical stripes every metre help judge motion.
-            let stripe = if (wall.2.rem_euclid(1.0)) < 0.05 { 0.85 } else { 1.0 };
+            let stripe = if (wall.2.rem_euclid(1.0)) < 0.05 {
+                0.85
+            } else {
+                1.0
+            };
             let c = WALL_COLOURS[wall.1];
-            self.hits
-                .push((wall.0 * cos_rel, [c[0] * stripe, c[1] * stripe, c[2] * stripe], WALL_HEIGHT));
+            self.hits.push((
+                wall.0 * cos_rel,
+                [c[0] * stripe, c[1] * stripe, c[2] * stripe],
+                WALL_HEIGHT,
+            ));
         }
         for cyl in &world.cylinders {
             let (ox, oy) = (px - cyl.x, py - cyl.y);
