@@ -28,6 +28,8 @@ missing=()
 command -v qemu-system-arm >/dev/null || missing+=(qemu-system-arm)
 command -v cc >/dev/null || missing+=(build-essential)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+# The v4l feature's bindings are generated with bindgen, which needs libclang.
+ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || missing+=(libclang-dev)
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
@@ -131,9 +133,15 @@ cargo run -q -p offramp -- build --onnx engines/testdata/tiny --out "$bench_set"
 cargo run -q --release -p offramp -- bench engines --engines "$bench_set" --iters 1000 \
   | tee "$reports/engine-bench.json"
 
-step "main job"
-cargo run -q -p offramp -- demo --json > "$reports/demo.json"
-echo "demo report: $reports/demo.json"
+step "simulator bench (render + physics, frames per second)"
+cargo run -q --release -p offramp -- sim bench --frames 20000 | tee "$reports/sim-bench.json"
 
+step "runtime bench (overhead, early exit vs full model, deadline under CPU hogs)"
+cargo run -q --release -p offramp -- bench runtime --engines engines/demo --frames 10000 \
+  --deadline-ms 10 | tee "$reports/runtime-bench.json"
+
+step "main job: offramp demo (simulator -> exit chain -> wire protocol -> firmware -> wheels)"
+cargo run -q --release -p offramp -- demo --episodes "${DEMO_EPISODES:-20}" --json \
+  | tee "$reports/demo.json"
 echo
 echo "tests: ${passed} passed, ${failed} failed"

@@ -6,6 +6,7 @@
 //! more directories separated by `:`), else `/usr/local/cuda/include`.
 //! Nothing is linked: the shim opens libnvinfer with dlopen.
 
+#[cfg(feature = "tensorrt")]
 use std::env;
 #[cfg(feature = "tensorrt")]
 use std::path::{Path, PathBuf};
@@ -16,11 +17,10 @@ fn main() {
     println!("cargo::rerun-if-env-changed=CUDA_INCLUDE_DIR");
     println!("cargo::rerun-if-changed=shim/trt_shim.cpp");
     println!("cargo::rerun-if-changed=shim/trt_shim.h");
-    if env::var_os("CARGO_FEATURE_TENSORRT").is_none() {
-        return;
-    }
     #[cfg(feature = "tensorrt")]
-    build_shim();
+    if std::env::var_os("CARGO_FEATURE_TENSORRT").is_some() {
+        build_shim();
+    }
 }
 
 #[cfg(feature = "tensorrt")]

@@ -284,6 +284,11 @@ impl ExitChain {
         }
     }
 
+    /// Time spent inside the engines since the last call.
+    pub fn take_engine_time(&mut self) -> std::time::Duration {
+        self.chain.take_engine_time()
+    }
+
     /// The per-exit latency estimates the deadline uses.
     pub fn latency_model(&self) -> &LatencyModel {
         &self.latency

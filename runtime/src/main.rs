@@ -5,9 +5,11 @@ mod calibrate_cmd;
 mod demo;
 mod engine_bench;
 mod firmware_bench;
+mod firmware_session;
 mod mcu_host;
 mod pty;
 mod run_cmd;
+mod runtime_bench;
 mod session;
 mod sim_cmd;
 mod stats;
@@ -33,7 +35,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the main job on the embedded defaults.
+    /// Run the main job on the embedded defaults: simulator camera, the demo
+    /// engine set on the CPU backend, the wire protocol, the firmware's
+    /// control logic, closed back into the simulated wheels.
     Demo {
         /// Which firmware closes the loop.
         #[arg(long, value_enum, default_value = "host")]
@@ -41,9 +45,17 @@ enum Command {
         /// Firmware image for `--firmware qemu` (default: build it).
         #[arg(long)]
         elf: Option<PathBuf>,
-        /// Seconds of driving before the commands stop.
-        #[arg(long, default_value_t = 2.0)]
-        seconds: f64,
+        /// Engine set (default: the committed demo set, from the repository root).
+        #[arg(long, default_value = "engines/demo")]
+        engines: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        episodes: usize,
+        /// Held-out evaluation seeds start at 0.
+        #[arg(long, default_value_t = 0)]
+        first_seed: u64,
+        /// Per-frame deadline from camera frame to command sent.
+        #[arg(long)]
+        deadline_ms: Option<f64>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -172,6 +184,20 @@ enum PrecisionArg {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// The runtime on an engine set: overhead outside the engines, early
+    /// exit vs the full model on the same frames, and deadline misses with
+    /// CPU hogs on every core. Prints JSON.
+    Runtime {
+        #[arg(long)]
+        engines: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        frames: usize,
+        #[arg(long, default_value_t = 10.0)]
+        deadline_ms: f64,
+        /// CPU-hog threads during the deadline run (default: one per core).
+        #[arg(long)]
+        hogs: Option<usize>,
+    },
     /// Per-segment latency: the CPU backend (tract) against onnxruntime on the
     /// same ONNX files, single-threaded, in one run.
     Engines {
@@ -242,6 +268,19 @@ enum SimCommand {
 
 #[derive(Subcommand)]
 enum FirmwareCommand {
+    /// Drive the controller with an S-curve over the wire protocol, then
+    /// check that it stops the motors on its own when commands stop.
+    Session {
+        #[arg(long, value_enum, default_value = "host")]
+        firmware: demo::FirmwareKind,
+        #[arg(long)]
+        elf: Option<PathBuf>,
+        /// Seconds of driving before the commands stop.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure command→applied latency and timeout→stop time of the real
     /// firmware image in QEMU, in its own clock. Prints JSON.
     Bench {
@@ -271,8 +310,44 @@ fn main() -> anyhow::Result<()> {
         Command::Demo {
             firmware,
             elf,
-            seconds,
+            engines,
+            episodes,
+            first_seed,
+            deadline_ms,
             json,
+        } => {
+            if episodes == 0 {
+                anyhow::bail!("--episodes must be at least 1");
+            }
+            let report = demo::run(&demo::DemoArgs {
+                firmware,
+                elf,
+                engines,
+                episodes,
+                first_seed,
+                deadline_ms,
+                json,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                demo::print_human(&report);
+            }
+            if report.commands_rejected > 0 {
+                anyhow::bail!(
+                    "the firmware rejected {} commands",
+                    report.commands_rejected
+                );
+            }
+        }
+        Command::Firmware {
+            command:
+                FirmwareCommand::Session {
+                    firmware,
+                    elf,
+                    seconds,
+                    json,
+                },
         } => {
             if !(seconds.is_finite() && seconds > 0.0) {
                 anyhow::bail!("--seconds must be a positive number, got {seconds}");
@@ -281,11 +356,11 @@ fn main() -> anyhow::Result<()> {
                 drive_for: Duration::from_secs_f64(seconds),
                 ..Default::default()
             };
-            let report = demo::run(firmware, elf, &cfg)?;
+            let report = firmware_session::run(firmware, elf, &cfg)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                demo::print_human(&report);
+                firmware_session::print_human(&report);
             }
             if !report.all_accepted || report.rejected > 0 {
                 anyhow::bail!("the firmware did not accept every command");
@@ -307,6 +382,20 @@ fn main() -> anyhow::Result<()> {
                 PrecisionArg::Int8 => offramp_engines::Precision::Int8,
             };
             build_cmd::run(onnx, out, backend, precision)?;
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Runtime {
+                    engines,
+                    frames,
+                    deadline_ms,
+                    hogs,
+                },
+        } => {
+            let hogs =
+                hogs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+            let report = runtime_bench::run(&engines, frames.max(100), deadline_ms, hogs)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Bench {
             command:

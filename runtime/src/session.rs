@@ -116,11 +116,17 @@ fn setpoint(t: f64) -> Setpoint {
     }
 }
 
-/// Runs a session on a freshly booted firmware.
-pub fn run<W: Write>(
-    link: &mut FirmwareLink<W>,
-    cfg: &SessionConfig,
-) -> anyhow::Result<SessionReport> {
+/// A firmware that announced itself and whose clock is synced.
+pub struct Connected {
+    pub board: String,
+    pub boot: Boot,
+    pub clock: ClockSync,
+    pub rtts: Vec<f64>,
+}
+
+/// Waits for the boot message, checks the protocol version and syncs the
+/// clock on the ping with the shortest round trip.
+pub fn connect<W: Write>(link: &mut FirmwareLink<W>, pings: u32) -> anyhow::Result<Connected> {
     let boot: Boot = link
         .wait_for(Duration::from_secs(10), |m, _| match m {
             McuMsg::Boot(b) => Some(*b),
@@ -137,11 +143,9 @@ pub fn run<W: Write>(
     let board = String::from_utf8_lossy(&boot.board)
         .trim_end_matches('\0')
         .to_string();
-
-    // Clock sync: keep the ping with the shortest round trip.
     let mut rtts = Vec::new();
     let mut best: Option<(Duration, ClockSync)> = None;
-    for nonce in 0..cfg.pings.max(1) {
+    for nonce in 0..pings.max(1) {
         let sent = link.send(&HostMsg::Ping { nonce })?;
         let (uptime, at) = link
             .wait_for(Duration::from_secs(2), |m, at| match m {
@@ -156,6 +160,25 @@ pub fn run<W: Write>(
         }
     }
     let clock = best.map(|(_, c)| c).context("no clock sync")?;
+    Ok(Connected {
+        board,
+        boot,
+        clock,
+        rtts,
+    })
+}
+
+/// Runs a session on a freshly booted firmware.
+pub fn run<W: Write>(
+    link: &mut FirmwareLink<W>,
+    cfg: &SessionConfig,
+) -> anyhow::Result<SessionReport> {
+    let Connected {
+        board,
+        boot,
+        clock,
+        rtts,
+    } = connect(link, cfg.pings)?;
 
     let mut t = Tracker {
         clock,

@@ -32,27 +32,42 @@ fn check_report(json: &str, board: &str) {
 
 #[test]
 fn demo_with_host_firmware_over_a_pty() {
-    let (ok, out, err) = offramp(&["demo", "--seconds", "1", "--json"]);
+    let (ok, out, err) = offramp(&["firmware", "session", "--seconds", "1", "--json"]);
     assert!(ok, "{err}");
     check_report(&out, "host");
 }
 
 #[test]
 fn demo_with_the_firmware_image_in_qemu() {
-    let (ok, out, err) = offramp(&["demo", "--firmware", "qemu", "--seconds", "1", "--json"]);
+    let (ok, out, err) = offramp(&[
+        "firmware",
+        "session",
+        "--firmware",
+        "qemu",
+        "--seconds",
+        "1",
+        "--json",
+    ]);
     assert!(ok, "{err}");
     check_report(&out, "lm3s6965");
 }
 
 #[test]
 fn human_summary_and_clear_errors() {
-    let (ok, out, err) = offramp(&["demo", "--seconds", "0.5"]);
+    let (ok, out, err) = offramp(&["firmware", "session", "--seconds", "0.5"]);
     assert!(ok, "{err}");
     assert!(out.contains("silence -> motors off"), "{out}");
-    let (ok, _, err) = offramp(&["demo", "--seconds=-1"]);
+    let (ok, _, err) = offramp(&["firmware", "session", "--seconds=-1"]);
     assert!(!ok);
     assert!(err.contains("--seconds must be a positive number"), "{err}");
-    let (ok, _, err) = offramp(&["demo", "--firmware", "qemu", "--elf", "/nonexistent/fw.elf"]);
+    let (ok, _, err) = offramp(&[
+        "firmware",
+        "session",
+        "--firmware",
+        "qemu",
+        "--elf",
+        "/nonexistent/fw.elf",
+    ]);
     assert!(!ok);
     assert!(err.contains("/nonexistent/fw.elf does not exist"), "{err}");
 }

@@ -29,6 +29,8 @@ pub struct Chain {
     head_action: usize,
     head_state: usize,
     head_outputs: Vec<Vec<f32>>,
+    /// Time spent inside engines since the last `take_engine_time`.
+    engine_time: std::time::Duration,
 }
 
 /// Builds the engines of one set with one backend.
@@ -186,6 +188,7 @@ impl Chain {
             head_action: action,
             head_state: state,
             head_outputs: buffers(&h.outputs),
+            engine_time: std::time::Duration::ZERO,
         })
     }
 
@@ -219,7 +222,16 @@ impl Chain {
         for (slot, buf) in outs.iter_mut().zip(stage.outputs.iter_mut()) {
             *slot = buf;
         }
-        stage.engine.run(&ins[..n_in], &mut outs[..n_out])
+        let t0 = std::time::Instant::now();
+        let r = stage.engine.run(&ins[..n_in], &mut outs[..n_out]);
+        self.engine_time += t0.elapsed();
+        r
+    }
+
+    /// Time spent inside the engines (backend code) since the last call:
+    /// what a benchmark subtracts to get the runtime's own overhead.
+    pub fn take_engine_time(&mut self) -> std::time::Duration {
+        std::mem::take(&mut self.engine_time)
     }
 
     /// Output `k` of segment `i` from its last run.
@@ -264,7 +276,10 @@ impl Chain {
         for (slot, buf) in outs.iter_mut().zip(self.head_outputs.iter_mut()) {
             *slot = buf;
         }
-        self.head.run(&ins, &mut outs[..n])?;
+        let t0 = std::time::Instant::now();
+        let r = self.head.run(&ins, &mut outs[..n]);
+        self.engine_time += t0.elapsed();
+        r?;
         Ok((
             &self.head_outputs[self.head_action],
             &self.head_outputs[self.head_state],

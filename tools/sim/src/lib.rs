@@ -176,6 +176,44 @@ impl Sim {
         Twist { v, omega }
     }
 
+    /// Whether a robot at (x, y) touches anything but the target, and
+    /// whether it touches the target (success).
+    fn contact(&self, x: f32, y: f32) -> (bool, bool) {
+        let r = self.cfg.robot_radius;
+        let size = self.world.size;
+        let mut hit = x < r || y < r || x > size - r || y > size - r;
+        let mut success = false;
+        for (i, c) in self.world.cylinders.iter().enumerate() {
+            let d = ((c.x - x).powi(2) + (c.y - y).powi(2)).sqrt();
+            if i == self.world.target && d < c.radius + r + 0.12 {
+                success = true;
+            } else if d < c.radius + r {
+                hit = true;
+            }
+        }
+        (hit, success)
+    }
+
+    /// Unit normals (pointing at the robot) of everything a robot at (x, y)
+    /// touches; at most 4 walls and a few posts.
+    fn contact_normals(&self, x: f32, y: f32) -> impl Iterator<Item = (f32, f32)> + '_ {
+        let r = self.cfg.robot_radius;
+        let size = self.world.size;
+        let walls = [
+            (x < r, (1.0, 0.0)),
+            (y < r, (0.0, 1.0)),
+            (x > size - r, (-1.0, 0.0)),
+            (y > size - r, (0.0, -1.0)),
+        ];
+        walls.into_iter().filter(|(t, _)| *t).map(|(_, n)| n).chain(
+            self.world.cylinders.iter().filter_map(move |c| {
+                let (ox, oy) = (x - c.x, y - c.y);
+                let d = (ox * ox + oy * oy).sqrt();
+                (d < c.radius + r && d > 1e-6).then(|| (ox / d, oy / d))
+            }),
+        )
+    }
+
     /// Applies one control period of `cmd` (clamped and slew-limited like the
     /// firmware does), moves the robot, and checks for collision and success.
     pub fn step(&mut self, cmd: Wheels) -> StepOutcome {
@@ -199,24 +237,30 @@ impl Sim {
         let mid = th + omega * cfg.dt / 2.0;
         let (nx, ny) = (x + v * cfg.dt * mid.cos(), y + v * cfg.dt * mid.sin());
         let nth = wrap(th + omega * cfg.dt);
-        let r = cfg.robot_radius;
-        let mut collided = nx < r || ny < r || nx > self.world.size - r || ny > self.world.size - r;
-        let mut success = false;
-        for (i, c) in self.world.cylinders.iter().enumerate() {
-            let d = ((c.x - nx).powi(2) + (c.y - ny).powi(2)).sqrt();
-            if i == self.world.target && d < c.radius + r + 0.12 {
-                success = true;
-            } else if d < c.radius + r {
-                collided = true;
+        let (hit, success) = self.contact(nx, ny);
+        if hit && !success {
+            // Slide along what was hit (a bumper against a wall or a post):
+            // drop the motion into every touched surface, keep the rest.
+            let (mut tx, mut ty) = (nx - x, ny - y);
+            for (cx, cy) in self.contact_normals(nx, ny) {
+                let dot = tx * cx + ty * cy;
+                if dot < 0.0 {
+                    tx -= dot * cx;
+                    ty -= dot * cy;
+                }
             }
-        }
-        if collided && !success {
-            self.pose = (x, y, nth);
-            self.wheels = Wheels::default();
+            let (sx, sy) = (x + tx, y + ty);
+            if self.contact(sx, sy).0 {
+                self.pose = (x, y, nth);
+                self.wheels = Wheels::default();
+            } else {
+                self.pose = (sx, sy, nth);
+            }
             self.collisions += 1;
         } else {
             self.pose = (nx, ny, nth);
         }
+        let collided = hit;
         self.steps += 1;
         self.outcome = StepOutcome {
             done: success || self.steps >= cfg.max_steps,

@@ -117,7 +117,8 @@ pub fn decode<T: Element>(bytes: &[u8]) -> Result<(Vec<usize>, Vec<T>), String> 
 
 /// Reads a `.npy` file; errors name the file.
 pub fn read<T: Element>(path: &std::path::Path) -> io::Result<(Vec<usize>, Vec<T>)> {
-    let bytes = std::fs::read(path)?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     decode(&bytes).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidData,

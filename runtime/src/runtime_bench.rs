@@ -1,0 +1,213 @@
+//! `offramp bench runtime`: the runtime's own figures on an engine set, in
+//! one run: per-frame overhead outside the engines, early exit against the
+//! full model on the same frames (interleaved), and deadline misses with CPU
+//! hogs competing for every core.
+
+use crate::sim_cmd::{preprocessor, progress_bar};
+use offramp_engines::{BackendKind, EngineSet};
+use offramp_runtime::exit_chain::{ExitChain, ExitPolicy};
+use offramp_runtime::preprocess::Preprocessor;
+use offramp_sim::{Sim, SimConfig};
+use serde::Serialize;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Serialize, Default)]
+pub struct Latency {
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+fn latency(mut v: Vec<f64>) -> Latency {
+    v.sort_by(f64::total_cmp);
+    let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize] * 1e3;
+    Latency {
+        mean_ms: v.iter().sum::<f64>() / v.len() as f64 * 1e3,
+        p50_ms: q(0.5),
+        p99_ms: q(0.99),
+        max_ms: q(1.0),
+    }
+}
+
+#[derive(Serialize)]
+pub struct PolicyFigures {
+    pub mean_exit: f64,
+    pub compute_ratio: f64,
+    pub latency: Latency,
+}
+
+#[derive(Serialize)]
+pub struct RuntimeBench {
+    pub engines: String,
+    pub frames: usize,
+    pub thresholds: Vec<f32>,
+    /// Preprocess + exit chain minus the time inside the engines.
+    pub overhead_us: Latency,
+    pub early_exit: PolicyFigures,
+    pub full_model: PolicyFigures,
+    pub latency_saving: f64,
+    pub contention: Contention,
+}
+
+#[derive(Serialize)]
+pub struct Contention {
+    pub hog_threads: usize,
+    pub realtime_priority: bool,
+    pub deadline_ms: f64,
+    pub frames: usize,
+    pub deadline_misses: usize,
+    pub frames_cut_short: usize,
+    pub mean_exit: f64,
+    pub latency: Latency,
+}
+
+/// Frames of closed-loop episodes with the expert driving.
+fn stream(cfg: &SimConfig, n: usize) -> Vec<(Vec<u8>, usize, bool)> {
+    let mut out = Vec::with_capacity(n);
+    let mut seed = 0;
+    let mut sim = Sim::new(cfg, seed);
+    let mut new = true;
+    while out.len() < n {
+        let mut f = vec![0u8; sim.frame_len()];
+        sim.render(&mut f);
+        out.push((f, sim.instruction() as usize, new));
+        new = false;
+        if sim.step(sim.expert().to_wheels(cfg.track_width)).done {
+            seed += 1;
+            sim = Sim::new(cfg, seed);
+            new = true;
+        }
+    }
+    out
+}
+
+fn run_frame(
+    chain: &mut ExitChain,
+    pre: &mut Preprocessor,
+    f: &(Vec<u8>, usize, bool),
+    policy: ExitPolicy,
+    deadline: Option<Instant>,
+) -> anyhow::Result<offramp_runtime::exit_chain::FrameOutcome> {
+    if f.2 {
+        chain.reset();
+        chain.set_instruction(f.1);
+    }
+    pre.run(&f.0, chain.image_mut())?;
+    Ok(chain.step_until(policy, deadline)?)
+}
+
+/// Tries SCHED_FIFO for this thread (what the systemd unit grants on the
+/// robot); false without the privilege.
+fn realtime() -> bool {
+    let p = libc::sched_param { sched_priority: 50 };
+    // SAFETY: plain syscall on the calling thread with a valid param.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) == 0 }
+}
+
+pub fn run(
+    engines: &Path,
+    frames: usize,
+    deadline_ms: f64,
+    hogs: usize,
+) -> anyhow::Result<RuntimeBench> {
+    let cfg = SimConfig::default();
+    let set = EngineSet::open(engines)?;
+    let mut early = ExitChain::new(&set, BackendKind::Cpu)?;
+    let mut full = ExitChain::new(&set, BackendKind::Cpu)?;
+    let mut pre = preprocessor(&set, &cfg)?;
+    let n = early.exits();
+    let frames_v = stream(&cfg, frames.min(5000));
+    // Warm-up.
+    for f in frames_v.iter().take(50) {
+        run_frame(&mut early, &mut pre, f, ExitPolicy::Criterion, None)?;
+        run_frame(&mut full, &mut pre, f, ExitPolicy::Fixed(n - 1), None)?;
+    }
+    let bar = progress_bar(frames as u64 * 2, "bench");
+    let (mut te, mut tf, mut over) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut exit_e, mut macs_e, mut macs_f) = (0u64, 0u64, 0u64);
+    early.take_engine_time();
+    for k in 0..frames {
+        let f = &frames_v[k % frames_v.len()];
+        let t0 = Instant::now();
+        let o = run_frame(&mut early, &mut pre, f, ExitPolicy::Criterion, None)?;
+        let dt = t0.elapsed();
+        te.push(dt.as_secs_f64());
+        over.push((dt.saturating_sub(early.take_engine_time())).as_secs_f64() * 1e-3);
+        exit_e += o.exit as u64;
+        macs_e += early.frame_macs(&o);
+        let t0 = Instant::now();
+        let o = run_frame(&mut full, &mut pre, f, ExitPolicy::Fixed(n - 1), None)?;
+        tf.push(t0.elapsed().as_secs_f64());
+        macs_f += full.frame_macs(&o);
+        bar.inc(2);
+    }
+    bar.finish_and_clear();
+    let full_macs = early.full_macs() as f64 * frames as f64;
+    let early_exit = PolicyFigures {
+        mean_exit: exit_e as f64 / frames as f64 + 1.0,
+        compute_ratio: macs_e as f64 / full_macs,
+        latency: latency(te),
+    };
+    let full_model = PolicyFigures {
+        mean_exit: n as f64,
+        compute_ratio: macs_f as f64 / full_macs,
+        latency: latency(tf),
+    };
+    // Contention: hog threads spin on every core while the runtime runs with
+    // a deadline (measured from the start of each frame).
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..hogs)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    let rt = realtime();
+    let d = Duration::from_secs_f64(deadline_ms / 1e3);
+    let (mut misses, mut cuts, mut exits, mut lat) = (0, 0, 0u64, Vec::with_capacity(frames));
+    let bar = progress_bar(frames as u64, "contention");
+    for k in 0..frames {
+        let f = &frames_v[k % frames_v.len()];
+        let t0 = Instant::now();
+        let o = run_frame(&mut early, &mut pre, f, ExitPolicy::Criterion, Some(t0 + d))?;
+        let dt = t0.elapsed();
+        misses += (dt > d) as usize;
+        cuts += o.deadline_cut as usize;
+        exits += o.exit as u64;
+        lat.push(dt.as_secs_f64());
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(RuntimeBench {
+        engines: engines.display().to_string(),
+        frames,
+        thresholds: set.manifest.criterion.thresholds.clone(),
+        overhead_us: latency(over),
+        latency_saving: 1.0 - early_exit.latency.mean_ms / full_model.latency.mean_ms,
+        early_exit,
+        full_model,
+        contention: Contention {
+            hog_threads: hogs,
+            realtime_priority: rt,
+            deadline_ms,
+            frames,
+            deadline_misses: misses,
+            frames_cut_short: cuts,
+            mean_exit: exits as f64 / frames as f64 + 1.0,
+            latency: latency(lat),
+        },
+    })
+}

@@ -1,0 +1,82 @@
+//! When frames stop coming (a camera unplugged), the loop keeps running,
+//! counts the gap and commands stop; when they come back, it drives again.
+
+use offramp_engines::{BackendKind, EngineSet};
+use offramp_runtime::camera::{FrameMeta, Latest};
+use offramp_runtime::exit_chain::{ExitChain, ExitPolicy, FrameOutcome};
+use offramp_runtime::preprocess::Preprocessor;
+use offramp_runtime::run_loop::{Actuator, RunLoop};
+use offramp_sim::{Sim, SimConfig};
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Default)]
+struct Log {
+    acts: usize,
+    stops: usize,
+    stopped_last: bool,
+}
+
+impl Actuator for Log {
+    fn act(&mut self, _: &[f32], _: &FrameOutcome) {
+        self.acts += 1;
+        self.stopped_last = false;
+    }
+    fn stop(&mut self) {
+        self.stops += 1;
+        self.stopped_last = true;
+    }
+}
+
+#[test]
+fn a_vanished_camera_stops_the_motors_and_the_loop_recovers() {
+    let set =
+        EngineSet::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("../engines/demo")).unwrap();
+    let cfg = SimConfig::default();
+    let p = set.manifest.preprocess.clone().unwrap();
+    let pre = Preprocessor::new((32, 32), (32, 32), p.mean, p.std).unwrap();
+    let chain = ExitChain::new(&set, BackendKind::Cpu).unwrap();
+    let mut rl = RunLoop::new(chain, pre, ExitPolicy::Criterion, None, None);
+    let latest = Latest::new(32 * 32 * 3);
+    let mut sim = Sim::new(&cfg, 1);
+    let mut log = Log::default();
+    let timeout = Duration::from_millis(30);
+    let mut publish = |seq: u64, sim: &mut Sim| {
+        latest.publish(
+            FrameMeta {
+                seq,
+                captured: None,
+                instruction: sim.instruction() as usize,
+                new_episode: seq == 0,
+            },
+            |b| sim.render(b),
+        )
+    };
+    let mut tick =
+        |rl: &mut RunLoop, log: &mut Log| match latest.take(timeout, |b, m| rl.frame(b, m, log)) {
+            Some(r) => {
+                r.unwrap();
+            }
+            None => rl.gap(log),
+        };
+    for k in 0..5 {
+        publish(k, &mut sim);
+        tick(&mut rl, &mut log);
+    }
+    assert_eq!((log.acts, log.stops), (5, 0));
+    // The camera goes away for three frame periods.
+    for _ in 0..3 {
+        tick(&mut rl, &mut log);
+        assert!(log.stopped_last, "no frame: the motors must be stopped");
+    }
+    // It comes back.
+    for k in 5..10 {
+        publish(k, &mut sim);
+        tick(&mut rl, &mut log);
+    }
+    assert!(!log.stopped_last);
+    let s = rl.summary();
+    assert_eq!(s.camera_gaps, 3);
+    assert_eq!(s.frames, 10);
+    assert_eq!(log.acts, 10);
+}

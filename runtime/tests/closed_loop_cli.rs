@@ -1,0 +1,202 @@
+//! The main job and the runtime commands end to end on the committed demo
+//! engine set, as a user runs them.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_offramp")
+}
+
+fn demo_set() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../engines/demo"))
+}
+
+fn offramp(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run offramp");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn check_demo(json: &str, board: &str, episodes: u64) {
+    let v: serde_json::Value = serde_json::from_str(json).expect("JSON report");
+    assert_eq!(v["firmware_board"], board);
+    assert_eq!(v["episodes"], episodes);
+    assert_eq!(v["commands_rejected"], 0);
+    assert_eq!(v["final_motor_state"], "TimedOut");
+    let frames = v["frames"].as_u64().unwrap();
+    assert!(frames >= 10 * episodes, "{frames} frames");
+    assert_eq!(v["commands_sent"].as_u64().unwrap(), frames);
+    let exit = v["mean_exit"].as_f64().unwrap();
+    assert!((1.0..=4.0).contains(&exit));
+    assert!(v["compute_ratio"].as_f64().unwrap() > 0.0);
+    assert!(v["frame_to_applied_ms"]["p99"].as_f64().unwrap() < 100.0);
+    let stop = v["timeout_to_stop_ms"].as_f64().unwrap();
+    assert!((190.0..=251.0).contains(&stop), "stop after {stop} ms");
+}
+
+#[test]
+fn demo_closes_the_loop_through_the_host_firmware() {
+    let d = demo_set();
+    let (ok, out, err) = offramp(&[
+        "demo",
+        "--engines",
+        d.to_str().unwrap(),
+        "--episodes",
+        "2",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    check_demo(&out, "host", 2);
+}
+
+#[test]
+fn demo_closes_the_loop_through_the_firmware_image_in_qemu() {
+    let d = demo_set();
+    let (ok, out, err) = offramp(&[
+        "demo",
+        "--firmware",
+        "qemu",
+        "--engines",
+        d.to_str().unwrap(),
+        "--episodes",
+        "1",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    check_demo(&out, "lm3s6965", 1);
+}
+
+#[test]
+fn demo_names_a_missing_engine_set() {
+    let (ok, _, err) = offramp(&["demo", "--engines", "/nonexistent/set", "--episodes", "1"]);
+    assert!(!ok);
+    assert!(err.contains("/nonexistent/set"), "{err}");
+}
+
+#[test]
+fn run_on_the_simulator_records_every_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("run.rec");
+    let d = demo_set();
+    let (ok, out, err) = offramp(&[
+        "run",
+        "--engines",
+        d.to_str().unwrap(),
+        "--camera",
+        "sim",
+        "--fps",
+        "50",
+        "--frames",
+        "100",
+        "--deadline-ms",
+        "50",
+        "--record",
+        rec.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["frames"], 100);
+    assert_eq!(v["deadline_misses"], 0);
+    let (ok, csv, err) = offramp(&["recording", rec.to_str().unwrap(), "--csv"]);
+    assert!(ok, "{err}");
+    assert_eq!(csv.lines().count(), 101, "header + one row per frame");
+    let (ok, jsonl, _) = offramp(&["recording", rec.to_str().unwrap()]);
+    assert!(ok);
+    let first: serde_json::Value = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
+    assert!(first["exit"].as_u64().unwrap() < 4);
+}
+
+#[test]
+fn run_replays_recorded_episodes_to_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("episodes");
+    let (ok, _, err) = offramp(&[
+        "sim",
+        "record",
+        "--episodes",
+        "2",
+        "--first-seed",
+        "7",
+        "--out",
+        rec.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let d = demo_set();
+    let camera = format!("replay:{}", rec.display());
+    let (ok, out, err) = offramp(&[
+        "run",
+        "--engines",
+        d.to_str().unwrap(),
+        "--camera",
+        &camera,
+        "--fps",
+        "200",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["frames"].as_u64().unwrap() > 20);
+    let (ok, _, err) = offramp(&[
+        "run",
+        "--engines",
+        d.to_str().unwrap(),
+        "--camera",
+        "replay:/nonexistent",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("/nonexistent/frames.npy"), "{err}");
+    let (ok, _, err) = offramp(&["run", "--engines", d.to_str().unwrap(), "--camera", "usb0"]);
+    assert!(!ok);
+    assert!(
+        err.contains("expected sim, replay:DIR or v4l:/dev/videoN"),
+        "{err}"
+    );
+}
+
+/// A killed runtime loses at most the batch in progress: the file holds
+/// whole batches of consecutive frames.
+#[test]
+fn a_killed_run_keeps_whole_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("killed.rec");
+    let d = demo_set();
+    let mut child = Command::new(bin())
+        .args([
+            "run",
+            "--engines",
+            d.to_str().unwrap(),
+            "--camera",
+            "sim",
+            "--fps",
+            "400",
+            "--record",
+            rec.to_str().unwrap(),
+            "--json",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let batch = 64 * offramp_runtime::recorder::RECORD_BYTES as u64;
+    let t0 = Instant::now();
+    while std::fs::metadata(&rec).map_or(0, |m| m.len()) < 16 + 2 * batch {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no records written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let records = offramp_runtime::recorder::read(&rec).unwrap();
+    assert!(records.len() >= 128);
+    assert_eq!(records.len() % 64, 0, "{} records", records.len());
+    // Frame numbers only rise (the newest-frame policy may skip some).
+    assert!(records.windows(2).all(|w| w[1].frame > w[0].frame));
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Reproduces engines/demo: behaviour cloning on expert demonstrations, then
+# DAgger rounds in which the previous model drives (a random exit per
+# episode, the expert taking 20-30% of the steps) while the expert labels
+# every frame. CPU only; about 75 minutes on 2 cores. Needs PyTorch, onnx and
+# numpy in $PYTHON (pip install torch onnx numpy).
+#
+#   PYTHON=~/venv/bin/python tools/train/reproduce_demo.sh [WORK_DIR]
+#
+# Seeds: training 100000+, DAgger 300000+/400000+/500000+, calibration
+# 200000+, evaluation 0+ (disjoint).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+py=${PYTHON:-python3}
+work=${1:-/tmp/offramp-train-work}
+rounds=${ROUNDS:-2}
+mkdir -p "$work"
+off() { cargo run -q --release -p offramp -- "$@"; }
+
+off sim record --episodes 1000 --first-seed 100000 --out "$work/bc"
+"$py" tools/train/train_demo.py --data "$work/bc" --out "$work/model-1" \
+  --checkpoint "$work/model-1.pt" --epochs 12
+data=("$work/bc")
+for r in $(seq 1 "$rounds"); do
+  rm -rf "$work/set-$r"
+  off build --onnx "$work/model-$r" --out "$work/set-$r"
+  share=$([[ $r == 1 ]] && echo 0.3 || echo 0.2)
+  off sim record --episodes 800 --first-seed $((200000 + 100000 * r)) \
+    --learner "$work/set-$r" --expert-share "$share" --out "$work/dagger-$r"
+  data+=("$work/dagger-$r")
+  epochs=$([[ $r == 1 ]] && echo 6 || echo 4)
+  lr=1e-3
+  "$py" tools/train/train_demo.py --data "${data[@]}" --init "$work/model-$r.pt" \
+    --checkpoint "$work/model-$((r + 1)).pt" --epochs "$epochs" --lr "$lr" --out "$work/model-$((r + 1))"
+done
+final="$work/model-$((rounds + 1))"
+cp "$final"/*.onnx "$final"/model.toml engines/demo/
+off build --onnx engines/demo --out engines/demo
+off calibrate --engines engines/demo --budget-ratio 0.5 --sim-episodes 200
