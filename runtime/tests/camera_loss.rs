@@ -41,7 +41,7 @@ fn a_vanished_camera_stops_the_motors_and_the_loop_recovers() {
     let mut sim = Sim::new(&cfg, 1);
     let mut log = Log::default();
     let timeout = Duration::from_millis(30);
-    let mut publish = |seq: u64, sim: &mut Sim| {
+    let publish = |seq: u64, sim: &mut Sim| {
         latest.publish(
             FrameMeta {
                 seq,
@@ -52,7 +52,7 @@ fn a_vanished_camera_stops_the_motors_and_the_loop_recovers() {
             |b| sim.render(b),
         )
     };
-    let mut tick =
+    let tick =
         |rl: &mut RunLoop, log: &mut Log| match latest.take(timeout, |b, m| rl.frame(b, m, log)) {
             Some(r) => {
                 r.unwrap();
