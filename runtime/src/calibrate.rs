@@ -237,11 +237,7 @@ pub fn collect(
                     pre.run(&buf, chain.image_mut())?;
                     let o = chain.step(ExitPolicy::All)?;
                     keep(&o);
-                    let a = chain.action();
-                    let t = Twist {
-                        v: a.first().copied().unwrap_or(0.0),
-                        omega: a.get(1).copied().unwrap_or(0.0),
-                    };
+                    let t = Twist::from_action(chain.action());
                     if sim.step(t.to_wheels(cfg.track_width)).done {
                         break;
                     }

@@ -5,8 +5,8 @@ use crate::sim_cmd::{preprocessor, progress_bar};
 use anyhow::{bail, Context};
 use offramp_engines::{BackendKind, EngineSet, Manifest};
 use offramp_runtime::calibrate::{calibrate, Budget, Calibration, Frames};
+use offramp_runtime::camera::load_replay;
 use offramp_runtime::exit_chain::ExitChain;
-use offramp_sim::npy;
 use offramp_sim::SimConfig;
 use std::path::{Path, PathBuf};
 
@@ -74,37 +74,22 @@ pub fn run(
             episodes: *episodes,
         },
         Source::Recorded(dir) => {
-            let (shape, frames) = npy::read::<u8>(&dir.join("frames.npy"))?;
-            let (_, instructions) = npy::read::<i64>(&dir.join("instructions.npy"))?;
-            let (_, episodes) = npy::read::<i32>(&dir.join("episodes.npy"))?;
-            if shape.len() != 4
-                || shape[3] != 3
-                || shape[0] != instructions.len()
-                || shape[0] != episodes.len()
-            {
-                bail!(
-                    "{}: frames are {shape:?}; expected [N, H, W, 3] with N matching instructions.npy ({}) and episodes.npy ({})",
-                    dir.display(),
-                    instructions.len(),
-                    episodes.len()
-                );
-            }
-            if (shape[2], shape[1]) != (cfg.image_width, cfg.image_height) {
+            recorded = load_replay(dir)?;
+            if (recorded.width, recorded.height) != (cfg.image_width, cfg.image_height) {
                 bail!(
                     "{}: frames are {}x{}, the simulator config says {}x{}",
                     dir.display(),
-                    shape[2],
-                    shape[1],
+                    recorded.width,
+                    recorded.height,
                     cfg.image_width,
                     cfg.image_height
                 );
             }
-            recorded = (shape, frames, instructions, episodes);
             Frames::Replay {
-                frames: &recorded.1,
-                frame_len: recorded.0[1] * recorded.0[2] * 3,
-                instructions: &recorded.2,
-                episodes: &recorded.3,
+                frames: &recorded.frames,
+                frame_len: recorded.frame_len(),
+                instructions: &recorded.instructions,
+                episodes: &recorded.episodes,
             }
         }
     };

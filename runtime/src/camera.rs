@@ -205,16 +205,32 @@ impl Drop for Capture {
     }
 }
 
-/// Recorded episodes loaded for replay.
-struct Replay {
-    frames: Vec<u8>,
-    instructions: Vec<i64>,
-    episodes: Vec<i32>,
-    width: usize,
-    height: usize,
+/// Recorded episodes (`offramp sim record`), loaded whole: frames HWC RGB,
+/// one instruction and episode index per frame.
+pub struct Replay {
+    pub frames: Vec<u8>,
+    pub instructions: Vec<i64>,
+    pub episodes: Vec<i32>,
+    pub width: usize,
+    pub height: usize,
 }
 
-fn load_replay(dir: &Path) -> Result<Replay, CameraError> {
+impl Replay {
+    pub fn frame_len(&self) -> usize {
+        self.width * self.height * 3
+    }
+
+    /// Number of episodes (indices are 0-based and in order).
+    pub fn episode_count(&self) -> usize {
+        self.episodes
+            .iter()
+            .max()
+            .map_or(0, |m| (*m as i64 + 1) as usize)
+    }
+}
+
+/// Reads a recording directory; errors name the directory and what is wrong.
+pub fn load_replay(dir: &Path) -> Result<Replay, CameraError> {
     let err = |why: String| CameraError::Source {
         what: dir.display().to_string(),
         why,
@@ -308,7 +324,7 @@ pub fn start(
                 r.width,
                 r.height,
                 Box::new(move |latest: Arc<Latest>| {
-                    let len = r.width * r.height * 3;
+                    let len = r.frame_len();
                     let mut next = Instant::now();
                     let mut last_ep = None;
                     for (k, frame) in r.frames.chunks_exact(len).enumerate() {

@@ -94,11 +94,7 @@ pub fn evaluate(
             sim.render(&mut frame);
             pre.run(&frame, chain.image_mut())?;
             let o = chain.step(policy)?;
-            let a = chain.action();
-            let act = Twist {
-                v: a.first().copied().unwrap_or(0.0),
-                omega: a.get(1).copied().unwrap_or(0.0),
-            };
+            let act = Twist::from_action(chain.action());
             let expert = sim.expert();
             let ok = (act.v - expert.v).abs() <= RIGHT_V
                 && (act.omega - expert.omega).abs() <= RIGHT_OMEGA;

@@ -7,32 +7,21 @@
 //! At the end the commands stop and the controller must stop the motors on
 //! its own.
 
+use crate::firmware_session::{with_firmware, OnLink};
 use crate::session::{self, FirmwareLink};
 use crate::sim_cmd::{preprocessor, progress_bar};
 use crate::stats::Summary;
-use crate::{mcu_host, pty};
 use anyhow::Context;
-use clap::ValueEnum;
-use offramp_control::Config;
 use offramp_engines::{BackendKind, EngineSet};
-use offramp_protocol::link::Link;
 use offramp_protocol::{Drive, HostMsg, McuMsg, MotorState, Setpoint};
-use offramp_qemu_harness::{Clock, Firmware};
 use offramp_runtime::exit_chain::{ExitChain, ExitPolicy};
 use offramp_sim::{Sim, SimConfig, Wheels};
 use serde::Serialize;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// Which firmware closes the loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FirmwareKind {
-    /// The control logic built for the host, behind a pty pair.
-    Host,
-    /// The real firmware image in QEMU (lm3s6965evb), behind its UART.
-    Qemu,
-}
+pub use crate::firmware_session::FirmwareKind;
 
 pub struct DemoArgs {
     pub firmware: FirmwareKind,
@@ -74,44 +63,24 @@ pub struct DemoReport {
     pub wall_seconds: f64,
 }
 
-/// Opens the chosen firmware and runs the demo on its link.
-pub fn run(a: &DemoArgs) -> anyhow::Result<DemoReport> {
-    match a.firmware {
-        FirmwareKind::Host => {
-            let pair = pty::open().context("opening a pty pair for the host firmware")?;
-            tracing::info!(device = %pair.device_path.display(), "host firmware on pty");
-            let writer = pair.host.try_clone()?;
-            let mut link: FirmwareLink<_> = Link::new(pair.host, writer)?;
-            let mcu = mcu_host::HostMcu::spawn(pair.device, Config::DEFAULT)?;
-            let report = drive(&mut link, a)?;
-            // Cross-check telemetry against the outputs the motors actually got.
-            match mcu.output() {
-                Some(o) if o.left == 0.0 && o.right == 0.0 => Ok(report),
-                o => anyhow::bail!("motor outputs after the timeout are {o:?}, expected zero"),
-            }
-        }
-        FirmwareKind::Qemu => {
-            let elf = match &a.elf {
-                Some(e) => e.clone(),
-                None => offramp_qemu_harness::firmware_elf()?,
-            };
-            tracing::info!(elf = %elf.display(), "booting firmware in QEMU");
-            let mut fw = Firmware::boot(&elf, Clock::RealTime)?;
-            drive(fw.link_mut(), a)
-        }
+struct Demo<'a>(&'a DemoArgs);
+
+impl OnLink for Demo<'_> {
+    type Out = DemoReport;
+    fn run<W: Write>(self, link: &mut FirmwareLink<W>) -> anyhow::Result<DemoReport> {
+        drive(link, self.0)
     }
 }
 
-fn engines_dir(p: &Path) -> PathBuf {
-    // `cargo run` from the repository root finds engines/demo; an installed
-    // binary is pointed at its engine set with --engines.
-    p.to_path_buf()
+/// Opens the chosen firmware and runs the demo on its link.
+pub fn run(a: &DemoArgs) -> anyhow::Result<DemoReport> {
+    with_firmware(a.firmware, a.elf.as_deref(), Demo(a))
 }
 
 fn drive<W: Write>(link: &mut FirmwareLink<W>, a: &DemoArgs) -> anyhow::Result<DemoReport> {
     let cfg = SimConfig::default();
-    let dir = engines_dir(&a.engines);
-    let set = EngineSet::open(&dir).with_context(|| {
+    let dir = &a.engines;
+    let set = EngineSet::open(dir).with_context(|| {
         format!(
             "opening the demo engine set {} (run from the repository root, or pass --engines)",
             dir.display()
@@ -154,14 +123,11 @@ fn drive<W: Write>(link: &mut FirmwareLink<W>, a: &DemoArgs) -> anyhow::Result<D
             sim.render(&mut frame);
             pre.run(&frame, chain.image_mut())?;
             let o = chain.step_until(ExitPolicy::Criterion, deadline.map(|d| t_frame + d))?;
-            let action = chain.action();
-            let setpoint = if o.stopped {
-                Setpoint::Twist { v: 0.0, omega: 0.0 }
-            } else {
-                Setpoint::Twist {
-                    v: action.first().copied().unwrap_or(0.0),
-                    omega: action.get(1).copied().unwrap_or(0.0),
-                }
+            // `action()` is already zero when the chain stopped.
+            let a = offramp_sim::Twist::from_action(chain.action());
+            let setpoint = Setpoint::Twist {
+                v: a.v,
+                omega: a.omega,
             };
             seq += 1;
             let now = Instant::now();

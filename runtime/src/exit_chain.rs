@@ -153,13 +153,16 @@ impl ExitChain {
             return Err(bad(format!("{n} exits; at most {MAX_EXITS} are supported")));
         }
         let chain = Chain::load(set, backend)?;
-        let spec = |list: &[offramp_engines::TensorSpec], name: &str| {
-            list.iter().find(|t| t.name == name).map(|t| t.elements())
-        };
-        let state_len = spec(&m.head.inputs, &m.head.state_input)
-            .ok_or_else(|| bad("head.state_input is not a head input".into()))?;
-        let action_len = spec(&m.head.outputs, &m.head.action_output)
-            .ok_or_else(|| bad("head.action_output is not a head output".into()))?;
+        let state_len = m
+            .head
+            .input(&m.head.state_input)
+            .ok_or_else(|| bad("head.state_input is not a head input".into()))?
+            .elements();
+        let action_len = m
+            .head
+            .output(&m.head.action_output)
+            .ok_or_else(|| bad("head.action_output is not a head output".into()))?
+            .elements();
         let reference = match &m.criterion.exit0_reference {
             Some(r) => Some(chain.output_index(0, r).ok_or_else(|| {
                 bad(format!(

@@ -3,44 +3,80 @@
 //! checks that the controller stops the motors on its own. A link check that
 //! needs no model.
 
-pub use crate::demo::FirmwareKind;
 use crate::session::{self, FirmwareLink, SessionConfig, SessionReport};
 use crate::{mcu_host, pty};
 use anyhow::Context;
+use clap::ValueEnum;
 use offramp_control::Config;
 use offramp_protocol::link::Link;
 use offramp_qemu_harness::{Clock, Firmware};
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::Path;
 
-pub fn run(
-    firmware: FirmwareKind,
-    elf: Option<PathBuf>,
-    cfg: &SessionConfig,
-) -> anyhow::Result<SessionReport> {
-    match firmware {
+/// Which firmware closes the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FirmwareKind {
+    /// The control logic built for the host, behind a pty pair.
+    Host,
+    /// The real firmware image in QEMU (lm3s6965evb), behind its UART.
+    Qemu,
+}
+
+/// Work done on a freshly booted firmware's link (the link's writer type
+/// differs between the pty and QEMU, hence a trait, not a closure).
+pub trait OnLink {
+    type Out;
+    fn run<W: Write>(self, link: &mut FirmwareLink<W>) -> anyhow::Result<Self::Out>;
+}
+
+/// Boots the chosen firmware, runs `job` on its link, and for the host
+/// build cross-checks that the motor outputs ended at zero.
+pub fn with_firmware<J: OnLink>(
+    kind: FirmwareKind,
+    elf: Option<&Path>,
+    job: J,
+) -> anyhow::Result<J::Out> {
+    match kind {
         FirmwareKind::Host => {
             let pair = pty::open().context("opening a pty pair for the host firmware")?;
             tracing::info!(device = %pair.device_path.display(), "host firmware on pty");
             let writer = pair.host.try_clone()?;
             let mut link: FirmwareLink<_> = Link::new(pair.host, writer)?;
             let mcu = mcu_host::HostMcu::spawn(pair.device, Config::DEFAULT)?;
-            let report = session::run(&mut link, cfg)?;
+            let out = job.run(&mut link)?;
             // Cross-check telemetry against the outputs the motors actually got.
             match mcu.output() {
-                Some(o) if o.left == 0.0 && o.right == 0.0 => Ok(report),
+                Some(o) if o.left == 0.0 && o.right == 0.0 => Ok(out),
                 o => anyhow::bail!("motor outputs after the timeout are {o:?}, expected zero"),
             }
         }
         FirmwareKind::Qemu => {
             let elf = match elf {
-                Some(e) => e,
+                Some(e) => e.to_path_buf(),
                 None => offramp_qemu_harness::firmware_elf()?,
             };
             tracing::info!(elf = %elf.display(), "booting firmware in QEMU");
             let mut fw = Firmware::boot(&elf, Clock::RealTime)?;
-            session::run(fw.link_mut(), cfg)
+            job.run(fw.link_mut())
         }
     }
+}
+
+struct Session<'a>(&'a SessionConfig);
+
+impl OnLink for Session<'_> {
+    type Out = SessionReport;
+    fn run<W: Write>(self, link: &mut FirmwareLink<W>) -> anyhow::Result<SessionReport> {
+        session::run(link, self.0)
+    }
+}
+
+pub fn run(
+    firmware: FirmwareKind,
+    elf: Option<&Path>,
+    cfg: &SessionConfig,
+) -> anyhow::Result<SessionReport> {
+    with_firmware(firmware, elf, Session(cfg))
 }
 
 /// One screen for a person.

@@ -356,7 +356,7 @@ fn main() -> anyhow::Result<()> {
                 drive_for: Duration::from_secs_f64(seconds),
                 ..Default::default()
             };
-            let report = firmware_session::run(firmware, elf, &cfg)?;
+            let report = firmware_session::run(firmware, elf.as_deref(), &cfg)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -28,6 +28,8 @@ pub enum PreprocessError {
     },
     #[error("invalid size {width}x{height}")]
     Size { width: usize, height: usize },
+    #[error("{path}: {message}")]
+    Manifest { path: String, message: String },
 }
 
 /// Filter taps of one axis: output `i` reads `len[i]` inputs from `start[i]`
@@ -133,6 +135,22 @@ impl Preprocessor {
             mean,
             std,
         })
+    }
+
+    /// The preprocessing `set`'s manifest asks for, from `src` (w, h)
+    /// frames to its image input.
+    pub fn for_set(
+        set: &offramp_engines::EngineSet,
+        src: (usize, usize),
+    ) -> Result<Self, PreprocessError> {
+        let m = &set.manifest;
+        let p = m.preprocess.as_ref().ok_or_else(|| PreprocessError::Manifest {
+            path: set.manifest_path.display().to_string(),
+            message: "no [preprocess] section: this engine set does not say how camera frames become its input".into(),
+        })?;
+        // EngineSet::open checked that inputs[0] is [1, 3, H, W].
+        let shape = &m.inputs[0].shape;
+        Self::new(src, (shape[3], shape[2]), p.mean, p.std)
     }
 
     pub fn source_size(&self) -> (usize, usize) {

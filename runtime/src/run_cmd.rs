@@ -1,6 +1,6 @@
 //! `offramp run`: the runtime on a camera, with live stats.
 
-use crate::sim_cmd::{load_config, preprocessor_for};
+use crate::sim_cmd::load_config;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use offramp_engines::{BackendKind, EngineSet};
@@ -19,10 +19,7 @@ pub struct SimActuator(pub Arc<CommandSlot>);
 
 impl Actuator for SimActuator {
     fn act(&mut self, a: &[f32], _: &FrameOutcome) {
-        self.0.set(Twist {
-            v: a.first().copied().unwrap_or(0.0),
-            omega: a.get(1).copied().unwrap_or(0.0),
-        });
+        self.0.set(Twist::from_action(a));
     }
     fn stop(&mut self) {
         self.0.set(Twist::default());
@@ -77,7 +74,8 @@ pub fn run(a: &RunArgs) -> anyhow::Result<RunReport> {
         None => None,
     };
     let capture = camera::start(&a.camera, &cfg, a.fps, a.first_seed)?;
-    let pre = preprocessor_for(&set, (capture.width, capture.height))?;
+    let pre =
+        offramp_runtime::preprocess::Preprocessor::for_set(&set, (capture.width, capture.height))?;
     let recorder = match &a.record {
         Some(p) => Some(Recorder::create(p)?),
         None => None,

@@ -4,6 +4,7 @@
 //! hogs competing for every core.
 
 use crate::sim_cmd::{preprocessor, progress_bar};
+use crate::stats::Summary;
 use offramp_engines::{BackendKind, EngineSet};
 use offramp_runtime::exit_chain::{ExitChain, ExitPolicy};
 use offramp_runtime::preprocess::Preprocessor;
@@ -14,30 +15,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[derive(Serialize, Default)]
-pub struct Latency {
-    pub mean_ms: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-}
-
-fn latency(mut v: Vec<f64>) -> Latency {
-    v.sort_by(f64::total_cmp);
-    let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize] * 1e3;
-    Latency {
-        mean_ms: v.iter().sum::<f64>() / v.len() as f64 * 1e3,
-        p50_ms: q(0.5),
-        p99_ms: q(0.99),
-        max_ms: q(1.0),
-    }
-}
+/// Milliseconds (`overhead_us`: microseconds), `None` for no samples.
+type Latency = Option<Summary>;
 
 #[derive(Serialize)]
 pub struct PolicyFigures {
     pub mean_exit: f64,
     pub compute_ratio: f64,
-    pub latency: Latency,
+    pub latency_ms: Latency,
 }
 
 #[derive(Serialize)]
@@ -62,7 +47,7 @@ pub struct Contention {
     pub deadline_misses: usize,
     pub frames_cut_short: usize,
     pub mean_exit: f64,
-    pub latency: Latency,
+    pub latency_ms: Latency,
 }
 
 /// Frames of closed-loop episodes with the expert driving.
@@ -135,13 +120,13 @@ pub fn run(
         let t0 = Instant::now();
         let o = run_frame(&mut early, &mut pre, f, ExitPolicy::Criterion, None)?;
         let dt = t0.elapsed();
-        te.push(dt.as_secs_f64());
-        over.push((dt.saturating_sub(early.take_engine_time())).as_secs_f64() * 1e-3);
+        te.push(dt.as_secs_f64() * 1e3);
+        over.push((dt.saturating_sub(early.take_engine_time())).as_secs_f64() * 1e6);
         exit_e += o.exit as u64;
         macs_e += early.frame_macs(&o);
         let t0 = Instant::now();
         let o = run_frame(&mut full, &mut pre, f, ExitPolicy::Fixed(n - 1), None)?;
-        tf.push(t0.elapsed().as_secs_f64());
+        tf.push(t0.elapsed().as_secs_f64() * 1e3);
         macs_f += full.frame_macs(&o);
         bar.inc(2);
     }
@@ -150,12 +135,12 @@ pub fn run(
     let early_exit = PolicyFigures {
         mean_exit: exit_e as f64 / frames as f64 + 1.0,
         compute_ratio: macs_e as f64 / full_macs,
-        latency: latency(te),
+        latency_ms: Summary::of(&te),
     };
     let full_model = PolicyFigures {
         mean_exit: n as f64,
         compute_ratio: macs_f as f64 / full_macs,
-        latency: latency(tf),
+        latency_ms: Summary::of(&tf),
     };
     // Contention: hog threads spin on every core while the runtime runs with
     // a deadline (measured from the start of each frame).
@@ -183,7 +168,7 @@ pub fn run(
         misses += (dt > d) as usize;
         cuts += o.deadline_cut as usize;
         exits += o.exit as u64;
-        lat.push(dt.as_secs_f64());
+        lat.push(dt.as_secs_f64() * 1e3);
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -195,8 +180,11 @@ pub fn run(
         engines: engines.display().to_string(),
         frames,
         thresholds: set.manifest.criterion.thresholds.clone(),
-        overhead_us: latency(over),
-        latency_saving: 1.0 - early_exit.latency.mean_ms / full_model.latency.mean_ms,
+        overhead_us: Summary::of(&over),
+        latency_saving: match (early_exit.latency_ms, full_model.latency_ms) {
+            (Some(e), Some(f)) => 1.0 - e.mean / f.mean,
+            _ => 0.0,
+        },
         early_exit,
         full_model,
         contention: Contention {
@@ -207,7 +195,7 @@ pub fn run(
             deadline_misses: misses,
             frames_cut_short: cuts,
             mean_exit: exits as f64 / frames as f64 + 1.0,
-            latency: latency(lat),
+            latency_ms: Summary::of(&lat),
         },
     })
 }

@@ -63,11 +63,7 @@ impl offramp_sim::record::Learner for ChainLearner {
             self.error.get_or_insert(e);
             return offramp_sim::Twist::default();
         }
-        let a = self.chain.action();
-        offramp_sim::Twist {
-            v: a.first().copied().unwrap_or(0.0),
-            omega: a.get(1).copied().unwrap_or(0.0),
-        }
+        offramp_sim::Twist::from_action(self.chain.action())
     }
 }
 
@@ -170,20 +166,10 @@ pub fn bench(cfg: &SimConfig, frames: usize) -> SimBench {
 
 /// The preprocessing an engine set asks for, from frames of `cfg`'s size.
 pub fn preprocessor(set: &EngineSet, cfg: &SimConfig) -> anyhow::Result<Preprocessor> {
-    preprocessor_for(set, (cfg.image_width, cfg.image_height))
-}
-
-/// The preprocessing an engine set asks for, from frames of `src` (w, h).
-pub fn preprocessor_for(set: &EngineSet, src: (usize, usize)) -> anyhow::Result<Preprocessor> {
-    let m = &set.manifest;
-    let p = m.preprocess.as_ref().with_context(|| {
-        format!(
-            "{}: no [preprocess] section: this engine set does not say how camera frames become its input",
-            set.manifest_path.display()
-        )
-    })?;
-    let shape = &m.inputs[0].shape;
-    Ok(Preprocessor::new(src, (shape[3], shape[2]), p.mean, p.std)?)
+    Ok(Preprocessor::for_set(
+        set,
+        (cfg.image_width, cfg.image_height),
+    )?)
 }
 
 pub fn run_eval(

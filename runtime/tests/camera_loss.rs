@@ -1,13 +1,14 @@
 //! When frames stop coming (a camera unplugged), the loop keeps running,
 //! counts the gap and commands stop; when they come back, it drives again.
 
-use offramp_engines::{BackendKind, EngineSet};
+mod common;
+use common::demo_set;
+use offramp_engines::BackendKind;
 use offramp_runtime::camera::{FrameMeta, Latest};
 use offramp_runtime::exit_chain::{ExitChain, ExitPolicy, FrameOutcome};
 use offramp_runtime::preprocess::Preprocessor;
 use offramp_runtime::run_loop::{Actuator, RunLoop};
 use offramp_sim::{Sim, SimConfig};
-use std::path::Path;
 use std::time::Duration;
 
 #[derive(Default)]
@@ -30,11 +31,9 @@ impl Actuator for Log {
 
 #[test]
 fn a_vanished_camera_stops_the_motors_and_the_loop_recovers() {
-    let set =
-        EngineSet::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("../engines/demo")).unwrap();
+    let set = demo_set();
     let cfg = SimConfig::default();
-    let p = set.manifest.preprocess.clone().unwrap();
-    let pre = Preprocessor::new((32, 32), (32, 32), p.mean, p.std).unwrap();
+    let pre = Preprocessor::for_set(&set, (cfg.image_width, cfg.image_height)).unwrap();
     let chain = ExitChain::new(&set, BackendKind::Cpu).unwrap();
     let mut rl = RunLoop::new(chain, pre, ExitPolicy::Criterion, None, None);
     let latest = Latest::new(32 * 32 * 3);

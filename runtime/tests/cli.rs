@@ -1,18 +1,7 @@
 //! The `offramp` binary end to end, as a user runs it.
 
-use std::process::Command;
-
-fn offramp(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_offramp"))
-        .args(args)
-        .output()
-        .expect("run offramp");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::offramp;
 
 fn check_report(json: &str, board: &str) {
     let v: serde_json::Value = serde_json::from_str(json).expect("JSON report");

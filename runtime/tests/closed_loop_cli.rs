@@ -1,28 +1,13 @@
 //! The main job and the runtime commands end to end on the committed demo
 //! engine set, as a user runs them.
 
-use std::path::PathBuf;
+mod common;
+use common::{demo_dir, offramp};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_offramp")
-}
-
-fn demo_set() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../engines/demo"))
-}
-
-fn offramp(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(bin())
-        .args(args)
-        .output()
-        .expect("run offramp");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn check_demo(json: &str, board: &str, episodes: u64) {
@@ -44,7 +29,7 @@ fn check_demo(json: &str, board: &str, episodes: u64) {
 
 #[test]
 fn demo_closes_the_loop_through_the_host_firmware() {
-    let d = demo_set();
+    let d = demo_dir();
     let (ok, out, err) = offramp(&[
         "demo",
         "--engines",
@@ -59,7 +44,7 @@ fn demo_closes_the_loop_through_the_host_firmware() {
 
 #[test]
 fn demo_closes_the_loop_through_the_firmware_image_in_qemu() {
-    let d = demo_set();
+    let d = demo_dir();
     let (ok, out, err) = offramp(&[
         "demo",
         "--firmware",
@@ -85,7 +70,7 @@ fn demo_names_a_missing_engine_set() {
 fn run_on_the_simulator_records_every_frame() {
     let dir = tempfile::tempdir().unwrap();
     let rec = dir.path().join("run.rec");
-    let d = demo_set();
+    let d = demo_dir();
     let (ok, out, err) = offramp(&[
         "run",
         "--engines",
@@ -130,7 +115,7 @@ fn run_replays_recorded_episodes_to_the_end() {
         rec.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
-    let d = demo_set();
+    let d = demo_dir();
     let camera = format!("replay:{}", rec.display());
     let (ok, out, err) = offramp(&[
         "run",
@@ -168,7 +153,7 @@ fn run_replays_recorded_episodes_to_the_end() {
 fn a_killed_run_keeps_whole_batches() {
     let dir = tempfile::tempdir().unwrap();
     let rec = dir.path().join("killed.rec");
-    let d = demo_set();
+    let d = demo_dir();
     let mut child = Command::new(bin())
         .args([
             "run",

@@ -8,13 +8,14 @@
 //! engines directly, and the test requires the full loop to add exactly
 //! nothing on top of it.
 
+mod common;
+use common::demo_set;
 use offramp_engines::{BackendKind, Chain, EngineSet};
 use offramp_runtime::exit_chain::{ExitChain, ExitPolicy};
 use offramp_runtime::preprocess::Preprocessor;
 use offramp_sim::{Sim, SimConfig};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::path::Path;
 
 struct Counting;
 
@@ -56,68 +57,73 @@ fn allocs() -> u64 {
     COUNT.with(|c| c.get())
 }
 
-fn demo_set() -> EngineSet {
-    EngineSet::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("../engines/demo"))
-        .expect("engines/demo is committed")
+/// The whole per-frame path, set up once: what both tests drive.
+struct Loop {
+    cfg: SimConfig,
+    pre: Preprocessor,
+    chain: ExitChain,
+    sim: Sim,
+    frame: Vec<u8>,
+}
+
+impl Loop {
+    fn new(set: &EngineSet, seed: u64) -> Self {
+        let cfg = SimConfig::default();
+        let pre = Preprocessor::for_set(set, (cfg.image_width, cfg.image_height)).unwrap();
+        let mut chain = ExitChain::new(set, BackendKind::Cpu).unwrap();
+        let sim = Sim::new(&cfg, seed);
+        let frame = vec![0u8; sim.frame_len()];
+        chain.set_instruction(sim.instruction() as usize);
+        Self {
+            cfg,
+            pre,
+            chain,
+            sim,
+            frame,
+        }
+    }
+
+    /// Render, preprocess, every exit and head, drive. Returns the exits run.
+    fn frame(&mut self) -> usize {
+        self.sim.render(&mut self.frame);
+        self.pre.run(&self.frame, self.chain.image_mut()).unwrap();
+        let o = self.chain.step(ExitPolicy::All).unwrap();
+        let twist = offramp_sim::Twist::from_action(self.chain.action());
+        if self.sim.step(twist.to_wheels(self.cfg.track_width)).done {
+            // Keep driving the same world: a new episode would allocate a
+            // new world, which start-up does, not the frame loop.
+            self.sim.steps = 0;
+        }
+        o.ran
+    }
 }
 
 #[test]
 fn the_frame_loop_allocates_nothing_of_its_own() {
     let set = demo_set();
-    let cfg = SimConfig::default();
-    let p = set.manifest.preprocess.clone().unwrap();
-    let shape = set.manifest.inputs[0].shape.clone();
-    let mut pre = Preprocessor::new(
-        (cfg.image_width, cfg.image_height),
-        (shape[3], shape[2]),
-        p.mean,
-        p.std,
-    )
-    .unwrap();
-    let mut chain = ExitChain::new(&set, BackendKind::Cpu).unwrap();
-    let n = chain.exits();
-    let mut sim = Sim::new(&cfg, 3);
-    let mut frame = vec![0u8; sim.frame_len()];
-    chain.set_instruction(sim.instruction() as usize);
+    let mut l = Loop::new(&set, 3);
+    let n = l.chain.exits();
     let frames = 1000u64;
-
-    let mut run = |sim: &mut Sim, chain: &mut ExitChain, frame: &mut [u8]| {
-        sim.render(frame);
-        pre.run(frame, chain.image_mut()).unwrap();
-        let o = chain.step(ExitPolicy::All).unwrap();
-        assert_eq!(o.ran, n);
-        let a = chain.action();
-        let twist = offramp_sim::Twist {
-            v: a[0],
-            omega: a[1],
-        };
-        if sim.step(twist.to_wheels(cfg.track_width)).done {
-            // Keep driving the same world: a new episode would allocate a
-            // new world, which start-up does, not the frame loop.
-            sim.steps = 0;
-        }
-    };
+    let run = |l: &mut Loop| assert_eq!(l.frame(), n);
     // Warm-up: tract sizes its scratch on the first runs.
     for _ in 0..20 {
-        run(&mut sim, &mut chain, &mut frame);
+        run(&mut l);
     }
     let before = allocs();
     for _ in 0..frames {
-        run(&mut sim, &mut chain, &mut frame);
+        run(&mut l);
     }
     let loop_allocs = allocs() - before;
 
     // The same engine calls, driven directly: what tract allocates inside.
     let mut raw = Chain::load(&set, BackendKind::Cpu).unwrap();
-    let reference = raw.output_index(0, "feature_ref");
     let m = &set.manifest;
-    let state_len = m
-        .head
-        .inputs
-        .iter()
-        .find(|t| t.name == m.head.state_input)
-        .unwrap()
-        .elements();
+    let reference = m
+        .criterion
+        .exit0_reference
+        .as_deref()
+        .and_then(|r| raw.output_index(0, r));
+    let state_len = m.head.input(&m.head.state_input).unwrap().elements();
     let state = vec![0.0f32; state_len];
     let engines = |raw: &mut Chain| {
         for i in 0..n {
@@ -156,33 +162,10 @@ fn the_frame_loop_allocates_nothing_of_its_own() {
 #[test]
 fn memory_is_flat_over_a_long_stream() {
     let set = demo_set();
-    let cfg = SimConfig::default();
-    let p = set.manifest.preprocess.clone().unwrap();
-    let shape = set.manifest.inputs[0].shape.clone();
-    let mut pre = Preprocessor::new(
-        (cfg.image_width, cfg.image_height),
-        (shape[3], shape[2]),
-        p.mean,
-        p.std,
-    )
-    .unwrap();
-    let mut chain = ExitChain::new(&set, BackendKind::Cpu).unwrap();
-    let mut sim = Sim::new(&cfg, 8);
-    let mut frame = vec![0u8; sim.frame_len()];
-    chain.set_instruction(sim.instruction() as usize);
+    let mut l = Loop::new(&set, 8);
     let mut held = Vec::new();
     for f in 1..=5_000u32 {
-        sim.render(&mut frame);
-        pre.run(&frame, chain.image_mut()).unwrap();
-        chain.step(ExitPolicy::All).unwrap();
-        let a = chain.action();
-        let twist = offramp_sim::Twist {
-            v: a[0],
-            omega: a[1],
-        };
-        if sim.step(twist.to_wheels(cfg.track_width)).done {
-            sim.steps = 0;
-        }
+        l.frame();
         if f % 500 == 0 {
             held.push(live_bytes());
         }

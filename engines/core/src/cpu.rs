@@ -80,15 +80,11 @@ impl Engine for CpuEngine {
             artifact: self.artifact.clone(),
             message,
         };
-        if inputs.len() != self.inputs.len() || outputs.len() != self.outputs.len() {
-            return Err(err(format!(
-                "called with {} inputs and {} outputs, the engine has {} and {}",
-                inputs.len(),
-                outputs.len(),
-                self.inputs.len(),
-                self.outputs.len()
-            )));
-        }
+        crate::error::check_arity(
+            &self.artifact,
+            (inputs.len(), outputs.len()),
+            (self.inputs.len(), self.outputs.len()),
+        )?;
         let mut values = TVec::new();
         for (data, spec) in inputs.iter().zip(&self.inputs) {
             let t = Tensor::from_shape(&spec.shape, data)

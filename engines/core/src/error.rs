@@ -5,6 +5,25 @@ use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Every backend's first check in `Engine::run`: the caller passes as many
+/// inputs and outputs as the engine has.
+pub(crate) fn check_arity(
+    artifact: &std::path::Path,
+    got: (usize, usize),
+    has: (usize, usize),
+) -> Result<()> {
+    if got == has {
+        return Ok(());
+    }
+    Err(Error::Run {
+        artifact: artifact.to_path_buf(),
+        message: format!(
+            "called with {} inputs and {} outputs, the engine has {} and {}",
+            got.0, got.1, has.0, has.1
+        ),
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{path}: {source}")]

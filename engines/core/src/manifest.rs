@@ -221,6 +221,18 @@ pub struct Manifest {
     pub preprocess: Option<Preprocess>,
 }
 
+impl Head {
+    /// The head input called `name` (e.g. `self.state_input`).
+    pub fn input(&self, name: &str) -> Option<&TensorSpec> {
+        self.inputs.iter().find(|t| t.name == name)
+    }
+
+    /// The head output called `name` (e.g. `self.action_output`).
+    pub fn output(&self, name: &str) -> Option<&TensorSpec> {
+        self.outputs.iter().find(|t| t.name == name)
+    }
+}
+
 impl Manifest {
     /// MACs of running segments `0..=exit` and the head once per exit.
     pub fn cumulative_macs(&self, exit: usize) -> u64 {

@@ -232,7 +232,7 @@ impl EngineSet {
                 format!("{:?} is not an output of this segment", seg.feature),
             ));
         };
-        if let Some(head_in) = h.inputs.iter().find(|t| t.name == h.feature_input) {
+        if let Some(head_in) = h.input(&h.feature_input) {
             if head_in.shape != feature.shape || head_in.dtype != feature.dtype {
                 return Err(self.invalid(
                     format!("exits[{i}].feature"),
@@ -283,11 +283,7 @@ impl EngineSet {
                 .exits
                 .first()
                 .and_then(|s| s.outputs.iter().find(|t| &t.name == r));
-            let head_feature = m
-                .head
-                .inputs
-                .iter()
-                .find(|t| t.name == m.head.feature_input);
+            let head_feature = m.head.input(&m.head.feature_input);
             match (seg0, head_feature) {
                 (Some(t), Some(f)) if t.shape == f.shape => {}
                 (Some(t), Some(f)) => {

@@ -550,15 +550,11 @@ mod imp {
                 artifact: self.artifact.clone(),
                 message,
             };
-            if inputs.len() != self.inputs.len() || outputs.len() != self.outputs.len() {
-                return Err(err(format!(
-                    "called with {} inputs and {} outputs, the engine has {} and {}",
-                    inputs.len(),
-                    outputs.len(),
-                    self.inputs.len(),
-                    self.outputs.len()
-                )));
-            }
+            crate::error::check_arity(
+                &self.artifact,
+                (inputs.len(), outputs.len()),
+                (self.inputs.len(), self.outputs.len()),
+            )?;
             if self.shared.scratch.get().is_none() {
                 return Err(err("the activation scratch was never set".into()));
             }

@@ -17,13 +17,7 @@ fn chain_matches_onnxruntime() {
     let mut chain = Chain::load(&set, BackendKind::Cpu).unwrap();
     assert_eq!(chain.exits(), 3);
 
-    let state_len = m
-        .head
-        .inputs
-        .iter()
-        .find(|t| t.name == m.head.state_input)
-        .unwrap()
-        .elements();
+    let state_len = m.head.input(&m.head.state_input).unwrap().elements();
     let mut flat = Vec::new();
     for (k, buf) in chain.inputs_mut().iter_mut().enumerate() {
         let v = pattern(buf.len(), 11 + k as u32);

@@ -36,6 +36,14 @@ pub struct Wheels {
 }
 
 impl Twist {
+    /// A model's action vector `[v, omega, ...]`; missing dims are 0.
+    pub fn from_action(a: &[f32]) -> Self {
+        Self {
+            v: a.first().copied().unwrap_or(0.0),
+            omega: a.get(1).copied().unwrap_or(0.0),
+        }
+    }
+
     pub fn to_wheels(self, track: f32) -> Wheels {
         Wheels {
             left: self.v - self.omega * track / 2.0,

@@ -1,0 +1,28 @@
+//! Shared by the runtime's integration tests.
+#![allow(dead_code)]
+
+use offramp_engines::EngineSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Runs the `offramp` binary: (success, stdout, stderr).
+pub fn offramp(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_offramp"))
+        .args(args)
+        .output()
+        .expect("run offramp");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The committed demo engine set.
+pub fn demo_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../engines/demo"))
+}
+
+pub fn demo_set() -> EngineSet {
+    EngineSet::open(demo_dir()).expect("engines/demo is committed")
+}
