@@ -5,6 +5,7 @@
 //! * [`preprocess`]: camera frame → model input, allocation-free.
 //! * [`exit_chain`]: the DeeR early-exit loop over an engine set.
 //! * [`calibrate`]: DeeR thresholds under compute, latency and memory budgets.
+//! * [`power`]: power rails and energy counters, for profiling.
 //! * [`recorder`]: the per-frame flight recorder.
 //! * [`run_loop`]: camera → preprocess → exit chain → actuator, with deadlines.
 //! * [`closed_loop`]: the runtime driving the simulator, for evaluation.
@@ -14,6 +15,7 @@ pub mod camera;
 pub mod closed_loop;
 pub mod exit_chain;
 pub mod pixfmt;
+pub mod power;
 pub mod preprocess;
 pub mod recorder;
 pub mod run_loop;

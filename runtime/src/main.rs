@@ -7,6 +7,8 @@ mod engine_bench;
 mod firmware_bench;
 mod firmware_session;
 mod mcu_host;
+mod plot;
+mod profile_cmd;
 mod pty;
 mod run_cmd;
 mod runtime_bench;
@@ -109,6 +111,44 @@ enum Command {
         first_seed: u64,
         #[arg(long)]
         config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Profile latency and energy per exit on this device: idle baseline,
+    /// fixed-exit blocks, then the calibrated thresholds, with a power
+    /// sampler running throughout.
+    Profile {
+        #[arg(long)]
+        engines: PathBuf,
+        /// sim | replay:DIR (frames are loaded into memory first).
+        #[arg(long, default_value = "sim")]
+        camera: offramp_runtime::camera::CameraSpec,
+        /// Frames for the calibrated run (and the pool the blocks cycle over).
+        #[arg(long, default_value_t = 2000)]
+        frames: usize,
+        /// auto | ina3221 | iio | tegrastats | rapl | none
+        #[arg(long, default_value = "auto")]
+        power: offramp_runtime::power::PowerChoice,
+        /// Where /sys is looked for (a copy of a device's tree, for tests).
+        #[arg(long, default_value = "/")]
+        sysfs_root: PathBuf,
+        /// Power samples per second.
+        #[arg(long, default_value_t = 100.0)]
+        sample_hz: f64,
+        /// Idle baseline before the run.
+        #[arg(long, default_value_t = 2.0)]
+        idle_seconds: f64,
+        /// Time per exit in the fixed-exit blocks (split over --rounds).
+        #[arg(long, default_value_t = 3.0)]
+        block_seconds: f64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Camera rate for the average-power projection.
+        #[arg(long, default_value_t = 30.0)]
+        fps: f64,
+        /// Directory for profile.json, the plots and the power trace.
+        #[arg(long)]
+        report: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -459,6 +499,39 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 run_cmd::print_human(&report);
+            }
+        }
+        Command::Profile {
+            engines,
+            camera,
+            frames,
+            power,
+            sysfs_root,
+            sample_hz,
+            idle_seconds,
+            block_seconds,
+            rounds,
+            fps,
+            report,
+            json,
+        } => {
+            let r = profile_cmd::run(&profile_cmd::ProfileArgs {
+                engines,
+                camera,
+                frames,
+                power,
+                sysfs_root,
+                sample_hz,
+                idle_seconds,
+                block_seconds,
+                rounds,
+                fps,
+                report,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                profile_cmd::print_human(&r);
             }
         }
         Command::Recording { file, csv, exits } => {

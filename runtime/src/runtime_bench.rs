@@ -50,8 +50,11 @@ pub struct Contention {
     pub latency_ms: Latency,
 }
 
+/// A frame held in memory: HWC RGB, instruction, first of an episode.
+pub type Frame = (Vec<u8>, usize, bool);
+
 /// Frames of closed-loop episodes with the expert driving.
-fn stream(cfg: &SimConfig, n: usize) -> Vec<(Vec<u8>, usize, bool)> {
+pub fn stream(cfg: &SimConfig, n: usize) -> Vec<Frame> {
     let mut out = Vec::with_capacity(n);
     let mut seed = 0;
     let mut sim = Sim::new(cfg, seed);
@@ -70,10 +73,11 @@ fn stream(cfg: &SimConfig, n: usize) -> Vec<(Vec<u8>, usize, bool)> {
     out
 }
 
-fn run_frame(
+/// Preprocess + exit chain on one held frame (resetting on a new episode).
+pub fn run_frame(
     chain: &mut ExitChain,
     pre: &mut Preprocessor,
-    f: &(Vec<u8>, usize, bool),
+    f: &Frame,
     policy: ExitPolicy,
     deadline: Option<Instant>,
 ) -> anyhow::Result<offramp_runtime::exit_chain::FrameOutcome> {
