@@ -1,24 +1,34 @@
-//! `offramp demo`: the main job, end to end on one machine. The simulator's
-//! camera feeds the runtime (preprocess → DeeR exit chain over the demo
-//! engine set on the CPU backend); each action goes over the wire protocol to
-//! the motor controller (its control logic built for the host behind a real
-//! pty pair, or the real firmware image in QEMU); the wheel speeds the
-//! controller reports applying drive the simulated robot. Real time, 10 Hz.
-//! At the end the commands stop and the controller must stop the motors on
-//! its own.
+//! `offramp demo`: the main job, end to end on one machine, every piece a
+//! real component really started:
+//!
+//! simulator camera → preprocess → DeeR exit chain (demo engine set, CPU)
+//! → zenoh (`<robot>/action`, peer session on loopback) → `offramp bridge`
+//! (its own process) → serial device node → motor-controller firmware (its
+//! control logic built for the host behind a pty, or the real image in QEMU)
+//! → wheel speeds applied → zenoh telemetry → the simulated robot's wheels.
+//!
+//! Real time, 10 Hz. At the end the commands stop and the firmware must stop
+//! the motors on its own.
 
-use crate::firmware_session::{with_firmware, OnLink};
-use crate::session::{self, FirmwareLink};
+use crate::plot::{self, Mark, Series};
 use crate::sim_cmd::{preprocessor, progress_bar};
 use crate::stats::Summary;
 use anyhow::Context;
+use offramp_control::Config;
 use offramp_engines::{BackendKind, EngineSet};
-use offramp_protocol::{Drive, HostMsg, McuMsg, MotorState, Setpoint};
+use offramp_protocol::MotorState;
 use offramp_runtime::exit_chain::{ExitChain, ExitPolicy};
+use offramp_runtime::host_mcu::HostMcu;
+use offramp_runtime::pty;
+use offramp_runtime::zenoh_link::{
+    free_loopback_endpoint, open_session, BridgeCounters, Keys, RuntimeLink, TelemetryMsg,
+    ZenohOptions,
+};
 use offramp_sim::{Sim, SimConfig, Wheels};
 use serde::Serialize;
-use std::io::Write;
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use crate::firmware_session::FirmwareKind;
@@ -30,12 +40,16 @@ pub struct DemoArgs {
     pub episodes: usize,
     pub first_seed: u64,
     pub deadline_ms: Option<f64>,
+    pub robot: String,
+    pub cmd_vel: bool,
+    pub report: Option<PathBuf>,
     pub json: bool,
 }
 
 #[derive(Debug, Serialize)]
 pub struct DemoReport {
-    pub firmware_board: String,
+    pub firmware: String,
+    pub link: String,
     pub engines: String,
     pub episodes: usize,
     pub successes: usize,
@@ -47,37 +61,162 @@ pub struct DemoReport {
     /// Mean compute per frame relative to always running the full model.
     pub compute_ratio: f64,
     pub compute_saved: f64,
-    /// Host clock from the camera frame to the command leaving for the
-    /// firmware (inference + encoding), ms.
+    /// Camera frame → action published on zenoh (inference + encoding), ms.
     pub frame_to_sent_ms: Option<Summary>,
-    /// Camera frame → applied by the firmware: frame_to_sent + half the link
-    /// round trip + the firmware's own receive → apply latency, ms.
+    /// Camera frame → applied by the firmware: frame_to_sent + zenoh hop +
+    /// bridge + half the serial round trip + the firmware's receive → apply.
     pub frame_to_applied_ms: Option<Summary>,
     pub deadline_ms: Option<f64>,
     pub deadline_misses: u64,
     pub commands_sent: u64,
+    /// Rejections the firmware counted during the demo.
     pub commands_rejected: u32,
+    pub bridge: BridgeCounters,
     /// After the last command: firmware clock from it to the outputs zeroed.
     pub timeout_to_stop_ms: Option<f64>,
     pub final_motor_state: String,
     pub wall_seconds: f64,
 }
 
-struct Demo<'a>(&'a DemoArgs);
+/// The firmware's end of a serial cable; the bridge opens `device`.
+pub struct FirmwareEnd {
+    pub device: PathBuf,
+    pub board: String,
+    host: Option<HostMcu>,
+    _qemu: Option<offramp_qemu_harness::Qemu>,
+}
 
-impl OnLink for Demo<'_> {
-    type Out = DemoReport;
-    fn run<W: Write>(self, link: &mut FirmwareLink<W>) -> anyhow::Result<DemoReport> {
-        drive(link, self.0)
+impl FirmwareEnd {
+    pub fn start(kind: FirmwareKind, elf: Option<&Path>) -> anyhow::Result<Self> {
+        let pair = pty::open().context("opening a pty pair for the firmware")?;
+        let device = pair.slave_path.clone();
+        // Nobody holds the device end until the bridge opens it, as with a
+        // real cable.
+        drop(pair.slave);
+        match kind {
+            FirmwareKind::Host => Ok(Self {
+                device,
+                board: "host build of the control logic".into(),
+                host: Some(HostMcu::spawn(pair.master, Config::DEFAULT)?),
+                _qemu: None,
+            }),
+            FirmwareKind::Qemu => {
+                let elf = match elf {
+                    Some(e) => e.to_path_buf(),
+                    None => offramp_qemu_harness::firmware_elf()?,
+                };
+                tracing::info!(elf = %elf.display(), "booting firmware in QEMU");
+                let (qemu, uart) =
+                    offramp_qemu_harness::boot_uart(&elf, offramp_qemu_harness::Clock::RealTime)?;
+                // The UART socket and the pty master, joined both ways.
+                let (m2, u2) = (pair.master.try_clone()?, uart.try_clone()?);
+                relay(uart, pair.master, "qemu uart -> pty")?;
+                relay(m2, u2, "pty -> qemu uart")?;
+                Ok(Self {
+                    device,
+                    board: format!("lm3s6965evb in QEMU ({})", elf.display()),
+                    host: None,
+                    _qemu: Some(qemu),
+                })
+            }
+        }
+    }
+
+    /// The host build's motor outputs (what the motors actually got).
+    pub fn host_output(&self) -> Option<offramp_control::Output> {
+        self.host.as_ref().and_then(|h| h.output())
     }
 }
 
-/// Opens the chosen firmware and runs the demo on its link.
-pub fn run(a: &DemoArgs) -> anyhow::Result<DemoReport> {
-    with_firmware(a.firmware, a.elf.as_deref(), Demo(a))
+/// Copies bytes from `from` to `to` on a thread until `from` ends. A pty
+/// master reads EIO while no one holds the slave: wait and read again.
+fn relay(
+    mut from: impl Read + Send + 'static,
+    mut to: impl Write + Send + 'static,
+    name: &str,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            let mut buf = [0u8; 512];
+            loop {
+                match from.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        // Nobody on the other end: the bytes are lost, as on a wire.
+                        let _ = to.write_all(&buf[..n]);
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
+                }
+            }
+        })?;
+    Ok(())
 }
 
-fn drive<W: Write>(link: &mut FirmwareLink<W>, a: &DemoArgs) -> anyhow::Result<DemoReport> {
+/// `offramp bridge` as a child process; killed when dropped.
+pub struct BridgeProcess(pub Child);
+
+impl BridgeProcess {
+    pub fn spawn(device: &Path, robot: &str, connect: &str) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("locating the offramp binary")?;
+        let child = Command::new(exe)
+            .args(["--log", "warn", "bridge", "--serial"])
+            .arg(device)
+            .args(["--robot", robot, "--connect", connect])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting `offramp bridge`")?;
+        Ok(Self(child))
+    }
+
+    /// Asks it to stop (SIGTERM: it commands the motors off) and waits.
+    pub fn stop(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for BridgeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for telemetry that shows the bridge connected to the firmware.
+fn wait_for_bridge(
+    link: &RuntimeLink,
+    bridge: &mut BridgeProcess,
+    timeout: Duration,
+) -> anyhow::Result<TelemetryMsg> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok((t, _)) = link.telemetry().recv_timeout(Duration::from_millis(100)) {
+            if t.bridge.link_up {
+                return Ok(t);
+            }
+        }
+        if let Ok(Some(status)) = bridge.0.try_wait() {
+            anyhow::bail!("`offramp bridge` exited with {status} before the link came up");
+        }
+    }
+    anyhow::bail!("no telemetry through the bridge within {timeout:?}")
+}
+
+pub fn run(a: &DemoArgs) -> anyhow::Result<DemoReport> {
     let cfg = SimConfig::default();
     let dir = &a.engines;
     let set = EngineSet::open(dir).with_context(|| {
@@ -89,13 +228,22 @@ fn drive<W: Write>(link: &mut FirmwareLink<W>, a: &DemoArgs) -> anyhow::Result<D
     let mut chain = ExitChain::new(&set, BackendKind::Cpu)?;
     let mut pre = preprocessor(&set, &cfg)?;
     let n = chain.exits();
-    let c = session::connect(link, 20)?;
-    let mut clock = c.clock;
-    let one_way_ms = c.rtts.iter().copied().fold(f64::INFINITY, f64::min) / 2e3;
-    let mut seq = 1u32;
-    link.send(&HostMsg::Arm { seq })?;
-    let period = Duration::from_secs_f64(cfg.dt as f64);
+
+    let fw = FirmwareEnd::start(a.firmware, a.elf.as_deref())?;
+    let endpoint = free_loopback_endpoint()?;
+    let session = open_session(&ZenohOptions {
+        listen: vec![endpoint.clone()],
+        ..Default::default()
+    })?;
+    let keys = Keys::new(&a.robot)?;
     let validity = Duration::from_millis(200);
+    let mut link = RuntimeLink::open(session, keys, validity, a.cmd_vel)?;
+    let mut bridge = BridgeProcess::spawn(&fw.device, &a.robot, &endpoint)?;
+    let first = wait_for_bridge(&link, &mut bridge, Duration::from_secs(20))?;
+    let rejected_before = first.firmware.counters.rejected();
+    tracing::info!(device = %fw.device.display(), %endpoint, "bridge and firmware up");
+
+    let period = Duration::from_secs_f64(cfg.dt as f64);
     let deadline = a.deadline_ms.map(|d| Duration::from_secs_f64(d / 1e3));
     let bar = if a.json {
         indicatif::ProgressBar::hidden()
@@ -105,11 +253,11 @@ fn drive<W: Write>(link: &mut FirmwareLink<W>, a: &DemoArgs) -> anyhow::Result<D
     let (mut frames, mut successes, mut exit_sum, mut macs) = (0u64, 0usize, 0u64, 0u64);
     let mut exit_counts = vec![0u64; n];
     let (mut to_sent, mut to_applied) = (Vec::new(), Vec::new());
-    let (mut misses, mut sent, mut rejected) = (0u64, 0u64, 0u32);
-    // Sent time of each outstanding command, to pair with telemetry.
-    let mut pending: Vec<(u32, f64)> = Vec::new();
+    let (mut misses, mut sent) = (0u64, 0u64);
+    // Outstanding actions (seq, frame → sent ms), to pair with telemetry.
+    let mut pending: Vec<(u64, f64)> = Vec::new();
     let mut applied = Wheels::default();
-    let mut last_sync = Instant::now();
+    let mut last = first;
     let mut frame = Vec::new();
     let start = Instant::now();
     let mut next = Instant::now();
@@ -123,81 +271,54 @@ fn drive<W: Write>(link: &mut FirmwareLink<W>, a: &DemoArgs) -> anyhow::Result<D
             sim.render(&mut frame);
             pre.run(&frame, chain.image_mut())?;
             let o = chain.step_until(ExitPolicy::Criterion, deadline.map(|d| t_frame + d))?;
-            // `action()` is already zero when the chain stopped.
-            let a = offramp_sim::Twist::from_action(chain.action());
-            let setpoint = Setpoint::Twist {
-                v: a.v,
-                omega: a.omega,
-            };
-            seq += 1;
-            let now = Instant::now();
-            let at = link.send(&HostMsg::Drive(Drive {
-                seq,
-                valid_until_us: clock.firmware_us_at(now) + validity.as_micros() as u64,
-                setpoint,
-                exit_index: o.exit as u8,
-            }))?;
+            // `action()` is zero when the chain stopped.
+            let tw = offramp_sim::Twist::from_action(chain.action());
+            let (seq, at) = link.publish(tw.v, tw.omega, o.exit as u8, o.stopped)?;
             sent += 1;
-            let inference_ms = at.duration_since(t_frame).as_secs_f64() * 1e3;
-            if deadline.is_some_and(|d| at.duration_since(t_frame) > d) {
-                misses += 1;
-            }
+            let since = at.duration_since(t_frame);
+            misses += deadline.is_some_and(|d| since > d) as u64;
+            let inference_ms = since.as_secs_f64() * 1e3;
             to_sent.push(inference_ms);
             pending.push((seq, inference_ms));
             frames += 1;
             exit_counts[o.exit] += 1;
             exit_sum += o.exit as u64;
             macs += chain.frame_macs(&o);
-            // Until the next frame: take telemetry (the wheel speeds the
-            // firmware applies) and re-sync the clock now and then.
+            // Until the next frame: telemetry carries the wheel speeds the
+            // firmware applies.
             next += period;
             if next < Instant::now() {
                 next = Instant::now();
             }
-            if last_sync.elapsed() > Duration::from_millis(500) {
-                let nonce = seq;
-                let sent_at = link.send(&HostMsg::Ping { nonce })?;
-                if let Ok((up, at)) = link.wait_for(Duration::from_millis(50), |m, at| match m {
-                    McuMsg::Pong(p) if p.nonce == nonce => Some((p.uptime_us, at)),
-                    _ => None,
-                }) {
-                    clock = offramp_protocol::link::ClockSync::from_ping(sent_at, up, at);
+            while let Ok((t, _)) = link
+                .telemetry()
+                .recv_timeout(next.saturating_duration_since(Instant::now()))
+            {
+                applied = Wheels {
+                    left: t.firmware.applied_left,
+                    right: t.firmware.applied_right,
+                };
+                if let (Some(s), Some(us)) = (t.action_seq, t.sent_to_applied_us) {
+                    if let Some(k) = pending.iter().position(|p| p.0 == s) {
+                        to_applied.push(pending[k].1 + us as f64 / 1e3);
+                        pending.drain(..=k);
+                    }
                 }
-                last_sync = Instant::now();
-            }
-            while let Ok(r) = link.recv(next.saturating_duration_since(Instant::now())) {
-                match r.msg {
-                    Ok(McuMsg::Telemetry(t)) => {
-                        applied = Wheels {
-                            left: t.applied_left,
-                            right: t.applied_right,
-                        };
-                        if let Some(s) = t.last_seq {
-                            if let Some(k) = pending.iter().position(|p| p.0 == s) {
-                                to_applied.push(
-                                    pending[k].1
-                                        + one_way_ms
-                                        + t.last_apply_latency_us as f64 / 1e3,
-                                );
-                                pending.drain(..=k);
-                            }
-                        }
-                    }
-                    Ok(McuMsg::Rejected { reason, seq }) => {
-                        tracing::warn!(?reason, ?seq, "firmware rejected a command");
-                        rejected += 1;
-                    }
-                    Ok(McuMsg::Boot(b)) => {
-                        anyhow::bail!(
-                            "the firmware rebooted mid-demo (reset cause {:?})",
-                            b.reset_cause
-                        )
-                    }
-                    _ => {}
+                if t.firmware.reset_cause != last.firmware.reset_cause
+                    || t.firmware.uptime_us < last.firmware.uptime_us
+                {
+                    anyhow::bail!(
+                        "the firmware rebooted mid-demo (reset cause {:?})",
+                        t.firmware.reset_cause
+                    );
                 }
+                last = t;
                 if Instant::now() >= next {
                     break;
                 }
+            }
+            if pending.len() > 64 {
+                pending.drain(..pending.len() - 64);
             }
             // The robot moves with what the firmware applied.
             let out = sim.step(applied);
@@ -210,19 +331,33 @@ fn drive<W: Write>(link: &mut FirmwareLink<W>, a: &DemoArgs) -> anyhow::Result<D
     }
     bar.finish_and_clear();
     // Silence: the controller must stop the motors on its own.
-    let last_sent = Instant::now();
-    let stop = link
-        .wait_for(Duration::from_secs(5), |m, _| match m {
-            McuMsg::Telemetry(t) if t.state == MotorState::TimedOut => Some(*t),
-            _ => None,
-        })
-        .context("the firmware never reported the command timeout")?;
-    tracing::debug!(after = ?last_sent.elapsed(), "timeout observed");
-    link.send(&HostMsg::Stop)?;
+    let silence = Instant::now();
+    let stop = loop {
+        match link.telemetry().recv_timeout(Duration::from_millis(100)) {
+            Ok((t, _)) if t.firmware.state == MotorState::TimedOut => break t,
+            Ok(_) => {}
+            Err(_) if silence.elapsed() > Duration::from_secs(5) => {
+                anyhow::bail!("the firmware never reported the command timeout")
+            }
+            Err(_) => {}
+        }
+    };
+    bridge.stop();
+    if a.firmware == FirmwareKind::Host {
+        // Cross-check telemetry against the outputs the motors actually got.
+        match fw.host_output() {
+            Some(o) if o.left == 0.0 && o.right == 0.0 => {}
+            o => anyhow::bail!("motor outputs after the timeout are {o:?}, expected zero"),
+        }
+    }
     let f = frames.max(1) as f64;
     let compute_ratio = macs as f64 / (chain.full_macs() as f64 * f);
-    Ok(DemoReport {
-        firmware_board: c.board,
+    let report = DemoReport {
+        firmware: fw.board.clone(),
+        link: format!(
+            "zenoh peer {endpoint} -> offramp bridge -> {}",
+            fw.device.display()
+        ),
         engines: dir.display().to_string(),
         episodes: a.episodes,
         successes,
@@ -237,19 +372,38 @@ fn drive<W: Write>(link: &mut FirmwareLink<W>, a: &DemoArgs) -> anyhow::Result<D
         deadline_ms: a.deadline_ms,
         deadline_misses: misses,
         commands_sent: sent,
-        commands_rejected: rejected,
-        timeout_to_stop_ms: Some(stop.last_timeout_stop_us as f64 / 1e3),
-        final_motor_state: format!("{:?}", stop.state),
+        commands_rejected: stop.firmware.counters.rejected() - rejected_before,
+        bridge: stop.bridge,
+        timeout_to_stop_ms: Some(stop.firmware.last_timeout_stop_us as f64 / 1e3),
+        final_motor_state: format!("{:?}", stop.firmware.state),
         wall_seconds: start.elapsed().as_secs_f64(),
-    })
+    };
+    if let Some(path) = &a.report {
+        plot::chart(
+            path,
+            "offramp demo: latency from camera frame",
+            "ms",
+            "fraction of frames",
+            &[
+                Series::new("frame -> action on zenoh", plot::cdf(&to_sent), Mark::Line),
+                Series::new(
+                    "frame -> applied by the firmware",
+                    plot::cdf(&to_applied),
+                    Mark::Bold,
+                ),
+            ],
+        )?;
+    }
+    Ok(report)
 }
 
 /// One screen for a person.
 pub fn print_human(r: &DemoReport) {
     println!(
-        "offramp demo: simulator camera -> exit chain -> wire protocol -> {} firmware -> wheels",
-        r.firmware_board
+        "offramp demo: simulator camera -> exit chain -> {} -> firmware -> wheels",
+        r.link
     );
+    println!("  firmware               {}", r.firmware);
     println!("  engine set             {}", r.engines);
     println!(
         "  episodes               {} reached the target of {} ({:.0}%)",
@@ -281,8 +435,8 @@ pub fn print_human(r: &DemoReport) {
         println!("  deadline {d} ms        {} misses", r.deadline_misses);
     }
     println!(
-        "  commands               {} sent, {} rejected",
-        r.commands_sent, r.commands_rejected
+        "  commands               {} sent, {} forwarded by the bridge, {} rejected",
+        r.commands_sent, r.bridge.forwarded, r.commands_rejected
     );
     if let Some(t) = r.timeout_to_stop_ms {
         println!(

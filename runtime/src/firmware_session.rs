@@ -4,12 +4,12 @@
 //! needs no model.
 
 use crate::session::{self, FirmwareLink, SessionConfig, SessionReport};
-use crate::{mcu_host, pty};
 use anyhow::Context;
 use clap::ValueEnum;
 use offramp_control::Config;
 use offramp_protocol::link::Link;
 use offramp_qemu_harness::{Clock, Firmware};
+use offramp_runtime::{host_mcu, pty};
 use std::io::Write;
 use std::path::Path;
 
@@ -39,10 +39,10 @@ pub fn with_firmware<J: OnLink>(
     match kind {
         FirmwareKind::Host => {
             let pair = pty::open().context("opening a pty pair for the host firmware")?;
-            tracing::info!(device = %pair.device_path.display(), "host firmware on pty");
-            let writer = pair.host.try_clone()?;
-            let mut link: FirmwareLink<_> = Link::new(pair.host, writer)?;
-            let mcu = mcu_host::HostMcu::spawn(pair.device, Config::DEFAULT)?;
+            tracing::info!(device = %pair.slave_path.display(), "host firmware on pty");
+            let writer = pair.master.try_clone()?;
+            let mut link: FirmwareLink<_> = Link::new(pair.master, writer)?;
+            let mcu = host_mcu::HostMcu::spawn(pair.slave, Config::DEFAULT)?;
             let out = job.run(&mut link)?;
             // Cross-check telemetry against the outputs the motors actually got.
             match mcu.output() {

@@ -8,16 +8,22 @@
 //! * [`power`]: power rails and energy counters, for profiling.
 //! * [`recorder`]: the per-frame flight recorder.
 //! * [`run_loop`]: camera → preprocess → exit chain → actuator, with deadlines.
+//! * [`host_mcu`], [`pty`]: the firmware's control logic on the host, behind
+//!   a real serial device node.
+//! * [`zenoh_link`]: actions and telemetry over zenoh.
 //! * [`closed_loop`]: the runtime driving the simulator, for evaluation.
 
 pub mod calibrate;
 pub mod camera;
 pub mod closed_loop;
 pub mod exit_chain;
+pub mod host_mcu;
 pub mod pixfmt;
 pub mod power;
 pub mod preprocess;
+pub mod pty;
 pub mod recorder;
 pub mod run_loop;
 #[cfg(feature = "v4l")]
 pub mod v4l_source;
+pub mod zenoh_link;

@@ -1,15 +1,14 @@
 //! `offramp`: the early-exit edge runtime for robots, and its tools.
 
+mod bridge;
 mod build_cmd;
 mod calibrate_cmd;
 mod demo;
 mod engine_bench;
 mod firmware_bench;
 mod firmware_session;
-mod mcu_host;
 mod plot;
 mod profile_cmd;
-mod pty;
 mod run_cmd;
 mod runtime_bench;
 mod session;
@@ -29,7 +28,12 @@ use std::time::Duration;
 )]
 struct Cli {
     /// Log filter (tracing env-filter syntax), e.g. `debug` or `offramp=trace`.
-    #[arg(long, global = true, env = "OFFRAMP_LOG", default_value = "info")]
+    #[arg(
+        long,
+        global = true,
+        env = "OFFRAMP_LOG",
+        default_value = "info,zenoh=warn,zenoh_transport=warn,zenoh_link_tcp=warn"
+    )]
     log: String,
     #[command(subcommand)]
     command: Command,
@@ -58,9 +62,29 @@ enum Command {
         /// Per-frame deadline from camera frame to command sent.
         #[arg(long)]
         deadline_ms: Option<f64>,
+        /// Robot name: the zenoh keys are <robot>/action, <robot>/telemetry.
+        #[arg(long, default_value = "offramp-demo")]
+        robot: String,
+        /// Also publish each command as a ROS 2 Twist (CDR) on `cmd_vel`.
+        #[arg(long)]
+        cmd_vel: bool,
+        /// Write a latency plot (SVG) here.
+        #[arg(long)]
+        report: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// zenoh <-> the motor controller's serial link: forwards actions as
+    /// wire-protocol commands, publishes firmware telemetry, reconnects.
+    Bridge {
+        /// Serial device (e.g. /dev/ttyACM0, /dev/serial/by-id/...).
+        #[arg(long)]
+        serial: PathBuf,
+        #[arg(long, default_value_t = 115_200)]
+        baud: u32,
+        #[command(flatten)]
+        zenoh: ZenohArgs,
     },
     /// Build an engine set from ONNX segments (a directory with model.toml).
     Build {
@@ -111,6 +135,14 @@ enum Command {
         first_seed: u64,
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Publish every action over zenoh (to `offramp bridge`).
+        #[arg(long)]
+        zenoh: bool,
+        /// With --zenoh: mirror commands as a ROS 2 Twist on `cmd_vel`.
+        #[arg(long)]
+        cmd_vel: bool,
+        #[command(flatten)]
+        zenoh_args: ZenohArgs,
         #[arg(long)]
         json: bool,
     },
@@ -207,6 +239,38 @@ enum Command {
         #[command(subcommand)]
         command: FirmwareCommand,
     },
+}
+
+/// Where the zenoh session connects. Without a config file: peer mode,
+/// no multicast scouting, the endpoints given here.
+#[derive(clap::Args, Clone, Debug)]
+struct ZenohArgs {
+    /// Robot name: keys <robot>/action, <robot>/telemetry, <robot>/alive/*.
+    #[arg(long, default_value = "offramp")]
+    robot: String,
+    /// zenoh JSON5 config file (replaces the embedded default).
+    #[arg(long)]
+    zenoh_config: Option<PathBuf>,
+    /// peer | client
+    #[arg(long)]
+    zenoh_mode: Option<String>,
+    /// Endpoints to listen on, e.g. tcp/127.0.0.1:7447 (repeatable).
+    #[arg(long)]
+    listen: Vec<String>,
+    /// Endpoints to connect to (repeatable).
+    #[arg(long)]
+    connect: Vec<String>,
+}
+
+impl ZenohArgs {
+    fn options(&self) -> offramp_runtime::zenoh_link::ZenohOptions {
+        offramp_runtime::zenoh_link::ZenohOptions {
+            config: self.zenoh_config.clone(),
+            mode: self.zenoh_mode.clone(),
+            listen: self.listen.clone(),
+            connect: self.connect.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -354,6 +418,9 @@ fn main() -> anyhow::Result<()> {
             episodes,
             first_seed,
             deadline_ms,
+            robot,
+            cmd_vel,
+            report,
             json,
         } => {
             if episodes == 0 {
@@ -366,6 +433,9 @@ fn main() -> anyhow::Result<()> {
                 episodes,
                 first_seed,
                 deadline_ms,
+                robot,
+                cmd_vel,
+                report,
                 json,
             })?;
             if json {
@@ -466,6 +536,18 @@ fn main() -> anyhow::Result<()> {
                 .map(|l| (l, expert_share.clamp(0.0, 1.0)));
             sim_cmd::run_record(&cfg, episodes, first_seed, noise, &out, learner)?;
         }
+        Command::Bridge {
+            serial,
+            baud,
+            zenoh,
+        } => {
+            bridge::run(&bridge::BridgeArgs {
+                serial,
+                baud,
+                robot: zenoh.robot.clone(),
+                zenoh: zenoh.options(),
+            })?;
+        }
         Command::Run {
             engines,
             camera,
@@ -477,6 +559,9 @@ fn main() -> anyhow::Result<()> {
             exit,
             first_seed,
             config,
+            zenoh,
+            cmd_vel,
+            zenoh_args,
             json,
         } => {
             if frames.is_none() && seconds.is_none() {
@@ -493,6 +578,7 @@ fn main() -> anyhow::Result<()> {
                 fixed_exit: exit,
                 first_seed,
                 config,
+                zenoh: zenoh.then(|| (zenoh_args.robot.clone(), zenoh_args.options(), cmd_vel)),
                 json,
             })?;
             if json {

@@ -1,30 +1,30 @@
-//! A pseudo-terminal pair in raw mode: a real serial device node for code that
-//! expects one, with no hardware behind it.
+//! A pseudo-terminal pair in raw mode: a real serial device node (the slave,
+//! `/dev/pts/N`) for code that opens a UART by path, with no hardware
+//! behind it. Whoever holds the master plays the other end of the cable.
 
 use nix::pty::{openpty, OpenptyResult};
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
 use std::fs::File;
 use std::path::PathBuf;
 
-/// Both ends of a pty. `device` behaves like the microcontroller's side of a
-/// UART (its path is a `/dev/pts/N` node); `host` is the runtime's side.
+/// Both ends of a pty.
 pub struct PtyPair {
-    pub host: File,
-    pub device: File,
-    pub device_path: PathBuf,
+    pub master: File,
+    pub slave: File,
+    pub slave_path: PathBuf,
 }
 
-/// Opens a pty pair with the device side in raw mode (no echo, no line
-/// editing, all 256 byte values pass unchanged).
-pub fn open() -> anyhow::Result<PtyPair> {
+/// Opens a pty pair with the slave in raw mode (no echo, no line editing,
+/// all 256 byte values pass unchanged).
+pub fn open() -> std::io::Result<PtyPair> {
     let OpenptyResult { master, slave } = openpty(None, None)?;
     let mut t = tcgetattr(&slave)?;
     cfmakeraw(&mut t);
     tcsetattr(&slave, SetArg::TCSANOW, &t)?;
-    let device_path = nix::unistd::ttyname(&slave)?;
+    let slave_path = nix::unistd::ttyname(&slave)?;
     Ok(PtyPair {
-        host: File::from(master),
-        device: File::from(slave),
-        device_path,
+        master: File::from(master),
+        slave: File::from(slave),
+        slave_path,
     })
 }

@@ -8,6 +8,7 @@ use offramp_runtime::camera::{self, CameraSpec, CommandSlot};
 use offramp_runtime::exit_chain::{ExitChain, ExitPolicy, FrameOutcome};
 use offramp_runtime::recorder::Recorder;
 use offramp_runtime::run_loop::{Actuator, RunLoop, RunStats};
+use offramp_runtime::zenoh_link::{open_session, Keys, RuntimeLink, ZenohOptions};
 use offramp_sim::Twist;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -37,7 +38,43 @@ pub struct RunArgs {
     pub fixed_exit: Option<usize>,
     pub first_seed: u64,
     pub config: Option<PathBuf>,
+    /// Publish actions over zenoh: (robot, session options, mirror cmd_vel).
+    pub zenoh: Option<(String, ZenohOptions, bool)>,
     pub json: bool,
+}
+
+/// Publishes each action over zenoh as well as driving the inner actuator.
+/// zenoh allocates inside `put` (as tract does inside a run): this actuator
+/// is outside the runtime's zero-allocation guarantee.
+pub struct ZenohActuator<A> {
+    pub link: RuntimeLink,
+    pub inner: A,
+    pub errors: u64,
+}
+
+impl<A: Actuator> Actuator for ZenohActuator<A> {
+    fn act(&mut self, a: &[f32], o: &FrameOutcome) {
+        let t = Twist::from_action(a);
+        if let Err(e) = self.link.publish(t.v, t.omega, o.exit as u8, false) {
+            self.note(e);
+        }
+        self.inner.act(a, o);
+    }
+    fn stop(&mut self) {
+        if let Err(e) = self.link.publish(0.0, 0.0, 0, true) {
+            self.note(e);
+        }
+        self.inner.stop();
+    }
+}
+
+impl<A> ZenohActuator<A> {
+    fn note(&mut self, e: offramp_runtime::zenoh_link::ZenohError) {
+        if self.errors == 0 {
+            tracing::warn!("{e}");
+        }
+        self.errors += 1;
+    }
 }
 
 #[derive(Serialize)]
@@ -81,7 +118,24 @@ pub fn run(a: &RunArgs) -> anyhow::Result<RunReport> {
         None => None,
     };
     let mut rl = RunLoop::new(chain, pre, policy, deadline, recorder);
-    let mut act = SimActuator(capture.commands.clone());
+    let sim_act = SimActuator(capture.commands.clone());
+    let mut act: Box<dyn Actuator> = match &a.zenoh {
+        Some((robot, opts, cmd_vel)) => {
+            let session = open_session(opts)?;
+            let link = RuntimeLink::open(
+                session,
+                Keys::new(robot)?,
+                Duration::from_millis(200),
+                *cmd_vel,
+            )?;
+            Box::new(ZenohActuator {
+                link,
+                inner: sim_act,
+                errors: 0,
+            })
+        }
+        None => Box::new(sim_act),
+    };
     let bar = if a.json {
         ProgressBar::hidden()
     } else {
@@ -96,7 +150,7 @@ pub fn run(a: &RunArgs) -> anyhow::Result<RunReport> {
     let mut last_print = start;
     let frame_timeout = Duration::from_secs_f64(3.0 / a.fps.max(0.1));
     let (max_frames, max_secs) = (a.frames, a.seconds);
-    rl.run(&capture, &mut act, frame_timeout, &mut |s| {
+    rl.run(&capture, act.as_mut(), frame_timeout, &mut |s| {
         if last_print.elapsed() > Duration::from_millis(500) {
             last_print = Instant::now();
             bar.set_message(format!(

@@ -12,13 +12,26 @@ fn bin() -> &'static str {
 
 fn check_demo(json: &str, board: &str, episodes: u64) {
     let v: serde_json::Value = serde_json::from_str(json).expect("JSON report");
-    assert_eq!(v["firmware_board"], board);
+    let fw = v["firmware"].as_str().unwrap();
+    assert!(fw.contains(board), "{fw}");
+    // The whole path: zenoh, then the bridge process, then the serial device.
+    let link = v["link"].as_str().unwrap();
+    assert!(link.starts_with("zenoh peer tcp/127.0.0.1:"), "{link}");
+    assert!(link.contains("offramp bridge -> /dev/pts/"), "{link}");
     assert_eq!(v["episodes"], episodes);
     assert_eq!(v["commands_rejected"], 0);
     assert_eq!(v["final_motor_state"], "TimedOut");
     let frames = v["frames"].as_u64().unwrap();
     assert!(frames >= 10 * episodes, "{frames} frames");
     assert_eq!(v["commands_sent"].as_u64().unwrap(), frames);
+    // Every action reached the firmware through the bridge.
+    let b = &v["bridge"];
+    assert_eq!(b["forwarded"].as_u64().unwrap(), frames, "{b}");
+    assert_eq!(
+        (b["stale"].as_u64(), b["malformed"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(b["connects"], 1);
     let exit = v["mean_exit"].as_f64().unwrap();
     assert!((1.0..=4.0).contains(&exit));
     assert!(v["compute_ratio"].as_f64().unwrap() > 0.0);
@@ -39,7 +52,7 @@ fn demo_closes_the_loop_through_the_host_firmware() {
         "--json",
     ]);
     assert!(ok, "{err}");
-    check_demo(&out, "host", 2);
+    check_demo(&out, "host build", 2);
 }
 
 #[test]
@@ -56,7 +69,7 @@ fn demo_closes_the_loop_through_the_firmware_image_in_qemu() {
         "--json",
     ]);
     assert!(ok, "{err}");
-    check_demo(&out, "lm3s6965", 1);
+    check_demo(&out, "lm3s6965evb in QEMU", 1);
 }
 
 #[test]

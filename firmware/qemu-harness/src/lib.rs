@@ -15,7 +15,7 @@ mod build;
 mod qemu;
 
 pub use build::firmware_elf;
-pub use qemu::{Clock, Firmware, Received, UartLink};
+pub use qemu::{boot_uart, Clock, Firmware, Qemu, Received, UartLink};
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -34,13 +34,36 @@ pub struct Received {
 /// The firmware's UART as seen from the host.
 pub type UartLink = Link<HostMsg, McuMsg, UnixStream>;
 
-/// The firmware running in QEMU. Dropping it kills QEMU.
-pub struct Firmware {
+/// The QEMU process (and its log decoder). Dropping it kills both.
+pub struct Qemu {
     qemu: Child,
     decoder: Option<Child>,
-    link: UartLink,
     log: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.qemu.kill();
+        let _ = self.qemu.wait();
+        if let Some(d) = self.decoder.as_mut() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+    }
+}
+
+impl Qemu {
+    /// The decoded defmt log so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+/// The firmware running in QEMU. Dropping it kills QEMU.
+pub struct Firmware {
+    link: UartLink,
+    qemu: Qemu,
 }
 
 fn find_tool(program: &'static str, hint: &'static str) -> Result<PathBuf, Error> {
@@ -60,95 +83,9 @@ impl Firmware {
     /// Boots `elf` and connects to its UART. QEMU holds the CPU until the
     /// socket is connected, so the boot message is never missed.
     pub fn boot(elf: &Path, clock: Clock) -> Result<Self, Error> {
-        if !elf.is_file() {
-            return Err(Error::NoImage(elf.to_path_buf()));
-        }
-        let qemu_bin = find_tool("qemu-system-arm", "apt-get install qemu-system-arm")?;
-        let defmt_print = find_tool("defmt-print", "cargo install defmt-print --locked")?;
-        let dir = tempfile::Builder::new().prefix("offramp-qemu").tempdir()?;
-        let sock = dir.path().join("uart0.sock");
-
-        let mut cmd = Command::new(qemu_bin);
-        cmd.args(["-machine", "lm3s6965evb", "-cpu", "cortex-m3", "-nographic"])
-            .args(["-monitor", "none"])
-            .args(["-semihosting-config", "enable=on,target=native"])
-            .arg("-chardev")
-            .arg(format!(
-                "socket,id=uart0,path={},server=on,wait=on",
-                sock.display()
-            ))
-            .args(["-serial", "chardev:uart0"]);
-        if clock == Clock::Instructions {
-            cmd.args(["-icount", "shift=3,align=off,sleep=off"]);
-        }
-        cmd.arg("-kernel")
-            .arg(elf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut qemu = cmd.spawn().map_err(|source| Error::Spawn {
-            what: "qemu-system-arm",
-            source,
-        })?;
-
-        // defmt frames arrive on QEMU's stdout (semihosting); decode them.
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let decoder = match qemu.stdout.take() {
-            Some(out) => {
-                let mut dec = Command::new(defmt_print)
-                    .args(["-e"])
-                    .arg(elf)
-                    .stdin(Stdio::from(out))
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::inherit())
-                    .spawn()
-                    .map_err(|source| Error::Spawn {
-                        what: "defmt-print",
-                        source,
-                    })?;
-                if let Some(lines) = dec.stdout.take() {
-                    let log = Arc::clone(&log);
-                    thread::spawn(move || {
-                        for line in BufReader::new(lines).lines().map_while(Result::ok) {
-                            tracing::debug!(target: "firmware", "{line}");
-                            if let Ok(mut l) = log.lock() {
-                                l.push(line);
-                            }
-                        }
-                    });
-                }
-                Some(dec)
-            }
-            None => None,
-        };
-
-        let waited = Duration::from_secs(10);
-        let start = Instant::now();
-        let uart = loop {
-            match UnixStream::connect(&sock) {
-                Ok(s) => break s,
-                Err(_) if start.elapsed() < waited => {
-                    if let Ok(Some(status)) = qemu.try_wait() {
-                        return Err(Error::Spawn {
-                            what: "qemu-system-arm",
-                            source: std::io::Error::other(format!("exited with {status}")),
-                        });
-                    }
-                    thread::sleep(Duration::from_millis(5));
-                }
-                Err(_) => return Err(Error::NoSocket { path: sock, waited }),
-            }
-        };
-
+        let (qemu, uart) = boot_uart(elf, clock)?;
         let link = Link::new(uart.try_clone()?, uart)?;
-
-        Ok(Self {
-            qemu,
-            decoder,
-            link,
-            log,
-            _dir: dir,
-        })
+        Ok(Self { link, qemu })
     }
 
     /// Sends one message.
@@ -258,7 +195,7 @@ impl Firmware {
 
     /// Decoded defmt log lines so far.
     pub fn log(&self) -> Vec<String> {
-        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+        self.qemu.log()
     }
 
     /// Waits until a log line contains `needle`.
@@ -282,13 +219,103 @@ impl Firmware {
 impl Drop for Firmware {
     fn drop(&mut self) {
         let _ = self.link.writer_mut().shutdown(std::net::Shutdown::Both);
-        let _ = self.qemu.kill();
-        let _ = self.qemu.wait();
-        if let Some(d) = self.decoder.as_mut() {
-            let _ = d.kill();
-            let _ = d.wait();
-        }
+        // `qemu` is dropped next, which kills the process.
     }
+}
+
+/// Boots `elf` in QEMU and connects to its UART, returning the raw stream
+/// (for a caller that relays it, e.g. onto a pty for the serial bridge).
+/// QEMU holds the CPU until the socket is connected.
+pub fn boot_uart(elf: &Path, clock: Clock) -> Result<(Qemu, UnixStream), Error> {
+    if !elf.is_file() {
+        return Err(Error::NoImage(elf.to_path_buf()));
+    }
+    let qemu_bin = find_tool("qemu-system-arm", "apt-get install qemu-system-arm")?;
+    let defmt_print = find_tool("defmt-print", "cargo install defmt-print --locked")?;
+    let dir = tempfile::Builder::new().prefix("offramp-qemu").tempdir()?;
+    let sock = dir.path().join("uart0.sock");
+
+    let mut cmd = Command::new(qemu_bin);
+    cmd.args(["-machine", "lm3s6965evb", "-cpu", "cortex-m3", "-nographic"])
+        .args(["-monitor", "none"])
+        .args(["-semihosting-config", "enable=on,target=native"])
+        .arg("-chardev")
+        .arg(format!(
+            "socket,id=uart0,path={},server=on,wait=on",
+            sock.display()
+        ))
+        .args(["-serial", "chardev:uart0"]);
+    if clock == Clock::Instructions {
+        cmd.args(["-icount", "shift=3,align=off,sleep=off"]);
+    }
+    cmd.arg("-kernel")
+        .arg(elf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut qemu = cmd.spawn().map_err(|source| Error::Spawn {
+        what: "qemu-system-arm",
+        source,
+    })?;
+
+    // defmt frames arrive on QEMU's stdout (semihosting); decode them.
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let decoder = match qemu.stdout.take() {
+        Some(out) => {
+            let mut dec = Command::new(defmt_print)
+                .args(["-e"])
+                .arg(elf)
+                .stdin(Stdio::from(out))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .map_err(|source| Error::Spawn {
+                    what: "defmt-print",
+                    source,
+                })?;
+            if let Some(lines) = dec.stdout.take() {
+                let log = Arc::clone(&log);
+                thread::spawn(move || {
+                    for line in BufReader::new(lines).lines().map_while(Result::ok) {
+                        tracing::debug!(target: "firmware", "{line}");
+                        if let Ok(mut l) = log.lock() {
+                            l.push(line);
+                        }
+                    }
+                });
+            }
+            Some(dec)
+        }
+        None => None,
+    };
+
+    let waited = Duration::from_secs(10);
+    let start = Instant::now();
+    let uart = loop {
+        match UnixStream::connect(&sock) {
+            Ok(s) => break s,
+            Err(_) if start.elapsed() < waited => {
+                if let Ok(Some(status)) = qemu.try_wait() {
+                    return Err(Error::Spawn {
+                        what: "qemu-system-arm",
+                        source: std::io::Error::other(format!("exited with {status}")),
+                    });
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => return Err(Error::NoSocket { path: sock, waited }),
+        }
+    };
+
+    Ok((
+        Qemu {
+            qemu,
+            decoder,
+            log,
+            _dir: dir,
+        },
+        uart,
+    ))
 }
 
 fn recv_error(e: RecvError, what: &str, waited: Duration) -> Error {

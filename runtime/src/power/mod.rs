@@ -101,11 +101,7 @@ pub type Opened = (Option<Box<dyn PowerSource>>, Vec<String>);
 /// Opens the chosen source. `Auto` tries INA3221 (hwmon), iio, tegrastats
 /// and RAPL in that order; `Ok(None)` means no power is measured (`none`, or
 /// `auto` found nothing) and the second value says why, for the report.
-pub fn open(
-    choice: PowerChoice,
-    root: &Path,
-    period: Duration,
-) -> Result<Opened, PowerError> {
+pub fn open(choice: PowerChoice, root: &Path, period: Duration) -> Result<Opened, PowerError> {
     let one = |c: PowerChoice| -> Result<Box<dyn PowerSource>, PowerError> {
         Ok(match c {
             PowerChoice::Ina3221 => Box::new(hwmon::Ina3221::open(root)?),

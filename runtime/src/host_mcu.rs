@@ -1,6 +1,10 @@
 //! The firmware's control logic built for the host: the same `offramp-control`
 //! node the boards run, on a thread, speaking the wire protocol over a serial
-//! device (a pty in the demo). Its clock is the host's monotonic clock.
+//! device (either end of a pty). Its clock is the host's monotonic clock.
+//!
+//! When the other end closes (the bridge exits, the cable is pulled) the node
+//! keeps ticking, so its command timeout stops the motors, and it listens
+//! again: a pty master reads again once a new process opens the slave.
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use offramp_control::{Config, Node, Output};
@@ -64,7 +68,11 @@ fn run(mut device: File, cfg: Config, stop: &AtomicBool, output: &Mutex<Option<O
     let mut rx = [0u8; 256];
     let mut tx = [0u8; MAX_FRAME];
     let mut link_up = true;
+    let mut retry_at = 0u64;
     while !stop.load(Ordering::Relaxed) {
+        if !link_up && now_us() >= retry_at {
+            link_up = true;
+        }
         let wait_ms = next_tick.saturating_sub(now_us()).div_ceil(1_000).min(1) as u8;
         if link_up {
             let mut fds = [PollFd::new(device.as_fd(), PollFlags::POLLIN)];
@@ -78,10 +86,13 @@ fn run(mut device: File, cfg: Config, stop: &AtomicBool, output: &Mutex<Option<O
                             let _ = node.on_byte(b, t);
                         }
                     }
-                    // EOF or EIO: the host side closed. Keep ticking, so the
-                    // command timeout stops the motors, as on a real board
-                    // whose cable was pulled.
-                    _ => link_up = false,
+                    // EOF or EIO: the other side closed. Keep ticking, so
+                    // the command timeout stops the motors, as on a real
+                    // board whose cable was pulled; look again in 5 ms.
+                    _ => {
+                        link_up = false;
+                        retry_at = now_us() + 5_000;
+                    }
                 }
             }
         } else {
@@ -96,8 +107,10 @@ fn run(mut device: File, cfg: Config, stop: &AtomicBool, output: &Mutex<Option<O
             next_tick = (next_tick + TICK_US).max(t);
         }
         while let Some(n) = node.next_frame(&mut tx) {
+            // A UART transmits into nothing when no one listens.
             if link_up && device.write_all(&tx[..n]).is_err() {
                 link_up = false;
+                retry_at = now_us() + 5_000;
             }
         }
     }

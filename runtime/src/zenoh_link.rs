@@ -1,0 +1,505 @@
+//! Actions out and telemetry in over zenoh.
+//!
+//! Key space, for a robot named `R`:
+//! * `R/action`: [`ActionMsg`], the runtime's command each frame. Published
+//!   with priority RealTime, congestion control Drop (a late action is worth
+//!   less than the next one) and express (no batching).
+//! * `R/telemetry`: [`TelemetryMsg`], the firmware's report through the bridge.
+//! * `R/alive/runtime`, `R/alive/bridge`: liveliness tokens.
+//! * `cmd_vel` (optional): the same command as a ROS 2
+//!   `geometry_msgs/Twist` in CDR, where zenoh-bridge-ros2dds maps the
+//!   `cmd_vel` topic, so a ROS 2 robot can follow the runtime.
+//!
+//! The embedded default is peer mode on loopback with multicast scouting off:
+//! the runtime listens, the bridge connects, no router and no network needed.
+//! A zenoh JSON5 file (`--zenoh-config`) replaces the default whole: client
+//! mode against a router, TLS with mutual authentication, access control.
+
+use offramp_protocol::Telemetry;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use zenoh::liveliness::LivelinessToken;
+use zenoh::pubsub::{Publisher, Subscriber};
+use zenoh::qos::{CongestionControl, Priority};
+use zenoh::{Session, Wait};
+
+/// Version of the messages on the zenoh keys (independent of the serial
+/// protocol's version).
+pub const MESSAGE_VERSION: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ZenohError {
+    #[error("zenoh config {}: {why}", path.display())]
+    ConfigFile { path: PathBuf, why: String },
+    #[error("zenoh config key {key} = {value}: {why}")]
+    ConfigKey {
+        key: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error("opening the zenoh session: {0}")]
+    Open(String),
+    #[error("zenoh {what} on {key}: {why}")]
+    Declare {
+        what: &'static str,
+        key: String,
+        why: String,
+    },
+    #[error("robot name {0:?}: use letters, digits, '-', '_' and '/' (no wildcards, no leading or trailing '/')")]
+    RobotName(String),
+    #[error("{what}: {len} bytes, {why}")]
+    Payload {
+        what: &'static str,
+        len: usize,
+        why: String,
+    },
+    #[error("{what}: message version {got}, this build speaks {MESSAGE_VERSION}")]
+    Version { what: &'static str, got: u8 },
+    #[error("publishing on {key}: {why}")]
+    Put { key: String, why: String },
+}
+
+/// One action, as the runtime publishes it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ActionMsg {
+    pub version: u8,
+    /// Per runtime process, from 1; the bridge maps it onto the firmware's
+    /// own sequence numbers, so a restarted runtime is not a replay.
+    pub seq: u64,
+    /// Wall clock (CLOCK_REALTIME) at publication, ns since the Unix epoch:
+    /// the bridge drops actions older than `valid_for_us`. Across machines
+    /// this needs synchronised clocks (PTP/NTP), as any deadline does.
+    pub sent_unix_ns: u64,
+    pub valid_for_us: u32,
+    /// m/s and rad/s; zero with `stop`.
+    pub v: f32,
+    pub omega: f32,
+    /// 0-based exit that produced the action.
+    pub exit: u8,
+    /// No trustworthy action (NaN, camera gone): stop the motors.
+    pub stop: bool,
+}
+
+impl ActionMsg {
+    pub const MAX_LEN: usize = 48;
+
+    /// postcard into `buf`; no allocation.
+    pub fn encode<'b>(&self, buf: &'b mut [u8; Self::MAX_LEN]) -> &'b [u8] {
+        // 48 bytes hold the largest varint encoding of every field.
+        match postcard::to_slice(self, buf) {
+            Ok(b) => b,
+            Err(_) => unreachable!("ActionMsg fits in MAX_LEN by construction"),
+        }
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, ZenohError> {
+        let m: Self = postcard::from_bytes(bytes).map_err(|e| ZenohError::Payload {
+            what: "action",
+            len: bytes.len(),
+            why: e.to_string(),
+        })?;
+        if m.version != MESSAGE_VERSION {
+            return Err(ZenohError::Version {
+                what: "action",
+                got: m.version,
+            });
+        }
+        if !(m.v.is_finite() && m.omega.is_finite()) {
+            return Err(ZenohError::Payload {
+                what: "action",
+                len: bytes.len(),
+                why: format!("non-finite command v={} omega={}", m.v, m.omega),
+            });
+        }
+        Ok(m)
+    }
+
+    /// Age at `now` in µs (negative: sent "in the future", clocks disagree).
+    pub fn age_us(&self, now: SystemTime) -> i64 {
+        unix_ns(now) as i64 / 1000 - self.sent_unix_ns as i64 / 1000
+    }
+}
+
+/// The bridge's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct BridgeCounters {
+    pub link_up: bool,
+    /// Successful serial connections (1 + reconnects).
+    pub connects: u32,
+    /// Corrupt frames from the firmware (COBS, CRC, decode).
+    pub frame_errors: u32,
+    pub forwarded: u64,
+    /// Actions older than their validity when they arrived.
+    pub stale: u64,
+    /// Undecodable or wrong-version actions.
+    pub malformed: u64,
+    /// Actions that arrived while the serial link was down.
+    pub no_link: u64,
+}
+
+/// One firmware telemetry report, as the bridge publishes it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TelemetryMsg {
+    pub version: u8,
+    pub firmware: Telemetry,
+    /// The runtime action behind `firmware.last_seq`.
+    pub action_seq: Option<u64>,
+    /// That action: publication → the firmware applying it, µs. Sum of the
+    /// zenoh hop (wall clocks), the bridge's hold time, half the serial round
+    /// trip, and the firmware's own receive → apply time.
+    pub sent_to_applied_us: Option<u32>,
+    pub bridge: BridgeCounters,
+}
+
+impl TelemetryMsg {
+    pub const MAX_LEN: usize = 256;
+
+    pub fn encode<'b>(&self, buf: &'b mut [u8; Self::MAX_LEN]) -> &'b [u8] {
+        match postcard::to_slice(self, buf) {
+            Ok(b) => b,
+            Err(_) => unreachable!("TelemetryMsg fits in MAX_LEN by construction"),
+        }
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, ZenohError> {
+        let m: Self = postcard::from_bytes(bytes).map_err(|e| ZenohError::Payload {
+            what: "telemetry",
+            len: bytes.len(),
+            why: e.to_string(),
+        })?;
+        if m.version != MESSAGE_VERSION {
+            return Err(ZenohError::Version {
+                what: "telemetry",
+                got: m.version,
+            });
+        }
+        Ok(m)
+    }
+}
+
+/// ns since the Unix epoch.
+pub fn unix_ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// geometry_msgs/Twist in CDR (little endian): the 4-byte encapsulation
+/// header, then linear x, y, z and angular x, y, z as f64.
+pub fn twist_cdr(v: f64, omega: f64) -> [u8; 52] {
+    let mut b = [0u8; 52];
+    b[..4].copy_from_slice(&[0x00, 0x01, 0x00, 0x00]);
+    b[4..12].copy_from_slice(&v.to_le_bytes());
+    b[44..52].copy_from_slice(&omega.to_le_bytes());
+    b
+}
+
+/// Decodes a CDR Twist (either endianness): [linear xyz, angular xyz].
+pub fn decode_twist_cdr(b: &[u8]) -> Result<[f64; 6], ZenohError> {
+    let bad = |why: &str| ZenohError::Payload {
+        what: "cmd_vel Twist",
+        len: b.len(),
+        why: why.to_string(),
+    };
+    if b.len() != 52 {
+        return Err(bad("expected 52 (4-byte CDR header + 6 f64)"));
+    }
+    let little = match b[..2] {
+        [0x00, 0x01] => true,
+        [0x00, 0x00] => false,
+        _ => return Err(bad("not a plain CDR encapsulation header")),
+    };
+    let mut out = [0.0; 6];
+    for (k, o) in out.iter_mut().enumerate() {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&b[4 + 8 * k..12 + 8 * k]);
+        *o = if little {
+            f64::from_le_bytes(x)
+        } else {
+            f64::from_be_bytes(x)
+        };
+    }
+    Ok(out)
+}
+
+/// The keys for one robot.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub action: String,
+    pub telemetry: String,
+    pub alive_runtime: String,
+    pub alive_bridge: String,
+    pub cmd_vel: String,
+}
+
+impl Keys {
+    pub fn new(robot: &str) -> Result<Self, ZenohError> {
+        let ok = !robot.is_empty()
+            && !robot.starts_with('/')
+            && !robot.ends_with('/')
+            && !robot.contains("//")
+            && robot
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_/".contains(c));
+        if !ok {
+            return Err(ZenohError::RobotName(robot.to_string()));
+        }
+        Ok(Self {
+            action: format!("{robot}/action"),
+            telemetry: format!("{robot}/telemetry"),
+            alive_runtime: format!("{robot}/alive/runtime"),
+            alive_bridge: format!("{robot}/alive/bridge"),
+            cmd_vel: "cmd_vel".to_string(),
+        })
+    }
+}
+
+/// How to reach the other zenoh nodes.
+#[derive(Debug, Clone, Default)]
+pub struct ZenohOptions {
+    /// A zenoh JSON5 config; replaces the embedded default.
+    pub config: Option<PathBuf>,
+    /// `peer` or `client` (overrides the file).
+    pub mode: Option<String>,
+    pub listen: Vec<String>,
+    pub connect: Vec<String>,
+}
+
+/// Opens a session: the config file or the embedded default (peer, no
+/// multicast scouting), then the overrides.
+pub fn open_session(o: &ZenohOptions) -> Result<Session, ZenohError> {
+    let mut c = match &o.config {
+        Some(path) => zenoh::Config::from_file(path).map_err(|e| ZenohError::ConfigFile {
+            path: path.clone(),
+            why: e.to_string(),
+        })?,
+        None => {
+            let mut c = zenoh::Config::default();
+            set(&mut c, "mode", "\"peer\"")?;
+            set(&mut c, "scouting/multicast/enabled", "false")?;
+            c
+        }
+    };
+    if let Some(m) = &o.mode {
+        set(&mut c, "mode", &format!("{m:?}"))?;
+    }
+    let list = |v: &[String]| format!("{v:?}");
+    if !o.listen.is_empty() {
+        set(&mut c, "listen/endpoints", &list(&o.listen))?;
+    }
+    if !o.connect.is_empty() {
+        set(&mut c, "connect/endpoints", &list(&o.connect))?;
+    }
+    zenoh::open(c)
+        .wait()
+        .map_err(|e| ZenohError::Open(e.to_string()))
+}
+
+fn set(c: &mut zenoh::Config, key: &'static str, value: &str) -> Result<(), ZenohError> {
+    c.insert_json5(key, value)
+        .map_err(|e| ZenohError::ConfigKey {
+            key,
+            value: value.to_string(),
+            why: e.to_string(),
+        })
+}
+
+/// A free TCP port on loopback for a listener (the demo's embedded default).
+pub fn free_loopback_endpoint() -> std::io::Result<String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(format!("tcp/127.0.0.1:{}", l.local_addr()?.port()))
+}
+
+/// Telemetry as received, with the local time it arrived.
+pub type Received = (TelemetryMsg, Instant);
+
+/// The runtime's side: publishes actions, receives telemetry, declares its
+/// liveliness.
+pub struct RuntimeLink {
+    keys: Keys,
+    action: Publisher<'static>,
+    cmd_vel: Option<Publisher<'static>>,
+    _token: LivelinessToken,
+    _telemetry: Subscriber<()>,
+    telemetry: Receiver<Received>,
+    seq: u64,
+    valid_for: Duration,
+    // Declared last: dropped after everything declared on it.
+    session: Session,
+}
+
+/// Declares the action publisher with offramp's QoS.
+pub fn action_publisher(session: &Session, key: &str) -> Result<Publisher<'static>, ZenohError> {
+    session
+        .declare_publisher(key.to_string())
+        .priority(Priority::RealTime)
+        .congestion_control(CongestionControl::Drop)
+        .express(true)
+        .wait()
+        .map_err(|e| ZenohError::Declare {
+            what: "publisher",
+            key: key.to_string(),
+            why: e.to_string(),
+        })
+}
+
+impl RuntimeLink {
+    pub fn open(
+        session: Session,
+        keys: Keys,
+        valid_for: Duration,
+        mirror_cmd_vel: bool,
+    ) -> Result<Self, ZenohError> {
+        fn declare(what: &'static str, key: &str) -> impl FnOnce(zenoh::Error) -> ZenohError {
+            let key = key.to_string();
+            move |e| ZenohError::Declare {
+                what,
+                key,
+                why: e.to_string(),
+            }
+        }
+        let action = action_publisher(&session, &keys.action)?;
+        let cmd_vel = if mirror_cmd_vel {
+            Some(action_publisher(&session, &keys.cmd_vel)?)
+        } else {
+            None
+        };
+        let token = session
+            .liveliness()
+            .declare_token(keys.alive_runtime.clone())
+            .wait()
+            .map_err(declare("liveliness token", &keys.alive_runtime))?;
+        let (tx, rx) = mpsc::channel();
+        let sub = session
+            .declare_subscriber(keys.telemetry.clone())
+            .callback(move |s| {
+                let at = Instant::now();
+                match TelemetryMsg::decode(&s.payload().to_bytes()) {
+                    Ok(m) => {
+                        let _ = tx.send((m, at));
+                    }
+                    Err(e) => tracing::warn!("{e}"),
+                }
+            })
+            .wait()
+            .map_err(declare("subscriber", &keys.telemetry))?;
+        Ok(Self {
+            keys,
+            action,
+            cmd_vel,
+            _token: token,
+            _telemetry: sub,
+            telemetry: rx,
+            seq: 0,
+            valid_for,
+            session,
+        })
+    }
+
+    /// Publishes one action; returns its sequence number and when it left.
+    pub fn publish(
+        &mut self,
+        v: f32,
+        omega: f32,
+        exit: u8,
+        stop: bool,
+    ) -> Result<(u64, Instant), ZenohError> {
+        self.seq += 1;
+        let (v, omega) = if stop { (0.0, 0.0) } else { (v, omega) };
+        let msg = ActionMsg {
+            version: MESSAGE_VERSION,
+            seq: self.seq,
+            sent_unix_ns: unix_ns(SystemTime::now()),
+            valid_for_us: self.valid_for.as_micros().min(u32::MAX as u128) as u32,
+            v,
+            omega,
+            exit,
+            stop,
+        };
+        let mut buf = [0u8; ActionMsg::MAX_LEN];
+        let bytes = msg.encode(&mut buf);
+        self.action
+            .put(bytes.to_vec())
+            .wait()
+            .map_err(|e| ZenohError::Put {
+                key: self.keys.action.clone(),
+                why: e.to_string(),
+            })?;
+        let at = Instant::now();
+        if let Some(p) = &self.cmd_vel {
+            p.put(twist_cdr(v as f64, omega as f64).to_vec())
+                .wait()
+                .map_err(|e| ZenohError::Put {
+                    key: self.keys.cmd_vel.clone(),
+                    why: e.to_string(),
+                })?;
+        }
+        Ok((self.seq, at))
+    }
+
+    /// Telemetry received so far (a channel: take what is there or wait).
+    pub fn telemetry(&self) -> &Receiver<Received> {
+        &self.telemetry
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_roundtrip_and_validation() {
+        let m = ActionMsg {
+            version: MESSAGE_VERSION,
+            seq: u64::MAX,
+            sent_unix_ns: u64::MAX,
+            valid_for_us: u32::MAX,
+            v: -0.5,
+            omega: 2.0,
+            exit: 3,
+            stop: false,
+        };
+        let mut buf = [0u8; ActionMsg::MAX_LEN];
+        let b = m.encode(&mut buf).to_vec();
+        assert_eq!(ActionMsg::decode(&b).unwrap(), m);
+        assert!(matches!(
+            ActionMsg::decode(&b[..b.len() - 1]),
+            Err(ZenohError::Payload { .. })
+        ));
+        let mut bad = m;
+        bad.version = 9;
+        let e = ActionMsg::decode(bad.encode(&mut buf)).unwrap_err();
+        assert!(e.to_string().contains("version 9"), "{e}");
+        bad = m;
+        bad.v = f32::NAN;
+        assert!(ActionMsg::decode(bad.encode(&mut buf)).is_err());
+    }
+
+    #[test]
+    fn twist_cdr_layout() {
+        let b = twist_cdr(0.25, -1.5);
+        assert_eq!(&b[..4], &[0, 1, 0, 0]);
+        assert_eq!(
+            decode_twist_cdr(&b).unwrap(),
+            [0.25, 0.0, 0.0, 0.0, 0.0, -1.5]
+        );
+        assert!(decode_twist_cdr(&b[..51]).is_err());
+    }
+
+    #[test]
+    fn robot_names() {
+        assert_eq!(Keys::new("lab/r2").unwrap().action, "lab/r2/action");
+        for bad in ["", "/r", "r/", "a//b", "r/*", "r$x", "r b"] {
+            assert!(Keys::new(bad).is_err(), "{bad:?}");
+        }
+    }
+}
