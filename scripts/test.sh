@@ -57,10 +57,11 @@ install_tool cargo-fuzz 0.13.2 cargo-fuzz
 # other column of the engine bench. Used by tests only, never at run time.
 step "python test environment"
 venv=$cache/venv
-if ! "$venv/bin/python" -c 'import onnxruntime, onnx, numpy, PIL, skimage' 2>/dev/null; then
+# eclipse-zenoh is the independent zenoh client of the ROS 2 cmd_vel test.
+if ! "$venv/bin/python" -c 'import onnxruntime, onnx, numpy, PIL, skimage, zenoh' 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check onnx==1.19.1 onnxruntime==1.23.2 numpy==2.4.6 \
-    pillow==11.3.0 scikit-image==0.25.2
+    pillow==11.3.0 scikit-image==0.25.2 eclipse-zenoh==1.10.2
 fi
 export OFFRAMP_PYTHON=$venv/bin/python
 "$OFFRAMP_PYTHON" -c 'import onnxruntime; print("onnxruntime", onnxruntime.__version__)'

@@ -306,9 +306,20 @@ fn set(c: &mut zenoh::Config, key: &'static str, value: &str) -> Result<(), Zeno
 }
 
 /// A free TCP port on loopback for a listener (the demo's embedded default).
+/// The port is free when this returns; the kernel may hand a just-released
+/// port out again, so one process never gets the same port twice.
 pub fn free_loopback_endpoint() -> std::io::Result<String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(format!("tcp/127.0.0.1:{}", l.local_addr()?.port()))
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..64 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = l.local_addr()?.port();
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(format!("tcp/127.0.0.1:{port}"));
+        }
+    }
+    Err(std::io::Error::other("no fresh loopback port"))
 }
 
 /// Telemetry as received, with the local time it arrived.

@@ -210,11 +210,11 @@ impl Cable {
                 };
                 let _ = a.set_nodelay(true);
                 let _ = b.set_nodelay(true);
-                c.lock().unwrap().extend([a.try_clone().unwrap(), b.try_clone().unwrap()]);
-                for (mut from, mut to) in [
-                    (a.try_clone().unwrap(), b.try_clone().unwrap()),
-                    (b, a),
-                ] {
+                c.lock()
+                    .unwrap()
+                    .extend([a.try_clone().unwrap(), b.try_clone().unwrap()]);
+                for (mut from, mut to) in [(a.try_clone().unwrap(), b.try_clone().unwrap()), (b, a)]
+                {
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 4096];
                         while let Ok(n) = from.read(&mut buf) {

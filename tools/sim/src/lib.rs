@@ -37,10 +37,16 @@ pub struct Wheels {
 
 impl Twist {
     /// A model's action vector `[v, omega, ...]`; missing dims are 0.
+    /// The model's action (v, omega), held inside the robot's envelope: a
+    /// regression head overshoots its training range by a little.
     pub fn from_action(a: &[f32]) -> Self {
         Self {
-            v: a.first().copied().unwrap_or(0.0),
-            omega: a.get(1).copied().unwrap_or(0.0),
+            v: a.first().copied().unwrap_or(0.0).clamp(-MAX_V, MAX_V),
+            omega: a
+                .get(1)
+                .copied()
+                .unwrap_or(0.0)
+                .clamp(-MAX_OMEGA, MAX_OMEGA),
         }
     }
 
