@@ -30,6 +30,8 @@ command -v cc >/dev/null || missing+=(build-essential)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 # The v4l feature's bindings are generated with bindgen, which needs libclang.
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || missing+=(libclang-dev)
+# The TLS test makes its certificates with config/zenoh/make-certs.sh.
+command -v openssl >/dev/null || missing+=(openssl)
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
@@ -141,8 +143,16 @@ step "runtime bench (overhead, early exit vs full model, deadline under CPU hogs
 cargo run -q --release -p offramp -- bench runtime --engines engines/demo --frames 10000 \
   --deadline-ms 10 | tee "$reports/runtime-bench.json"
 
-step "main job: offramp demo (simulator -> exit chain -> wire protocol -> firmware -> wheels)"
-cargo run -q --release -p offramp -- demo --episodes "${DEMO_EPISODES:-20}" --json \
-  | tee "$reports/demo.json"
+step "zenoh bench (offramp's action path vs bare zenoh, one run)"
+cargo run -q --release -p offramp -- bench zenoh --iters 2000 --demo-episodes 0 \
+  | tee "$reports/zenoh-bench.json"
+
+step "profile (per-exit latency and energy; power source: auto)"
+cargo run -q --release -p offramp -- profile --engines engines/demo --frames 2000 \
+  --report "$reports/profile"
+
+step "main job: offramp demo (simulator -> exit chain -> zenoh -> bridge -> firmware -> wheels)"
+cargo run -q --release -p offramp -- demo --episodes "${DEMO_EPISODES:-50}" --json \
+  --report "$reports/demo-latency.svg" | tee "$reports/demo.json"
 echo
 echo "tests: ${passed} passed, ${failed} failed"

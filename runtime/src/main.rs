@@ -14,6 +14,7 @@ mod runtime_bench;
 mod session;
 mod sim_cmd;
 mod stats;
+mod zenoh_bench;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -313,6 +314,18 @@ enum BenchCommand {
         #[arg(long, env = "OFFRAMP_PYTHON", default_value = "python3")]
         python: String,
     },
+    /// Action latency through offramp's zenoh path vs a bare zenoh
+    /// put/subscribe of the same payload (interleaved, one run), then the
+    /// end-to-end frame -> applied latency of a short demo. Prints JSON.
+    Zenoh {
+        #[arg(long, default_value_t = 2000)]
+        iters: usize,
+        #[arg(long, default_value = "engines/demo")]
+        engines: PathBuf,
+        /// Demo episodes for the end-to-end figure (0: skip).
+        #[arg(long, default_value_t = 3)]
+        demo_episodes: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -505,6 +518,17 @@ fn main() -> anyhow::Result<()> {
             let hogs =
                 hogs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
             let report = runtime_bench::run(&engines, frames.max(100), deadline_ms, hogs)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Zenoh {
+                    iters,
+                    engines,
+                    demo_episodes,
+                },
+        } => {
+            let report = zenoh_bench::run(iters.max(10), engines, demo_episodes)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Bench {

@@ -285,3 +285,16 @@ fn tls_with_mutual_auth_and_access_control_admits_only_the_runtime() {
     );
     board.wait_moving(Duration::from_secs(30));
 }
+
+#[test]
+fn zenoh_bench_prints_both_paths() {
+    let (ok, out, err) =
+        common::offramp(&["bench", "zenoh", "--iters", "200", "--demo-episodes", "0"]);
+    assert!(ok, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["lost"], 0);
+    assert_eq!(j["offramp_us"]["n"], 200);
+    assert_eq!(j["bare_zenoh_us"]["n"], 200);
+    assert!(j["ratio_p50"].as_f64().unwrap() > 0.0);
+    assert_eq!(j["payload_bytes"], 26);
+}
