@@ -32,6 +32,10 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || missing+=(libclang-dev)
 # The TLS test makes its certificates with config/zenoh/make-certs.sh.
 command -v openssl >/dev/null || missing+=(openssl)
+# The aarch64 (Jetson) binary runs under qemu-user with Debian's arm64 libc.
+command -v qemu-aarch64 >/dev/null || missing+=(qemu-user)
+[ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ] || missing+=(libc6-arm64-cross)
+command -v readelf >/dev/null || missing+=(binutils)
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
@@ -41,7 +45,7 @@ fi
 qemu-system-arm --version | head -n1
 
 step "rust targets and components"
-rustup target add thumbv7m-none-eabi thumbv7em-none-eabihf
+rustup target add thumbv7m-none-eabi thumbv7em-none-eabihf aarch64-unknown-linux-gnu
 rustup component add rustfmt clippy
 
 # cargo install only when the pinned version is not there already.
@@ -54,6 +58,16 @@ install_tool() { # crate version binary
 step "cargo tools"
 install_tool defmt-print 1.2.0 defmt-print
 install_tool cargo-fuzz 0.13.2 cargo-fuzz
+install_tool cargo-zigbuild 0.24.1 cargo-zigbuild
+# zig (the cross linker, with glibc 2.31 stubs for JetPack 5) from PyPI.
+zig_venv=$cache/zig-venv
+if ! "$zig_venv/bin/python" -m ziglang version 2>/dev/null | grep -q '^0.17.1'; then
+  python3 -m venv "$zig_venv"
+  "$zig_venv/bin/pip" install -q --disable-pip-version-check ziglang==0.17.1
+fi
+export CARGO_ZIGBUILD_ZIG_PATH
+CARGO_ZIGBUILD_ZIG_PATH=$("$zig_venv/bin/python" -c 'import os, ziglang; print(os.path.join(os.path.dirname(ziglang.__file__), "zig"))')
+echo "zig $("$CARGO_ZIGBUILD_ZIG_PATH" version)"
 
 # onnxruntime is the reference the engine tests compare against, and the
 # other column of the engine bench. Used by tests only, never at run time.
@@ -150,6 +164,23 @@ cargo run -q --release -p offramp -- bench zenoh --iters 2000 --demo-episodes 0 
 step "profile (per-exit latency and energy; power source: auto)"
 cargo run -q --release -p offramp -- profile --engines engines/demo --frames 2000 \
   --report "$reports/profile"
+
+step "aarch64 build for the Jetson (one binary for JetPack 5 and 6: glibc 2.31), qemu-aarch64 smoke test, bundle"
+cargo zigbuild -q --release -p offramp --target aarch64-unknown-linux-gnu.2.31
+arm_bin=$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release/offramp
+glibc=$(readelf -V "$arm_bin" | grep -o 'GLIBC_2\.[0-9]*' | sort -V | tail -n1)
+echo "$(file -b "$arm_bin" 2>/dev/null | cut -d, -f1-2) needs $glibc"
+if [ "$(printf '%s\nGLIBC_2.31\n' "$glibc" | sort -V | tail -n1)" != GLIBC_2.31 ]; then
+  echo "the aarch64 binary needs $glibc, newer than JetPack 5's glibc 2.31"
+  exit 1
+fi
+qemu_arm=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
+"${qemu_arm[@]}" "$arm_bin" --version
+"${qemu_arm[@]}" "$arm_bin" --log warn demo --episodes 1 --bridge thread --json \
+  | tee "$reports/aarch64-demo.json"
+cargo run -q --release -p offramp -- bundle --target jetson --binary "$arm_bin" \
+  --out "$reports/offramp-jetson.tar.gz"
+tar tzf "$reports/offramp-jetson.tar.gz"
 
 step "main job: offramp demo (simulator -> exit chain -> zenoh -> bridge -> firmware -> wheels)"
 cargo run -q --release -p offramp -- demo --episodes "${DEMO_EPISODES:-50}" --json \

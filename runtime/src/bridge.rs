@@ -138,8 +138,16 @@ fn open_serial(path: &Path, rate: BaudRate) -> anyhow::Result<File> {
     Ok(f)
 }
 
+/// `offramp bridge`: runs until SIGINT/SIGTERM.
 pub fn run(a: &BridgeArgs) -> anyhow::Result<()> {
     install_signal_handlers()?;
+    serve_until(a, &STOP)
+}
+
+/// The bridge until `stop` is set (a thread of `offramp demo --bridge thread`,
+/// for machines that cannot start a second process of this binary, such as
+/// a cross-built binary under qemu-user).
+pub fn serve_until(a: &BridgeArgs, stop: &AtomicBool) -> anyhow::Result<()> {
     let rate = baud(a.baud)?;
     let keys = Keys::new(&a.robot)?;
     let session = zenoh_link::open_session(&a.zenoh)?;
@@ -166,7 +174,7 @@ pub fn run(a: &BridgeArgs) -> anyhow::Result<()> {
 
     let mut backoff = Duration::from_millis(50);
     let mut reported_down = false;
-    while !STOP.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) {
         let file = match open_serial(&a.serial, rate) {
             Ok(f) => f,
             Err(e) => {
@@ -179,7 +187,7 @@ pub fn run(a: &BridgeArgs) -> anyhow::Result<()> {
                 continue;
             }
         };
-        match serve(&shared, file, &telemetry) {
+        match serve(&shared, file, &telemetry, stop) {
             Ok(()) => tracing::info!("serial link closed"),
             Err(e) => tracing::warn!("serial link: {e:#}"),
         }
@@ -193,15 +201,6 @@ pub fn run(a: &BridgeArgs) -> anyhow::Result<()> {
         backoff = Duration::from_millis(50);
         std::thread::sleep(backoff);
     }
-    // Asked to stop: command the motors off now rather than waiting for the
-    // firmware's timeout.
-    let mut s = shared.lock();
-    if let Some(w) = s.writer.as_mut() {
-        let mut buf = [0u8; MAX_FRAME];
-        if let Ok(n) = encode(&HostMsg::Stop, &mut buf) {
-            let _ = w.write_all(&buf[..n]);
-        }
-    }
     tracing::info!("bridge stopped");
     Ok(())
 }
@@ -211,6 +210,7 @@ fn serve(
     shared: &Arc<Shared>,
     file: File,
     telemetry: &zenoh::pubsub::Publisher<'_>,
+    stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     let reader = file.try_clone()?;
     shared.lock().writer = Some(file);
@@ -241,7 +241,7 @@ fn serve(
     let mut ping: Option<(u32, Instant)> = None;
     let mut nonce = 1000u32;
     let mut buf = [0u8; TelemetryMsg::MAX_LEN];
-    while !STOP.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) {
         if last_sync.elapsed() > Duration::from_secs(1) && ping.is_none() {
             nonce = nonce.wrapping_add(1);
             ping = Some((nonce, link.send(&HostMsg::Ping { nonce })?));
@@ -317,6 +317,9 @@ fn serve(
             }
         }
     }
+    // Asked to stop: command the motors off now rather than leaving it to
+    // the firmware's timeout.
+    link.send(&HostMsg::Stop)?;
     Ok(())
 }
 

@@ -29,12 +29,25 @@ use serde::Serialize;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use crate::firmware_session::FirmwareKind;
 
+/// Where the bridge runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BridgeMode {
+    /// `offramp bridge` as its own process, as deployed.
+    Process,
+    /// The same bridge on a thread with its own zenoh session (for a
+    /// cross-built binary under qemu-user, which cannot exec itself).
+    Thread,
+}
+
 pub struct DemoArgs {
     pub firmware: FirmwareKind,
+    pub bridge: BridgeMode,
     pub elf: Option<PathBuf>,
     pub engines: PathBuf,
     pub episodes: usize,
@@ -157,49 +170,124 @@ fn relay(
     Ok(())
 }
 
-/// `offramp bridge` as a child process; killed when dropped.
-pub struct BridgeProcess(pub Child);
+/// The bridge: `offramp bridge` as a child process (killed when dropped),
+/// or a thread.
+pub enum Bridge {
+    Process(Child),
+    Thread {
+        stop: Arc<AtomicBool>,
+        handle: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+    },
+}
 
-impl BridgeProcess {
-    pub fn spawn(device: &Path, robot: &str, connect: &str) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("locating the offramp binary")?;
-        let child = Command::new(exe)
-            .args(["--log", "warn", "bridge", "--serial"])
-            .arg(device)
-            .args(["--robot", robot, "--connect", connect])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting `offramp bridge`")?;
-        Ok(Self(child))
+impl Bridge {
+    pub fn spawn(
+        mode: BridgeMode,
+        device: &Path,
+        robot: &str,
+        connect: &str,
+    ) -> anyhow::Result<Self> {
+        match mode {
+            BridgeMode::Process => {
+                let exe = std::env::current_exe().context("locating the offramp binary")?;
+                let child = Command::new(exe)
+                    .args(["--log", "warn", "bridge", "--serial"])
+                    .arg(device)
+                    .args(["--robot", robot, "--connect", connect])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .context("starting `offramp bridge`")?;
+                Ok(Self::Process(child))
+            }
+            BridgeMode::Thread => {
+                let args = crate::bridge::BridgeArgs {
+                    serial: device.to_path_buf(),
+                    baud: 115_200,
+                    robot: robot.to_string(),
+                    zenoh: ZenohOptions {
+                        connect: vec![connect.to_string()],
+                        ..Default::default()
+                    },
+                };
+                let stop = Arc::new(AtomicBool::new(false));
+                let flag = stop.clone();
+                let handle = std::thread::Builder::new()
+                    .name("offramp-bridge".into())
+                    .spawn(move || crate::bridge::serve_until(&args, &flag))?;
+                Ok(Self::Thread {
+                    stop,
+                    handle: Some(handle),
+                })
+            }
+        }
     }
 
-    /// Asks it to stop (SIGTERM: it commands the motors off) and waits.
-    pub fn stop(mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
+    /// Why it is no longer running, if it is not.
+    fn exited(&mut self) -> Option<String> {
+        match self {
+            Self::Process(c) => match c.try_wait() {
+                Ok(Some(status)) => Some(format!("exited with {status}")),
+                _ => None,
+            },
+            Self::Thread { handle, .. } => {
+                if !handle.as_ref().is_some_and(|h| h.is_finished()) {
+                    return None;
+                }
+                match handle.take().map(|h| h.join()) {
+                    Some(Ok(Err(e))) => Some(format!("failed: {e:#}")),
+                    _ => Some("stopped".into()),
+                }
             }
-            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Asks it to stop (it commands the motors off) and waits.
+    pub fn stop(mut self) {
+        match &mut self {
+            Self::Process(c) => {
+                let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = c.try_wait() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            Self::Thread { stop, handle } => {
+                stop.store(true, Ordering::Relaxed);
+                if let Some(h) = handle.take() {
+                    let _ = h.join();
+                }
+            }
         }
     }
 }
 
-impl Drop for BridgeProcess {
+impl Drop for Bridge {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        match self {
+            Self::Process(c) => {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            Self::Thread { stop, handle } => {
+                stop.store(true, Ordering::Relaxed);
+                if let Some(h) = handle.take() {
+                    let _ = h.join();
+                }
+            }
+        }
     }
 }
 
 /// Waits for telemetry that shows the bridge connected to the firmware.
 fn wait_for_bridge(
     link: &RuntimeLink,
-    bridge: &mut BridgeProcess,
+    bridge: &mut Bridge,
     timeout: Duration,
 ) -> anyhow::Result<TelemetryMsg> {
     let deadline = Instant::now() + timeout;
@@ -209,8 +297,8 @@ fn wait_for_bridge(
                 return Ok(t);
             }
         }
-        if let Ok(Some(status)) = bridge.0.try_wait() {
-            anyhow::bail!("`offramp bridge` exited with {status} before the link came up");
+        if let Some(why) = bridge.exited() {
+            anyhow::bail!("the bridge {why} before the link came up");
         }
     }
     anyhow::bail!("no telemetry through the bridge within {timeout:?}")
@@ -238,7 +326,7 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<DemoReport> {
     let keys = Keys::new(&a.robot)?;
     let validity = Duration::from_millis(200);
     let mut link = RuntimeLink::open(session, keys, validity, a.cmd_vel)?;
-    let mut bridge = BridgeProcess::spawn(&fw.device, &a.robot, &endpoint)?;
+    let mut bridge = Bridge::spawn(a.bridge, &fw.device, &a.robot, &endpoint)?;
     let first = wait_for_bridge(&link, &mut bridge, Duration::from_secs(20))?;
     let rejected_before = first.firmware.counters.rejected();
     tracing::info!(device = %fw.device.display(), %endpoint, "bridge and firmware up");

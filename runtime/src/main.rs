@@ -2,6 +2,7 @@
 
 mod bridge;
 mod build_cmd;
+mod bundle_cmd;
 mod calibrate_cmd;
 mod demo;
 mod engine_bench;
@@ -49,6 +50,9 @@ enum Command {
         /// Which firmware closes the loop.
         #[arg(long, value_enum, default_value = "host")]
         firmware: demo::FirmwareKind,
+        /// Where the serial bridge runs.
+        #[arg(long, value_enum, default_value = "process")]
+        bridge: demo::BridgeMode,
         /// Firmware image for `--firmware qemu` (default: build it).
         #[arg(long)]
         elf: Option<PathBuf>,
@@ -86,6 +90,23 @@ enum Command {
         baud: u32,
         #[command(flatten)]
         zenoh: ZenohArgs,
+    },
+    /// Package the aarch64 binary, an engine set, configs, systemd units and
+    /// an install script into one file for the robot.
+    Bundle {
+        /// Only `jetson` (aarch64-unknown-linux-gnu, JetPack 5 and 6).
+        #[arg(long, default_value = "jetson")]
+        target: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// The aarch64 binary (default: $CARGO_TARGET_DIR or ./target,
+        /// aarch64-unknown-linux-gnu/release/offramp).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        #[arg(long, default_value = "engines/demo")]
+        engines: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
     /// Build an engine set from ONNX segments (a directory with model.toml).
     Build {
@@ -302,6 +323,9 @@ enum BenchCommand {
         /// CPU-hog threads during the deadline run (default: one per core).
         #[arg(long)]
         hogs: Option<usize>,
+        /// Frame period of the deadline run (a camera's rate; 0: back to back).
+        #[arg(long, default_value_t = 2.0)]
+        period_ms: f64,
     },
     /// Per-segment latency: the CPU backend (tract) against onnxruntime on the
     /// same ONNX files, single-threaded, in one run.
@@ -426,6 +450,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Demo {
             firmware,
+            bridge,
             elf,
             engines,
             episodes,
@@ -441,6 +466,7 @@ fn main() -> anyhow::Result<()> {
             }
             let report = demo::run(&demo::DemoArgs {
                 firmware,
+                bridge,
                 elf,
                 engines,
                 episodes,
@@ -513,11 +539,13 @@ fn main() -> anyhow::Result<()> {
                     frames,
                     deadline_ms,
                     hogs,
+                    period_ms,
                 },
         } => {
             let hogs =
                 hogs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-            let report = runtime_bench::run(&engines, frames.max(100), deadline_ms, hogs)?;
+            let report =
+                runtime_bench::run(&engines, frames.max(100), deadline_ms, hogs, period_ms)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Bench {
@@ -559,6 +587,30 @@ fn main() -> anyhow::Result<()> {
                 .as_deref()
                 .map(|l| (l, expert_share.clamp(0.0, 1.0)));
             sim_cmd::run_record(&cfg, episodes, first_seed, noise, &out, learner)?;
+        }
+        Command::Bundle {
+            target,
+            out,
+            binary,
+            engines,
+            json,
+        } => {
+            let r = bundle_cmd::run(&bundle_cmd::BundleArgs {
+                target,
+                out,
+                binary,
+                engines,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "wrote {} ({} files; binary needs glibc {})",
+                    r.out,
+                    r.files.len(),
+                    r.glibc_required.as_deref().unwrap_or("?")
+                );
+            }
         }
         Command::Bridge {
             serial,

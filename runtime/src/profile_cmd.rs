@@ -17,7 +17,7 @@ use crate::runtime_bench::{run_frame, stream, Frame};
 use crate::sim_cmd::progress_bar;
 use crate::stats::Summary;
 use anyhow::Context;
-use offramp_engines::{BackendKind, EngineSet};
+use offramp_engines::EngineSet;
 use offramp_runtime::camera::{load_replay, CameraSpec};
 use offramp_runtime::exit_chain::{ExitChain, ExitPolicy};
 use offramp_runtime::power::energy::{energy_mj, mean_power_mw};
@@ -101,7 +101,7 @@ pub struct Projection {
 pub struct ProfileReport {
     pub engines: String,
     pub camera: String,
-    pub backend: &'static str,
+    pub backend: String,
     pub timing: &'static str,
     pub power: PowerSummary,
     pub per_exit: Vec<ExitCost>,
@@ -151,7 +151,8 @@ pub fn run(a: &ProfileArgs) -> anyhow::Result<ProfileReport> {
         a.sample_hz
     );
     let set = EngineSet::open(&a.engines)?;
-    let mut chain = ExitChain::new(&set, BackendKind::Cpu)?;
+    let backend = set.manifest.build.backend;
+    let mut chain = ExitChain::new(&set, backend)?;
     let n = chain.exits();
     let (frames, size) = frames(&a.camera, a.frames.max(1))?;
     let mut pre = Preprocessor::for_set(&set, size)?;
@@ -298,8 +299,9 @@ pub fn run(a: &ProfileArgs) -> anyhow::Result<ProfileReport> {
     let mut report = ProfileReport {
         engines: a.engines.display().to_string(),
         camera: format!("{:?}", a.camera),
-        backend: "cpu",
-        timing: "monotonic clock around each frame and each exit segment",
+        backend: format!("{backend:?}").to_lowercase(),
+        timing: "monotonic clock around each frame and each exit segment (TensorRT: \
+                 the chain synchronises its stream before reading each exit's action)",
         power,
         per_exit,
         calibrated,

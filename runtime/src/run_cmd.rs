@@ -3,7 +3,7 @@
 use crate::sim_cmd::load_config;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use offramp_engines::{BackendKind, EngineSet};
+use offramp_engines::EngineSet;
 use offramp_runtime::camera::{self, CameraSpec, CommandSlot};
 use offramp_runtime::exit_chain::{ExitChain, ExitPolicy, FrameOutcome};
 use offramp_runtime::recorder::Recorder;
@@ -92,7 +92,8 @@ pub struct RunReport {
 pub fn run(a: &RunArgs) -> anyhow::Result<RunReport> {
     let cfg = load_config(a.config.as_deref())?;
     let set = EngineSet::open(&a.engines)?;
-    let chain = ExitChain::new(&set, BackendKind::Cpu)?;
+    // The backend the set was built for: CPU (tract) or TensorRT plans.
+    let chain = ExitChain::new(&set, set.manifest.build.backend)?;
     let n = chain.exits();
     let policy = match a.fixed_exit {
         Some(k) if (1..=n).contains(&k) => ExitPolicy::Fixed(k - 1),

@@ -42,6 +42,12 @@ pub struct RuntimeBench {
 pub struct Contention {
     pub hog_threads: usize,
     pub realtime_priority: bool,
+    /// Frames start on this period, as from a camera. Back to back, a
+    /// SCHED_FIFO thread that never sleeps hits the kernel's real-time
+    /// throttling (sched_rt_runtime_us: 950 ms of every second) and is
+    /// stopped for 50 ms once a second: a miss that says nothing about the
+    /// runtime.
+    pub frame_period_ms: f64,
     pub deadline_ms: f64,
     pub frames: usize,
     pub deadline_misses: usize,
@@ -102,6 +108,7 @@ pub fn run(
     frames: usize,
     deadline_ms: f64,
     hogs: usize,
+    period_ms: f64,
 ) -> anyhow::Result<RuntimeBench> {
     let cfg = SimConfig::default();
     let set = EngineSet::open(engines)?;
@@ -162,10 +169,13 @@ pub fn run(
         .collect();
     let rt = realtime();
     let d = Duration::from_secs_f64(deadline_ms / 1e3);
+    let period = Duration::from_secs_f64(period_ms.max(0.0) / 1e3);
     let (mut misses, mut cuts, mut exits, mut lat) = (0, 0, 0u64, Vec::with_capacity(frames));
     let bar = progress_bar(frames as u64, "contention");
+    let mut next = Instant::now();
     for k in 0..frames {
         let f = &frames_v[k % frames_v.len()];
+        next += period;
         let t0 = Instant::now();
         let o = run_frame(&mut early, &mut pre, f, ExitPolicy::Criterion, Some(t0 + d))?;
         let dt = t0.elapsed();
@@ -174,6 +184,12 @@ pub fn run(
         exits += o.exit as u64;
         lat.push(dt.as_secs_f64() * 1e3);
         bar.inc(1);
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            next = now;
+        }
     }
     bar.finish_and_clear();
     stop.store(true, Ordering::Relaxed);
@@ -194,6 +210,7 @@ pub fn run(
         contention: Contention {
             hog_threads: hogs,
             realtime_priority: rt,
+            frame_period_ms: period_ms,
             deadline_ms,
             frames,
             deadline_misses: misses,

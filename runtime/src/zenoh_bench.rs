@@ -132,6 +132,7 @@ pub fn run(iters: usize, engines: PathBuf, demo_episodes: usize) -> anyhow::Resu
     let (frame_to_applied_ms, frame_to_sent_ms) = if demo_episodes > 0 {
         let r = demo::run(&DemoArgs {
             firmware: FirmwareKind::Host,
+            bridge: demo::BridgeMode::Process,
             elf: None,
             engines,
             episodes: demo_episodes,

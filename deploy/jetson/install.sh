@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs an offramp bundle on a Jetson (JetPack 5 or 6): the binary and
+# engine sets under /opt/offramp, settings under /etc/offramp, and the two
+# systemd units. Run from the unpacked bundle: sudo ./install.sh
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+[ "$(id -u)" = 0 ] || { echo "run as root (sudo ./install.sh)" >&2; exit 1; }
+arch=$(uname -m)
+[ "$arch" = aarch64 ] || { echo "this bundle is for aarch64 (Jetson); this machine is $arch" >&2; exit 1; }
+if [ -r /etc/nv_tegra_release ]; then
+  echo "L4T: $(head -n1 /etc/nv_tegra_release)"
+fi
+install -d /opt/offramp/bin /opt/offramp/engines /etc/offramp/zenoh
+install -m 755 "$here/bin/offramp" /opt/offramp/bin/offramp
+cp -r "$here/engines/." /opt/offramp/engines/
+install -m 644 "$here"/config/zenoh/*.json5 /etc/offramp/zenoh/
+install -m 755 "$here/config/zenoh/make-certs.sh" /etc/offramp/zenoh/
+# Keep an edited env file.
+[ -e /etc/offramp/offramp.env ] || install -m 644 "$here/config/offramp.env" /etc/offramp/offramp.env
+install -m 644 "$here"/systemd/*.service /etc/systemd/system/
+systemctl daemon-reload
+/opt/offramp/bin/offramp --version
+cat <<MSG
+Installed. Next:
+  1. Edit /etc/offramp/offramp.env (camera, serial device, robot name).
+  2. Optional, TensorRT: /opt/offramp/bin/offramp build --backend tensorrt \\
+       --onnx /opt/offramp/engines/demo --out /opt/offramp/engines/demo-trt
+     then set OFFRAMP_ENGINES=/opt/offramp/engines/demo-trt.
+  3. systemctl enable --now offramp-bridge offramp
+  4. journalctl -fu offramp
+MSG
