@@ -17,6 +17,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use zenoh::Wait;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_offramp")
@@ -147,7 +148,7 @@ fn ros2_cmd_vel_reaches_a_python_zenoh_client() {
 fn client_mode_through_a_router() {
     let ep = free_loopback_endpoint().unwrap();
     // A router (what zenohd runs, without plugins), here in the test.
-    let _router = open_session(&ZenohOptions {
+    let router = open_session(&ZenohOptions {
         mode: Some("router".into()),
         listen: vec![ep.clone()],
         ..Default::default()
@@ -172,6 +173,22 @@ fn client_mode_through_a_router() {
     args.extend(client);
     let _rt = offramp(&args, &repo());
     board.wait_moving(Duration::from_secs(30));
+    // Both declared themselves: a liveliness query through the router sees
+    // the runtime and the bridge.
+    let replies = router
+        .liveliness()
+        .get("offramp/alive/**")
+        .timeout(Duration::from_secs(2))
+        .wait()
+        .unwrap();
+    let mut alive: Vec<String> = Vec::new();
+    while let Ok(r) = replies.recv() {
+        if let Ok(s) = r.result() {
+            alive.push(s.key_expr().to_string());
+        }
+    }
+    alive.sort();
+    assert_eq!(alive, ["offramp/alive/bridge", "offramp/alive/runtime"]);
 }
 
 /// A session config like the shipped runtime-tls.json5 but with another
