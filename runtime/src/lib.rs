@@ -2,7 +2,8 @@
 //! tests and benchmarks exercise.
 //!
 //! * [`camera`]: frame sources and the newest-frame handoff.
-//! * [`preprocess`]: camera frame → model input, allocation-free.
+//! * [`preprocess`]: camera frame → model input, allocation-free (and
+//!   `cuda_preprocess`, the same on the GPU, with `--features cuda`).
 //! * [`exit_chain`]: the DeeR early-exit loop over an engine set.
 //! * [`calibrate`]: DeeR thresholds under compute, latency and memory budgets.
 //! * [`power`]: power rails and energy counters, for profiling.
@@ -16,6 +17,8 @@
 pub mod calibrate;
 pub mod camera;
 pub mod closed_loop;
+#[cfg(feature = "cuda")]
+pub mod cuda_preprocess;
 pub mod exit_chain;
 pub mod host_mcu;
 pub mod pixfmt;

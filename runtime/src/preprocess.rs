@@ -89,6 +89,25 @@ impl Taps {
     }
 }
 
+/// One axis' filter: output `i` reads `len[i]` inputs from `start[i]` with
+/// `weights[i * stride ..]`.
+pub struct AxisTaps<'a> {
+    pub start: &'a [usize],
+    pub len: &'a [usize],
+    pub stride: usize,
+    pub weights: &'a [f32],
+}
+
+/// Everything that defines a [`Preprocessor`]: sizes are (width, height).
+pub struct Tables<'a> {
+    pub src: (usize, usize),
+    pub dst: (usize, usize),
+    pub x: AxisTaps<'a>,
+    pub y: AxisTaps<'a>,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
 /// A fixed preprocessing from `src` frames to a `dst` tensor.
 #[derive(Debug, Clone)]
 pub struct Preprocessor {
@@ -155,6 +174,27 @@ impl Preprocessor {
 
     pub fn source_size(&self) -> (usize, usize) {
         self.src
+    }
+
+    /// The filter tables, for another implementation of the same
+    /// preprocessing (the CUDA kernel uploads them once).
+    pub fn tables(&self) -> Tables<'_> {
+        fn axis(t: &Taps) -> AxisTaps<'_> {
+            AxisTaps {
+                start: &t.start,
+                len: &t.len,
+                stride: t.stride,
+                weights: &t.w,
+            }
+        }
+        Tables {
+            src: self.src,
+            dst: self.dst,
+            x: axis(&self.xs),
+            y: axis(&self.ys),
+            mean: self.mean,
+            std: self.std,
+        }
     }
 
     /// Fills `out` ([1, 3, H, W]) from `frame` (HWC RGB u8).
