@@ -166,8 +166,8 @@ cargo run -q --release -p offramp -- profile --engines engines/demo --frames 200
   --report "$reports/profile"
 
 step "aarch64 build for the Jetson (one binary for JetPack 5 and 6: glibc 2.31), qemu-aarch64 smoke test, bundle"
-cargo zigbuild -q --release -p offramp --target aarch64-unknown-linux-gnu.2.31
-arm_bin=$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release/offramp
+cargo zigbuild -q --profile jetson -p offramp --target aarch64-unknown-linux-gnu.2.31
+arm_bin=$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/jetson/offramp
 glibc=$(readelf -V "$arm_bin" | grep -o 'GLIBC_2\.[0-9]*' | sort -V | tail -n1)
 echo "$(file -b "$arm_bin" 2>/dev/null | cut -d, -f1-2) needs $glibc"
 if [ "$(printf '%s\nGLIBC_2.31\n' "$glibc" | sort -V | tail -n1)" != GLIBC_2.31 ]; then

@@ -39,12 +39,13 @@ pub struct BundleReport {
     pub files: Vec<FileEntry>,
 }
 
-/// The default binary: a cross build under CARGO_TARGET_DIR or ./target.
+/// The default binary: the `jetson` profile's cross build under
+/// CARGO_TARGET_DIR or ./target.
 fn default_binary() -> PathBuf {
     let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target"));
-    dir.join("aarch64-unknown-linux-gnu/release/offramp")
+    dir.join("aarch64-unknown-linux-gnu/jetson/offramp")
 }
 
 /// Checks the ELF header: 64-bit little-endian AArch64 executable.
@@ -108,7 +109,7 @@ pub fn run(a: &BundleArgs) -> anyhow::Result<BundleReport> {
     let binary = a.binary.clone().unwrap_or_else(default_binary);
     let bin = std::fs::read(&binary).with_context(|| {
         format!(
-            "reading the aarch64 binary {} (build it with `cargo zigbuild --release -p offramp \
+            "reading the aarch64 binary {} (build it with `cargo zigbuild --profile jetson -p offramp \
              --target aarch64-unknown-linux-gnu.2.31`, or pass --binary)",
             binary.display()
         )

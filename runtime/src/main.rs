@@ -100,7 +100,7 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// The aarch64 binary (default: $CARGO_TARGET_DIR or ./target,
-        /// aarch64-unknown-linux-gnu/release/offramp).
+        /// aarch64-unknown-linux-gnu/jetson/offramp).
         #[arg(long)]
         binary: Option<PathBuf>,
         #[arg(long, default_value = "engines/demo")]
