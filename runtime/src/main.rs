@@ -15,6 +15,7 @@ mod runtime_bench;
 mod session;
 mod sim_cmd;
 mod stats;
+mod sweep_cmd;
 mod zenoh_bench;
 
 use anyhow::Context;
@@ -246,6 +247,32 @@ enum Command {
         /// Solve passes (the committed head state follows the thresholds).
         #[arg(long, default_value_t = 3)]
         iterations: usize,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// The success-vs-compute curve: calibrate for each budget on
+    /// calibration episodes, evaluate on held-out ones, with every fixed exit
+    /// as a reference. Writes sweep.json and a plot; the manifest is untouched.
+    CalibrateSweep {
+        #[arg(long)]
+        engines: PathBuf,
+        /// Budgets as shares of the full model's compute.
+        #[arg(long, value_delimiter = ',', default_value = "0.35,0.5,0.7")]
+        budgets: Vec<f64>,
+        #[arg(long, default_value_t = 100)]
+        calibration_episodes: usize,
+        #[arg(long, default_value_t = 200_000)]
+        calibration_seed: u64,
+        #[arg(long, default_value_t = 200)]
+        eval_episodes: usize,
+        #[arg(long, default_value_t = 0)]
+        eval_seed: u64,
+        #[arg(long, default_value_t = 3)]
+        iterations: usize,
+        #[arg(long)]
+        report: PathBuf,
         #[arg(long)]
         json: bool,
         #[arg(long)]
@@ -727,6 +754,38 @@ fn main() -> anyhow::Result<()> {
                 max_memory_mb,
             };
             calibrate_cmd::run(&cfg, &engines, &budgets, &source, iterations, json)?;
+        }
+        Command::CalibrateSweep {
+            engines,
+            budgets,
+            calibration_episodes,
+            calibration_seed,
+            eval_episodes,
+            eval_seed,
+            iterations,
+            report,
+            json,
+            config,
+        } => {
+            let cfg = sim_cmd::load_config(config.as_deref())?;
+            let s = sweep_cmd::run(
+                &cfg,
+                &sweep_cmd::SweepArgs {
+                    engines,
+                    budgets,
+                    calibration_episodes: calibration_episodes.max(1),
+                    calibration_seed,
+                    eval_episodes: eval_episodes.max(1),
+                    eval_seed,
+                    iterations,
+                    report,
+                },
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                sweep_cmd::print_human(&s);
+            }
         }
         Command::Sim {
             command:
