@@ -29,6 +29,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 use zenoh::Wait;
 
+/// How often the firmware clock is re-synced. A microcontroller's clock
+/// drifts against the host's, and an emulated one loses ticks when its host
+/// is busy (QEMU on a loaded machine lost 300 ms in a second): deadlines in
+/// the firmware's time base stay right only if the estimate is fresh. The
+/// firmware refuses a deadline more than 500 ms ahead and commands are valid
+/// for 200 ms, so an estimate at most 200 ms old can never be refused.
+const RESYNC_EVERY: Duration = Duration::from_millis(200);
+
 pub struct BridgeArgs {
     pub serial: PathBuf,
     pub baud: u32,
@@ -226,6 +234,10 @@ fn serve(
         .map_err(|e| anyhow::anyhow!("no telemetry or boot message from the firmware: {e:?}"))?;
     shared.next_seq.fetch_max(next, Ordering::Relaxed);
     let (clock, rtt) = sync_clock(&mut link, 8)?;
+    // Arm before actions may flow (a set clock is what lets the callback
+    // forward): a Drive ahead of the Arm would be refused as not armed, and
+    // an Arm behind a Drive as a replay.
+    arm(shared, &mut link)?;
     {
         let mut s = shared.lock();
         s.clock = Some(clock);
@@ -233,7 +245,6 @@ fn serve(
         s.counters.link_up = true;
         s.counters.connects += 1;
     }
-    arm(shared, &mut link)?;
     tracing::info!(rtt_us = rtt, next_seq = next, "firmware link up, armed");
     let mut last_sync = Instant::now();
     let mut last_heard = Instant::now();
@@ -242,7 +253,9 @@ fn serve(
     let mut nonce = 1000u32;
     let mut buf = [0u8; TelemetryMsg::MAX_LEN];
     while !stop.load(Ordering::Relaxed) {
-        if last_sync.elapsed() > Duration::from_secs(1) && ping.is_none() {
+        // A pong lost to line noise must not stop the resyncs.
+        let ping_free = ping.is_none_or(|(_, at)| at.elapsed() > Duration::from_secs(1));
+        if last_sync.elapsed() > RESYNC_EVERY && ping_free {
             nonce = nonce.wrapping_add(1);
             ping = Some((nonce, link.send(&HostMsg::Ping { nonce })?));
             last_sync = Instant::now();
@@ -298,18 +311,18 @@ fn serve(
             }
             Ok(McuMsg::Boot(b)) => {
                 tracing::warn!(cause = ?b.reset_cause, "firmware rebooted: re-syncing and re-arming");
+                // Hold actions until the new boot is synced and armed.
+                shared.lock().clock = None;
                 shared.next_seq.store(1, Ordering::Relaxed);
                 let (clock, rtt) = sync_clock(&mut link, 4)?;
-                {
-                    let mut s = shared.lock();
-                    s.clock = Some(clock);
-                    s.one_way_us = rtt / 2;
-                    s.in_flight.clear();
-                }
                 arm(shared, &mut link)?;
+                let mut s = shared.lock();
+                s.clock = Some(clock);
+                s.one_way_us = rtt / 2;
+                s.in_flight.clear();
             }
             Ok(McuMsg::Rejected { reason, seq }) => {
-                tracing::debug!(?reason, ?seq, "firmware rejected a command");
+                tracing::warn!(?reason, ?seq, "firmware rejected a command");
             }
             Err(e) => {
                 tracing::debug!(?e, "corrupt frame from the firmware");

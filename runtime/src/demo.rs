@@ -82,8 +82,9 @@ pub struct DemoReport {
     pub deadline_ms: Option<f64>,
     pub deadline_misses: u64,
     pub commands_sent: u64,
-    /// Rejections the firmware counted during the demo.
+    /// Rejections the firmware counted during the demo, and why.
     pub commands_rejected: u32,
+    pub rejections: Vec<(String, u32)>,
     pub bridge: BridgeCounters,
     /// After the last command: firmware clock from it to the outputs zeroed.
     pub timeout_to_stop_ms: Option<f64>,
@@ -284,6 +285,32 @@ impl Drop for Bridge {
     }
 }
 
+/// Per-reason rejection counts between two telemetry reports.
+fn rejection_reasons(
+    a: &offramp_protocol::Counters,
+    b: &offramp_protocol::Counters,
+) -> Vec<(String, u32)> {
+    let pairs = [
+        ("stale", a.stale, b.stale),
+        ("deadline_too_far", a.deadline_too_far, b.deadline_too_far),
+        ("replay", a.replay, b.replay),
+        ("out_of_range", a.out_of_range, b.out_of_range),
+        ("not_armed", a.not_armed, b.not_armed),
+        (
+            "corrupt_frames",
+            a.cobs + a.crc + a.decode + a.too_short + a.overflow,
+            b.cobs + b.crc + b.decode + b.too_short + b.overflow,
+        ),
+        ("version", a.version, b.version),
+        ("unsupported", a.unsupported, b.unsupported),
+    ];
+    pairs
+        .iter()
+        .filter(|(_, x, y)| y > x)
+        .map(|(n, x, y)| (n.to_string(), y - x))
+        .collect()
+}
+
 /// Waits for telemetry that shows the bridge connected to the firmware.
 fn wait_for_bridge(
     link: &RuntimeLink,
@@ -461,6 +488,7 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<DemoReport> {
         deadline_misses: misses,
         commands_sent: sent,
         commands_rejected: stop.firmware.counters.rejected() - rejected_before,
+        rejections: rejection_reasons(&first.firmware.counters, &stop.firmware.counters),
         bridge: stop.bridge,
         timeout_to_stop_ms: Some(stop.firmware.last_timeout_stop_us as f64 / 1e3),
         final_motor_state: format!("{:?}", stop.firmware.state),

@@ -511,8 +511,9 @@ fn main() -> anyhow::Result<()> {
             }
             if report.commands_rejected > 0 {
                 anyhow::bail!(
-                    "the firmware rejected {} commands",
-                    report.commands_rejected
+                    "the firmware rejected {} commands ({:?})",
+                    report.commands_rejected,
+                    report.rejections
                 );
             }
         }
