@@ -49,8 +49,11 @@ pub struct FrameOutcome {
     pub ran: usize,
     /// RMS delta against the previous exit (NaN: not computed or bad).
     pub deltas: [f32; MAX_EXITS],
-    /// Seconds spent in segment i plus its head evaluation.
+    /// Seconds spent in segment i plus its head evaluation (host clock).
     pub exit_seconds: [f32; MAX_EXITS],
+    /// The same on the device, from CUDA events (GPU backends; NaN on the
+    /// CPU backend).
+    pub device_seconds: [f32; MAX_EXITS],
     /// Some exit produced a NaN/Inf.
     pub nonfinite: bool,
     /// The action is stop because the deepest exit run was bad.
@@ -315,11 +318,14 @@ impl ExitChain {
             ran: 0,
             deltas: [f32::NAN; MAX_EXITS],
             exit_seconds: [0.0; MAX_EXITS],
+            device_seconds: [f32::NAN; MAX_EXITS],
             nonfinite: false,
             stopped: false,
             heads: 0,
             deadline_cut: false,
         };
+        // Device time is read per exit below; drop what came before.
+        self.chain.take_device_seconds();
         let fixed = match (policy, self.kind) {
             (ExitPolicy::Fixed(k), _) => Some(k.min(self.n - 1)),
             (ExitPolicy::Criterion, CriterionKind::Fixed) => Some(self.n - 1),
@@ -362,6 +368,7 @@ impl ExitChain {
                 true
             };
             out.exit_seconds[i] = t0.elapsed().as_secs_f32();
+            out.device_seconds[i] = self.chain.take_device_seconds().unwrap_or(f32::NAN);
             out.ran = i + 1;
             if want_head && fixed.is_none() {
                 self.latency.record(i, out.exit_seconds[i]);

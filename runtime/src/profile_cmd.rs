@@ -61,8 +61,10 @@ pub struct ExitCost {
     pub exit: usize,
     pub mmacs_cumulative: f64,
     pub frames: usize,
-    /// This exit's segment + head alone, ms.
+    /// This exit's segment + head alone, ms (host clock).
     pub segment_ms: Option<Summary>,
+    /// The same from CUDA events on the device (GPU backends only).
+    pub segment_device_ms: Option<Summary>,
     /// Whole frames forced to stop here, ms.
     pub frame_ms: Option<Summary>,
     pub mean_power_mw: Option<f64>,
@@ -183,6 +185,7 @@ pub fn run(a: &ProfileArgs) -> anyhow::Result<ProfileReport> {
     let per_block = Duration::from_secs_f64(a.block_seconds.max(0.01) / rounds as f64);
     let mut blocks: Vec<Vec<(f64, f64, usize)>> = vec![Vec::new(); n];
     let mut seg_ms: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut seg_dev_ms: Vec<Vec<f64>> = vec![Vec::new(); n];
     let mut frame_ms: Vec<Vec<f64>> = vec![Vec::new(); n];
     let bar = progress_bar((rounds * n) as u64, "exit blocks");
     let mut cursor = 0usize;
@@ -197,6 +200,9 @@ pub fn run(a: &ProfileArgs) -> anyhow::Result<ProfileReport> {
                 let o = run_frame(&mut chain, &mut pre, f, ExitPolicy::Fixed(k), None)?;
                 frame_ms[k].push(t0.elapsed().as_secs_f64() * 1e3);
                 seg_ms[k].push(o.exit_seconds[k] as f64 * 1e3);
+                if o.device_seconds[k].is_finite() {
+                    seg_dev_ms[k].push(o.device_seconds[k] as f64 * 1e3);
+                }
                 count += 1;
             }
             blocks[k].push((start, now(), count));
@@ -237,6 +243,7 @@ pub fn run(a: &ProfileArgs) -> anyhow::Result<ProfileReport> {
                 mmacs_cumulative: macs_table.get(k).copied().unwrap_or(0) as f64 / 1e6,
                 frames,
                 segment_ms: Summary::of(&seg_ms[k]),
+                segment_device_ms: Summary::of(&seg_dev_ms[k]),
                 frame_ms: Summary::of(&frame_ms[k]),
                 mean_power_mw: e.map(|e| e / secs),
                 energy_per_frame_mj: e.map(|e| e / frames as f64),
@@ -300,8 +307,12 @@ pub fn run(a: &ProfileArgs) -> anyhow::Result<ProfileReport> {
         engines: a.engines.display().to_string(),
         camera: format!("{:?}", a.camera),
         backend: format!("{backend:?}").to_lowercase(),
-        timing: "monotonic clock around each frame and each exit segment (TensorRT: \
-                 the chain synchronises its stream before reading each exit's action)",
+        timing: if backend == offramp_engines::BackendKind::Cpu {
+            "monotonic clock around each frame and each exit segment"
+        } else {
+            "monotonic clock around each frame and exit; CUDA events around each \
+             engine run on the device (segment_device_ms)"
+        },
         power,
         per_exit,
         calibrated,

@@ -330,6 +330,7 @@ mod tests {
             ran: i % 4 + 1,
             deltas,
             exit_seconds: [1e-4; MAX_EXITS],
+            device_seconds: [f32::NAN; MAX_EXITS],
             nonfinite: i % 7 == 0,
             stopped: false,
             heads: 2,

@@ -31,6 +31,9 @@ pub struct Chain {
     head_outputs: Vec<Vec<f32>>,
     /// Time spent inside engines since the last `take_engine_time`.
     engine_time: std::time::Duration,
+    /// Device time (CUDA events) since the last `take_device_seconds`;
+    /// negative while no engine reported any.
+    device_time: f32,
 }
 
 /// Builds the engines of one set with one backend.
@@ -189,6 +192,7 @@ impl Chain {
             head_state: state,
             head_outputs: buffers(&h.outputs),
             engine_time: std::time::Duration::ZERO,
+            device_time: -1.0,
         })
     }
 
@@ -225,7 +229,17 @@ impl Chain {
         let t0 = std::time::Instant::now();
         let r = stage.engine.run(&ins[..n_in], &mut outs[..n_out]);
         self.engine_time += t0.elapsed();
+        if let Some(d) = stage.engine.device_seconds() {
+            self.device_time = self.device_time.max(0.0) + d;
+        }
         r
+    }
+
+    /// Device time of the engines run since the last call (GPU backends,
+    /// from CUDA events); `None` when none reported any (the CPU backend).
+    pub fn take_device_seconds(&mut self) -> Option<f32> {
+        let t = std::mem::replace(&mut self.device_time, -1.0);
+        (t >= 0.0).then_some(t)
     }
 
     /// Time spent inside the engines (backend code) since the last call:
@@ -279,6 +293,9 @@ impl Chain {
         let t0 = std::time::Instant::now();
         let r = self.head.run(&ins, &mut outs[..n]);
         self.engine_time += t0.elapsed();
+        if let Some(d) = self.head.device_seconds() {
+            self.device_time = self.device_time.max(0.0) + d;
+        }
         r?;
         Ok((
             &self.head_outputs[self.head_action],

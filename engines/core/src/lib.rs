@@ -37,4 +37,11 @@ pub use sha::sha256_file;
 /// order and shapes of the manifest; the caller owns every buffer.
 pub trait Engine: Send {
     fn run(&mut self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) -> Result<()>;
+
+    /// Device time of the last `run` (copies in, the kernels, copies out),
+    /// from CUDA events, for backends that run on a GPU; `None` on the CPU,
+    /// whose time is the host clock's.
+    fn device_seconds(&self) -> Option<f32> {
+        None
+    }
 }

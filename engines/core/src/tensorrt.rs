@@ -196,7 +196,8 @@ mod imp {
 #[cfg(offramp_trt_shim)]
 mod imp {
     use super::*;
-    use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+    use cudarc::driver::sys::CUevent_flags;
+    use cudarc::driver::{CudaContext, CudaEvent, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
     use std::ffi::{c_char, c_int, c_void, CStr, CString};
     use std::path::PathBuf;
     use std::sync::{Arc, OnceLock};
@@ -350,6 +351,13 @@ mod imp {
                 backend: "tensorrt",
                 message,
             };
+            let event = || {
+                self.shared
+                    ._ctx
+                    .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                    .map_err(|e| load_err(format!("CUDA event: {e}")))
+            };
+            let (started, finished) = (event()?, event()?);
             let plan = std::fs::read(path).map_err(|source| Error::Io {
                 path: path.to_path_buf(),
                 source,
@@ -368,6 +376,9 @@ mod imp {
                 context: std::ptr::null_mut(),
                 inputs: Vec::new(),
                 outputs: Vec::new(),
+                started,
+                finished,
+                last_device_seconds: None,
             };
             let io = e.io().map_err(load_err)?;
             check_io(&io, inputs, outputs).map_err(load_err)?;
@@ -491,6 +502,11 @@ mod imp {
         context: *mut RawContext,
         inputs: Vec<(CString, CudaSlice<f32>)>,
         outputs: Vec<(CString, CudaSlice<f32>)>,
+        /// Timing events around each run (timing enabled: cudarc's default
+        /// event disables it).
+        started: CudaEvent,
+        finished: CudaEvent,
+        last_device_seconds: Option<f32>,
     }
 
     // SAFETY: an engine and its context are used by one thread at a time
@@ -559,6 +575,10 @@ mod imp {
                 return Err(err("the activation scratch was never set".into()));
             }
             let stream = &self.shared.stream;
+            self.last_device_seconds = None;
+            self.started
+                .record(stream)
+                .map_err(|e| err(format!("recording a CUDA event: {e}")))?;
             for (host, (name, dev)) in inputs.iter().zip(self.inputs.iter_mut()) {
                 stream
                     .memcpy_htod(*host, dev)
@@ -574,9 +594,22 @@ mod imp {
                     .memcpy_dtoh(dev, &mut **host)
                     .map_err(|e| err(format!("copying {name:?} from the GPU: {e}")))?;
             }
+            self.finished
+                .record(stream)
+                .map_err(|e| err(format!("recording a CUDA event: {e}")))?;
             stream
                 .synchronize()
-                .map_err(|e| err(format!("stream synchronize: {e}")))
+                .map_err(|e| err(format!("stream synchronize: {e}")))?;
+            self.last_device_seconds = self
+                .started
+                .elapsed_ms(&self.finished)
+                .ok()
+                .map(|ms| ms / 1e3);
+            Ok(())
+        }
+
+        fn device_seconds(&self) -> Option<f32> {
+            self.last_device_seconds
         }
     }
 }
