@@ -59,7 +59,7 @@ pub fn run(elf: &Path, commands: u32, trials: u32) -> anyhow::Result<BenchReport
     // every command's latency is observed.
     let mut fw = Firmware::boot(elf, Clock::RealTime)?;
     let boot = fw.boot_message()?;
-    let (clock, _) = sync(&mut fw, 0)?;
+    let (mut clock, _) = sync(&mut fw, 0)?;
     fw.send(&HostMsg::Arm { seq: 1 })?;
     let mut lat = Vec::new();
     let mut rtt = Vec::new();
@@ -79,7 +79,10 @@ pub fn run(elf: &Path, commands: u32, trials: u32) -> anyhow::Result<BenchReport
             },
         )?;
         lat.push(t.last_apply_latency_us as f64);
-        let (_, r) = sync(&mut fw, 1000 + i)?;
+        // Re-sync every command: QEMU's guest clock loses ticks while its
+        // host is busy, and a stale estimate puts deadlines too far ahead.
+        let (c, r) = sync(&mut fw, 1000 + i)?;
+        clock = c;
         rtt.push(r);
     }
     drop(fw);
