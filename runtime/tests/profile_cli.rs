@@ -56,7 +56,9 @@ fn profile_with_ina3221_attributes_energy_and_writes_the_report() {
     assert!(ok, "{err}");
     // The fixture's VDD_IN: 5072 mV × 1128 mA.
     let vdd_in = 5072.0 * 1128.0 / 1000.0;
-    assert_eq!(j["power"]["idle_mw"].as_f64().unwrap(), vdd_in);
+    // A constant trace integrates back to itself (up to summation rounding).
+    let idle = j["power"]["idle_mw"].as_f64().unwrap();
+    assert!((idle / vdd_in - 1.0).abs() < 1e-9, "{idle} vs {vdd_in}");
     assert_eq!(j["power"]["read_errors"], 0);
     let per_exit = j["per_exit"].as_array().unwrap();
     assert_eq!(per_exit.len(), 4);
