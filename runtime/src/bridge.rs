@@ -342,24 +342,11 @@ fn arm(shared: &Shared, link: &mut FirmwareLink<SharedWriter>) -> anyhow::Result
     Ok(())
 }
 
-/// Best of `n` pings: (clock, round trip µs).
+/// Best of `n` pings: (clock, shortest round trip µs).
 fn sync_clock(link: &mut FirmwareLink<SharedWriter>, n: u32) -> anyhow::Result<(ClockSync, u64)> {
-    let mut best: Option<(Duration, ClockSync)> = None;
-    for nonce in 0..n {
-        let sent = link.send(&HostMsg::Ping { nonce })?;
-        let (up, at) = link
-            .wait_for(Duration::from_millis(500), |m, at| match m {
-                McuMsg::Pong(p) if p.nonce == nonce => Some((p.uptime_us, at)),
-                _ => None,
-            })
-            .map_err(|e| anyhow::anyhow!("no pong from the firmware: {e:?}"))?;
-        let rtt = at.duration_since(sent);
-        if best.is_none_or(|(b, _)| rtt < b) {
-            best = Some((rtt, ClockSync::from_ping(sent, up, at)));
-        }
-    }
-    let (rtt, c) = best.context("no clock sync")?;
-    Ok((c, rtt.as_micros() as u64))
+    let (clock, rtts) = crate::session::sync_clock(link, n, Duration::from_millis(500))?;
+    let best = rtts.iter().copied().fold(f64::INFINITY, f64::min);
+    Ok((clock, best as u64))
 }
 
 /// The subscriber callback: one action in, at most one frame out.
@@ -409,10 +396,8 @@ fn on_action(shared: &Shared, bytes: &[u8]) {
         s.counters.no_link += 1;
         return;
     }
-    let hop_us = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-        - (m.sent_unix_ns / 1000) as i64;
+    let hop_us =
+        (zenoh_link::unix_ns(SystemTime::now()) / 1000) as i64 - (m.sent_unix_ns / 1000) as i64;
     s.in_flight.push_back(InFlight {
         fw_seq: seq,
         action_seq: m.seq,

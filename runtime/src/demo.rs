@@ -258,12 +258,8 @@ impl Bridge {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
-            Self::Thread { stop, handle } => {
-                stop.store(true, Ordering::Relaxed);
-                if let Some(h) = handle.take() {
-                    let _ = h.join();
-                }
-            }
+            // Dropping the thread's handle stops and joins it (below).
+            Self::Thread { .. } => {}
         }
     }
 }

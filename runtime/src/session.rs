@@ -124,6 +124,33 @@ pub struct Connected {
     pub rtts: Vec<f64>,
 }
 
+/// Syncs the firmware clock on the ping with the shortest round trip out of
+/// `pings`; returns it and every round trip (µs).
+pub fn sync_clock<W: Write>(
+    link: &mut FirmwareLink<W>,
+    pings: u32,
+    timeout: Duration,
+) -> anyhow::Result<(ClockSync, Vec<f64>)> {
+    let mut rtts = Vec::new();
+    let mut best: Option<(Duration, ClockSync)> = None;
+    for nonce in 0..pings.max(1) {
+        let sent = link.send(&HostMsg::Ping { nonce })?;
+        let (uptime, at) = link
+            .wait_for(timeout, |m, at| match m {
+                McuMsg::Pong(p) if p.nonce == nonce => Some((p.uptime_us, at)),
+                _ => None,
+            })
+            .map_err(|e| anyhow::anyhow!("no pong from the firmware within {timeout:?}: {e}"))?;
+        let rtt = at.duration_since(sent);
+        rtts.push(rtt.as_secs_f64() * 1e6);
+        if best.is_none_or(|(b, _)| rtt < b) {
+            best = Some((rtt, ClockSync::from_ping(sent, uptime, at)));
+        }
+    }
+    let clock = best.map(|(_, c)| c).context("no clock sync")?;
+    Ok((clock, rtts))
+}
+
 /// Waits for the boot message, checks the protocol version and syncs the
 /// clock on the ping with the shortest round trip.
 pub fn connect<W: Write>(link: &mut FirmwareLink<W>, pings: u32) -> anyhow::Result<Connected> {
@@ -143,23 +170,7 @@ pub fn connect<W: Write>(link: &mut FirmwareLink<W>, pings: u32) -> anyhow::Resu
     let board = String::from_utf8_lossy(&boot.board)
         .trim_end_matches('\0')
         .to_string();
-    let mut rtts = Vec::new();
-    let mut best: Option<(Duration, ClockSync)> = None;
-    for nonce in 0..pings.max(1) {
-        let sent = link.send(&HostMsg::Ping { nonce })?;
-        let (uptime, at) = link
-            .wait_for(Duration::from_secs(2), |m, at| match m {
-                McuMsg::Pong(p) if p.nonce == nonce => Some((p.uptime_us, at)),
-                _ => None,
-            })
-            .context("waiting for a pong")?;
-        let rtt = at.duration_since(sent);
-        rtts.push(rtt.as_secs_f64() * 1e6);
-        if best.is_none_or(|(b, _)| rtt < b) {
-            best = Some((rtt, ClockSync::from_ping(sent, uptime, at)));
-        }
-    }
-    let clock = best.map(|(_, c)| c).context("no clock sync")?;
+    let (clock, rtts) = sync_clock(link, pings, Duration::from_secs(2))?;
     Ok(Connected {
         board,
         boot,

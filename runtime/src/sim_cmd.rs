@@ -172,6 +172,24 @@ pub fn preprocessor(set: &EngineSet, cfg: &SimConfig) -> anyhow::Result<Preproce
     )?)
 }
 
+/// [`evaluate`] with a progress bar over the episodes.
+pub fn evaluate_with_progress(
+    chain: &mut ExitChain,
+    pre: &mut Preprocessor,
+    cfg: &SimConfig,
+    first_seed: u64,
+    episodes: usize,
+    policy: ExitPolicy,
+    label: &str,
+) -> anyhow::Result<EvalReport> {
+    let bar = progress_bar(episodes as u64, label);
+    let r = evaluate(chain, pre, cfg, first_seed, episodes, policy, &mut || {
+        bar.inc(1)
+    })?;
+    bar.finish_and_clear();
+    Ok(r)
+}
+
 pub fn run_eval(
     cfg: &SimConfig,
     engines: &Path,
@@ -194,18 +212,10 @@ pub fn run_eval(
     }
     let mut reports: Vec<EvalReport> = Vec::new();
     for p in policies {
-        let bar = progress_bar(episodes as u64, &format!("{p:?}"));
-        let r = evaluate(
-            &mut chain,
-            &mut pre,
-            cfg,
-            first_seed,
-            episodes,
-            p,
-            &mut || bar.inc(1),
-        )?;
-        bar.finish_and_clear();
-        reports.push(r);
+        let label = format!("{p:?}");
+        reports.push(evaluate_with_progress(
+            &mut chain, &mut pre, cfg, first_seed, episodes, p, &label,
+        )?);
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&reports)?);

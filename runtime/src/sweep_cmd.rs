@@ -6,11 +6,11 @@
 //! Writes sweep.json and success_vs_compute.svg.
 
 use crate::plot::{self, Mark, Series};
-use crate::sim_cmd::{preprocessor, progress_bar};
+use crate::sim_cmd::{evaluate_with_progress, preprocessor, progress_bar};
 use anyhow::Context;
 use offramp_engines::EngineSet;
 use offramp_runtime::calibrate::{calibrate, Budget, Frames};
-use offramp_runtime::closed_loop::{evaluate, EvalReport};
+use offramp_runtime::closed_loop::EvalReport;
 use offramp_runtime::exit_chain::{ExitChain, ExitPolicy};
 use offramp_sim::SimConfig;
 use serde::Serialize;
@@ -71,18 +71,15 @@ pub fn run(cfg: &SimConfig, a: &SweepArgs) -> anyhow::Result<Sweep> {
     let full = chain.full_macs() as f64;
     let mut fixed_exits = Vec::new();
     for k in 0..n {
-        let bar = progress_bar(a.eval_episodes as u64, &format!("exit {}", k + 1));
-        let r = evaluate(
+        fixed_exits.push(evaluate_with_progress(
             &mut chain,
             &mut pre,
             cfg,
             a.eval_seed,
             a.eval_episodes,
             ExitPolicy::Fixed(k),
-            &mut || bar.inc(1),
-        )?;
-        bar.finish_and_clear();
-        fixed_exits.push(r);
+            &format!("exit {}", k + 1),
+        )?);
     }
     let mut budgets = Vec::new();
     for &b in &a.budgets {
@@ -108,17 +105,15 @@ pub fn run(cfg: &SimConfig, a: &SweepArgs) -> anyhow::Result<Sweep> {
         )?;
         bar.finish_and_clear();
         chain.set_thresholds(&c.thresholds);
-        let bar = progress_bar(a.eval_episodes as u64, &format!("evaluate {b}"));
-        let r = evaluate(
+        let r = evaluate_with_progress(
             &mut chain,
             &mut pre,
             cfg,
             a.eval_seed,
             a.eval_episodes,
             ExitPolicy::Criterion,
-            &mut || bar.inc(1),
+            &format!("evaluate {b}"),
         )?;
-        bar.finish_and_clear();
         budgets.push(BudgetPoint {
             budget_ratio: b,
             thresholds: c.thresholds.clone(),

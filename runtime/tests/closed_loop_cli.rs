@@ -2,13 +2,9 @@
 //! engine set, as a user runs them.
 
 mod common;
-use common::{demo_dir, offramp};
+use common::{bin, demo_dir, offramp};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_offramp")
-}
 
 fn check_demo(json: &str, board: &str, episodes: u64) {
     let v: serde_json::Value = serde_json::from_str(json).expect("JSON report");

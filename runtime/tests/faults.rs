@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::demo_dir;
+use common::{bin, demo_dir, Proc};
 use offramp_control::Config;
 use offramp_protocol::MotorState;
 use offramp_runtime::host_mcu::HostMcu;
@@ -16,7 +16,7 @@ use offramp_runtime::zenoh_link::{
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,10 +25,6 @@ use zenoh::Wait;
 /// The firmware's command timeout, plus scheduling slack on a loaded
 /// 2-core machine (the firmware ticks every millisecond).
 const STOP_WITHIN: Duration = Duration::from_millis(250 + 50);
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_offramp")
-}
 
 /// A motor controller behind a serial device path that can be re-pointed
 /// (as udev's /dev/serial/by-id links are).
@@ -98,23 +94,12 @@ impl Board {
     }
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    /// SIGKILL: no goodbye to anyone.
-    fn kill(mut self) -> Instant {
-        self.0.kill().unwrap();
-        let at = Instant::now();
-        let _ = self.0.wait();
-        at
-    }
+/// SIGKILL: no goodbye to anyone. Returns when it was sent.
+fn kill(mut p: Proc) -> Instant {
+    p.0.kill().unwrap();
+    let at = Instant::now();
+    let _ = p.0.wait();
+    at
 }
 
 fn bridge(device: &Path, robot: &str, connect: &str) -> Proc {
@@ -159,7 +144,7 @@ fn killing_the_runtime_stops_the_motors_and_a_restart_resumes() {
         let rt = runtime(&r, &ep);
         board.wait_running(Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(300));
-        let killed = rt.kill();
+        let killed = kill(rt);
         let took = board.stopped_after(killed);
         eprintln!("round {round}: runtime killed, motors off after {took:?}");
         assert!(took <= STOP_WITHIN, "round {round}: {took:?}");
@@ -177,7 +162,7 @@ fn killing_the_bridge_stops_the_motors_and_a_restart_resumes() {
         let b = bridge(&board.link, &r, &ep);
         board.wait_running(Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(300));
-        let killed = b.kill();
+        let killed = kill(b);
         let took = board.stopped_after(killed);
         eprintln!("round {round}: bridge killed, motors off after {took:?}");
         assert!(took <= STOP_WITHIN, "round {round}: {took:?}");

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::demo_dir;
+use common::{bin, demo_dir, Proc};
 use offramp_control::Config;
 use offramp_protocol::MotorState;
 use offramp_runtime::host_mcu::HostMcu;
@@ -15,25 +15,12 @@ use offramp_runtime::zenoh_link::{
 };
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use zenoh::Wait;
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_offramp")
-}
-
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn offramp(args: &[&str], cwd: &Path) -> Proc {

@@ -3,11 +3,11 @@
 
 use offramp_engines::EngineSet;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, Command};
 
 /// Runs the `offramp` binary: (success, stdout, stderr).
 pub fn offramp(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_offramp"))
+    let out = Command::new(bin())
         .args(args)
         .output()
         .expect("run offramp");
@@ -25,4 +25,19 @@ pub fn demo_dir() -> PathBuf {
 
 pub fn demo_set() -> EngineSet {
     EngineSet::open(demo_dir()).expect("engines/demo is committed")
+}
+
+/// Path of the `offramp` binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_offramp")
+}
+
+/// A child process, killed (SIGKILL) and reaped when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
