@@ -95,17 +95,7 @@ impl ActionMsg {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, ZenohError> {
-        let m: Self = postcard::from_bytes(bytes).map_err(|e| ZenohError::Payload {
-            what: "action",
-            len: bytes.len(),
-            why: e.to_string(),
-        })?;
-        if m.version != MESSAGE_VERSION {
-            return Err(ZenohError::Version {
-                what: "action",
-                got: m.version,
-            });
-        }
+        let m: Self = decode_versioned("action", bytes, |m: &Self| m.version)?;
         if !(m.v.is_finite() && m.omega.is_finite()) {
             return Err(ZenohError::Payload {
                 what: "action",
@@ -164,18 +154,24 @@ impl TelemetryMsg {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, ZenohError> {
-        let m: Self = postcard::from_bytes(bytes).map_err(|e| ZenohError::Payload {
-            what: "telemetry",
-            len: bytes.len(),
-            why: e.to_string(),
-        })?;
-        if m.version != MESSAGE_VERSION {
-            return Err(ZenohError::Version {
-                what: "telemetry",
-                got: m.version,
-            });
-        }
-        Ok(m)
+        decode_versioned("telemetry", bytes, |m: &Self| m.version)
+    }
+}
+
+/// postcard-decodes a message and checks its version against ours.
+fn decode_versioned<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+    version: impl Fn(&T) -> u8,
+) -> Result<T, ZenohError> {
+    let m: T = postcard::from_bytes(bytes).map_err(|e| ZenohError::Payload {
+        what,
+        len: bytes.len(),
+        why: e.to_string(),
+    })?;
+    match version(&m) {
+        MESSAGE_VERSION => Ok(m),
+        got => Err(ZenohError::Version { what, got }),
     }
 }
 
