@@ -165,22 +165,28 @@ step "profile (per-exit latency and energy; power source: auto)"
 cargo run -q --release -p offramp -- profile --engines engines/demo --frames 2000 \
   --report "$reports/profile"
 
-step "aarch64 build for the Jetson (one binary for JetPack 5 and 6: glibc 2.31), qemu-aarch64 smoke test, bundle"
-cargo zigbuild -q --profile jetson -p offramp --target aarch64-unknown-linux-gnu.2.31
-arm_bin=$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/jetson/offramp
-glibc=$(readelf -V "$arm_bin" | grep -o 'GLIBC_2\.[0-9]*' | sort -V | tail -n1)
-echo "$(file -b "$arm_bin" 2>/dev/null | cut -d, -f1-2) needs $glibc"
-if [ "$(printf '%s\nGLIBC_2.31\n' "$glibc" | sort -V | tail -n1)" != GLIBC_2.31 ]; then
-  echo "the aarch64 binary needs $glibc, newer than JetPack 5's glibc 2.31"
-  exit 1
-fi
+step "aarch64 builds for the Jetson (JetPack 5: glibc 2.31; JetPack 6: glibc 2.34), qemu-aarch64 smoke tests, bundle"
+# One target dir per glibc: zig's C wrappers differ, and sharing one dir
+# would rebuild every -sys crate each time the variant flips.
 qemu_arm=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
-"${qemu_arm[@]}" "$arm_bin" --version
-"${qemu_arm[@]}" "$arm_bin" --log warn demo --episodes 1 --bridge thread --json \
-  | tee "$reports/aarch64-demo.json"
-cargo run -q --release -p offramp -- bundle --target jetson --binary "$arm_bin" \
-  --out "$reports/offramp-jetson.tar.gz"
-tar tzf "$reports/offramp-jetson.tar.gz"
+for variant in "jetpack5 2.31 $CARGO_TARGET_DIR" "jetpack6 2.34 $cache/target-jetpack6"; do
+  read -r name want dir <<<"$variant"
+  CARGO_TARGET_DIR=$dir cargo zigbuild -q --profile jetson -p offramp \
+    --target "aarch64-unknown-linux-gnu.$want"
+  bin=$dir/aarch64-unknown-linux-gnu/jetson/offramp
+  glibc=$(readelf -V "$bin" | grep -o 'GLIBC_2\.[0-9]*' | sort -V | tail -n1)
+  echo "$name: $(file -b "$bin" 2>/dev/null | cut -d, -f1-2) needs $glibc"
+  if [ "$(printf '%s\nGLIBC_%s\n' "$glibc" "$want" | sort -V | tail -n1)" != "GLIBC_$want" ]; then
+    echo "the $name binary needs $glibc, newer than glibc $want"
+    exit 1
+  fi
+  "${qemu_arm[@]}" "$bin" --version
+  "${qemu_arm[@]}" "$bin" --log warn demo --episodes 1 --bridge thread --json \
+    | tee "$reports/aarch64-$name-demo.json"
+  cargo run -q --release -p offramp -- bundle --target jetson --binary "$bin" \
+    --out "$reports/offramp-jetson-$name.tar.gz"
+  tar tzf "$reports/offramp-jetson-$name.tar.gz"
+done
 
 step "main job: offramp demo (simulator -> exit chain -> zenoh -> bridge -> firmware -> wheels)"
 cargo run -q --release -p offramp -- demo --episodes "${DEMO_EPISODES:-50}" --json \

@@ -4,6 +4,14 @@
 # systemd units. Run from the unpacked bundle: sudo ./install.sh
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# The binary is linked for the oldest glibc of one JetPack (2.31: JetPack 5,
+# 2.34: JetPack 6); refuse before installing anything if this one is older.
+need=$(grep -o '"glibc_required": *"[0-9.]*"' "$here/BUNDLE.json" | grep -o '[0-9][0-9.]*' || true)
+have=$(getconf GNU_LIBC_VERSION | awk '{print $2}')
+if [ -n "$need" ] && [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n1)" != "$need" ]; then
+  echo "this bundle's binary needs glibc $need; this system has $have: use the JetPack 5 bundle (glibc 2.31)" >&2
+  exit 1
+fi
 [ "$(id -u)" = 0 ] || { echo "run as root (sudo ./install.sh)" >&2; exit 1; }
 arch=$(uname -m)
 [ "$arch" = aarch64 ] || { echo "this bundle is for aarch64 (Jetson); this machine is $arch" >&2; exit 1; }

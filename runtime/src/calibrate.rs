@@ -81,6 +81,21 @@ pub fn thresholds_for(deltas: &[FrameDeltas], target: &[f64]) -> Vec<f32> {
     out
 }
 
+/// Thresholds for exit shares over exits `0..=deepest` (the rest get none),
+/// the deepest exit capped: what every solve and search turns shares into.
+pub fn thresholds_from_shares(
+    deltas: &[FrameDeltas],
+    shares: &[f64],
+    exits: usize,
+    deepest: usize,
+) -> Vec<f32> {
+    let mut target = shares.to_vec();
+    target.resize(exits, 0.0);
+    let mut t = thresholds_for(deltas, &target);
+    cap_thresholds(&mut t, deepest);
+    t
+}
+
 /// Applies a deepest-exit cap: exits at or past `cap` all stop at `cap`.
 pub fn cap_thresholds(thresholds: &mut [f32], cap: usize) {
     if cap < thresholds.len() {
@@ -282,6 +297,18 @@ pub struct Calibration {
     pub predicted: Prediction,
     /// p99 cumulative latency to each exit on this machine, milliseconds.
     pub exit_latency_p99_ms: Vec<f64>,
+    /// The last pass's per-frame deltas (what a refinement search derives
+    /// its candidates from).
+    #[serde(skip)]
+    pub deltas: Vec<FrameDeltas>,
+    /// The closed-loop refinement, when one ran (`--refine`).
+    pub refined: Option<crate::refine::RefineReport>,
+}
+
+impl Calibration {
+    pub fn exit_costs_f64(&self) -> Vec<f64> {
+        self.exit_costs.iter().map(|c| *c as f64).collect()
+    }
 }
 
 /// What [`calibrate`] solves for.
@@ -328,10 +355,7 @@ pub fn calibrate(
         }
         let costs: Vec<f64> = costs_u[..=deepest].iter().map(|c| *c as f64).collect();
         q = solve_q(&costs, budget_macs);
-        let mut target = shares(q, deepest + 1);
-        target.resize(n, 0.0);
-        thresholds = thresholds_for(&last.0, &target);
-        cap_thresholds(&mut thresholds, deepest);
+        thresholds = thresholds_from_shares(&last.0, &shares(q, deepest + 1), n, deepest);
         chain.set_thresholds(&thresholds);
     }
     let costs: Vec<f64> = costs_u.iter().map(|c| *c as f64).collect();
@@ -345,6 +369,8 @@ pub fn calibrate(
         deepest_exit: deepest,
         frames: last.0.len(),
         exit_latency_p99_ms: p99_per_exit(&last.1, n).to_vec(),
+        deltas: last.0,
+        refined: None,
     })
 }
 

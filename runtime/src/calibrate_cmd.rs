@@ -2,11 +2,14 @@
 //! written into the engine set's manifest.
 
 use crate::sim_cmd::{preprocessor, progress_bar};
+use crate::sweep_cmd::RACE_CANDIDATES;
 use anyhow::{bail, Context};
 use offramp_engines::{BackendKind, EngineSet, Manifest};
-use offramp_runtime::calibrate::{calibrate, Budget, Calibration, Frames};
+use offramp_runtime::calibrate::{calibrate, predict, Budget, Calibration, Frames};
 use offramp_runtime::camera::load_replay;
+use offramp_runtime::closed_loop::rollout;
 use offramp_runtime::exit_chain::ExitChain;
+use offramp_runtime::refine::{race, Objective, Space};
 use offramp_sim::SimConfig;
 use std::path::{Path, PathBuf};
 
@@ -45,6 +48,7 @@ pub fn run(
     budgets: &Budgets,
     source: &Source,
     iterations: usize,
+    refine: Option<(u64, usize)>,
     json: bool,
 ) -> anyhow::Result<Calibration> {
     let set = EngineSet::open(engines)?;
@@ -119,6 +123,37 @@ pub fn run(
         &mut || bar.inc(1),
     )?;
     bar.finish_and_clear();
+    let refined = match refine {
+        Some((first_seed, episodes)) => {
+            let costs = c.exit_costs_f64();
+            let space = Space {
+                deltas: &c.deltas,
+                costs: &costs,
+                deepest: c.deepest_exit,
+                budget_macs,
+            };
+            let bar = progress_bar(5 * episodes as u64, "refining");
+            let r = race(
+                &space,
+                Objective::new(budget_macs / full),
+                &mut |t: &[f32], seed: u64, k: usize| {
+                    rollout(&mut chain, &mut pre, cfg, t, seed, k, &mut || bar.inc(1))
+                },
+                first_seed,
+                episodes,
+                RACE_CANDIDATES,
+            )?;
+            bar.finish_and_clear();
+            Some(r)
+        }
+        None => None,
+    };
+    let mut c = c;
+    if let Some(r) = &refined {
+        c.predicted = predict(&c.deltas, &r.best.thresholds, &c.exit_costs_f64());
+        c.thresholds = r.best.thresholds.clone();
+        c.refined = Some(r.clone());
+    }
     let mut m = set.manifest.clone();
     m.criterion.thresholds = c.thresholds.clone();
     EngineSet::write_manifest(&set.dir, &m)?;
@@ -146,6 +181,17 @@ pub fn run(
                 100.0 * s,
                 c.exit_costs[i] as f64 / 1e6,
                 c.exit_latency_p99_ms[i]
+            );
+        }
+        if let Some(r) = &c.refined {
+            println!(
+                "  refined in closed loop ({}): {} rollout episodes, best of {} candidates: success {:.1}% at {:.3} of the full model on {} calibration episodes",
+                r.method,
+                r.rollout_episodes,
+                r.candidates,
+                100.0 * r.best.tally.success_rate(),
+                r.best.tally.compute_ratio(),
+                r.best.tally.episodes
             );
         }
         if c.deepest_exit + 1 < c.exit_costs.len() {

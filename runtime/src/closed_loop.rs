@@ -147,3 +147,27 @@ pub fn evaluate(
         by_difficulty: buckets,
     })
 }
+
+/// Rolls `thresholds` out with the criterion on `episodes` episodes from
+/// `first_seed`: one call of a refinement search ([`crate::refine`]).
+pub fn rollout(
+    chain: &mut ExitChain,
+    pre: &mut Preprocessor,
+    cfg: &SimConfig,
+    thresholds: &[f32],
+    first_seed: u64,
+    episodes: usize,
+    progress: &mut dyn FnMut(),
+) -> Result<crate::refine::Tally, ClosedLoopError> {
+    chain.set_thresholds(thresholds);
+    let r = evaluate(
+        chain,
+        pre,
+        cfg,
+        first_seed,
+        episodes,
+        ExitPolicy::Criterion,
+        progress,
+    )?;
+    Ok(crate::refine::Tally::of(&r, chain.full_macs() as f64))
+}

@@ -6,6 +6,8 @@
 //!   `cuda_preprocess`, the same on the GPU, with `--features cuda`).
 //! * [`exit_chain`]: the DeeR early-exit loop over an engine set.
 //! * [`calibrate`]: DeeR thresholds under compute, latency and memory budgets.
+//! * [`refine`]: closed-loop refinement of the thresholds (and DeeR's
+//!   Bayesian optimisation, the baseline it is compared with).
 //! * [`power`]: power rails and energy counters, for profiling.
 //! * [`recorder`]: the per-frame flight recorder.
 //! * [`run_loop`]: camera → preprocess → exit chain → actuator, with deadlines.
@@ -26,6 +28,7 @@ pub mod power;
 pub mod preprocess;
 pub mod pty;
 pub mod recorder;
+pub mod refine;
 pub mod run_loop;
 #[cfg(feature = "v4l")]
 pub mod v4l_source;

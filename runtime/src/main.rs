@@ -247,6 +247,11 @@ enum Command {
         /// Solve passes (the committed head state follows the thresholds).
         #[arg(long, default_value_t = 3)]
         iterations: usize,
+        /// Then refine the thresholds in closed loop in the simulator
+        /// (budget-matched successive halving, seeds from --first-seed), N
+        /// episodes for the final comparison; about 5·N episodes in all.
+        #[arg(long, value_name = "N")]
+        refine: Option<usize>,
         #[arg(long)]
         json: bool,
         #[arg(long)]
@@ -271,6 +276,11 @@ enum Command {
         eval_seed: u64,
         #[arg(long, default_value_t = 3)]
         iterations: usize,
+        /// Also refine each budget in closed loop, offramp's search and
+        /// DeeR's 20-call Bayesian optimisation side by side, N calibration
+        /// episodes per full evaluation.
+        #[arg(long, value_name = "N")]
+        refine: Option<usize>,
         #[arg(long)]
         report: PathBuf,
         #[arg(long)]
@@ -737,6 +747,7 @@ fn main() -> anyhow::Result<()> {
             sim_episodes,
             first_seed,
             iterations,
+            refine,
             json,
             config,
         } => {
@@ -754,7 +765,12 @@ fn main() -> anyhow::Result<()> {
                 max_latency_ms,
                 max_memory_mb,
             };
-            calibrate_cmd::run(&cfg, &engines, &budgets, &source, iterations, json)?;
+            let refine = match refine {
+                Some(0) => anyhow::bail!("--refine 0: give the number of episodes (at least 1)"),
+                Some(e) => Some((first_seed, e)),
+                None => None,
+            };
+            calibrate_cmd::run(&cfg, &engines, &budgets, &source, iterations, refine, json)?;
         }
         Command::CalibrateSweep {
             engines,
@@ -764,6 +780,7 @@ fn main() -> anyhow::Result<()> {
             eval_episodes,
             eval_seed,
             iterations,
+            refine,
             report,
             json,
             config,
@@ -779,6 +796,7 @@ fn main() -> anyhow::Result<()> {
                     eval_episodes: eval_episodes.max(1),
                     eval_seed,
                     iterations,
+                    refine: refine.map(|e| e.max(1)),
                     report,
                 },
             )?;

@@ -119,6 +119,10 @@ pub struct Preprocessor {
     tmp: Vec<f32>,
     mean: [f32; 3],
     std: [f32; 3],
+    /// `(v / 255 - mean) / std` for every byte value and channel: when the
+    /// frame already has the tensor's size (Pillow then copies, it does not
+    /// filter) a frame is one table lookup per value.
+    lut: [[f32; 256]; 3],
 }
 
 impl Preprocessor {
@@ -153,6 +157,9 @@ impl Preprocessor {
             tmp: vec![0.0; src.1 * dst.0 * 3],
             mean,
             std,
+            lut: std::array::from_fn(|c| {
+                std::array::from_fn(|v| (v as f32 / 255.0 - mean[c]) / std[c])
+            }),
         })
     }
 
@@ -217,6 +224,25 @@ impl Preprocessor {
                 height: dh,
             });
         }
+        if self.src == self.dst {
+            let plane = dw * dh;
+            let (r, rest) = out.split_at_mut(plane);
+            let (g, b) = rest.split_at_mut(plane);
+            for (i, p) in frame.chunks_exact(3).enumerate() {
+                r[i] = self.lut[0][p[0] as usize];
+                g[i] = self.lut[1][p[1] as usize];
+                b[i] = self.lut[2][p[2] as usize];
+            }
+            return Ok(());
+        }
+        self.filter(frame, out);
+        Ok(())
+    }
+
+    /// The two-pass resize + normalise; sizes already checked.
+    fn filter(&mut self, frame: &[u8], out: &mut [f32]) {
+        let (sw, sh) = self.src;
+        let (dw, dh) = self.dst;
         // Horizontal pass (Pillow resizes width first).
         for y in 0..sh {
             let row = &frame[y * sw * 3..(y + 1) * sw * 3];
@@ -251,7 +277,6 @@ impl Preprocessor {
                 }
             }
         }
-        Ok(())
     }
 }
 
@@ -277,6 +302,23 @@ mod tests {
         ];
         for (a, b) in out.iter().zip(expect) {
             assert!((a - b).abs() < 1e-6, "{out:?} vs {expect:?}");
+        }
+    }
+
+    /// The same-size shortcut gives what the filter gives (its taps are
+    /// then 1 and 0: a copy, as in Pillow).
+    #[test]
+    fn same_size_shortcut_matches_the_filter() {
+        let (w, h) = (7, 5);
+        let frame: Vec<u8> = (0..w * h * 3).map(|i| (i * 37 % 256) as u8).collect();
+        let (mean, std) = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]);
+        let mut fast = Preprocessor::new((w, h), (w, h), mean, std).unwrap();
+        let mut out = vec![0.0; w * h * 3];
+        fast.run(&frame, &mut out).unwrap();
+        let mut want = vec![0.0; w * h * 3];
+        fast.filter(&frame, &mut want);
+        for (a, b) in out.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
         }
     }
 

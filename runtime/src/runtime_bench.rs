@@ -54,6 +54,38 @@ pub struct Contention {
     pub frames_cut_short: usize,
     pub mean_exit: f64,
     pub latency_ms: Latency,
+    /// Every missed frame, with what the kernel says held the thread up.
+    pub misses: Vec<Miss>,
+    /// Hypervisor steal over the whole contention run, milliseconds (all
+    /// CPUs; 0 on bare metal).
+    pub steal_ms: f64,
+}
+
+/// Why a frame missed: time the thread sat runnable in this kernel's run
+/// queue (another task had the CPU) and time the hypervisor took the CPUs
+/// away (steal), both during the frame.
+#[derive(Serialize)]
+pub struct Miss {
+    pub frame: usize,
+    pub latency_ms: f64,
+    pub runqueue_wait_ms: f64,
+    pub steal_ms: f64,
+}
+
+/// Nanoseconds this thread has waited runnable (`schedstat`'s 2nd field).
+fn runqueue_wait_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Hypervisor steal of all CPUs, milliseconds (`/proc/stat`, USER_HZ ticks).
+fn steal_ms() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = s.lines().next()?;
+    let ticks: f64 = cpu.split_whitespace().nth(8)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(ticks * 1e3 / hz)
 }
 
 /// A frame held in memory: HWC RGB, instruction, first of an episode.
@@ -171,15 +203,30 @@ pub fn run(
     let d = Duration::from_secs_f64(deadline_ms / 1e3);
     let period = Duration::from_secs_f64(period_ms.max(0.0) / 1e3);
     let (mut misses, mut cuts, mut exits, mut lat) = (0, 0, 0u64, Vec::with_capacity(frames));
+    let mut missed = Vec::new();
     let bar = progress_bar(frames as u64, "contention");
+    let steal_start = steal_ms();
     let mut next = Instant::now();
     for k in 0..frames {
         let f = &frames_v[k % frames_v.len()];
         next += period;
+        // Read outside the timed frame: what held a missed frame up.
+        let (wait0, steal0) = (runqueue_wait_ns(), steal_ms());
         let t0 = Instant::now();
         let o = run_frame(&mut early, &mut pre, f, ExitPolicy::Criterion, Some(t0 + d))?;
         let dt = t0.elapsed();
-        misses += (dt > d) as usize;
+        if dt > d {
+            misses += 1;
+            let wait = runqueue_wait_ns()
+                .zip(wait0)
+                .map(|(b, a)| b.saturating_sub(a));
+            missed.push(Miss {
+                frame: k,
+                latency_ms: dt.as_secs_f64() * 1e3,
+                runqueue_wait_ms: wait.map_or(f64::NAN, |w| w as f64 / 1e6),
+                steal_ms: steal_ms().zip(steal0).map_or(f64::NAN, |(b, a)| b - a),
+            });
+        }
         cuts += o.deadline_cut as usize;
         exits += o.exit as u64;
         lat.push(dt.as_secs_f64() * 1e3);
@@ -217,6 +264,8 @@ pub fn run(
             frames_cut_short: cuts,
             mean_exit: exits as f64 / frames as f64 + 1.0,
             latency_ms: Summary::of(&lat),
+            misses: missed,
+            steal_ms: steal_ms().zip(steal_start).map_or(f64::NAN, |(b, a)| b - a),
         },
     })
 }

@@ -2,16 +2,21 @@
 //! the DeeR solve runs on calibration episodes (seeds from 200000), then the
 //! thresholds are evaluated in closed loop on held-out episodes (seeds from
 //! 0); every fixed exit, the full model included, is evaluated on the same
-//! held-out episodes as reference points. The manifest is not touched.
-//! Writes sweep.json and success_vs_compute.svg.
+//! held-out episodes as reference points. With `--refine E` each budget's
+//! thresholds are also refined in closed loop on calibration episodes, by
+//! offramp's search and by DeeR's Bayesian optimisation side by side (see
+//! [`offramp_runtime::refine`]), and all three are evaluated held-out.
+//! The manifest is not touched. Writes sweep.json, success_vs_compute.svg
+//! and, with `--refine`, refine_convergence.svg.
 
 use crate::plot::{self, Mark, Series};
 use crate::sim_cmd::{evaluate_with_progress, preprocessor, progress_bar};
 use anyhow::Context;
 use offramp_engines::EngineSet;
-use offramp_runtime::calibrate::{calibrate, Budget, Frames};
-use offramp_runtime::closed_loop::EvalReport;
+use offramp_runtime::calibrate::{calibrate, predict, Budget, Frames};
+use offramp_runtime::closed_loop::{rollout, EvalReport};
 use offramp_runtime::exit_chain::{ExitChain, ExitPolicy};
+use offramp_runtime::refine::{bayes_opt, race, Objective, RefineReport, Space};
 use offramp_sim::SimConfig;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -24,12 +29,25 @@ pub struct SweepArgs {
     pub eval_episodes: usize,
     pub eval_seed: u64,
     pub iterations: usize,
+    /// Closed-loop refinement with this many calibration episodes per full
+    /// evaluation (DeeR's BO makes 20 of them).
+    pub refine: Option<usize>,
     pub report: PathBuf,
 }
+
+/// Candidates offramp's search races; BO's calls, 10 of them initial
+/// (skopt's gp_minimize defaults, as DeeR ran it).
+pub const RACE_CANDIDATES: usize = 16;
+pub const BO_CALLS: usize = 20;
+pub const BO_INITIAL: usize = 10;
 
 #[derive(Serialize)]
 pub struct BudgetPoint {
     pub budget_ratio: f64,
+    /// "DeeR solve" (offline), "refined" (offramp's search) or "DeeR BO".
+    pub method: String,
+    /// Closed-loop calibration episodes the method rolled out.
+    pub rollout_episodes: usize,
     pub thresholds: Vec<f32>,
     pub predicted_compute_ratio: f64,
     /// Held-out.
@@ -47,13 +65,16 @@ pub struct Sweep {
     pub evaluation: String,
     pub budgets: Vec<BudgetPoint>,
     pub fixed_exits: Vec<EvalReport>,
+    /// The searches' own records, per budget (with `--refine`).
+    pub searches: Vec<(f64, RefineReport)>,
     pub files: Vec<String>,
 }
 
 pub fn run(cfg: &SimConfig, a: &SweepArgs) -> anyhow::Result<Sweep> {
+    let calibration_span = a.calibration_episodes.max(a.refine.unwrap_or(0)) as u64;
     anyhow::ensure!(
         a.calibration_seed >= a.eval_seed + a.eval_episodes as u64
-            || a.eval_seed >= a.calibration_seed + a.calibration_episodes as u64,
+            || a.eval_seed >= a.calibration_seed + calibration_span,
         "calibration seeds {}.. and evaluation seeds {}.. overlap",
         a.calibration_seed,
         a.eval_seed
@@ -81,7 +102,7 @@ pub fn run(cfg: &SimConfig, a: &SweepArgs) -> anyhow::Result<Sweep> {
             &format!("exit {}", k + 1),
         )?);
     }
-    let mut budgets = Vec::new();
+    let (mut budgets, mut searches) = (Vec::new(), Vec::new());
     for &b in &a.budgets {
         let bar = progress_bar(
             (a.calibration_episodes * a.iterations.max(1)) as u64,
@@ -104,26 +125,80 @@ pub fn run(cfg: &SimConfig, a: &SweepArgs) -> anyhow::Result<Sweep> {
             &mut || bar.inc(1),
         )?;
         bar.finish_and_clear();
-        chain.set_thresholds(&c.thresholds);
-        let r = evaluate_with_progress(
-            &mut chain,
-            &mut pre,
-            cfg,
-            a.eval_seed,
-            a.eval_episodes,
-            ExitPolicy::Criterion,
-            &format!("evaluate {b}"),
-        )?;
-        budgets.push(BudgetPoint {
-            budget_ratio: b,
-            thresholds: c.thresholds.clone(),
-            predicted_compute_ratio: c.predicted.mean_cost / full,
-            compute_ratio: r.compute_ratio,
-            compute_error: r.compute_ratio / b - 1.0,
-            success_rate: r.success_rate,
-            mean_exit: r.mean_exit,
-            exit_shares: r.exit_shares.clone(),
-        });
+        let mut methods = vec![("DeeR solve".to_string(), c.thresholds.clone(), 0usize)];
+        let costs = c.exit_costs_f64();
+        if let Some(e) = a.refine {
+            let space = Space {
+                deltas: &c.deltas,
+                costs: &costs,
+                deepest: c.deepest_exit,
+                budget_macs: b * full,
+            };
+            let objective = Objective::new(b);
+            let bar = progress_bar(5 * e as u64, &format!("refine {b}"));
+            let ours = race(
+                &space,
+                objective,
+                &mut |t: &[f32], seed: u64, k: usize| {
+                    rollout(&mut chain, &mut pre, cfg, t, seed, k, &mut || bar.inc(1))
+                },
+                a.calibration_seed,
+                e,
+                RACE_CANDIDATES,
+            )?;
+            bar.finish_and_clear();
+            let bar = progress_bar((BO_CALLS * e) as u64, &format!("DeeR BO {b}"));
+            let bo = bayes_opt(
+                &space,
+                objective,
+                &mut |t: &[f32], seed: u64, k: usize| {
+                    rollout(&mut chain, &mut pre, cfg, t, seed, k, &mut || bar.inc(1))
+                },
+                a.calibration_seed,
+                e,
+                &c.thresholds,
+                BO_CALLS,
+                BO_INITIAL,
+            )?;
+            bar.finish_and_clear();
+            methods.push((
+                "refined".into(),
+                ours.best.thresholds.clone(),
+                ours.rollout_episodes,
+            ));
+            methods.push((
+                "DeeR BO".into(),
+                bo.best.thresholds.clone(),
+                bo.rollout_episodes,
+            ));
+            searches.push((b, ours));
+            searches.push((b, bo));
+        }
+        for (method, thresholds, rollout_episodes) in methods {
+            chain.set_thresholds(&thresholds);
+            let r = evaluate_with_progress(
+                &mut chain,
+                &mut pre,
+                cfg,
+                a.eval_seed,
+                a.eval_episodes,
+                ExitPolicy::Criterion,
+                &format!("evaluate {b} {method}"),
+            )?;
+            let predicted = predict(&c.deltas, &thresholds, &costs).mean_cost / full;
+            budgets.push(BudgetPoint {
+                budget_ratio: b,
+                method,
+                rollout_episodes,
+                thresholds,
+                predicted_compute_ratio: predicted,
+                compute_ratio: r.compute_ratio,
+                compute_error: r.compute_ratio / b - 1.0,
+                success_rate: r.success_rate,
+                mean_exit: r.mean_exit,
+                exit_shares: r.exit_shares.clone(),
+            });
+        }
     }
     let mut sweep = Sweep {
         engines: a.engines.display().to_string(),
@@ -134,6 +209,7 @@ pub fn run(cfg: &SimConfig, a: &SweepArgs) -> anyhow::Result<Sweep> {
         evaluation: format!("{} episodes from seed {}", a.eval_episodes, a.eval_seed),
         budgets,
         fixed_exits,
+        searches,
         files: Vec::new(),
     };
     write(&a.report, &mut sweep)?;
@@ -144,29 +220,77 @@ fn write(dir: &Path, s: &mut Sweep) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let svg = dir.join("success_vs_compute.svg");
     let pct = |x: f64| 100.0 * x;
-    let mut curve: Vec<(f64, f64)> = s
-        .budgets
-        .iter()
-        .map(|b| (b.compute_ratio, pct(b.success_rate)))
-        .collect();
-    curve.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let curve = |method: &str| -> Vec<(f64, f64)> {
+        let mut c: Vec<(f64, f64)> = s
+            .budgets
+            .iter()
+            .filter(|b| b.method == method)
+            .map(|b| (b.compute_ratio, pct(b.success_rate)))
+            .collect();
+        c.sort_by(|a, b| a.0.total_cmp(&b.0));
+        c
+    };
     let fixed: Vec<(f64, f64)> = s
         .fixed_exits
         .iter()
         .map(|r| (r.compute_ratio, pct(r.success_rate)))
         .collect();
+    let mut series = vec![Series::new(
+        "calibrated thresholds (DeeR solve)",
+        curve("DeeR solve"),
+        Mark::Bold,
+    )];
+    if !s.searches.is_empty() {
+        series.push(Series::new(
+            "refined in closed loop (offramp)",
+            curve("refined"),
+            Mark::Line,
+        ));
+        series.push(Series::new(
+            "refined by DeeR's BO (20 calls)",
+            curve("DeeR BO"),
+            Mark::Line,
+        ));
+    }
+    series.push(Series::new(
+        "fixed exits 1..n (last = full model)",
+        fixed,
+        Mark::Points,
+    ));
     plot::chart(
         &svg,
         "Held-out success vs compute",
         "mean compute per frame (share of the full model)",
         "success rate (%)",
-        &[
-            Series::new("calibrated thresholds (budgets)", curve, Mark::Bold),
-            Series::new("fixed exits 1..n (last = full model)", fixed, Mark::Points),
-        ],
+        &series,
     )?;
+    s.files = vec![svg.display().to_string()];
+    if !s.searches.is_empty() {
+        let conv = dir.join("refine_convergence.svg");
+        let series: Vec<Series> = s
+            .searches
+            .iter()
+            .map(|(b, r)| {
+                let name = if r.method.starts_with("Bayes") {
+                    format!("DeeR BO, budget {b}")
+                } else {
+                    format!("offramp, budget {b}")
+                };
+                let pts = r.trace.iter().map(|(e, v)| (*e as f64, pct(*v))).collect();
+                Series::new(name, pts, Mark::Line)
+            })
+            .collect();
+        plot::chart(
+            &conv,
+            "Closed-loop refinement on calibration episodes",
+            "episodes rolled out",
+            "objective of the current best (success %, minus over-budget penalty)",
+            &series,
+        )?;
+        s.files.push(conv.display().to_string());
+    }
     let json = dir.join("sweep.json");
-    s.files = vec![svg.display().to_string(), json.display().to_string()];
+    s.files.push(json.display().to_string());
     std::fs::write(&json, serde_json::to_vec_pretty(s)?)
         .with_context(|| format!("writing {}", json.display()))?;
     Ok(())
@@ -193,12 +317,14 @@ pub fn print_human(s: &Sweep) {
     }
     for b in &s.budgets {
         println!(
-            "  {:<14} {:>9.3} {:>+8.1}% {:>7.1}% {:>9.2}",
+            "  {:<14} {:>9.3} {:>+8.1}% {:>7.1}% {:>9.2}  {} ({} rollout episodes)",
             format!("budget {}", b.budget_ratio),
             b.compute_ratio,
             100.0 * b.compute_error,
             100.0 * b.success_rate,
-            b.mean_exit
+            b.mean_exit,
+            b.method,
+            b.rollout_episodes
         );
     }
     for f in &s.files {

@@ -119,3 +119,57 @@ fn bundle_refuses_a_host_binary_and_other_targets() {
         "{err}"
     );
 }
+
+/// install.sh refuses a bundle whose binary needs a newer glibc than the
+/// machine has (a JetPack 6 build on JetPack 5), before touching anything;
+/// one this machine's glibc can load gets past that check.
+#[test]
+fn install_script_checks_glibc_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("offramp-aarch64");
+    let mut elf = fake_aarch64_elf(&bin);
+    let run_install = |elf: &[u8], name: &str| {
+        std::fs::write(&bin, elf).unwrap();
+        let out = dir.path().join(format!("{name}.tar.gz"));
+        let d = demo_dir();
+        let (ok, _, err) = offramp(&[
+            "bundle",
+            "--target",
+            "jetson",
+            "--binary",
+            bin.to_str().unwrap(),
+            "--engines",
+            d.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(ok, "{err}");
+        let unpacked = dir.path().join(name);
+        std::fs::create_dir_all(&unpacked).unwrap();
+        let gz = flate2::read::GzDecoder::new(std::fs::File::open(&out).unwrap());
+        tar::Archive::new(gz).unpack(&unpacked).unwrap();
+        std::process::Command::new("bash")
+            .arg(unpacked.join("offramp/install.sh"))
+            .output()
+            .unwrap()
+    };
+    elf.extend_from_slice(b"GLIBC_2.99\0");
+    let o = run_install(&elf, "too-new");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("needs glibc 2.99") && err.contains("JetPack 5 bundle"),
+        "{err}"
+    );
+    // A 2.31 binary passes the glibc check and stops at the next one (root
+    // or the machine's architecture). On an aarch64 machine as root it would
+    // really install: not here.
+    if std::env::consts::ARCH == "aarch64" {
+        return;
+    }
+    let o = run_install(&fake_aarch64_elf(&bin), "ok");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(!err.contains("glibc"), "{err}");
+    assert!(err.contains("root") || err.contains("aarch64"), "{err}");
+}
