@@ -110,7 +110,7 @@ pub fn run(
         },
     };
     let bar = progress_bar(per_pass * iterations.max(1) as u64, "calibrating");
-    let c = calibrate(
+    let mut c = calibrate(
         &mut chain,
         &mut pre,
         &frames,
@@ -123,36 +123,29 @@ pub fn run(
         &mut || bar.inc(1),
     )?;
     bar.finish_and_clear();
-    let refined = match refine {
-        Some((first_seed, episodes)) => {
-            let costs = c.exit_costs_f64();
-            let space = Space {
-                deltas: &c.deltas,
-                costs: &costs,
-                deepest: c.deepest_exit,
-                budget_macs,
-            };
-            let bar = progress_bar(5 * episodes as u64, "refining");
-            let r = race(
-                &space,
-                Objective::new(budget_macs / full),
-                &mut |t: &[f32], seed: u64, k: usize| {
-                    rollout(&mut chain, &mut pre, cfg, t, seed, k, &mut || bar.inc(1))
-                },
-                first_seed,
-                episodes,
-                RACE_CANDIDATES,
-            )?;
-            bar.finish_and_clear();
-            Some(r)
-        }
-        None => None,
-    };
-    let mut c = c;
-    if let Some(r) = &refined {
-        c.predicted = predict(&c.deltas, &r.best.thresholds, &c.exit_costs_f64());
+    if let Some((first_seed, episodes)) = refine {
+        let costs = c.exit_costs_f64();
+        let space = Space {
+            deltas: &c.deltas,
+            costs: &costs,
+            deepest: c.deepest_exit,
+            budget_macs,
+        };
+        let bar = progress_bar(5 * episodes as u64, "refining");
+        let r = race(
+            &space,
+            Objective::new(budget_macs / full),
+            &mut |t: &[f32], seed: u64, k: usize| {
+                rollout(&mut chain, &mut pre, cfg, t, seed, k, &mut || bar.inc(1))
+            },
+            first_seed,
+            episodes,
+            RACE_CANDIDATES,
+        )?;
+        bar.finish_and_clear();
+        c.predicted = predict(&c.deltas, &r.best.thresholds, &costs);
         c.thresholds = r.best.thresholds.clone();
-        c.refined = Some(r.clone());
+        c.refined = Some(r);
     }
     let mut m = set.manifest.clone();
     m.criterion.thresholds = c.thresholds.clone();

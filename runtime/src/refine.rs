@@ -642,6 +642,16 @@ mod tests {
         (deltas, vec![1.0, 2.0, 3.0, 4.0])
     }
 
+    /// All four exits open, a budget of 2.2 of the full model's 4.
+    fn space<'a>(deltas: &'a [FrameDeltas], costs: &'a [f64]) -> Space<'a> {
+        Space {
+            deltas,
+            costs,
+            deepest: 3,
+            budget_macs: 2.2,
+        }
+    }
+
     fn synthetic<'a>(deltas: &'a [FrameDeltas], calls: &'a mut usize) -> Box<Rollout<'a>> {
         Box::new(move |t: &[f32], first_seed: u64, episodes: usize| {
             *calls += 1;
@@ -667,12 +677,7 @@ mod tests {
     #[test]
     fn racing_beats_the_geometric_start_with_few_rollouts() {
         let (deltas, costs) = world();
-        let space = Space {
-            deltas: &deltas,
-            costs: &costs,
-            deepest: 3,
-            budget_macs: 2.2,
-        };
+        let space = space(&deltas, &costs);
         let obj = Objective::new(2.2 / 4.0);
         let mut calls = 0;
         let r = {
@@ -697,12 +702,7 @@ mod tests {
     #[test]
     fn bayes_opt_spends_calls_times_episodes() {
         let (deltas, costs) = world();
-        let space = Space {
-            deltas: &deltas,
-            costs: &costs,
-            deepest: 3,
-            budget_macs: 2.2,
-        };
+        let space = space(&deltas, &costs);
         let start = space.thresholds_for_shape([0.0, 0.0]);
         let mut calls = 0;
         let r = {

@@ -18,14 +18,10 @@ fn fake_aarch64_elf(path: &std::path::Path) -> Vec<u8> {
     b
 }
 
-#[test]
-fn bundle_holds_binary_engines_configs_units_and_checksums() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("offramp-aarch64");
-    let bin_bytes = fake_aarch64_elf(&bin);
-    let out = dir.path().join("b.tar.gz");
+/// `offramp bundle --target jetson` of `bin` and the demo set into `out`.
+fn bundle(bin: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> (bool, String, String) {
     let d = demo_dir();
-    let (ok, stdout, err) = offramp(&[
+    let mut args = vec![
         "bundle",
         "--target",
         "jetson",
@@ -35,8 +31,18 @@ fn bundle_holds_binary_engines_configs_units_and_checksums() {
         d.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
-        "--json",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    offramp(&args)
+}
+
+#[test]
+fn bundle_holds_binary_engines_configs_units_and_checksums() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("offramp-aarch64");
+    let bin_bytes = fake_aarch64_elf(&bin);
+    let out = dir.path().join("b.tar.gz");
+    let (ok, stdout, err) = bundle(&bin, &out, &["--json"]);
     assert!(ok, "{err}");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["glibc_required"], "2.31");
@@ -131,18 +137,7 @@ fn install_script_checks_glibc_first() {
     let run_install = |elf: &[u8], name: &str| {
         std::fs::write(&bin, elf).unwrap();
         let out = dir.path().join(format!("{name}.tar.gz"));
-        let d = demo_dir();
-        let (ok, _, err) = offramp(&[
-            "bundle",
-            "--target",
-            "jetson",
-            "--binary",
-            bin.to_str().unwrap(),
-            "--engines",
-            d.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let (ok, _, err) = bundle(&bin, &out, &[]);
         assert!(ok, "{err}");
         let unpacked = dir.path().join(name);
         std::fs::create_dir_all(&unpacked).unwrap();
