@@ -57,6 +57,24 @@ pub struct EvalReport {
     pub nonfinite_frames: usize,
     pub collisions: usize,
     pub by_difficulty: Vec<Bucket>,
+    pub failures: Failures,
+}
+
+/// Why the failed episodes failed (every failure is a timeout: the step
+/// limit ran out before the robot touched the target).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Failures {
+    pub episodes: usize,
+    /// The target never came into the camera's field of view.
+    pub never_in_view: usize,
+    /// Ended within 1 m of the target (found it, did not close in).
+    pub ended_near: usize,
+    /// Spent at least a quarter of the episode pressed against something.
+    pub stuck: usize,
+    /// The target was in view on the last frame.
+    pub in_view_at_end: usize,
+    /// Mean distance to the target at the end, metres.
+    pub mean_final_distance_m: f64,
 }
 
 /// Runs `episodes` episodes from `first_seed` with `policy`.
@@ -79,6 +97,8 @@ pub fn evaluate(
     let mut exit_counts = [0usize; MAX_EXITS];
     let (mut frames, mut right, mut successes, mut nonfinite, mut collisions) = (0, 0, 0, 0, 0);
     let (mut exit_sum, mut macs_sum) = (0u64, 0u64);
+    let mut failures = Failures::default();
+    let mut final_distance_sum = 0.0f64;
     let mut frame = Vec::new();
     for e in 0..episodes {
         let seed = first_seed + e as u64;
@@ -90,7 +110,9 @@ pub fn evaluate(
             .unwrap_or(BUCKETS.len() - 1);
         chain.reset();
         chain.set_instruction(sim.instruction() as usize);
+        let mut seen = false;
         loop {
+            seen |= sim.target_in_view();
             sim.render(&mut frame);
             pre.run(&frame, chain.image_mut())?;
             let o = chain.step(policy)?;
@@ -112,6 +134,15 @@ pub fn evaluate(
                 buckets[b].episodes += 1;
                 buckets[b].successes += out.success as usize;
                 collisions += sim.collisions;
+                if !out.success {
+                    let d = sim.target_distance();
+                    failures.episodes += 1;
+                    failures.never_in_view += !seen as usize;
+                    failures.ended_near += (d < 1.0) as usize;
+                    failures.stuck += (sim.collisions * 4 >= sim.steps) as usize;
+                    failures.in_view_at_end += sim.target_in_view() as usize;
+                    final_distance_sum += d as f64;
+                }
                 break;
             }
         }
@@ -121,6 +152,7 @@ pub fn evaluate(
         b.success_rate = b.successes as f64 / b.episodes.max(1) as f64;
         b.right_share = b.frames_right as f64 / b.frames.max(1) as f64;
     }
+    failures.mean_final_distance_m = final_distance_sum / failures.episodes.max(1) as f64;
     let n = chain.exits();
     let mean_macs = macs_sum as f64 / frames.max(1) as f64;
     Ok(EvalReport {
@@ -145,6 +177,7 @@ pub fn evaluate(
         nonfinite_frames: nonfinite,
         collisions,
         by_difficulty: buckets,
+        failures,
     })
 }
 

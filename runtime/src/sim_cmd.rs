@@ -239,6 +239,23 @@ pub fn run_eval(
                 r.compute_ratio
             );
         }
+        println!(
+            "\n{:<10} {:>8} {:>9} {:>8} {:>8} {:>10} {:>9}",
+            "failures", "episodes", "never saw", "near", "stuck", "in view", "final d"
+        );
+        for r in &reports {
+            let f = &r.failures;
+            println!(
+                "{:<10} {:>8} {:>9} {:>8} {:>8} {:>10} {:>8.2}m",
+                r.policy,
+                f.episodes,
+                f.never_in_view,
+                f.ended_near,
+                f.stuck,
+                f.in_view_at_end,
+                f.mean_final_distance_m
+            );
+        }
     }
     Ok(())
 }

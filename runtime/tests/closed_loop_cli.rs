@@ -194,3 +194,42 @@ fn a_killed_run_keeps_whole_batches() {
     // Frame numbers only rise (the newest-frame policy may skip some).
     assert!(records.windows(2).all(|w| w[1].frame > w[0].frame));
 }
+
+#[test]
+fn sim_eval_explains_every_failed_episode() {
+    // 15 steps (1.5 s) cannot cover the 1.5 m or more every episode starts
+    // from, so every episode fails and must be accounted for.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("short.toml");
+    std::fs::write(&cfg, "max_steps = 15\n").unwrap();
+    let d = demo_dir();
+    let (ok, out, err) = offramp(&[
+        "sim",
+        "eval",
+        "--engines",
+        d.to_str().unwrap(),
+        "--episodes",
+        "8",
+        "--exit",
+        "1",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let r = &v[0];
+    assert_eq!(
+        (r["episodes"].as_u64(), r["successes"].as_u64()),
+        (Some(8), Some(0))
+    );
+    assert_eq!(r["frames"], 8 * 15);
+    let f = &r["failures"];
+    assert_eq!(f["episodes"], 8, "{f}");
+    for k in ["never_in_view", "ended_near", "stuck", "in_view_at_end"] {
+        assert!(f[k].as_u64().unwrap() <= 8, "{k}: {f}");
+    }
+    // Starts are at least 1.5 m out; 15 steps at 0.5 m/s cover 0.75 m.
+    let d = f["mean_final_distance_m"].as_f64().unwrap();
+    assert!(d > 0.7, "mean final distance {d} m");
+}

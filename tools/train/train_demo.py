@@ -130,6 +130,45 @@ class Model(nn.Module):
         return torch.stack(out)
 
 
+def load_onnx_weights(model, engines):
+    """Loads the weights of an exported engine set (segment*.onnx, head.onnx)
+    into `model`, so a DAgger round can start from committed engines without
+    their PyTorch checkpoint. Named initializers map one to one; the linear
+    layers inside blocks export as anonymous, transposed MatMul weights in
+    module order (qkv, proj, fc1, fc2 per block)."""
+    import onnx
+    from onnx import numpy_helper
+
+    state = model.state_dict()
+    loaded = set()
+    parts = [(f"segments.{i}.", f"segment{i}.onnx") for i in range(N_EXITS)] + [("head.", "head.onnx")]
+    for prefix, file in parts:
+        path = os.path.join(engines, file)
+        inits = onnx.load(path).graph.initializer
+        anon = [numpy_helper.to_array(t) for t in inits if t.name.startswith("onnx::")]
+        anon_names = [
+            f"blocks.{b}.{layer}.weight"
+            for b in range(BLOCKS_PER_EXIT if prefix != "head." else 0)
+            for layer in ("qkv", "proj", "fc1", "fc2")
+        ]
+        if len(anon) != len(anon_names):
+            raise SystemExit(f"{path}: {len(anon)} anonymous weights, expected {len(anon_names)}")
+        named = {t.name: numpy_helper.to_array(t) for t in inits if not t.name.startswith("onnx::")}
+        named.update({n: a.T for n, a in zip(anon_names, anon)})
+        for name, arr in named.items():
+            key = prefix + name
+            if key not in state:
+                raise SystemExit(f"{path}: initializer {name} has no parameter {key} in the model")
+            if tuple(state[key].shape) != arr.shape:
+                raise SystemExit(f"{path}: {name} is {arr.shape}, the model's {key} is {tuple(state[key].shape)}")
+            state[key] = torch.from_numpy(arr.copy())
+            loaded.add(key)
+    missing = sorted(set(state) - loaded)
+    if missing:
+        raise SystemExit(f"{engines}: no weights for {missing}")
+    model.load_state_dict(state)
+
+
 def load(dirs):
     """Concatenates recordings; episode indices stay unique across them."""
     parts = []
@@ -175,6 +214,9 @@ def train(args):
     if args.init:
         model.load_state_dict(torch.load(args.init))
         print(f"fine-tuning from {args.init}")
+    elif args.init_onnx:
+        load_onnx_weights(model, args.init_onnx)
+        print(f"fine-tuning from the engines in {args.init_onnx}")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     steps_per_epoch = (len(train_c) + args.batch - 1) // args.batch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch)
@@ -333,6 +375,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, nargs="+", help="directories written by `offramp sim record`")
     ap.add_argument("--init", help="start from these weights (a DAgger round)")
+    ap.add_argument("--init-onnx", help="start from an exported engine set's ONNX weights")
     ap.add_argument("--checkpoint", default="offramp-demo.pt", help="where to save the weights")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)

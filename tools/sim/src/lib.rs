@@ -228,6 +228,33 @@ impl Sim {
         )
     }
 
+    /// Moves a robot at (x, y) out of whatever it overlaps, to the surface:
+    /// a step along a post's tangent dips into the post by about
+    /// step² / 2·radius, which would otherwise pin a robot that should slide
+    /// past. A robot wedged between two things stays overlapping (and so
+    /// stays where it was).
+    fn push_out(&self, mut x: f32, mut y: f32) -> (f32, f32) {
+        let r = self.cfg.robot_radius;
+        let size = self.world.size;
+        let eps = 1e-4;
+        for _ in 0..3 {
+            x = x.clamp(r + eps, size - r - eps);
+            y = y.clamp(r + eps, size - r - eps);
+            for (i, c) in self.world.cylinders.iter().enumerate() {
+                if i == self.world.target {
+                    continue;
+                }
+                let (ox, oy) = (x - c.x, y - c.y);
+                let d = (ox * ox + oy * oy).sqrt();
+                if d < c.radius + r && d > 1e-6 {
+                    let k = (c.radius + r + eps) / d;
+                    (x, y) = (c.x + ox * k, c.y + oy * k);
+                }
+            }
+        }
+        (x, y)
+    }
+
     /// Applies one control period of `cmd` (clamped and slew-limited like the
     /// firmware does), moves the robot, and checks for collision and success.
     pub fn step(&mut self, cmd: Wheels) -> StepOutcome {
@@ -263,7 +290,7 @@ impl Sim {
                     ty -= dot * cy;
                 }
             }
-            let (sx, sy) = (x + tx, y + ty);
+            let (sx, sy) = self.push_out(x + tx, y + ty);
             if self.contact(sx, sy).0 {
                 self.pose = (x, y, nth);
                 self.wheels = Wheels::default();
@@ -305,6 +332,42 @@ mod tests {
             }
         }
         assert!(ok >= n as usize * 97 / 100, "expert succeeded {ok}/{n}");
+    }
+
+    #[test]
+    fn a_robot_slides_past_a_post_it_grazes() {
+        let cfg = SimConfig::default();
+        let mut sim = Sim::new(&cfg, 1);
+        sim.world.cylinders.clear();
+        for (x, y) in [(4.5, 4.5), (2.5, 2.5)] {
+            sim.world.cylinders.push(Cylinder {
+                x,
+                y,
+                radius: 0.15,
+                height: 0.5,
+                colour: [0.0; 3],
+                kind: Kind::Landmark(0),
+            });
+        }
+        sim.world.target = 0;
+        // Heading +x, the post 8 degrees ahead of abeam on the right,
+        // touching: the bumper meets it at a glancing angle.
+        let reach = 0.15 + cfg.robot_radius;
+        let a = (90.0f32 - 8.0).to_radians();
+        sim.pose = (2.5 - reach * a.cos(), 2.5 + reach * a.sin(), 0.0);
+        let x0 = sim.pose.0;
+        for _ in 0..20 {
+            sim.step(Wheels {
+                left: 0.5,
+                right: 0.5,
+            });
+        }
+        assert!(sim.collisions > 0, "the robot never touched the post");
+        assert!(
+            sim.pose.0 > x0 + 0.5,
+            "pinned at the post: moved {} m",
+            sim.pose.0 - x0
+        );
     }
 
     #[test]
