@@ -14,12 +14,14 @@ cd "$(dirname "$0")/../.."
 py=${PYTHON:-python3}
 work=${1:-/tmp/offramp-train-work}
 rounds=${ROUNDS:-2}
+# Channels per exit segment; the committed model is 48 throughout.
+widths=${WIDTHS:-48,48,48,48}
 mkdir -p "$work"
 off() { cargo run -q --release -p offramp -- "$@"; }
 
 off sim record --episodes 1000 --first-seed 100000 --out "$work/bc"
 "$py" tools/train/train_demo.py --data "$work/bc" --out "$work/model-1" \
-  --checkpoint "$work/model-1.pt" --epochs 12
+  --checkpoint "$work/model-1.pt" --epochs 12 --widths "$widths"
 data=("$work/bc")
 for r in $(seq 1 "$rounds"); do
   rm -rf "$work/set-$r"
@@ -31,7 +33,7 @@ for r in $(seq 1 "$rounds"); do
   epochs=$([[ $r == 1 ]] && echo 6 || echo 4)
   lr=1e-3
   "$py" tools/train/train_demo.py --data "${data[@]}" --init "$work/model-$r.pt" \
-    --checkpoint "$work/model-$((r + 1)).pt" --epochs "$epochs" --lr "$lr" --out "$work/model-$((r + 1))"
+    --checkpoint "$work/model-$((r + 1)).pt" --epochs "$epochs" --lr "$lr" --widths "$widths" --out "$work/model-$((r + 1))"
 done
 final="$work/model-$((rounds + 1))"
 cp "$final"/*.onnx "$final"/model.toml engines/demo/

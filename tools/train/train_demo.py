@@ -2,10 +2,12 @@
 """Trains offramp's demo multi-exit VLA on simulator demonstrations and
 exports one ONNX file per exit segment plus the shared action head.
 
-Reproduce the committed engines/demo/ (CPU, PyTorch from PyPI, ~15 min on 2 cores):
+Reproduce the committed engines/demo/ (CPU, PyTorch from PyPI; BC then
+DAgger rounds, about 75 minutes on 2 cores) with tools/train/reproduce_demo.sh;
+one pass of this script is one of its steps:
 
-    cargo run --release -p offramp -- sim record --episodes 800 --first-seed 100000 --out /tmp/offramp-train
-    python3 tools/train/train_demo.py --data /tmp/offramp-train --out engines/demo --seed 0
+    cargo run --release -p offramp -- sim record --episodes 1000 --first-seed 100000 --out /tmp/offramp-train
+    python3 tools/train/train_demo.py --data /tmp/offramp-train --out /tmp/model-1 --epochs 12
 
 The model is DeeR-shaped:
 * segment 0: the 32x32 image cut into 32 patches (8 rows x 4 columns each,
@@ -33,7 +35,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-D, HEADS, MLP, FEAT, HIDDEN = 48, 4, 96, 64, 64
+# D: the patch embedding's width, and every segment's unless --widths says
+# otherwise. Each block's MLP is twice its width.
+D, HEADS, FEAT, HIDDEN = 48, 4, 64, 64
 H = W = 32
 PATCH = (8, 4)
 TOKENS = (H // PATCH[0]) * (W // PATCH[1]) + 1
@@ -45,46 +49,65 @@ OPSET = 17
 
 
 class Block(nn.Module):
-    def __init__(self):
+    def __init__(self, d=D):
         super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(D), nn.LayerNorm(D)
-        self.qkv, self.proj = nn.Linear(D, 3 * D), nn.Linear(D, D)
-        self.fc1, self.fc2 = nn.Linear(D, MLP), nn.Linear(MLP, D)
+        self.d = d
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.fc1, self.fc2 = nn.Linear(d, 2 * d), nn.Linear(2 * d, d)
 
     def forward(self, x):
         b, t, _ = x.shape
-        dh = D // HEADS
-        q, k, v = self.qkv(self.ln1(x)).split(D, dim=-1)
+        d = self.d
+        dh = d // HEADS
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)
         q, k, v = (z.reshape(b, t, HEADS, dh).transpose(1, 2) for z in (q, k, v))
         att = torch.softmax(q @ k.transpose(-1, -2) / dh**0.5, dim=-1) @ v
-        x = x + self.proj(att.transpose(1, 2).reshape(b, t, D))
+        x = x + self.proj(att.transpose(1, 2).reshape(b, t, d))
         return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
 
 
 class Exit(nn.Module):
     """Pools the tokens into the head's feature."""
 
-    def __init__(self):
+    def __init__(self, d=D):
         super().__init__()
-        self.ln, self.fc = nn.LayerNorm(D), nn.Linear(D, FEAT)
+        self.ln, self.fc = nn.LayerNorm(d), nn.Linear(d, FEAT)
 
     def forward(self, x):
         return self.fc(self.ln(x.mean(dim=1)))
 
 
 class Segment(nn.Module):
-    def __init__(self, first):
+    """One exit segment. With equal widths (the default) the hidden state is
+    the token stream itself. With narrower segments (`--widths`, e.g.
+    32,48,48,48) each hidden state up to the last narrow segment also carries
+    the D-channel patch embedding, and a segment whose input is not its own
+    width starts with a linear `lift` of it: a narrow first segment then
+    cannot starve the wider ones of the image (a plain narrow-to-wide chain
+    trained to 31 %)."""
+
+    def __init__(self, index, widths):
         super().__init__()
-        self.first = first
-        if first:
+        self.first = index == 0
+        narrow = [i for i, w in enumerate(widths) if w < D]
+        last_narrow = narrow[-1] if narrow else -1
+        # Whether this segment's input and output carry the embedding.
+        self.carry_in = not self.first and index - 1 <= last_narrow
+        self.carry_out = index <= last_narrow
+        d = widths[index]
+        d_in = D if self.first else widths[index - 1] + (D if self.carry_in else 0)
+        if self.first:
             self.patch = nn.Conv2d(3, D, kernel_size=PATCH, stride=PATCH)
             self.instr = nn.Linear(N_INSTR, D)
             self.pos = nn.Parameter(torch.randn(1, TOKENS, D) * 0.02)
             # DeeR's reference for exit 0's criterion: the head on the pooled
             # embedding, before any block.
             self.embed_exit = Exit()
-        self.blocks = nn.ModuleList(Block() for _ in range(BLOCKS_PER_EXIT))
-        self.exit = Exit()
+        if d_in != d:
+            self.lift = nn.Linear(d_in, d)
+        self.blocks = nn.ModuleList(Block(d) for _ in range(BLOCKS_PER_EXIT))
+        self.exit = Exit(d)
 
     def forward(self, *inputs):
         if self.first:
@@ -92,13 +115,18 @@ class Segment(nn.Module):
             p = self.patch(image).flatten(2).transpose(1, 2)
             x = torch.cat([self.instr(instruction).unsqueeze(1), p], dim=1) + self.pos
             ref = self.embed_exit(x)
+            embed = x
         else:
             (x,) = inputs
+            embed = x[..., :D] if self.carry_in else None
+        if hasattr(self, "lift"):
+            x = self.lift(x)
         for blk in self.blocks:
             x = blk(x)
+        hidden = torch.cat([embed, x], dim=-1) if self.carry_out else x
         if self.first:
-            return x, self.exit(x), ref
-        return x, self.exit(x)
+            return hidden, self.exit(x), ref
+        return hidden, self.exit(x)
 
 
 class Head(nn.Module):
@@ -114,9 +142,9 @@ class Head(nn.Module):
 
 
 class Model(nn.Module):
-    def __init__(self):
+    def __init__(self, widths=(D,) * N_EXITS):
         super().__init__()
-        self.segments = nn.ModuleList(Segment(i == 0) for i in range(N_EXITS))
+        self.segments = nn.ModuleList(Segment(i, widths) for i in range(N_EXITS))
         self.head = Head()
 
     def features(self, image, instruction):
@@ -146,7 +174,8 @@ def load_onnx_weights(model, engines):
         path = os.path.join(engines, file)
         inits = onnx.load(path).graph.initializer
         anon = [numpy_helper.to_array(t) for t in inits if t.name.startswith("onnx::")]
-        anon_names = [
+        lift = ["lift.weight"] if prefix != "head." and hasattr(model.get_submodule(prefix[:-1]), "lift") else []
+        anon_names = lift + [
             f"blocks.{b}.{layer}.weight"
             for b in range(BLOCKS_PER_EXIT if prefix != "head." else 0)
             for layer in ("qkv", "proj", "fc1", "fc2")
@@ -210,7 +239,7 @@ def train(args):
     train_c = [c for c in all_chunks if int(episodes[c[0]]) not in val_eps]
     val_c = [c for c in all_chunks if int(episodes[c[0]]) in val_eps]
     print(f"{len(frames)} frames, {n_eps} episodes; {len(train_c)} train / {len(val_c)} val chunks")
-    model = Model()
+    model = Model(args.widths)
     if args.init:
         model.load_state_dict(torch.load(args.init))
         print(f"fine-tuning from {args.init}")
@@ -344,7 +373,8 @@ def export(model, out, seed, args):
     with open(os.path.join(out, "model.toml"), "w") as f:
         f.write(
             f"""# Source description read by `offramp build --onnx`; written by
-# tools/train/train_demo.py (seed {seed}, {args.epochs} epochs on {args.data_desc}).
+# tools/train/train_demo.py (seed {seed}, segment widths {",".join(map(str, args.widths))},
+# {args.epochs} epochs on {args.data_desc}).
 model = "demo-vla"
 exits = [{exits}]
 feature = "feature"
@@ -384,7 +414,14 @@ def main():
     ap.add_argument("--chunk", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--widths", default=",".join([str(D)] * N_EXITS),
+        help="channels of each exit segment, e.g. 32,48,48,48 for a cheaper exit 1",
+    )
     args = ap.parse_args()
+    args.widths = tuple(int(w) for w in args.widths.split(","))
+    if len(args.widths) != N_EXITS or any(w <= 0 or w % HEADS or w > D for w in args.widths):
+        raise SystemExit(f"--widths {args.widths}: need {N_EXITS} widths, each a multiple of {HEADS}, at most {D}")
     descs = []
     for d in args.data:
         with open(os.path.join(d, "meta.json")) as f:
