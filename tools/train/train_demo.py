@@ -3,11 +3,11 @@
 exports one ONNX file per exit segment plus the shared action head.
 
 Reproduce the committed engines/demo/ (CPU, PyTorch from PyPI; BC then
-DAgger rounds, about 75 minutes on 2 cores) with tools/train/reproduce_demo.sh;
+DAgger rounds, about 105 minutes on 2 cores) with tools/train/reproduce_demo.sh;
 one pass of this script is one of its steps:
 
     cargo run --release -p offramp -- sim record --episodes 1000 --first-seed 100000 --out /tmp/offramp-train
-    python3 tools/train/train_demo.py --data /tmp/offramp-train --out /tmp/model-1 --epochs 12
+    python3 tools/train/train_demo.py --data /tmp/offramp-train --out /tmp/model-1 --epochs 12 --widths 24,48,48,48
 
 The model is DeeR-shaped:
 * segment 0: the 32x32 image cut into 32 patches (8 rows x 4 columns each,
