@@ -404,13 +404,18 @@ enum SimCommand {
         /// Driving noise (share of the limits) so the data covers recoveries.
         #[arg(long, default_value_t = 0.3)]
         noise: f32,
-        /// DAgger: this engine set drives (a random exit per episode) while
-        /// the expert labels every frame.
+        /// DAgger: this engine set drives (a random exit per episode, or its
+        /// criterion: --learner-criterion-share) while the expert labels every frame.
         #[arg(long)]
         learner: Option<PathBuf>,
         /// With --learner, the share of steps the expert drives instead.
         #[arg(long, default_value_t = 0.3)]
         expert_share: f32,
+        /// With --learner, the share of episodes its calibrated criterion
+        /// drives (the deployed operating point) instead of a random fixed
+        /// exit.
+        #[arg(long, default_value_t = 0.0)]
+        learner_criterion_share: f32,
         /// Simulator configuration (TOML); default: the built-in one.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -430,6 +435,10 @@ enum SimCommand {
         /// criterion if the set is calibrated.
         #[arg(long)]
         exit: Option<usize>,
+        /// Evaluate only the calibrated criterion (an operating point on
+        /// many episodes without re-running the fixed exits).
+        #[arg(long, conflicts_with = "exit")]
+        criterion: bool,
         #[arg(long)]
         json: bool,
         #[arg(long)]
@@ -617,13 +626,24 @@ fn main() -> anyhow::Result<()> {
                     noise,
                     learner,
                     expert_share,
+                    learner_criterion_share,
                     config,
                 },
         } => {
             let cfg = sim_cmd::load_config(config.as_deref())?;
-            let learner = learner
-                .as_deref()
-                .map(|l| (l, expert_share.clamp(0.0, 1.0)));
+            for (flag, v) in [
+                ("--expert-share", expert_share),
+                ("--learner-criterion-share", learner_criterion_share),
+            ] {
+                if !(0.0..=1.0).contains(&v) {
+                    anyhow::bail!("{flag} {v}: must be a share between 0 and 1");
+                }
+            }
+            let learner = learner.as_deref().map(|engines| sim_cmd::LearnerOptions {
+                engines,
+                expert_share,
+                criterion_share: learner_criterion_share,
+            });
             sim_cmd::run_record(&cfg, episodes, first_seed, noise, &out, learner)?;
         }
         Command::Bundle {
@@ -813,12 +833,18 @@ fn main() -> anyhow::Result<()> {
                     episodes,
                     first_seed,
                     exit,
+                    criterion,
                     json,
                     config,
                 },
         } => {
             let cfg = sim_cmd::load_config(config.as_deref())?;
-            sim_cmd::run_eval(&cfg, &engines, episodes, first_seed, exit, json)?;
+            let which = match (exit, criterion) {
+                (Some(k), _) => sim_cmd::EvalPolicies::Exit(k),
+                (None, true) => sim_cmd::EvalPolicies::Criterion,
+                (None, false) => sim_cmd::EvalPolicies::All,
+            };
+            sim_cmd::run_eval(&cfg, &engines, episodes, first_seed, which, json)?;
         }
         Command::Sim {
             command: SimCommand::Bench { frames, config },

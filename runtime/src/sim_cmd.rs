@@ -36,12 +36,27 @@ pub fn load_config(path: Option<&Path>) -> anyhow::Result<SimConfig> {
     }
 }
 
-/// The runtime as a DAgger learner: a random fixed exit per episode, so the
-/// data covers the states every exit leads to.
+/// Who drives a DAgger recording while the expert labels every frame.
+pub struct LearnerOptions<'a> {
+    /// The engine set that drives.
+    pub engines: &'a Path,
+    /// Share of steps the expert drives instead.
+    pub expert_share: f32,
+    /// Share of episodes driven by the engine set's calibrated criterion
+    /// (its manifest thresholds); the rest use a random fixed exit. The
+    /// criterion visits the states the deployed operating point leads to,
+    /// which no single fixed exit does.
+    pub criterion_share: f32,
+}
+
+/// The runtime as a DAgger learner: per episode either the calibrated
+/// criterion or a random fixed exit, so the data covers the states every
+/// exit (and the deployed mix of exits) leads to.
 struct ChainLearner {
     chain: ExitChain,
     pre: Preprocessor,
-    exit: usize,
+    policy: ExitPolicy,
+    criterion_share: f32,
     rng: offramp_sim::Rng,
     error: Option<anyhow::Error>,
 }
@@ -50,7 +65,15 @@ impl offramp_sim::record::Learner for ChainLearner {
     fn start(&mut self, sim: &Sim) {
         self.chain.reset();
         self.chain.set_instruction(sim.instruction() as usize);
-        self.exit = self.rng.below(self.chain.exits());
+        // Draw both numbers every episode so the fixed exits of a recording
+        // do not depend on the criterion share.
+        let criterion = self.rng.unit() < self.criterion_share;
+        let exit = self.rng.below(self.chain.exits());
+        self.policy = if criterion {
+            ExitPolicy::Criterion
+        } else {
+            ExitPolicy::Fixed(exit)
+        };
     }
 
     fn act(&mut self, frame: &[u8]) -> offramp_sim::Twist {
@@ -58,7 +81,7 @@ impl offramp_sim::record::Learner for ChainLearner {
             .pre
             .run(frame, self.chain.image_mut())
             .map_err(anyhow::Error::from)
-            .and_then(|_| Ok(self.chain.step(ExitPolicy::Fixed(self.exit))?));
+            .and_then(|_| Ok(self.chain.step(self.policy)?));
         if let Err(e) = r {
             self.error.get_or_insert(e);
             return offramp_sim::Twist::default();
@@ -73,22 +96,30 @@ pub fn run_record(
     first_seed: u64,
     noise: f32,
     out: &Path,
-    learner: Option<(&Path, f32)>,
+    learner: Option<LearnerOptions>,
 ) -> anyhow::Result<()> {
     let bar = progress_bar(episodes as u64, "episodes");
     let opts = RecordOptions {
         episodes,
         first_seed,
         noise,
-        expert_share: learner.map_or(1.0, |l| l.1),
+        expert_share: learner.as_ref().map_or(1.0, |l| l.expert_share),
     };
     let mut l = match learner {
-        Some((dir, _)) => {
-            let set = EngineSet::open(dir)?;
+        Some(lo) => {
+            let set = EngineSet::open(lo.engines)?;
+            if lo.criterion_share > 0.0 && set.manifest.criterion.thresholds.is_empty() {
+                anyhow::bail!(
+                    "{}: --learner-criterion-share {} needs calibrated thresholds, and the manifest has none (run `offramp calibrate` on it first)",
+                    lo.engines.display(),
+                    lo.criterion_share
+                );
+            }
             Some(ChainLearner {
                 chain: ExitChain::new(&set, BackendKind::Cpu)?,
                 pre: preprocessor(&set, cfg)?,
-                exit: 0,
+                policy: ExitPolicy::Fixed(0),
+                criterion_share: lo.criterion_share,
                 rng: offramp_sim::Rng::new(first_seed ^ 0xDA66E4),
                 error: None,
             })
@@ -190,26 +221,44 @@ pub fn evaluate_with_progress(
     Ok(r)
 }
 
+/// Which policies `sim eval` drives the simulator with.
+#[derive(Debug, Clone, Copy)]
+pub enum EvalPolicies {
+    /// Every fixed exit, then the criterion if the set is calibrated.
+    All,
+    /// One fixed exit (1-based).
+    Exit(usize),
+    /// Only the calibrated criterion.
+    Criterion,
+}
+
 pub fn run_eval(
     cfg: &SimConfig,
     engines: &Path,
     episodes: usize,
     first_seed: u64,
-    exit: Option<usize>,
+    which: EvalPolicies,
     json: bool,
 ) -> anyhow::Result<()> {
     let set = EngineSet::open(engines)?;
     let mut chain = ExitChain::new(&set, BackendKind::Cpu)?;
     let mut pre = preprocessor(&set, cfg)?;
     let n = chain.exits();
-    let mut policies: Vec<ExitPolicy> = match exit {
-        Some(k) if (1..=n).contains(&k) => vec![ExitPolicy::Fixed(k - 1)],
-        Some(k) => anyhow::bail!("--exit {k}: the engine set has exits 1..={n}"),
-        None => (0..n).map(ExitPolicy::Fixed).collect(),
+    let calibrated = set.manifest.criterion.thresholds.len() + 1 == n;
+    let policies: Vec<ExitPolicy> = match which {
+        EvalPolicies::Exit(k) if (1..=n).contains(&k) => vec![ExitPolicy::Fixed(k - 1)],
+        EvalPolicies::Exit(k) => anyhow::bail!("--exit {k}: the engine set has exits 1..={n}"),
+        EvalPolicies::Criterion if !calibrated => anyhow::bail!(
+            "--criterion: {} has {} thresholds for {n} exits; run `offramp calibrate` on it first",
+            engines.join("manifest.toml").display(),
+            set.manifest.criterion.thresholds.len()
+        ),
+        EvalPolicies::Criterion => vec![ExitPolicy::Criterion],
+        EvalPolicies::All => (0..n)
+            .map(ExitPolicy::Fixed)
+            .chain(calibrated.then_some(ExitPolicy::Criterion))
+            .collect(),
     };
-    if exit.is_none() && set.manifest.criterion.thresholds.len() + 1 == n {
-        policies.push(ExitPolicy::Criterion);
-    }
     let mut reports: Vec<EvalReport> = Vec::new();
     for p in policies {
         let label = format!("{p:?}");

@@ -233,3 +233,130 @@ fn sim_eval_explains_every_failed_episode() {
     let d = f["mean_final_distance_m"].as_f64().unwrap();
     assert!(d > 0.7, "mean final distance {d} m");
 }
+
+/// DAgger recording: the engine set drives (here always through its
+/// calibrated criterion, the expert never), so the frames differ from the
+/// expert's own episode on the same seed; bad shares and an uncalibrated
+/// set are refused by name.
+#[test]
+fn dagger_record_lets_the_learner_drive() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = demo_dir();
+    let record = |out: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "sim",
+            "record",
+            "--episodes",
+            "1",
+            "--first-seed",
+            "11",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        offramp(&args)
+    };
+    let expert = dir.path().join("expert");
+    let (ok, _, err) = record(&expert, &[]);
+    assert!(ok, "{err}");
+    let learner = dir.path().join("learner");
+    let (ok, _, err) = record(
+        &learner,
+        &[
+            "--learner",
+            d.to_str().unwrap(),
+            "--expert-share",
+            "0",
+            "--learner-criterion-share",
+            "1",
+        ],
+    );
+    assert!(ok, "{err}");
+    let frames = |p: &std::path::Path| std::fs::read(p.join("frames.npy")).unwrap();
+    assert!(frames(&learner).len() > 1000);
+    assert_ne!(frames(&expert), frames(&learner));
+
+    let (ok, _, err) = record(
+        &dir.path().join("bad"),
+        &["--learner", d.to_str().unwrap(), "--expert-share", "1.5"],
+    );
+    assert!(!ok);
+    assert!(err.contains("--expert-share 1.5"), "{err}");
+
+    // A copy of the set with no thresholds cannot drive by its criterion.
+    let raw = uncalibrated_copy(dir.path());
+    let (ok, _, err) = record(
+        &dir.path().join("uncalibrated"),
+        &[
+            "--learner",
+            raw.to_str().unwrap(),
+            "--learner-criterion-share",
+            "0.5",
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("manifest has none") && err.contains(raw.to_str().unwrap()),
+        "{err}"
+    );
+}
+
+/// A copy of the demo engine set under `dir` with its thresholds removed.
+fn uncalibrated_copy(dir: &std::path::Path) -> std::path::PathBuf {
+    let d = demo_dir();
+    let raw = dir.join("raw");
+    std::fs::create_dir(&raw).unwrap();
+    for e in std::fs::read_dir(&d).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, raw.join(p.file_name().unwrap())).unwrap();
+    }
+    let manifest = std::fs::read_to_string(raw.join("manifest.toml")).unwrap();
+    let stripped: String = manifest
+        .lines()
+        .map(|l| {
+            if l.starts_with("thresholds = ") {
+                "thresholds = []"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_ne!(manifest.trim_end(), stripped.trim_end());
+    std::fs::write(raw.join("manifest.toml"), stripped).unwrap();
+    raw
+}
+
+/// `sim eval --criterion` runs the calibrated criterion alone, and refuses
+/// a set without thresholds by naming its manifest.
+#[test]
+fn sim_eval_runs_the_criterion_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = demo_dir();
+    let eval = |engines: &std::path::Path| {
+        offramp(&[
+            "sim",
+            "eval",
+            "--engines",
+            engines.to_str().unwrap(),
+            "--episodes",
+            "2",
+            "--criterion",
+            "--json",
+        ])
+    };
+    let (ok, out, err) = eval(&d);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let reports = v.as_array().unwrap();
+    assert_eq!(reports.len(), 1, "{out}");
+    assert_eq!(reports[0]["policy"], "criterion");
+    assert_eq!(reports[0]["episodes"], 2);
+    let raw = uncalibrated_copy(dir.path());
+    let (ok, _, err) = eval(&raw);
+    assert!(!ok);
+    assert!(
+        err.contains("--criterion") && err.contains(raw.join("manifest.toml").to_str().unwrap()),
+        "{err}"
+    );
+}

@@ -254,6 +254,12 @@ def train(args):
     # The head state of a chunk that does not start its episode comes from
     # the previous chunk (stored after each pass, detached): truncated BPTT.
     h_store = {}
+    # Weights of the auxiliary losses (reference, exits 1..N), summing to 1:
+    # equal by default; --exit-weights leans on the exits a low budget uses.
+    aux_w = torch.tensor((1.0,) + args.exit_weights)
+    aux_w = aux_w / aux_w.sum()
+    # Equal weights keep the plain mean, so earlier rounds reproduce exactly.
+    equal_w = all(w == 1 for w in args.exit_weights)
 
     def run(batch, train_mode):
         L = args.chunk
@@ -301,7 +307,8 @@ def train(args):
         for b, (s, n, _) in enumerate(batch):
             h_store[s + n] = hs_rand[b].detach()
         per_exit = torch.stack(losses[: N_EXITS + 1])
-        return losses[N_EXITS + 1] + per_exit.mean(), per_exit[1:].detach()
+        aux = per_exit.mean() if equal_w else (aux_w * per_exit).sum()
+        return losses[N_EXITS + 1] + aux, per_exit[1:].detach()
 
     t0 = time.time()
     for epoch in range(args.epochs):
@@ -370,11 +377,14 @@ def export(model, out, seed, args):
         onnx.checker.check_model(m, full_check=True)
         onnx.save(m, p)
     exits = ", ".join(f'"{n}"' for n in names)
+    weights = ""
+    if any(w != 1 for w in args.exit_weights):
+        weights = "; exit loss weights " + ",".join(f"{w:g}" for w in args.exit_weights)
     with open(os.path.join(out, "model.toml"), "w") as f:
         f.write(
             f"""# Source description read by `offramp build --onnx`; written by
 # tools/train/train_demo.py (seed {seed}, segment widths {",".join(map(str, args.widths))},
-# {args.epochs} epochs on {args.data_desc}).
+# {args.epochs} epochs on {args.data_desc}{weights}).
 model = "demo-vla"
 exits = [{exits}]
 feature = "feature"
@@ -418,7 +428,17 @@ def main():
         "--widths", default=",".join([str(D)] * N_EXITS),
         help="channels of each exit segment, e.g. 32,48,48,48 for a cheaper exit 1",
     )
+    ap.add_argument(
+        "--exit-weights", default=",".join(["1"] * N_EXITS),
+        help="relative weights of exits 1..4's auxiliary losses (the embedding reference's is 1), e.g. 3,1,1,1",
+    )
     args = ap.parse_args()
+    try:
+        args.exit_weights = tuple(float(w) for w in args.exit_weights.split(","))
+    except ValueError:
+        raise SystemExit(f"--exit-weights {args.exit_weights}: not comma-separated numbers")
+    if len(args.exit_weights) != N_EXITS or any(not (w >= 0) for w in args.exit_weights):
+        raise SystemExit(f"--exit-weights {args.exit_weights}: need {N_EXITS} weights, each at least 0")
     args.widths = tuple(int(w) for w in args.widths.split(","))
     if len(args.widths) != N_EXITS or any(w <= 0 or w % HEADS or w > D for w in args.widths):
         raise SystemExit(f"--widths {args.widths}: need {N_EXITS} widths, each a multiple of {HEADS}, at most {D}")
