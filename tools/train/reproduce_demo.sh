@@ -2,15 +2,13 @@
 # Reproduces engines/demo: behaviour cloning on expert demonstrations, then
 # DAgger rounds in which the previous model drives (a random exit per
 # episode, the expert taking 20-30% of the steps) while the expert labels
-# every frame. CPU only; the committed set is ROUNDS=3, about 105 minutes on
-# 2 cores. Needs PyTorch, onnx and numpy in $PYTHON (pip install torch onnx
-# numpy).
-#
-# ROUNDS=4 adds the round tried in session 10 (35 more minutes; evaluated in
-# README "History of the model", not committed yet): half its episodes are
-# driven by the 6.5x operating point (the criterion calibrated for a 0.154
-# budget, which stops ~93% of frames at exit 1) and exit 1's auxiliary loss
-# counts 3x, because that is the policy a low budget deploys.
+# every frame. From round 4 on, half the episodes are driven instead by the
+# 6.5x operating point (the criterion calibrated for a 0.154 budget, which
+# stops ~93% of frames at exit 1), and exit 1's auxiliary loss counts 3x:
+# that is the policy a low budget deploys, so its states need labels.
+# CPU only; about 140 minutes on 2 cores (ROUNDS=3, 105 minutes, is the
+# session-9 model). Needs PyTorch, onnx and numpy in $PYTHON (pip install
+# torch onnx numpy).
 #
 #   PYTHON=~/venv/bin/python tools/train/reproduce_demo.sh [WORK_DIR]
 #
@@ -20,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 py=${PYTHON:-python3}
 work=${1:-/tmp/offramp-train-work}
-rounds=${ROUNDS:-3}
+rounds=${ROUNDS:-4}
 # Channels per exit segment. The committed model narrows only exit 1's
 # segment (24 wide, 13 % of the full model's MACs); 48 throughout is the
 # session-5 model.

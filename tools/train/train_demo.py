@@ -3,7 +3,7 @@
 exports one ONNX file per exit segment plus the shared action head.
 
 Reproduce the committed engines/demo/ (CPU, PyTorch from PyPI; BC then
-DAgger rounds, about 105 minutes on 2 cores) with tools/train/reproduce_demo.sh;
+DAgger rounds, about 140 minutes on 2 cores) with tools/train/reproduce_demo.sh;
 one pass of this script is one of its steps:
 
     cargo run --release -p offramp -- sim record --episodes 1000 --first-seed 100000 --out /tmp/offramp-train
