@@ -65,9 +65,10 @@ impl offramp_sim::record::Learner for ChainLearner {
     fn start(&mut self, sim: &Sim) {
         self.chain.reset();
         self.chain.set_instruction(sim.instruction() as usize);
-        // Draw both numbers every episode so the fixed exits of a recording
-        // do not depend on the criterion share.
-        let criterion = self.rng.unit() < self.criterion_share;
+        // The coin is drawn only when the criterion may drive, so recordings
+        // without it keep the exact exit sequence of earlier rounds
+        // (reproduce_demo.sh replays them).
+        let criterion = self.criterion_share > 0.0 && self.rng.unit() < self.criterion_share;
         let exit = self.rng.below(self.chain.exits());
         self.policy = if criterion {
             ExitPolicy::Criterion
