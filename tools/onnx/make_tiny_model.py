@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes a tiny multi-exit model in the DeeR shape as ONNX segments, for tests.
 
-    python3 tools/onnx/make_tiny_model.py --out engines/testdata/tiny --seed 7
+    python3 tools/onnx/make_tiny_model.py --out engines/models/testdata/tiny --seed 7
 
 Inputs: image [1,3,16,16] and a one-hot instruction [1,4]. Segment 0 embeds
 4x4 patches plus an instruction token and runs one transformer block; each

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces engines/demo: behaviour cloning on expert demonstrations, then
+# Reproduces engines/models/demo: behaviour cloning on expert demonstrations, then
 # DAgger rounds in which the previous model drives (a random exit per
 # episode, the expert taking 20-30% of the steps) while the expert labels
 # every frame. From round 4 on, half the episodes are driven instead by the
@@ -50,6 +50,6 @@ for r in $(seq 1 "$rounds"); do
     --checkpoint "$work/model-$((r + 1)).pt" --epochs "$epochs" --lr "$lr" --widths "$widths" --exit-weights "$weights" --out "$work/model-$((r + 1))"
 done
 final="$work/model-$((rounds + 1))"
-cp "$final"/*.onnx "$final"/model.toml engines/demo/
-off build --onnx engines/demo --out engines/demo
-off calibrate --engines engines/demo --budget-ratio 0.5 --sim-episodes 200
+cp "$final"/*.onnx "$final"/model.toml engines/models/demo/
+off build --onnx engines/models/demo --out engines/models/demo
+off calibrate --engines engines/models/demo --budget-ratio 0.5 --sim-episodes 200

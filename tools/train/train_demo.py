@@ -2,7 +2,7 @@
 """Trains offramp's demo multi-exit VLA on simulator demonstrations and
 exports one ONNX file per exit segment plus the shared action head.
 
-Reproduce the committed engines/demo/ (CPU, PyTorch from PyPI; BC then
+Reproduce the committed engines/models/demo/ (CPU, PyTorch from PyPI; BC then
 DAgger rounds, about 140 minutes on 2 cores) with tools/train/reproduce_demo.sh;
 one pass of this script is one of its steps:
 

@@ -32,6 +32,11 @@ pub use messages::*;
 /// Version of this wire contract. Bump on any change to a message layout.
 pub const PROTOCOL_VERSION: u8 = 1;
 
+/// How long a command from the runtime stays valid, from the moment it is
+/// made, unless it says otherwise: two frames at 10 Hz. Past it the bridge
+/// drops the action and the firmware refuses the drive.
+pub const COMMAND_VALIDITY_MS: u32 = 200;
+
 /// Largest postcard payload any message of this contract serialises to.
 pub const MAX_PAYLOAD: usize = 160;
 

@@ -190,3 +190,128 @@ impl ClockSync {
         self.firmware_us_at(Instant::now())
     }
 }
+
+/// How often a host re-syncs the firmware clock while it drives. A
+/// microcontroller's crystal drifts against the host's clock, and an emulated
+/// one loses ticks when its host is busy (QEMU on a loaded machine lost
+/// 300 ms in a second): deadlines in the firmware's time base stay right only
+/// if the estimate is fresh. The firmware refuses a deadline more than
+/// 500 ms ahead and commands are valid for [`crate::COMMAND_VALIDITY_MS`],
+/// so an estimate at most this old can never be refused.
+pub const RESYNC_EVERY: Duration = Duration::from_millis(200);
+
+/// Why a clock sync failed.
+#[derive(Debug)]
+pub enum SyncError {
+    Send(SendError),
+    /// No pong for this nonce within the timeout.
+    NoPong {
+        nonce: u32,
+        why: RecvError,
+    },
+}
+
+impl std::fmt::Display for SyncError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SyncError::Send(e) => write!(f, "clock sync: {e}"),
+            SyncError::NoPong { nonce, why } => {
+                write!(
+                    f,
+                    "clock sync: no pong to ping {nonce} from the firmware: {why}"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for SyncError {}
+
+impl<W: Write> Link<crate::HostMsg, crate::McuMsg, W> {
+    /// Syncs the firmware clock on the ping with the shortest round trip out
+    /// of `pings` (nonces from `first_nonce`): the shortest round trip has
+    /// the least queueing in it, so its midpoint is the best estimate.
+    /// Returns the estimate and every round trip.
+    pub fn sync_clock(
+        &mut self,
+        first_nonce: u32,
+        pings: u32,
+        timeout: Duration,
+    ) -> Result<(ClockSync, Vec<Duration>), SyncError> {
+        let mut rtts = Vec::with_capacity(pings.max(1) as usize);
+        let mut best: Option<(Duration, ClockSync)> = None;
+        for k in 0..pings.max(1) {
+            let nonce = first_nonce.wrapping_add(k);
+            let sent = self
+                .send(&crate::HostMsg::Ping { nonce })
+                .map_err(SyncError::Send)?;
+            let (uptime, at) = self
+                .wait_for(timeout, |m, at| match m {
+                    crate::McuMsg::Pong(p) if p.nonce == nonce => Some((p.uptime_us, at)),
+                    _ => None,
+                })
+                .map_err(|why| SyncError::NoPong { nonce, why })?;
+            let rtt = at.saturating_duration_since(sent);
+            rtts.push(rtt);
+            if best.is_none_or(|(b, _)| rtt < b) {
+                best = Some((rtt, ClockSync::from_ping(sent, uptime, at)));
+            }
+        }
+        best.map(|(_, c)| (c, rtts)).ok_or(SyncError::NoPong {
+            nonce: first_nonce,
+            why: RecvError::Timeout,
+        })
+    }
+}
+
+/// Periodic re-sync while a host drives the firmware, without blocking: at
+/// most one ping in flight, a new one every [`RESYNC_EVERY`], and a ping
+/// whose pong was lost (line noise) is given up after a second.
+#[derive(Debug)]
+pub struct Resync {
+    ping: Option<(u32, Instant)>,
+    next_nonce: u32,
+    last: Instant,
+}
+
+impl Resync {
+    /// Nonces from `first_nonce` on (keep them apart from other pings).
+    pub fn new(first_nonce: u32) -> Self {
+        Self {
+            ping: None,
+            next_nonce: first_nonce,
+            last: Instant::now(),
+        }
+    }
+
+    /// Sends a ping if one is due; call it from the host's loop.
+    pub fn poll<W: Write>(
+        &mut self,
+        link: &mut Link<crate::HostMsg, crate::McuMsg, W>,
+    ) -> Result<(), SendError> {
+        let free = self
+            .ping
+            .is_none_or(|(_, at)| at.elapsed() > Duration::from_secs(1));
+        if free && self.last.elapsed() >= RESYNC_EVERY {
+            let nonce = self.next_nonce;
+            self.next_nonce = self.next_nonce.wrapping_add(1);
+            self.ping = Some((nonce, link.send(&crate::HostMsg::Ping { nonce })?));
+            self.last = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// A pong received at `at`: the new estimate and the round trip, if it
+    /// answers the ping in flight.
+    pub fn on_pong(&mut self, p: &crate::Pong, at: Instant) -> Option<(ClockSync, Duration)> {
+        let (nonce, sent) = self.ping?;
+        if p.nonce != nonce {
+            return None;
+        }
+        self.ping = None;
+        Some((
+            ClockSync::from_ping(sent, p.uptime_us, at),
+            at.saturating_duration_since(sent),
+        ))
+    }
+}

@@ -1,7 +1,7 @@
 //! A running QEMU with the firmware, its UART and its decoded log.
 
 use crate::Error;
-use offramp_protocol::link::{Link, RecvError};
+use offramp_protocol::link::{ClockSync, Link, RecvError, SyncError};
 use offramp_protocol::{Boot, Drive, HostMsg, McuMsg, Reject, Setpoint};
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
@@ -139,15 +139,18 @@ impl Firmware {
         })
     }
 
-    /// Pings and returns the firmware clock (µs since its boot) at the ping,
-    /// corrected by half the round trip, and the round trip itself.
-    pub fn sync_clock(&mut self, nonce: u32) -> Result<(u64, Instant, Duration), Error> {
-        let sent = self.send(&HostMsg::Ping { nonce })?;
-        let (uptime, at) = self.wait_for("pong", Duration::from_secs(5), |r| match r.msg {
-            McuMsg::Pong(p) if p.nonce == nonce => Some((p.uptime_us, r.at)),
-            _ => None,
-        })?;
-        Ok((uptime, sent, at.duration_since(sent)))
+    /// Pings once and returns the firmware clock estimate and the round
+    /// trip (the one clock sync, [`Link::sync_clock`], with one ping).
+    pub fn sync_clock(&mut self, nonce: u32) -> Result<(ClockSync, Duration), Error> {
+        let timeout = Duration::from_secs(5);
+        let (clock, rtts) = self
+            .link
+            .sync_clock(nonce, 1, timeout)
+            .map_err(|e| match e {
+                SyncError::Send(e) => Error::from(e),
+                SyncError::NoPong { why, .. } => recv_error(why, "pong", timeout),
+            })?;
+        Ok((clock, rtts.first().copied().unwrap_or_default()))
     }
 
     /// Arms and sends one drive command valid for `validity_us` of firmware
@@ -164,8 +167,7 @@ impl Firmware {
     ) -> Result<u32, Error> {
         let mut seq = seq;
         for attempt in 0..5 {
-            let (uptime, sent, rtt) = self.sync_clock(0xA000 + attempt)?;
-            let clock = offramp_protocol::link::ClockSync::from_ping(sent, uptime, sent + rtt);
+            let (clock, _) = self.sync_clock(0xA000 + attempt)?;
             self.send(&HostMsg::Arm { seq })?;
             let drive_seq = seq + 1;
             seq += 2;

@@ -7,6 +7,7 @@ use offramp_protocol::{Fault, HostMsg, McuMsg, MotorState, ResetCause, Setpoint}
 use offramp_qemu_harness::Clock;
 
 #[test]
+#[ignore = "needs QEMU and the firmware image (scripts/test.sh builds both)"]
 fn command_timeout_stops_motors_in_guest_time() {
     // Guest time jumps while the core sleeps, so the 250 ms timeout is exact in
     // guest ticks whatever the host's load.
@@ -37,11 +38,12 @@ fn command_timeout_stops_motors_in_guest_time() {
 }
 
 #[test]
+#[ignore = "needs QEMU and the firmware image (scripts/test.sh builds both)"]
 fn hung_main_loop_is_reset_by_the_watchdog() {
     let mut fw = boot(Clock::RealTime);
-    let clock = FwClock::sync(&mut fw);
+    let clock = fw_clock(&mut fw);
     fw.send(&HostMsg::Arm { seq: 1 }).unwrap();
-    fw.send(&drive(2, clock.now_us() + 200_000, 0.5, 0.5))
+    fw.send(&drive(2, clock.now_us() + VALIDITY_US, 0.5, 0.5))
         .unwrap();
     let hung_at = fw.send(&HostMsg::InjectFault(Fault::HangMainLoop)).unwrap();
     let (boot, at) = fw
@@ -68,6 +70,7 @@ fn hung_main_loop_is_reset_by_the_watchdog() {
 }
 
 #[test]
+#[ignore = "needs QEMU and the firmware image (scripts/test.sh builds both)"]
 fn panic_stops_motors_and_resets() {
     let mut fw = boot(Clock::Instructions);
     fw.send(&HostMsg::InjectFault(Fault::Panic)).unwrap();

@@ -7,17 +7,22 @@
 //!   decoys, lighting, noise).
 //! * [`Camera`]: the software renderer.
 //! * [`Sim`]: an episode in progress: render, expert action, step.
-//! * [`record`]: episodes to `.npy` files for training.
+//! * [`record`]: episodes to `.npy` files for training (the runtime's replay
+//!   format, [`offramp_runtime::npy`]).
+//! * [`camera`]: the simulator as a camera source for the runtime, closed
+//!   loop: it takes the runtime's command back.
 
-pub mod npy;
+pub mod camera;
 pub mod record;
+
+pub use offramp_runtime::npy;
 mod render;
 mod rng;
 mod world;
 
 pub use render::Camera;
 pub use rng::Rng;
-pub use world::{Cylinder, Kind, SimConfig, World, LANDMARK_NAMES};
+pub use world::{ConfigError, Cylinder, Kind, SimConfig, World, LANDMARK_NAMES};
 
 use std::f32::consts::PI;
 

@@ -235,3 +235,32 @@ mod tests {
         }
     }
 }
+
+/// Why a simulator configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a simulator config: {message}")]
+    Parse { path: String, message: String },
+}
+
+impl SimConfig {
+    /// A simulator configuration (TOML) from `path`, or the defaults.
+    pub fn load(path: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let Some(p) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+            path: p.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: p.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+}

@@ -10,7 +10,7 @@ pub fn repo() -> PathBuf {
 }
 
 pub fn tiny_onnx() -> PathBuf {
-    repo().join("engines/testdata/tiny")
+    repo().join("engines/models/testdata/tiny")
 }
 
 /// Builds the tiny model for the CPU backend into a fresh directory.

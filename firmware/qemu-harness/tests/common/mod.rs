@@ -1,9 +1,10 @@
 //! Helpers shared by the QEMU tests.
 #![allow(dead_code)]
 
+use offramp_protocol::link::ClockSync;
 use offramp_protocol::{Drive, HostMsg, McuMsg, Setpoint, Telemetry};
 use offramp_qemu_harness::{firmware_elf, Clock, Firmware};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const SECOND: Duration = Duration::from_secs(1);
 
@@ -17,25 +18,10 @@ pub fn boot(clock: Clock) -> Firmware {
     fw
 }
 
-/// Tracks the firmware clock from a ping, so that commands get deadlines in
-/// the firmware's time base.
-pub struct FwClock {
-    base_us: u64,
-    at: Instant,
-}
-
-impl FwClock {
-    pub fn sync(fw: &mut Firmware) -> Self {
-        let (uptime, sent, rtt) = fw.sync_clock(0xC10C).expect("pong");
-        Self {
-            base_us: uptime,
-            at: sent + rtt / 2,
-        }
-    }
-    /// Estimated firmware clock now (valid with `Clock::RealTime`).
-    pub fn now_us(&self) -> u64 {
-        self.base_us + self.at.elapsed().as_micros() as u64
-    }
+/// The firmware clock, synced by one ping (valid with `Clock::RealTime`):
+/// commands get deadlines in the firmware's time base.
+pub fn fw_clock(fw: &mut Firmware) -> ClockSync {
+    fw.sync_clock(0xC10C).expect("pong").0
 }
 
 pub fn drive(seq: u32, valid_until_us: u64, left: f32, right: f32) -> HostMsg {
@@ -60,3 +46,6 @@ pub fn telemetry_where(
     })
     .unwrap_or_else(|e| panic!("{e}; firmware log:\n{}", fw.log().join("\n")))
 }
+
+/// A command's validity, µs: what the runtime gives its commands.
+pub const VALIDITY_US: u64 = offramp_protocol::COMMAND_VALIDITY_MS as u64 * 1000;

@@ -1,0 +1,221 @@
+//! The TensorRT backend: serialized plans run through the C++ shim in
+//! `shim/` (TensorRT has no C API), with device buffers and the stream from
+//! cudarc.
+//!
+//! * libnvinfer is opened with dlopen and CUDA is loaded dynamically, so one
+//!   binary runs with or without them; each absence is a clear error.
+//! * Plans only run on the TensorRT version and GPU they were built for: the
+//!   loader compares both with the manifest's `[build]` and refuses a mismatch.
+//! * Exits run one after another, so every execution context gets the same
+//!   activation scratch (user-managed memory), sized to the largest need.
+//! * Each tensor has one device buffer for the engine's life; its address is
+//!   given to TensorRT once at load.
+
+pub use crate::manifest::device_identity;
+use crate::manifest::TensorSpec;
+use crate::{EngineSet, Error, Result};
+use std::fmt;
+use std::path::Path;
+
+/// A TensorRT version as major.minor.patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TrtVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl TrtVersion {
+    /// Decodes `getInferLibVersion()`: 10.x encodes major·10000 + minor·100 +
+    /// patch (100300), 8.x major·1000 + minor·100 + patch (8601).
+    pub fn from_lib(v: i32) -> Option<Self> {
+        let v = u32::try_from(v).ok()?;
+        let (major, rest) = if v >= 100_000 {
+            (v / 10_000, v % 10_000)
+        } else {
+            (v / 1000, v % 1000)
+        };
+        (major > 0).then_some(Self {
+            major,
+            minor: rest / 100,
+            patch: rest % 100,
+        })
+    }
+
+    /// Parses "10.3.0" (as written by `offramp build` into the manifest).
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut it = s.trim().split('.').map(|p| p.parse::<u32>().ok());
+        let major = it.next()??;
+        let minor = it.next().unwrap_or(Some(0))?;
+        let patch = it.next().unwrap_or(Some(0))?;
+        Some(Self {
+            major,
+            minor,
+            patch,
+        })
+    }
+}
+
+impl fmt::Display for TrtVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// Checks that plans built with `built` (the manifest's `build.tensorrt_version`)
+/// can run on TensorRT `found`: TensorRT refuses plans from any other version.
+pub fn check_version(set: &EngineSet, found: TrtVersion) -> Result<()> {
+    let field = "build.tensorrt_version";
+    let invalid = |message: String| Error::Invalid {
+        path: set.manifest_path.clone(),
+        field: field.into(),
+        message,
+    };
+    let built = set
+        .manifest
+        .build
+        .tensorrt_version
+        .as_deref()
+        .ok_or_else(|| invalid("missing: this engine set was not built for TensorRT".into()))?;
+    let built_v = TrtVersion::parse(built)
+        .ok_or_else(|| invalid(format!("{built:?} is not a version like 10.3.0")))?;
+    if built_v != found {
+        return Err(invalid(format!(
+            "the plans were built with TensorRT {built_v} but this machine has TensorRT {found}; \
+             rebuild them here with `offramp build --backend tensorrt`"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the GPU the plans were built for against the one found.
+pub fn check_device(set: &EngineSet, found: &str) -> Result<()> {
+    let built = &set.manifest.build.target_device;
+    if built != found {
+        return Err(Error::Invalid {
+            path: set.manifest_path.clone(),
+            field: "build.target_device".into(),
+            message: format!(
+                "the plans were built for {built:?} but this machine's GPU is {found:?}; \
+                 rebuild them here with `offramp build --backend tensorrt`"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The first CUDA device as [`device_identity`] names it; an error when this
+/// machine has no NVIDIA driver or no device.
+pub fn cuda_device_identity() -> Result<String, String> {
+    // SAFETY: only probes for the library; cudarc panics without it.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err("libcuda.so was not found: this machine has no NVIDIA driver".into());
+    }
+    let ctx = cudarc::driver::CudaContext::new(0).map_err(|e| format!("CUDA: {e}"))?;
+    let name = ctx.name().map_err(|e| format!("CUDA: {e}"))?;
+    let (maj, min) = ctx.compute_capability().map_err(|e| format!("CUDA: {e}"))?;
+    Ok(device_identity(&name, maj, min))
+}
+
+fn unavailable(what: &Path, why: impl Into<String>) -> Error {
+    Error::Unavailable {
+        what: what.display().to_string(),
+        backend: "tensorrt",
+        why: why.into(),
+    }
+}
+
+/// Opens libnvinfer (`library`, or `libnvinfer.so.<major>` from the loader's
+/// path) and returns its version. Fails clearly when the shim was not built,
+/// the library is absent, or its major version differs from the headers'.
+pub fn open_library(library: Option<&Path>) -> Result<TrtVersion> {
+    imp::open_library(library)
+}
+
+/// Loads the plans of `set` for a [`crate::Chain`]: all exits, then the head.
+pub(crate) struct Loader(imp::Loader);
+
+impl Loader {
+    pub(crate) fn new(set: &EngineSet) -> Result<Self> {
+        imp::Loader::new(set).map(Self)
+    }
+
+    pub(crate) fn load(
+        &mut self,
+        path: &Path,
+        inputs: &[TensorSpec],
+        outputs: &[TensorSpec],
+    ) -> Result<Box<dyn crate::Engine>> {
+        self.0.load(path, inputs, outputs)
+    }
+
+    /// Allocates the shared activation scratch and hands it to every context.
+    pub(crate) fn finish(self) -> Result<()> {
+        self.0.finish()
+    }
+}
+
+#[cfg(not(offramp_trt_shim))]
+mod imp {
+    use super::*;
+
+    const NO_SHIM: &str = "this offramp was built with the `tensorrt` feature but without \
+        TensorRT's headers, so its shim was not compiled: set TENSORRT_INCLUDE_DIR (and \
+        CUDA_INCLUDE_DIR) and rebuild with `--features tensorrt` (on a Jetson the headers \
+        are found under /usr/include/aarch64-linux-gnu)";
+
+    pub fn open_library(library: Option<&Path>) -> Result<TrtVersion> {
+        Err(unavailable(
+            library.unwrap_or(Path::new("libnvinfer")),
+            NO_SHIM,
+        ))
+    }
+
+    pub struct Loader;
+
+    impl Loader {
+        pub fn new(set: &EngineSet) -> Result<Self> {
+            Err(unavailable(&set.manifest_path, NO_SHIM))
+        }
+
+        pub fn load(
+            &mut self,
+            path: &Path,
+            _: &[TensorSpec],
+            _: &[TensorSpec],
+        ) -> Result<Box<dyn crate::Engine>> {
+            Err(unavailable(path, NO_SHIM))
+        }
+
+        pub fn finish(self) -> Result<()> {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(offramp_trt_shim)]
+#[path = "shim.rs"]
+mod imp;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_decode_both_encodings() {
+        let v10 = TrtVersion::from_lib(100300).unwrap();
+        assert_eq!(v10.to_string(), "10.3.0");
+        assert_eq!(TrtVersion::from_lib(8601).unwrap().to_string(), "8.6.1");
+        assert_eq!(TrtVersion::from_lib(101601).unwrap().to_string(), "10.16.1");
+        assert_eq!(TrtVersion::from_lib(0), None);
+        assert_eq!(TrtVersion::from_lib(-5), None);
+        assert_eq!(TrtVersion::parse("10.3.0"), Some(v10));
+        assert_eq!(TrtVersion::parse("10.3").unwrap().to_string(), "10.3.0");
+        assert_eq!(TrtVersion::parse("ten"), None);
+    }
+
+    #[test]
+    fn device_identity_format() {
+        assert_eq!(device_identity(" Orin ", 8, 7), "Orin (compute 8.7)");
+    }
+}

@@ -1,0 +1,205 @@
+//! Calibration: run the model on calibration episodes (closed loop in the
+//! simulator, or recorded), keep every exit's delta per frame, and solve for
+//! the thresholds ([`crate::solve`]) under compute, latency and memory
+//! budgets. The committed recurrent state depends on the thresholds, so
+//! collection and solve repeat (the first pass commits the full model's
+//! state).
+
+use crate::solve::{predict, shares, solve_q, thresholds_from_shares, FrameDeltas, Prediction};
+use offramp_runtime::exit_chain::{ExitPolicy, FrameOutcome};
+use offramp_runtime::pipeline::{Pipeline, PipelineError};
+use offramp_sim::{Sim, SimConfig, Twist};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CalibrateError {
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+/// Where calibration frames come from.
+pub enum Frames<'a> {
+    /// Closed loop in the simulator: episodes `first_seed..first_seed + n`.
+    Sim {
+        cfg: &'a SimConfig,
+        first_seed: u64,
+        episodes: usize,
+    },
+    /// Recorded episodes (`offramp sim record`): frames HWC u8, one
+    /// instruction and episode index per frame.
+    Replay {
+        frames: &'a [u8],
+        frame_len: usize,
+        instructions: &'a [i64],
+        episodes: &'a [i32],
+    },
+}
+
+/// Per-frame deltas of every exit, with the state committed as the chain's
+/// current thresholds choose; also the per-frame cumulative latency of each
+/// exit (seconds).
+pub fn collect(
+    p: &mut Pipeline,
+    frames: &Frames,
+    progress: &mut dyn FnMut(),
+) -> Result<(Vec<FrameDeltas>, Vec<Vec<f32>>), CalibrateError> {
+    let n = p.chain.exits();
+    let mut deltas = Vec::new();
+    let mut latency = Vec::new();
+    let mut keep = |o: &FrameOutcome| {
+        deltas.push(o.deltas[..n].to_vec());
+        let mut cum = 0.0;
+        latency.push(
+            o.exit_seconds[..n]
+                .iter()
+                .map(|s| {
+                    cum += s;
+                    cum
+                })
+                .collect(),
+        );
+    };
+    match frames {
+        Frames::Sim {
+            cfg,
+            first_seed,
+            episodes,
+        } => {
+            let mut buf = Vec::new();
+            for e in 0..*episodes {
+                let mut sim = Sim::new(cfg, first_seed + e as u64);
+                buf.resize(sim.frame_len(), 0);
+                p.begin_episode(sim.instruction() as usize);
+                loop {
+                    sim.render(&mut buf);
+                    let o = p.infer(&buf, ExitPolicy::All, None)?;
+                    keep(&o);
+                    let t = Twist::from_action(p.action());
+                    if sim.step(t.to_wheels(cfg.track_width)).done {
+                        break;
+                    }
+                }
+                progress();
+            }
+        }
+        Frames::Replay {
+            frames,
+            frame_len,
+            instructions,
+            episodes,
+        } => {
+            let mut last_episode = None;
+            for (k, frame) in frames.chunks_exact(*frame_len).enumerate() {
+                if last_episode != Some(episodes[k]) {
+                    p.begin_episode(instructions[k].max(0) as usize);
+                    last_episode = Some(episodes[k]);
+                    progress();
+                }
+                let o = p.infer(frame, ExitPolicy::All, None)?;
+                keep(&o);
+            }
+        }
+    }
+    Ok((deltas, latency))
+}
+
+/// Result of [`calibrate`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Calibration {
+    pub thresholds: Vec<f32>,
+    pub q: f64,
+    pub budget_macs: f64,
+    pub full_macs: u64,
+    /// Cumulative MACs of stopping at each exit under the criterion.
+    pub exit_costs: Vec<u64>,
+    pub deepest_exit: usize,
+    pub frames: usize,
+    pub predicted: Prediction,
+    /// p99 cumulative latency to each exit on this machine, milliseconds.
+    pub exit_latency_p99_ms: Vec<f64>,
+    /// The last pass's per-frame deltas (what a refinement search derives
+    /// its candidates from).
+    #[serde(skip)]
+    pub deltas: Vec<FrameDeltas>,
+    /// The closed-loop refinement, when one ran (`--refine`).
+    pub refined: Option<crate::refine::RefineReport>,
+}
+
+impl Calibration {
+    pub fn exit_costs_f64(&self) -> Vec<f64> {
+        self.exit_costs.iter().map(|c| *c as f64).collect()
+    }
+}
+
+/// What [`calibrate`] solves for.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// Mean MACs per frame.
+    pub macs: f64,
+    /// Deepest exit allowed (memory budget).
+    pub cap: Option<usize>,
+    /// Deepest exit whose p99 cumulative latency fits.
+    pub latency_cap_ms: Option<f64>,
+    /// Solve passes (the committed state follows the thresholds).
+    pub iterations: usize,
+}
+
+/// The DeeR solve, repeated so the committed state matches the thresholds.
+pub fn calibrate(
+    p: &mut Pipeline,
+    frames: &Frames,
+    budget: Budget,
+    progress: &mut dyn FnMut(),
+) -> Result<Calibration, CalibrateError> {
+    let Budget {
+        macs: budget_macs,
+        cap,
+        latency_cap_ms,
+        iterations,
+    } = budget;
+    let n = p.chain.exits();
+    let costs_u: Vec<u64> = p.chain.criterion_costs();
+    let mut deepest = cap.unwrap_or(n - 1).min(n - 1);
+    let mut thresholds: Vec<f32> = Vec::new();
+    p.chain.set_thresholds(&[]);
+    let mut q = 1.0;
+    let mut last = (Vec::new(), Vec::new());
+    for _ in 0..iterations.max(1) {
+        last = collect(p, frames, progress)?;
+        let p99 = p99_per_exit(&last.1, n);
+        if let Some(l) = latency_cap_ms {
+            // Deepest exit whose cumulative p99 latency fits (exit 0 always).
+            let fit = (0..n).rev().find(|&i| p99[i] <= l).unwrap_or(0);
+            deepest = deepest.min(fit);
+        }
+        let costs: Vec<f64> = costs_u[..=deepest].iter().map(|c| *c as f64).collect();
+        q = solve_q(&costs, budget_macs);
+        thresholds = thresholds_from_shares(&last.0, &shares(q, deepest + 1), n, deepest);
+        p.chain.set_thresholds(&thresholds);
+    }
+    let costs: Vec<f64> = costs_u.iter().map(|c| *c as f64).collect();
+    Ok(Calibration {
+        predicted: predict(&last.0, &thresholds, &costs),
+        thresholds,
+        q,
+        budget_macs,
+        full_macs: p.chain.full_macs(),
+        exit_costs: costs_u,
+        deepest_exit: deepest,
+        frames: last.0.len(),
+        exit_latency_p99_ms: p99_per_exit(&last.1, n).to_vec(),
+        deltas: last.0,
+        refined: None,
+    })
+}
+
+fn p99_per_exit(latency: &[Vec<f32>], n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|i| {
+            let mut v: Vec<f32> = latency.iter().map(|l| l[i]).collect();
+            v.sort_by(f32::total_cmp);
+            v.get(((v.len() as f64 * 0.99) as usize).min(v.len().saturating_sub(1)))
+                .map_or(0.0, |s| *s as f64 * 1e3)
+        })
+        .collect()
+}

@@ -1,0 +1,245 @@
+//! Closed-loop evaluation: the runtime's pipeline driving the simulator,
+//! camera frame → preprocess → exit chain → (v, omega) → wheel speeds →
+//! physics, episode after episode. Each frame's action is also scored
+//! against the privileged expert's action at the same state, which says how
+//! often an exit already "gets the frame right".
+
+use offramp_runtime::exit_chain::{ExitPolicy, MAX_EXITS};
+use offramp_runtime::pipeline::{Pipeline, PipelineError};
+use offramp_sim::{Sim, SimConfig, Twist};
+use serde::Serialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+/// A frame is right when the action is this close to the expert's.
+pub const RIGHT_V: f32 = 0.1;
+pub const RIGHT_OMEGA: f32 = 0.35;
+
+/// Episode difficulty buckets (the simulator draws difficulty as u²).
+pub const BUCKETS: [(&str, f32, f32); 3] = [
+    ("easy", 0.0, 0.2),
+    ("medium", 0.2, 0.5),
+    ("hard", 0.5, 1.01),
+];
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Bucket {
+    pub name: String,
+    pub episodes: usize,
+    pub successes: usize,
+    pub success_rate: f64,
+    pub frames: usize,
+    pub frames_right: usize,
+    pub right_share: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub policy: String,
+    pub episodes: usize,
+    pub first_seed: u64,
+    pub successes: usize,
+    pub success_rate: f64,
+    pub frames: usize,
+    pub right_share: f64,
+    pub mean_exit: f64,
+    /// Share of frames stopping at each exit.
+    pub exit_shares: Vec<f64>,
+    pub mean_macs: f64,
+    /// Mean compute relative to the full model (every segment, one head).
+    pub compute_ratio: f64,
+    pub nonfinite_frames: usize,
+    pub collisions: usize,
+    pub by_difficulty: Vec<Bucket>,
+    pub failures: Failures,
+}
+
+/// Why the failed episodes failed (every failure is a timeout: the step
+/// limit ran out before the robot touched the target).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Failures {
+    pub episodes: usize,
+    /// The target never came into the camera's field of view.
+    pub never_in_view: usize,
+    /// Ended within 1 m of the target (found it, did not close in).
+    pub ended_near: usize,
+    /// Spent at least a quarter of the episode pressed against something.
+    pub stuck: usize,
+    /// The target was in view on the last frame.
+    pub in_view_at_end: usize,
+    /// Mean distance to the target at the end, metres.
+    pub mean_final_distance_m: f64,
+}
+
+/// Runs `episodes` episodes from `first_seed` with `policy`.
+pub fn evaluate(
+    p: &mut Pipeline,
+    cfg: &SimConfig,
+    first_seed: u64,
+    episodes: usize,
+    policy: ExitPolicy,
+    progress: &mut dyn FnMut(),
+) -> Result<EvalReport, EvalError> {
+    let mut buckets: Vec<Bucket> = BUCKETS
+        .iter()
+        .map(|(n, _, _)| Bucket {
+            name: n.to_string(),
+            ..Default::default()
+        })
+        .collect();
+    let mut exit_counts = [0usize; MAX_EXITS];
+    let (mut frames, mut right, mut successes, mut nonfinite, mut collisions) = (0, 0, 0, 0, 0);
+    let (mut exit_sum, mut macs_sum) = (0u64, 0u64);
+    let mut failures = Failures::default();
+    let mut final_distance_sum = 0.0f64;
+    let mut frame = Vec::new();
+    for e in 0..episodes {
+        let seed = first_seed + e as u64;
+        let mut sim = Sim::new(cfg, seed);
+        frame.resize(sim.frame_len(), 0);
+        let b = BUCKETS
+            .iter()
+            .position(|(_, lo, hi)| (*lo..*hi).contains(&sim.world.difficulty))
+            .unwrap_or(BUCKETS.len() - 1);
+        p.begin_episode(sim.instruction() as usize);
+        let mut seen = false;
+        loop {
+            seen |= sim.target_in_view();
+            sim.render(&mut frame);
+            let o = p.infer(&frame, policy, None)?;
+            let act = Twist::from_action(p.action());
+            let expert = sim.expert();
+            let ok = (act.v - expert.v).abs() <= RIGHT_V
+                && (act.omega - expert.omega).abs() <= RIGHT_OMEGA;
+            frames += 1;
+            right += ok as usize;
+            buckets[b].frames += 1;
+            buckets[b].frames_right += ok as usize;
+            exit_counts[o.exit] += 1;
+            exit_sum += o.exit as u64;
+            macs_sum += p.chain.frame_macs(&o);
+            nonfinite += o.nonfinite as usize;
+            let out = sim.step(act.to_wheels(cfg.track_width));
+            if out.done {
+                successes += out.success as usize;
+                buckets[b].episodes += 1;
+                buckets[b].successes += out.success as usize;
+                collisions += sim.collisions;
+                if !out.success {
+                    let d = sim.target_distance();
+                    failures.episodes += 1;
+                    failures.never_in_view += !seen as usize;
+                    failures.ended_near += (d < 1.0) as usize;
+                    failures.stuck += (sim.collisions * 4 >= sim.steps) as usize;
+                    failures.in_view_at_end += sim.target_in_view() as usize;
+                    final_distance_sum += d as f64;
+                }
+                break;
+            }
+        }
+        progress();
+    }
+    for b in &mut buckets {
+        b.success_rate = b.successes as f64 / b.episodes.max(1) as f64;
+        b.right_share = b.frames_right as f64 / b.frames.max(1) as f64;
+    }
+    failures.mean_final_distance_m = final_distance_sum / failures.episodes.max(1) as f64;
+    let n = p.chain.exits();
+    let mean_macs = macs_sum as f64 / frames.max(1) as f64;
+    Ok(EvalReport {
+        policy: match policy {
+            ExitPolicy::Fixed(k) => format!("exit {}", k + 1),
+            ExitPolicy::Criterion => "criterion".into(),
+            ExitPolicy::All => "all".into(),
+        },
+        episodes,
+        first_seed,
+        successes,
+        success_rate: successes as f64 / episodes.max(1) as f64,
+        frames,
+        right_share: right as f64 / frames.max(1) as f64,
+        mean_exit: exit_sum as f64 / frames.max(1) as f64 + 1.0,
+        exit_shares: exit_counts[..n]
+            .iter()
+            .map(|c| *c as f64 / frames.max(1) as f64)
+            .collect(),
+        mean_macs,
+        compute_ratio: mean_macs / p.chain.full_macs() as f64,
+        nonfinite_frames: nonfinite,
+        collisions,
+        by_difficulty: buckets,
+        failures,
+    })
+}
+
+/// Rolls `thresholds` out with the criterion on `episodes` episodes from
+/// `first_seed`: one call of a refinement search ([`crate::refine`]).
+pub fn rollout(
+    p: &mut Pipeline,
+    cfg: &SimConfig,
+    thresholds: &[f32],
+    first_seed: u64,
+    episodes: usize,
+    progress: &mut dyn FnMut(),
+) -> Result<Tally, EvalError> {
+    p.chain.set_thresholds(thresholds);
+    let r = evaluate(
+        p,
+        cfg,
+        first_seed,
+        episodes,
+        ExitPolicy::Criterion,
+        progress,
+    )?;
+    Ok(Tally::of(&r, p.chain.full_macs() as f64))
+}
+
+/// Closed-loop results over some episodes, mergeable (common random numbers:
+/// a candidate's episodes are extended, never redrawn).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Tally {
+    pub episodes: usize,
+    pub successes: usize,
+    pub frames: usize,
+    /// Sum of per-frame MACs.
+    pub macs: f64,
+    /// MACs of the full model on one frame.
+    pub full_macs: f64,
+}
+
+impl Tally {
+    pub fn of(r: &EvalReport, full_macs: f64) -> Self {
+        Self {
+            episodes: r.episodes,
+            successes: r.successes,
+            frames: r.frames,
+            macs: r.mean_macs * r.frames as f64,
+            full_macs,
+        }
+    }
+
+    pub fn merge(&mut self, o: &Tally) {
+        self.episodes += o.episodes;
+        self.successes += o.successes;
+        self.frames += o.frames;
+        self.macs += o.macs;
+        self.full_macs = o.full_macs;
+    }
+
+    pub fn success_rate(&self) -> f64 {
+        self.successes as f64 / self.episodes.max(1) as f64
+    }
+
+    /// Mean compute per frame as a share of the full model.
+    pub fn compute_ratio(&self) -> f64 {
+        if self.frames == 0 || self.full_macs <= 0.0 {
+            return 0.0;
+        }
+        self.macs / (self.frames as f64 * self.full_macs)
+    }
+}

@@ -1,0 +1,18 @@
+//! Exit thresholds for offramp.
+//!
+//! * [`solve`]: DeeR's budget solve on recorded deltas (pure arithmetic).
+//! * [`calibrate`]: run the model on calibration episodes (simulated or
+//!   recorded), collect the deltas, solve under compute, latency and memory
+//!   budgets.
+//! * [`eval`]: closed-loop evaluation of a policy in the simulator.
+//! * [`refine`]: closed-loop refinement on the budget (successive halving
+//!   with common random numbers), and [`bayes`], DeeR's Bayesian
+//!   optimisation, the baseline it is compared with.
+//!
+//! Dependencies run one way: solve ← eval ← refine ← calibrate.
+
+pub mod bayes;
+pub mod calibrate;
+pub mod eval;
+pub mod refine;
+pub mod solve;

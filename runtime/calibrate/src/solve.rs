@@ -1,0 +1,183 @@
+//! The DeeR solve (Eq. 5): exit thresholds from per-frame deltas under a
+//! compute budget. Pure arithmetic on recorded deltas; [`crate::calibrate`]
+//! runs the model to get them.
+//!
+//! 1. Run the exit chain on calibration episodes with every exit evaluated
+//!    (the recurrent state committed as the current thresholds would), and
+//!    keep each frame's per-exit RMS deltas.
+//! 2. Assume each exit passes with probability q: the share of frames that
+//!    stop at exit i is ∝ q^i. Find q by bisection so that the expected cost
+//!    Σ share_i · cost_i meets the budget.
+//! 3. Walk the exits in order: among frames not yet stopped, η_i is the delta
+//!    below which exactly share_i of all frames stop at i (MSDNet-style).
+//!
+//! Because the committed state depends on the thresholds, steps 1-3 repeat
+//! (the first pass commits the full model's state). Latency and memory
+//! budgets cap the deepest exit: the cap exit's threshold is +∞.
+
+use serde::Serialize;
+
+/// One frame's deltas: `deltas[i]` for exit i (NaN when undefined or bad).
+pub type FrameDeltas = Vec<f32>;
+
+/// Geometric exit shares for `n` exits with pass probability `q`.
+pub fn shares(q: f64, n: usize) -> Vec<f64> {
+    let raw: Vec<f64> = (0..n).map(|i| q.powi(i as i32)).collect();
+    let total: f64 = raw.iter().sum();
+    raw.iter().map(|r| r / total).collect()
+}
+
+/// The q whose shares give expected cost `budget` (same units as `costs`,
+/// cumulative per exit), clamped to what the costs allow.
+pub fn solve_q(costs: &[f64], budget: f64) -> f64 {
+    let expected = |q: f64| -> f64 {
+        shares(q, costs.len())
+            .iter()
+            .zip(costs)
+            .map(|(s, c)| s * c)
+            .sum()
+    };
+    // Expected cost rises with q: bisect on log q.
+    let (mut lo, mut hi) = (-30.0f64, 30.0f64);
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if expected(mid.exp()) > budget {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    (0.5 * (lo + hi)).exp()
+}
+
+/// Thresholds (one per exit but the last) that make `target` shares of the
+/// frames stop at each exit, from the frames' deltas.
+pub fn thresholds_for(deltas: &[FrameDeltas], target: &[f64]) -> Vec<f32> {
+    let n = target.len();
+    let total = deltas.len();
+    let mut remaining: Vec<usize> = (0..total).collect();
+    let mut out = Vec::with_capacity(n.saturating_sub(1));
+    for (i, share) in target.iter().enumerate().take(n.saturating_sub(1)) {
+        let want = (share * total as f64).round() as usize;
+        let mut d: Vec<(f32, usize)> = remaining
+            .iter()
+            .map(|&f| (deltas[f][i], f))
+            .filter(|(v, _)| !v.is_nan())
+            .collect();
+        d.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let eta = match want {
+            0 => 0.0,
+            w if w >= d.len() => f32::INFINITY,
+            // Strictly between the last frame that stops and the first that
+            // does not (the criterion is delta < eta).
+            w => 0.5 * (d[w - 1].0 + d[w].0),
+        };
+        let stopped: std::collections::HashSet<usize> = d
+            .iter()
+            .filter(|(v, _)| *v < eta)
+            .map(|(_, f)| *f)
+            .collect();
+        remaining.retain(|f| !stopped.contains(f));
+        out.push(eta);
+    }
+    out
+}
+
+/// Thresholds for exit shares over exits `0..=deepest` (the rest get none),
+/// the deepest exit capped: what every solve and search turns shares into.
+pub fn thresholds_from_shares(
+    deltas: &[FrameDeltas],
+    shares: &[f64],
+    exits: usize,
+    deepest: usize,
+) -> Vec<f32> {
+    let mut target = shares.to_vec();
+    target.resize(exits, 0.0);
+    let mut t = thresholds_for(deltas, &target);
+    cap_thresholds(&mut t, deepest);
+    t
+}
+
+/// Applies a deepest-exit cap: exits at or past `cap` all stop at `cap`.
+pub fn cap_thresholds(thresholds: &mut [f32], cap: usize) {
+    if cap < thresholds.len() {
+        thresholds[cap] = f32::INFINITY;
+    }
+}
+
+/// What thresholds predict on the frames they came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prediction {
+    pub exit_shares: Vec<f64>,
+    pub mean_cost: f64,
+}
+
+pub fn predict(deltas: &[FrameDeltas], thresholds: &[f32], costs: &[f64]) -> Prediction {
+    let n = costs.len();
+    let mut counts = vec![0usize; n];
+    for f in deltas {
+        let exit = (0..n - 1)
+            .find(|&i| {
+                let d = f[i];
+                !d.is_nan() && thresholds.get(i).is_some_and(|t| d < *t)
+            })
+            .unwrap_or(n - 1);
+        counts[exit] += 1;
+    }
+    let total = deltas.len().max(1) as f64;
+    let exit_shares: Vec<f64> = counts.iter().map(|c| *c as f64 / total).collect();
+    Prediction {
+        mean_cost: exit_shares.iter().zip(costs).map(|(s, c)| s * c).sum(),
+        exit_shares,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q_meets_the_budget() {
+        let costs = [1.0, 2.0, 3.0, 4.0];
+        for budget in [1.2, 2.0, 2.5, 3.7] {
+            let q = solve_q(&costs, budget);
+            let e: f64 = shares(q, 4).iter().zip(&costs).map(|(s, c)| s * c).sum();
+            assert!((e - budget).abs() < 1e-9, "budget {budget}: {e}");
+        }
+        // Below the cheapest exit: everything at exit 0.
+        assert!(shares(solve_q(&costs, 0.5), 4)[0] > 0.999);
+    }
+
+    #[test]
+    fn thresholds_reproduce_the_shares() {
+        // Deltas uniform-ish and independent per exit.
+        let mut x = 12345u64;
+        let mut rnd = || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 40) as f32 / (1u64 << 24) as f32
+        };
+        let frames: Vec<FrameDeltas> = (0..10_000)
+            .map(|_| (0..4).map(|_| rnd()).collect())
+            .collect();
+        let target = shares(0.6, 4);
+        let t = thresholds_for(&frames, &target);
+        let p = predict(&frames, &t, &[1.0, 2.0, 3.0, 4.0]);
+        for (got, want) in p.exit_shares.iter().zip(&target) {
+            assert!(
+                (got - want).abs() < 0.002,
+                "{:?} vs {target:?}",
+                p.exit_shares
+            );
+        }
+    }
+
+    #[test]
+    fn nan_deltas_never_stop() {
+        let frames = vec![vec![f32::NAN, f32::NAN, 0.0]; 10];
+        let t = thresholds_for(&frames, &[0.5, 0.5, 0.0]);
+        let p = predict(&frames, &t, &[1.0, 2.0, 3.0]);
+        assert_eq!(p.exit_shares[2], 1.0);
+    }
+}

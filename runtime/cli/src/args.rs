@@ -1,0 +1,75 @@
+//! Arguments shared by several commands, and value checks that refuse a bad
+//! value with a message naming it (instead of silently clamping it).
+
+use offramp_link::zenoh_link::ZenohOptions;
+use std::path::PathBuf;
+
+/// Without a config file: peer mode, no multicast scouting, the endpoints
+/// given here.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ZenohArgs {
+    /// Robot name: keys <robot>/action, <robot>/telemetry, <robot>/alive/*.
+    #[arg(long, default_value = "offramp")]
+    pub robot: String,
+    /// zenoh JSON5 config file (replaces the embedded default).
+    #[arg(long)]
+    pub zenoh_config: Option<PathBuf>,
+    /// peer | client
+    #[arg(long)]
+    pub zenoh_mode: Option<String>,
+    /// Endpoints to listen on, e.g. tcp/127.0.0.1:7447 (repeatable).
+    #[arg(long)]
+    pub listen: Vec<String>,
+    /// Endpoints to connect to (repeatable).
+    #[arg(long)]
+    pub connect: Vec<String>,
+}
+
+impl ZenohArgs {
+    pub fn options(&self) -> ZenohOptions {
+        ZenohOptions {
+            config: self.zenoh_config.clone(),
+            mode: self.zenoh_mode.clone(),
+            listen: self.listen.clone(),
+            connect: self.connect.clone(),
+        }
+    }
+}
+
+/// A count that must be at least 1 (episodes, frames, iterations).
+pub fn at_least_1(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{s:?} is not a whole number: {e}")),
+    }
+}
+
+/// A positive, finite number (durations, rates, budgets).
+pub fn positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        Ok(v) => Err(format!("{v} is not a positive number")),
+        Err(e) => Err(format!("{s:?} is not a number: {e}")),
+    }
+}
+
+/// A share between 0 and 1 inclusive.
+pub fn share(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        Ok(v) => Err(format!("{v}: must be a share between 0 and 1")),
+        Err(e) => Err(format!("{s:?} is not a number: {e}")),
+    }
+}
+
+/// A count with a floor below which a measurement means nothing.
+pub fn at_least(min: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
+    move |s: &str| match s.parse::<usize>() {
+        Ok(n) if n >= min => Ok(n),
+        Ok(n) => Err(format!(
+            "{n} is too few to measure anything: at least {min}"
+        )),
+        Err(e) => Err(format!("{s:?} is not a whole number: {e}")),
+    }
+}

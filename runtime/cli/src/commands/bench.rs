@@ -1,0 +1,85 @@
+//! `offramp bench`: benchmarks that print JSON.
+
+use crate::args::{at_least, positive};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum BenchCommand {
+    /// The runtime on an engine set: overhead outside the engines, early
+    /// exit vs the full model on the same frames, and deadline misses with
+    /// CPU hogs on every core. Prints JSON.
+    Runtime {
+        #[arg(long)]
+        engines: PathBuf,
+        #[arg(long, default_value_t = 10_000, value_parser = at_least(100))]
+        frames: usize,
+        #[arg(long, default_value_t = 10.0, value_parser = positive)]
+        deadline_ms: f64,
+        /// CPU-hog threads during the deadline run (default: one per core).
+        #[arg(long)]
+        hogs: Option<usize>,
+        /// Frame period of the deadline run (a camera's rate; 0: back to back).
+        #[arg(long, default_value_t = 2.0)]
+        period_ms: f64,
+    },
+    /// Per-segment latency: the CPU backend (tract) against onnxruntime on the
+    /// same ONNX files, single-threaded, in one run.
+    Engines {
+        #[arg(long)]
+        engines: PathBuf,
+        #[arg(long, default_value_t = 500, value_parser = at_least(10))]
+        iters: usize,
+        /// Python with onnxruntime for the reference column.
+        #[arg(long, env = "OFFRAMP_PYTHON", default_value = "python3")]
+        python: String,
+    },
+    /// Action latency through offramp's zenoh path vs a bare zenoh
+    /// put/subscribe of the same payload (interleaved, one run), then the
+    /// end-to-end frame -> applied latency of a short demo. Prints JSON.
+    Zenoh {
+        #[arg(long, default_value_t = 2000, value_parser = at_least(10))]
+        iters: usize,
+        #[arg(long, default_value = "engines/models/demo")]
+        engines: PathBuf,
+        /// Demo episodes for the end-to-end figure (0: skip).
+        #[arg(long, default_value_t = 3)]
+        demo_episodes: usize,
+    },
+}
+
+pub fn main(a: Args) -> anyhow::Result<()> {
+    let json = match a.command {
+        BenchCommand::Runtime {
+            engines,
+            frames,
+            deadline_ms,
+            hogs,
+            period_ms,
+        } => {
+            let hogs =
+                hogs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+            let r = super::bench_runtime::run(&engines, frames, deadline_ms, hogs, period_ms)?;
+            serde_json::to_string_pretty(&r)?
+        }
+        BenchCommand::Engines {
+            engines,
+            iters,
+            python,
+        } => serde_json::to_string_pretty(&super::bench_engines::run(&engines, iters, &python)?)?,
+        BenchCommand::Zenoh {
+            iters,
+            engines,
+            demo_episodes,
+        } => {
+            serde_json::to_string_pretty(&super::bench_zenoh::run(iters, engines, demo_episodes)?)?
+        }
+    };
+    println!("{json}");
+    Ok(())
+}

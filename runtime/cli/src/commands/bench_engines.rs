@@ -1,0 +1,143 @@
+//! `offramp bench engines`: per-segment latency of the CPU backend (tract)
+//! against onnxruntime on the same files, measured in one run. Prints JSON.
+
+use anyhow::{bail, Context};
+use offramp_engines::cpu::CpuEngine;
+use offramp_engines::{Engine, EngineSet, TensorSpec};
+use offramp_runtime::stats::Summary;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Debug, Serialize)]
+pub struct SegmentBench {
+    pub artifact: String,
+    pub macs: u64,
+    pub tract_us: Summary,
+    pub onnxruntime_us: Option<OrtTimes>,
+    /// tract p50 / onnxruntime p50.
+    pub tract_over_onnxruntime: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EngineBench {
+    pub model: String,
+    pub iters: usize,
+    pub threads: usize,
+    pub segments: Vec<SegmentBench>,
+    /// Why there is no onnxruntime column, if there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub onnxruntime_missing: Option<String>,
+}
+
+/// What tools/onnx/ort_bench.py reports per file, µs.
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
+pub struct OrtTimes {
+    pub n: usize,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub mean_us: f64,
+}
+
+fn time_tract(
+    path: &Path,
+    inputs: &[TensorSpec],
+    outputs: &[TensorSpec],
+    iters: usize,
+) -> anyhow::Result<Summary> {
+    let mut e = CpuEngine::load(path, inputs, outputs)?;
+    let ins: Vec<Vec<f32>> = inputs.iter().map(|s| vec![0.1; s.elements()]).collect();
+    let mut outs: Vec<Vec<f32>> = outputs.iter().map(|s| vec![0.0; s.elements()]).collect();
+    let in_refs: Vec<&[f32]> = ins.iter().map(Vec::as_slice).collect();
+    let mut samples = Vec::with_capacity(iters);
+    for i in 0..iters + iters / 10 {
+        let mut out_refs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+        let t = Instant::now();
+        e.run(&in_refs, &mut out_refs)?;
+        if i >= iters / 10 {
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    Summary::of(&samples).context("no samples")
+}
+
+pub fn run(engines: &Path, iters: usize, python: &str) -> anyhow::Result<EngineBench> {
+    let set = EngineSet::open(engines)?;
+    let m = &set.manifest;
+    if m.build.backend != offramp_engines::BackendKind::Cpu {
+        bail!(
+            "{}: bench engines compares CPU engine sets (ONNX artifacts)",
+            engines.display()
+        );
+    }
+    let mut parts: Vec<(PathBuf, &[TensorSpec], &[TensorSpec], u64)> = m
+        .exits
+        .iter()
+        .map(|s| {
+            (
+                set.artifact_path(&s.artifact),
+                &s.inputs[..],
+                &s.outputs[..],
+                s.cost.macs,
+            )
+        })
+        .collect();
+    parts.push((
+        set.artifact_path(&m.head.artifact),
+        &m.head.inputs,
+        &m.head.outputs,
+        m.head.cost.macs,
+    ));
+
+    // onnxruntime first, in its own process, then tract: same files, same run.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/onnx/ort_bench.py");
+    let ort = std::process::Command::new(python)
+        .arg(&script)
+        .arg("--iters")
+        .arg(iters.to_string())
+        .args(parts.iter().map(|p| &p.0))
+        .output();
+    let (ort, missing): (BTreeMap<String, OrtTimes>, _) = match ort {
+        Ok(o) if o.status.success() => (
+            serde_json::from_slice(&o.stdout).context("onnxruntime bench output")?,
+            None,
+        ),
+        Ok(o) => (
+            BTreeMap::new(),
+            Some(
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("failed")
+                    .to_string(),
+            ),
+        ),
+        Err(e) => (BTreeMap::new(), Some(format!("{python}: {e}"))),
+    };
+    if let Some(why) = &missing {
+        tracing::warn!("no onnxruntime column: {why}");
+    }
+    let mut segments = Vec::new();
+    for (path, ins, outs, macs) in &parts {
+        let tract_us = time_tract(path, ins, outs, iters)?;
+        let ort_us = ort.get(&path.display().to_string()).copied();
+        segments.push(SegmentBench {
+            artifact: path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            macs: *macs,
+            tract_over_onnxruntime: ort_us.map(|o| tract_us.p50 / o.p50_us),
+            tract_us,
+            onnxruntime_us: ort_us,
+        });
+    }
+    Ok(EngineBench {
+        model: m.model.clone(),
+        iters,
+        threads: 1,
+        segments,
+        onnxruntime_missing: missing,
+    })
+}

@@ -1,0 +1,262 @@
+//! `offramp calibrate`: thresholds under compute, latency and memory budgets,
+//! written into the engine set's manifest.
+
+use crate::args::at_least_1;
+use crate::commands::sweep::RACE_CANDIDATES;
+use crate::progress::progress_bar;
+use anyhow::{bail, Context};
+use offramp_calibrate::calibrate::{calibrate, Budget, Calibration, Frames};
+use offramp_calibrate::eval::rollout;
+use offramp_calibrate::refine::{race, Objective, Space};
+use offramp_calibrate::solve::predict;
+use offramp_engines::{BackendKind, EngineSet, Manifest};
+use offramp_runtime::camera::load_replay;
+use offramp_runtime::pipeline::Pipeline;
+use offramp_sim::SimConfig;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    pub engines: PathBuf,
+    #[command(flatten)]
+    pub budgets: Budgets,
+    /// Recorded episodes (`offramp sim record`); default: closed loop in
+    /// the simulator on --sim-episodes episodes from --first-seed.
+    #[arg(long)]
+    pub episodes: Option<PathBuf>,
+    #[arg(long, default_value_t = 100, value_parser = at_least_1)]
+    pub sim_episodes: usize,
+    /// Calibration seeds; keep them apart from evaluation (0..) and
+    /// training (100000..) seeds.
+    #[arg(long, default_value_t = 200_000)]
+    pub first_seed: u64,
+    /// Solve passes (the committed head state follows the thresholds).
+    #[arg(long, default_value_t = 3, value_parser = at_least_1)]
+    pub iterations: usize,
+    /// Then refine the thresholds in closed loop in the simulator
+    /// (budget-matched successive halving, seeds from --first-seed), N
+    /// episodes for the final comparison; about 5·N episodes in all.
+    #[arg(long, value_name = "N", value_parser = at_least_1)]
+    pub refine: Option<usize>,
+    #[arg(long)]
+    pub json: bool,
+    /// Simulator configuration (TOML); default: the built-in one.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// The budgets a calibration solves under.
+#[derive(clap::Args)]
+pub struct Budgets {
+    /// Mean compute as a share of the full model's (e.g. 0.1667 for 1/6).
+    #[arg(long = "budget-ratio")]
+    pub ratio: Option<f64>,
+    /// Mean compute in MFLOPs per frame (2 FLOPs per MAC).
+    #[arg(long = "budget-mflops")]
+    pub mflops: Option<f64>,
+    /// Cap the deepest exit so that its p99 cumulative latency, measured
+    /// here, stays under this.
+    #[arg(long)]
+    pub max_latency_ms: Option<f64>,
+    /// Cap the deepest exit so that weights + activations fit.
+    #[arg(long)]
+    pub max_memory_mb: Option<f64>,
+}
+
+pub enum Source {
+    Recorded(PathBuf),
+    Sim { first_seed: u64, episodes: usize },
+}
+
+pub fn main(a: Args) -> anyhow::Result<()> {
+    let cfg = SimConfig::load(a.config.as_deref())?;
+    let source = match a.episodes {
+        Some(dir) => Source::Recorded(dir),
+        None => Source::Sim {
+            first_seed: a.first_seed,
+            episodes: a.sim_episodes,
+        },
+    };
+    let refine = a.refine.map(|e| (a.first_seed, e));
+    run(
+        &cfg,
+        &a.engines,
+        &a.budgets,
+        &source,
+        a.iterations,
+        refine,
+        a.json,
+    )?;
+    Ok(())
+}
+
+/// Deepest exit whose weights (all segments so far and the head) plus the
+/// largest activation peak fit in `mb` megabytes.
+pub fn memory_cap(m: &Manifest, mb: f64) -> Option<usize> {
+    let limit = mb * 1e6;
+    let mut params = m.head.cost.params * 4;
+    let mut peak = m.head.cost.peak_activation_bytes;
+    let mut deepest = None;
+    for (i, s) in m.exits.iter().enumerate() {
+        params += s.cost.params * 4;
+        peak = peak.max(s.cost.peak_activation_bytes);
+        if (params + peak) as f64 <= limit {
+            deepest = Some(i);
+        }
+    }
+    deepest
+}
+
+pub fn run(
+    cfg: &SimConfig,
+    engines: &Path,
+    budgets: &Budgets,
+    source: &Source,
+    iterations: usize,
+    refine: Option<(u64, usize)>,
+    json: bool,
+) -> anyhow::Result<Calibration> {
+    let set = EngineSet::open(engines)?;
+    let mut p = Pipeline::open(&set, BackendKind::Cpu, (cfg.image_width, cfg.image_height))?;
+    let full = p.chain.full_macs() as f64;
+    let budget_macs = match (budgets.ratio, budgets.mflops) {
+        (Some(r), None) if r > 0.0 && r.is_finite() => r * full,
+        (None, Some(f)) if f > 0.0 && f.is_finite() => f * 1e6 / 2.0,
+        (Some(_), Some(_)) => bail!("give --budget-ratio or --budget-mflops, not both"),
+        (None, None) => bail!("a compute budget is needed: --budget-ratio R or --budget-mflops F"),
+        (r, f) => bail!("the budget must be a positive number (got ratio {r:?}, MFLOPs {f:?})"),
+    };
+    let cap = match budgets.max_memory_mb {
+        Some(mb) => Some(memory_cap(&set.manifest, mb).with_context(|| {
+            format!("--max-memory-mb {mb}: not even exit 1 fits (weights + activations)")
+        })?),
+        None => None,
+    };
+    let recorded;
+    let frames = match source {
+        Source::Sim {
+            first_seed,
+            episodes,
+        } => Frames::Sim {
+            cfg,
+            first_seed: *first_seed,
+            episodes: *episodes,
+        },
+        Source::Recorded(dir) => {
+            recorded = load_replay(dir)?;
+            if (recorded.width, recorded.height) != (cfg.image_width, cfg.image_height) {
+                bail!(
+                    "{}: frames are {}x{}, the simulator config says {}x{}",
+                    dir.display(),
+                    recorded.width,
+                    recorded.height,
+                    cfg.image_width,
+                    cfg.image_height
+                );
+            }
+            Frames::Replay {
+                frames: &recorded.frames,
+                frame_len: recorded.frame_len(),
+                instructions: &recorded.instructions,
+                episodes: &recorded.episodes,
+            }
+        }
+    };
+    let per_pass = match source {
+        Source::Sim { episodes, .. } => *episodes as u64,
+        Source::Recorded(_) => match &frames {
+            Frames::Replay { episodes, .. } => episodes
+                .iter()
+                .map(|e| *e as i64)
+                .max()
+                .map_or(0, |m| m + 1) as u64,
+            _ => 0,
+        },
+    };
+    let bar = progress_bar(per_pass * iterations.max(1) as u64, "calibrating");
+    let mut c = calibrate(
+        &mut p,
+        &frames,
+        Budget {
+            macs: budget_macs,
+            cap,
+            latency_cap_ms: budgets.max_latency_ms,
+            iterations,
+        },
+        &mut || bar.inc(1),
+    )?;
+    bar.finish_and_clear();
+    if let Some((first_seed, episodes)) = refine {
+        let costs = c.exit_costs_f64();
+        let space = Space {
+            deltas: &c.deltas,
+            costs: &costs,
+            deepest: c.deepest_exit,
+            budget_macs,
+        };
+        let bar = progress_bar(5 * episodes as u64, "refining");
+        let r = race(
+            &space,
+            Objective::new(budget_macs / full),
+            &mut |t: &[f32], seed: u64, k: usize| {
+                rollout(&mut p, cfg, t, seed, k, &mut || bar.inc(1))
+            },
+            first_seed,
+            episodes,
+            RACE_CANDIDATES,
+        )?;
+        bar.finish_and_clear();
+        c.predicted = predict(&c.deltas, &r.best.thresholds, &costs);
+        c.thresholds = r.best.thresholds.clone();
+        c.refined = Some(r);
+    }
+    let mut m = set.manifest.clone();
+    m.criterion.thresholds = c.thresholds.clone();
+    EngineSet::write_manifest(&set.dir, &m)?;
+    EngineSet::open(&set.dir).context("the calibrated manifest does not load back")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&c)?);
+    } else {
+        println!(
+            "thresholds {:?} written to {}",
+            c.thresholds,
+            set.manifest_path.display()
+        );
+        println!(
+            "budget {:.3} MMACs ({:.1}% of the full model's {:.3}); expected {:.3} MMACs on {} calibration frames",
+            c.budget_macs / 1e6,
+            100.0 * c.budget_macs / c.full_macs as f64,
+            c.full_macs as f64 / 1e6,
+            c.predicted.mean_cost / 1e6,
+            c.frames
+        );
+        for (i, s) in c.predicted.exit_shares.iter().enumerate() {
+            println!(
+                "  exit {}: {:5.1}% of frames, {:.3} MMACs, p99 {:.3} ms cumulative",
+                i + 1,
+                100.0 * s,
+                c.exit_costs[i] as f64 / 1e6,
+                c.exit_latency_p99_ms[i]
+            );
+        }
+        if let Some(r) = &c.refined {
+            println!(
+                "  refined in closed loop ({}): {} rollout episodes, best of {} candidates: success {:.1}% at {:.3} of the full model on {} calibration episodes",
+                r.method,
+                r.rollout_episodes,
+                r.candidates,
+                100.0 * r.best.tally.success_rate(),
+                r.best.tally.compute_ratio(),
+                r.best.tally.episodes
+            );
+        }
+        if c.deepest_exit + 1 < c.exit_costs.len() {
+            println!(
+                "  deepest exit capped at {} by the latency/memory budget",
+                c.deepest_exit + 1
+            );
+        }
+    }
+    Ok(c)
+}

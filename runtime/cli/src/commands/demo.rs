@@ -1,0 +1,390 @@
+//! `offramp demo`: the main job, end to end on one machine, every piece a
+//! real component really started:
+//!
+//! simulator camera → preprocess → DeeR exit chain (demo engine set, CPU)
+//! → zenoh (`<robot>/action`, peer session on loopback) → `offramp bridge`
+//! (its own process) → serial device node → motor-controller firmware (its
+//! control logic built for the host behind a pty, or the real image in QEMU)
+//! → wheel speeds applied → zenoh telemetry → the simulated robot's wheels.
+//!
+//! Real time, 10 Hz. At the end the commands stop and the firmware must stop
+//! the motors on its own.
+
+use crate::args::{at_least_1, positive};
+use crate::boards::{Bridge, BridgeMode, FirmwareEnd, FirmwareKind};
+use crate::plot::{self, Mark, Series};
+use crate::progress::progress_bar;
+use anyhow::Context;
+use offramp_engines::{BackendKind, EngineSet};
+use offramp_link::zenoh_link::{
+    free_loopback_endpoint, open_session, BridgeCounters, Keys, RuntimeLink, TelemetryMsg,
+    ZenohOptions,
+};
+use offramp_link::COMMAND_VALIDITY;
+use offramp_protocol::MotorState;
+use offramp_runtime::exit_chain::ExitPolicy;
+use offramp_runtime::pipeline::Pipeline;
+use offramp_runtime::stats::Summary;
+use offramp_sim::{Sim, SimConfig, Wheels};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Clone)]
+pub struct Args {
+    /// Which firmware closes the loop.
+    #[arg(long, value_enum, default_value = "host")]
+    pub firmware: FirmwareKind,
+    /// Where the serial bridge runs.
+    #[arg(long, value_enum, default_value = "process")]
+    pub bridge: BridgeMode,
+    /// Firmware image for `--firmware qemu` (default: build it).
+    #[arg(long)]
+    pub elf: Option<PathBuf>,
+    /// Engine set (default: the committed demo set, from the repository root).
+    #[arg(long, default_value = "engines/models/demo")]
+    pub engines: PathBuf,
+    #[arg(long, default_value_t = 10, value_parser = at_least_1)]
+    pub episodes: usize,
+    /// Held-out evaluation seeds start at 0.
+    #[arg(long, default_value_t = 0)]
+    pub first_seed: u64,
+    /// Per-frame deadline from camera frame to command sent.
+    #[arg(long, value_parser = positive)]
+    pub deadline_ms: Option<f64>,
+    /// Robot name: the zenoh keys are <robot>/action, <robot>/telemetry.
+    #[arg(long, default_value = "offramp-demo")]
+    pub robot: String,
+    /// Also publish each command as a ROS 2 Twist (CDR) on `cmd_vel`.
+    #[arg(long)]
+    pub cmd_vel: bool,
+    /// Write a latency plot (SVG) here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn main(a: Args) -> anyhow::Result<()> {
+    let report = run(&a)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_human(&report);
+    }
+    if report.commands_rejected > 0 {
+        anyhow::bail!(
+            "the firmware rejected {} commands ({:?})",
+            report.commands_rejected,
+            report.rejections
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+pub struct DemoReport {
+    pub firmware: String,
+    pub link: String,
+    pub engines: String,
+    pub episodes: usize,
+    pub successes: usize,
+    pub success_rate: f64,
+    pub frames: u64,
+    pub mean_exit: f64,
+    /// Share of frames per exit.
+    pub exit_shares: Vec<f64>,
+    /// Mean compute per frame relative to always running the full model.
+    pub compute_ratio: f64,
+    pub compute_saved: f64,
+    /// Camera frame → action published on zenoh (inference + encoding), ms.
+    pub frame_to_sent_ms: Option<Summary>,
+    /// Camera frame → applied by the firmware: frame_to_sent + zenoh hop +
+    /// bridge + half the serial round trip + the firmware's receive → apply.
+    pub frame_to_applied_ms: Option<Summary>,
+    pub deadline_ms: Option<f64>,
+    pub deadline_misses: u64,
+    pub commands_sent: u64,
+    /// Rejections the firmware counted during the demo, and why.
+    pub commands_rejected: u32,
+    pub rejections: Vec<(String, u32)>,
+    pub bridge: BridgeCounters,
+    /// After the last command: firmware clock from it to the outputs zeroed.
+    pub timeout_to_stop_ms: Option<f64>,
+    pub final_motor_state: String,
+    pub wall_seconds: f64,
+}
+
+/// Per-reason rejection counts between two telemetry reports.
+fn rejection_reasons(
+    a: &offramp_protocol::Counters,
+    b: &offramp_protocol::Counters,
+) -> Vec<(String, u32)> {
+    let pairs = [
+        ("stale", a.stale, b.stale),
+        ("deadline_too_far", a.deadline_too_far, b.deadline_too_far),
+        ("replay", a.replay, b.replay),
+        ("out_of_range", a.out_of_range, b.out_of_range),
+        ("not_armed", a.not_armed, b.not_armed),
+        (
+            "corrupt_frames",
+            a.cobs + a.crc + a.decode + a.too_short + a.overflow,
+            b.cobs + b.crc + b.decode + b.too_short + b.overflow,
+        ),
+        ("version", a.version, b.version),
+        ("unsupported", a.unsupported, b.unsupported),
+    ];
+    pairs
+        .iter()
+        .filter(|(_, x, y)| y > x)
+        .map(|(n, x, y)| (n.to_string(), y - x))
+        .collect()
+}
+
+/// Waits for telemetry that shows the bridge connected to the firmware.
+fn wait_for_bridge(
+    link: &RuntimeLink,
+    bridge: &mut Bridge,
+    timeout: Duration,
+) -> anyhow::Result<TelemetryMsg> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok((t, _)) = link.telemetry().recv_timeout(Duration::from_millis(100)) {
+            if t.bridge.link_up {
+                return Ok(t);
+            }
+        }
+        if let Some(why) = bridge.exited() {
+            anyhow::bail!("the bridge {why} before the link came up");
+        }
+    }
+    anyhow::bail!("no telemetry through the bridge within {timeout:?}")
+}
+
+pub fn run(a: &Args) -> anyhow::Result<DemoReport> {
+    let cfg = SimConfig::default();
+    let dir = &a.engines;
+    let set = EngineSet::open(dir).with_context(|| {
+        format!(
+            "opening the demo engine set {} (run from the repository root, or pass --engines)",
+            dir.display()
+        )
+    })?;
+    let mut p = Pipeline::open(&set, BackendKind::Cpu, (cfg.image_width, cfg.image_height))?;
+    let n = p.chain.exits();
+
+    let fw = FirmwareEnd::start(a.firmware, a.elf.as_deref())?;
+    let endpoint = free_loopback_endpoint()?;
+    let session = open_session(&ZenohOptions {
+        listen: vec![endpoint.clone()],
+        ..Default::default()
+    })?;
+    let keys = Keys::new(&a.robot)?;
+    let mut link = RuntimeLink::open(session, keys, COMMAND_VALIDITY, a.cmd_vel)?;
+    let mut bridge = Bridge::spawn(a.bridge, &fw.device, &a.robot, &endpoint)?;
+    let first = wait_for_bridge(&link, &mut bridge, Duration::from_secs(20))?;
+    let rejected_before = first.firmware.counters.rejected();
+    tracing::info!(device = %fw.device.display(), %endpoint, "bridge and firmware up");
+
+    let period = Duration::from_secs_f64(cfg.dt as f64);
+    let deadline = a.deadline_ms.map(|d| Duration::from_secs_f64(d / 1e3));
+    let bar = if a.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        progress_bar(a.episodes as u64, "episodes")
+    };
+    let (mut frames, mut successes, mut exit_sum, mut macs) = (0u64, 0usize, 0u64, 0u64);
+    let mut exit_counts = vec![0u64; n];
+    let (mut to_sent, mut to_applied) = (Vec::new(), Vec::new());
+    let (mut misses, mut sent) = (0u64, 0u64);
+    // Outstanding actions (seq, frame → sent ms), to pair with telemetry.
+    let mut pending: Vec<(u64, f64)> = Vec::new();
+    let mut applied = Wheels::default();
+    let mut last = first;
+    let mut frame = Vec::new();
+    let start = Instant::now();
+    let mut next = Instant::now();
+    for e in 0..a.episodes {
+        let mut sim = Sim::new(&cfg, a.first_seed + e as u64);
+        frame.resize(sim.frame_len(), 0);
+        p.begin_episode(sim.instruction() as usize);
+        loop {
+            let t_frame = Instant::now();
+            sim.render(&mut frame);
+            let o = p.infer(&frame, ExitPolicy::Criterion, deadline.map(|d| t_frame + d))?;
+            // `action()` is zero when the chain stopped.
+            let tw = offramp_sim::Twist::from_action(p.action());
+            let (seq, at) = link.publish(tw.v, tw.omega, o.exit as u8, o.stopped)?;
+            sent += 1;
+            let since = at.duration_since(t_frame);
+            misses += deadline.is_some_and(|d| since > d) as u64;
+            let inference_ms = since.as_secs_f64() * 1e3;
+            to_sent.push(inference_ms);
+            pending.push((seq, inference_ms));
+            frames += 1;
+            exit_counts[o.exit] += 1;
+            exit_sum += o.exit as u64;
+            macs += p.chain.frame_macs(&o);
+            // Until the next frame: telemetry carries the wheel speeds the
+            // firmware applies.
+            next += period;
+            if next < Instant::now() {
+                next = Instant::now();
+            }
+            while let Ok((t, _)) = link
+                .telemetry()
+                .recv_timeout(next.saturating_duration_since(Instant::now()))
+            {
+                applied = Wheels {
+                    left: t.firmware.applied_left,
+                    right: t.firmware.applied_right,
+                };
+                if let (Some(s), Some(us)) = (t.action_seq, t.sent_to_applied_us) {
+                    if let Some(k) = pending.iter().position(|p| p.0 == s) {
+                        to_applied.push(pending[k].1 + us as f64 / 1e3);
+                        pending.drain(..=k);
+                    }
+                }
+                if t.firmware.reset_cause != last.firmware.reset_cause
+                    || t.firmware.uptime_us < last.firmware.uptime_us
+                {
+                    anyhow::bail!(
+                        "the firmware rebooted mid-demo (reset cause {:?})",
+                        t.firmware.reset_cause
+                    );
+                }
+                last = t;
+                if Instant::now() >= next {
+                    break;
+                }
+            }
+            if pending.len() > 64 {
+                pending.drain(..pending.len() - 64);
+            }
+            // The robot moves with what the firmware applied.
+            let out = sim.step(applied);
+            if out.done {
+                successes += out.success as usize;
+                break;
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    // Silence: the controller must stop the motors on its own.
+    let silence = Instant::now();
+    let stop = loop {
+        match link.telemetry().recv_timeout(Duration::from_millis(100)) {
+            Ok((t, _)) if t.firmware.state == MotorState::TimedOut => break t,
+            Ok(_) => {}
+            Err(_) if silence.elapsed() > Duration::from_secs(5) => {
+                anyhow::bail!("the firmware never reported the command timeout")
+            }
+            Err(_) => {}
+        }
+    };
+    bridge.stop();
+    if a.firmware == FirmwareKind::Host {
+        // Cross-check telemetry against the outputs the motors actually got.
+        match fw.host_output() {
+            Some(o) if o.left == 0.0 && o.right == 0.0 => {}
+            o => anyhow::bail!("motor outputs after the timeout are {o:?}, expected zero"),
+        }
+    }
+    let f = frames.max(1) as f64;
+    let compute_ratio = macs as f64 / (p.chain.full_macs() as f64 * f);
+    let report = DemoReport {
+        firmware: fw.board.clone(),
+        link: format!(
+            "zenoh peer {endpoint} -> offramp bridge -> {}",
+            fw.device.display()
+        ),
+        engines: dir.display().to_string(),
+        episodes: a.episodes,
+        successes,
+        success_rate: successes as f64 / a.episodes.max(1) as f64,
+        frames,
+        mean_exit: exit_sum as f64 / f + 1.0,
+        exit_shares: exit_counts.iter().map(|c| *c as f64 / f).collect(),
+        compute_ratio,
+        compute_saved: 1.0 - compute_ratio,
+        frame_to_sent_ms: Summary::of(&to_sent),
+        frame_to_applied_ms: Summary::of(&to_applied),
+        deadline_ms: a.deadline_ms,
+        deadline_misses: misses,
+        commands_sent: sent,
+        commands_rejected: stop.firmware.counters.rejected() - rejected_before,
+        rejections: rejection_reasons(&first.firmware.counters, &stop.firmware.counters),
+        bridge: stop.bridge,
+        timeout_to_stop_ms: Some(stop.firmware.last_timeout_stop_us as f64 / 1e3),
+        final_motor_state: format!("{:?}", stop.firmware.state),
+        wall_seconds: start.elapsed().as_secs_f64(),
+    };
+    if let Some(path) = &a.report {
+        plot::chart(
+            path,
+            "offramp demo: latency from camera frame",
+            "ms",
+            "fraction of frames",
+            &[
+                Series::new("frame -> action on zenoh", plot::cdf(&to_sent), Mark::Line),
+                Series::new(
+                    "frame -> applied by the firmware",
+                    plot::cdf(&to_applied),
+                    Mark::Bold,
+                ),
+            ],
+        )?;
+    }
+    Ok(report)
+}
+
+/// One screen for a person.
+pub fn print_human(r: &DemoReport) {
+    println!(
+        "offramp demo: simulator camera -> exit chain -> {} -> firmware -> wheels",
+        r.link
+    );
+    println!("  firmware               {}", r.firmware);
+    println!("  engine set             {}", r.engines);
+    println!(
+        "  episodes               {} reached the target of {} ({:.0}%)",
+        r.successes,
+        r.episodes,
+        100.0 * r.success_rate
+    );
+    println!(
+        "  frames                 {} (mean exit {:.2}; per exit {})",
+        r.frames,
+        r.mean_exit,
+        r.exit_shares
+            .iter()
+            .map(|s| format!("{:.0}%", 100.0 * s))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    );
+    println!(
+        "  compute saved          {:.0}% vs the full model",
+        100.0 * r.compute_saved
+    );
+    if let Some(s) = r.frame_to_applied_ms {
+        println!(
+            "  frame -> applied       p50 {:.2} ms, p99 {:.2} ms",
+            s.p50, s.p99
+        );
+    }
+    if let Some(d) = r.deadline_ms {
+        println!("  deadline {d} ms        {} misses", r.deadline_misses);
+    }
+    println!(
+        "  commands               {} sent, {} forwarded by the bridge, {} rejected",
+        r.commands_sent, r.bridge.forwarded, r.commands_rejected
+    );
+    if let Some(t) = r.timeout_to_stop_ms {
+        println!(
+            "  silence -> motors off  {t:.1} ms (firmware clock), state {}",
+            r.final_motor_state
+        );
+    }
+}

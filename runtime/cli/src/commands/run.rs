@@ -1,0 +1,275 @@
+//! `offramp run`: the runtime on a camera, with live stats.
+
+use crate::args::{at_least_1, positive, ZenohArgs};
+use indicatif::{ProgressBar, ProgressStyle};
+use offramp_engines::EngineSet;
+use offramp_link::zenoh_link::{open_session, Keys, RuntimeLink};
+use offramp_link::COMMAND_VALIDITY;
+use offramp_runtime::camera::{self, CameraSpec};
+use offramp_runtime::exit_chain::{ExitPolicy, FrameOutcome};
+use offramp_runtime::pipeline::Pipeline;
+use offramp_runtime::recorder::Recorder;
+use offramp_runtime::run_loop::{Actuator, RunLoop, RunStats};
+use offramp_sim::camera::{CommandSlot, SimCamera, SimStats};
+use offramp_sim::{SimConfig, Twist};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Drives the simulated robot (the capture thread applies the command).
+pub struct SimActuator(pub Arc<CommandSlot>);
+
+impl Actuator for SimActuator {
+    fn act(&mut self, a: &[f32], _: &FrameOutcome) {
+        self.0.set(Twist::from_action(a));
+    }
+    fn stop(&mut self) {
+        self.0.set(Twist::default());
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    pub engines: PathBuf,
+    /// sim | replay:DIR | v4l:/dev/videoN
+    #[arg(long, default_value = "sim")]
+    pub camera: CameraSpec,
+    /// Per-frame deadline from capture; deeper exits are skipped when
+    /// they cannot finish in time.
+    #[arg(long, value_parser = positive)]
+    pub deadline_ms: Option<f64>,
+    /// Flight-record file (read it with `offramp recording`).
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+    /// Stop after this many frames.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub frames: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long, value_parser = positive)]
+    pub seconds: Option<f64>,
+    /// Camera rate for sim and replay.
+    #[arg(long, default_value_t = 10.0, value_parser = positive)]
+    pub fps: f64,
+    /// Always exit here (1-based) instead of the calibrated criterion.
+    #[arg(long = "exit", value_parser = at_least_1)]
+    pub fixed_exit: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub first_seed: u64,
+    /// Simulator configuration (TOML) for `--camera sim`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Publish every action over zenoh (to `offramp bridge`).
+    #[arg(long)]
+    pub zenoh: bool,
+    /// With --zenoh: mirror commands as a ROS 2 Twist on `cmd_vel`.
+    #[arg(long)]
+    pub cmd_vel: bool,
+    #[command(flatten)]
+    pub zenoh_args: ZenohArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn main(a: Args) -> anyhow::Result<()> {
+    if a.frames.is_none() && a.seconds.is_none() {
+        tracing::info!("running until interrupted (--frames or --seconds to stop)");
+    }
+    let report = run(&a)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_human(&report);
+    }
+    Ok(())
+}
+
+/// Actions that drive nothing (a real camera with no simulated robot).
+struct NoActuator;
+
+impl Actuator for NoActuator {
+    fn act(&mut self, _: &[f32], _: &FrameOutcome) {}
+    fn stop(&mut self) {}
+}
+
+/// Publishes each action over zenoh as well as driving the inner actuator.
+/// zenoh allocates inside `put` (as tract does inside a run): this actuator
+/// is outside the runtime's zero-allocation guarantee.
+pub struct ZenohActuator<A> {
+    pub link: RuntimeLink,
+    pub inner: A,
+    pub errors: u64,
+}
+
+impl<A: Actuator> Actuator for ZenohActuator<A> {
+    fn act(&mut self, a: &[f32], o: &FrameOutcome) {
+        let t = Twist::from_action(a);
+        if let Err(e) = self.link.publish(t.v, t.omega, o.exit as u8, false) {
+            self.note(e);
+        }
+        self.inner.act(a, o);
+    }
+    fn stop(&mut self) {
+        if let Err(e) = self.link.publish(0.0, 0.0, 0, true) {
+            self.note(e);
+        }
+        self.inner.stop();
+    }
+}
+
+impl<A> ZenohActuator<A> {
+    fn note(&mut self, e: offramp_link::zenoh_link::ZenohError) {
+        if self.errors == 0 {
+            tracing::warn!("{e}");
+        }
+        self.errors += 1;
+    }
+}
+
+#[derive(Serialize)]
+pub struct RunReport {
+    pub camera: String,
+    pub engines: String,
+    pub policy: String,
+    #[serde(flatten)]
+    pub stats: RunStats,
+    pub sim_episodes: u64,
+    pub sim_successes: u64,
+    pub wall_seconds: f64,
+}
+
+pub fn run(a: &Args) -> anyhow::Result<RunReport> {
+    let set = EngineSet::open(&a.engines)?;
+    // The camera's size sizes the pipeline; its thread starts only once the
+    // engines are loaded, so no frame is dropped to the loading.
+    let (source, sim): (Box<dyn camera::Source>, _) = match &a.camera {
+        CameraSpec::Sim => {
+            let cfg = SimConfig::load(a.config.as_deref())?;
+            let cam = SimCamera::new(&cfg, a.first_seed);
+            let sim = (cam.commands.clone(), cam.stats.clone());
+            (Box::new(cam), Some(sim))
+        }
+        spec => (camera::open(spec)?, None),
+    };
+    // The backend the set was built for: CPU (tract) or TensorRT plans.
+    let pipeline = Pipeline::open(&set, set.manifest.build.backend, source.size())?;
+    let n = pipeline.chain.exits();
+    let policy = match a.fixed_exit {
+        Some(k) if (1..=n).contains(&k) => ExitPolicy::Fixed(k - 1),
+        Some(k) => anyhow::bail!("--exit {k}: the engine set has exits 1..={n}"),
+        None => ExitPolicy::Criterion,
+    };
+    if policy == ExitPolicy::Criterion && set.manifest.criterion.thresholds.is_empty() {
+        tracing::warn!(
+            "{} has no thresholds: every frame runs the full model (run `offramp calibrate`)",
+            set.manifest_path.display()
+        );
+    }
+    let deadline = a.deadline_ms.map(|d| Duration::from_secs_f64(d / 1e3));
+    let recorder = match &a.record {
+        Some(p) => Some(Recorder::create(p)?),
+        None => None,
+    };
+    let mut rl = RunLoop::new(pipeline, policy, deadline, recorder);
+    let local: Box<dyn Actuator> = match &sim {
+        Some((commands, _)) => Box::new(SimActuator(commands.clone())),
+        None => Box::new(NoActuator),
+    };
+    let mut act: Box<dyn Actuator> = if a.zenoh {
+        let session = open_session(&a.zenoh_args.options())?;
+        let link = RuntimeLink::open(
+            session,
+            Keys::new(&a.zenoh_args.robot)?,
+            COMMAND_VALIDITY,
+            a.cmd_vel,
+        )?;
+        Box::new(ZenohActuator {
+            link,
+            inner: local,
+            errors: 0,
+        })
+    } else {
+        local
+    };
+    let capture = camera::start(source, a.fps)?;
+    let bar = if a.json {
+        ProgressBar::hidden()
+    } else {
+        let b = ProgressBar::new_spinner();
+        b.set_style(
+            ProgressStyle::with_template("{spinner} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        b
+    };
+    let start = Instant::now();
+    let mut last_print = start;
+    let frame_timeout = Duration::from_secs_f64(3.0 / a.fps);
+    let (max_frames, max_secs) = (a.frames, a.seconds);
+    rl.run(&capture, act.as_mut(), frame_timeout, &mut |s| {
+        if last_print.elapsed() > Duration::from_millis(500) {
+            last_print = Instant::now();
+            bar.set_message(format!(
+                "{} frames, {:.1} fps, {} dropped, {} camera gaps, {} deadline misses",
+                s.frames,
+                s.frames as f64 / start.elapsed().as_secs_f64(),
+                s.dropped,
+                s.camera_gaps,
+                s.deadline_misses
+            ));
+            bar.tick();
+        }
+        max_frames.is_some_and(|m| s.frames >= m)
+            || max_secs.is_some_and(|m| start.elapsed().as_secs_f64() >= m)
+    })?;
+    bar.finish_and_clear();
+    act.stop();
+    let stats = rl.summary();
+    let sim = sim.map_or_else(
+        SimStats::default,
+        |(_, stats): (_, Arc<Mutex<SimStats>>)| stats.lock().map(|s| s.clone()).unwrap_or_default(),
+    );
+    Ok(RunReport {
+        camera: format!("{:?}", a.camera),
+        engines: a.engines.display().to_string(),
+        policy: format!("{policy:?}"),
+        stats,
+        sim_episodes: sim.episodes,
+        sim_successes: sim.successes,
+        wall_seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+pub fn print_human(r: &RunReport) {
+    let s = &r.stats;
+    println!("offramp run: {} on {} ({})", r.engines, r.camera, r.policy);
+    println!(
+        "  frames               {} in {:.1} s ({} dropped, {} camera gaps)",
+        s.frames, r.wall_seconds, s.dropped, s.camera_gaps
+    );
+    println!(
+        "  mean exit            {:.2}  (frames per exit {:?})",
+        s.mean_exit, s.exit_counts
+    );
+    println!(
+        "  compute              {:.1}% of the full model",
+        100.0 * s.compute_ratio
+    );
+    println!(
+        "  frame latency        p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        s.latency_p50_ms, s.latency_p99_ms, s.latency_max_ms
+    );
+    if let Some(d) = s.deadline_ms {
+        println!(
+            "  deadline {d} ms       {} misses, {} frames cut short",
+            s.deadline_misses, s.deadline_cuts
+        );
+    }
+    if r.sim_episodes > 0 {
+        println!(
+            "  simulator            {}/{} episodes reached the target",
+            r.sim_successes, r.sim_episodes
+        );
+    }
+}

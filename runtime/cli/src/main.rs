@@ -1,0 +1,95 @@
+//! `offramp`: the early-exit edge runtime for robots, and its tools. Each
+//! subcommand is a module of [`commands`] with its own arguments.
+
+mod args;
+mod boards;
+mod commands;
+mod held_frames;
+mod plot;
+mod progress;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use commands::*;
+
+#[derive(Parser)]
+#[command(
+    name = "offramp",
+    version,
+    about = "Early-exit edge runtime for robots"
+)]
+struct Cli {
+    /// Log filter (tracing env-filter syntax), e.g. `debug` or `offramp=trace`.
+    #[arg(
+        long,
+        global = true,
+        env = "OFFRAMP_LOG",
+        default_value = "info,zenoh=warn,zenoh_transport=warn,zenoh_link_tcp=warn"
+    )]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the main job on the embedded defaults: simulator camera, the demo
+    /// engine set on the CPU backend, the wire protocol, the firmware's
+    /// control logic, closed back into the simulated wheels.
+    Demo(demo::Args),
+    /// Run the runtime on a camera: newest frame → preprocess → exit chain
+    /// → action, with live stats.
+    Run(run::Args),
+    /// zenoh <-> the motor controller's serial link: forwards actions as
+    /// wire-protocol commands, publishes firmware telemetry, reconnects.
+    Bridge(bridge::Args),
+    /// Build an engine set from ONNX segments (a directory with model.toml).
+    Build(build_set::Args),
+    /// Calibrate exit thresholds under compute, latency and memory budgets
+    /// (DeeR) and write them into the engine set's manifest.
+    Calibrate(calibrate::Args),
+    /// The success-vs-compute curve: calibrate for each budget on
+    /// calibration episodes, evaluate on held-out ones, with every fixed exit
+    /// as a reference. Writes sweep.json and a plot; the manifest is untouched.
+    CalibrateSweep(sweep::Args),
+    /// Profile latency and energy per exit on this device: idle baseline,
+    /// fixed-exit blocks, then the calibrated thresholds, with a power
+    /// sampler running throughout.
+    Profile(profile::Args),
+    /// Print a flight record as JSON lines (default) or CSV.
+    Recording(recording::Args),
+    /// Benchmarks that print JSON.
+    Bench(bench::Args),
+    /// The simulator: record demonstrations, evaluate, measure it.
+    Sim(sim::Args),
+    /// Motor-controller firmware tools.
+    Firmware(firmware::Args),
+    /// Package the aarch64 binary, an engine set, configs, systemd units and
+    /// an install script into one file for the robot.
+    Bundle(bundle::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .with_context(|| format!("invalid --log filter {:?}", cli.log))?,
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Demo(a) => demo::main(a),
+        Command::Run(a) => run::main(a),
+        Command::Bridge(a) => bridge::main(a),
+        Command::Build(a) => build_set::main(a),
+        Command::Calibrate(a) => calibrate::main(a),
+        Command::CalibrateSweep(a) => sweep::main(a),
+        Command::Profile(a) => profile::main(a),
+        Command::Recording(a) => recording::main(a),
+        Command::Bench(a) => bench::main(a),
+        Command::Sim(a) => sim::main(a),
+        Command::Firmware(a) => firmware::main(a),
+        Command::Bundle(a) => bundle::main(a),
+    }
+}

@@ -1,0 +1,328 @@
+//! Faults on the real path: `offramp run --zenoh` (the runtime process) →
+//! zenoh → `offramp bridge` (its own process) → a pty → the firmware's
+//! control logic. Whatever dies, the motors stop within the firmware's
+//! command timeout, every time; when it comes back, the loop resumes.
+
+use crate::common;
+
+use common::{bin, demo_dir, Proc};
+use offramp_control::Config;
+use offramp_host::HostBoard;
+use offramp_link::zenoh_link::{
+    free_loopback_endpoint, open_session, Keys, TelemetryMsg, ZenohOptions,
+};
+use offramp_protocol::MotorState;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use zenoh::Wait;
+
+/// The firmware's command timeout, plus scheduling slack on a loaded
+/// 2-core machine (the firmware ticks every millisecond).
+const STOP_WITHIN: Duration = Duration::from_millis(250 + 50);
+
+/// A motor controller behind a serial device path that can be re-pointed
+/// (as udev's /dev/serial/by-id links are).
+struct Board {
+    host: Option<HostBoard>,
+    link: PathBuf,
+}
+
+impl Board {
+    fn new(dir: &Path) -> Self {
+        let mut b = Self {
+            host: None,
+            link: dir.join("ttyMCU"),
+        };
+        b.plug();
+        b
+    }
+
+    fn plug(&mut self) {
+        let host = HostBoard::start(Config::DEFAULT).unwrap();
+        let _ = std::fs::remove_file(&self.link);
+        std::os::unix::fs::symlink(&host.device, &self.link).unwrap();
+        self.host = Some(host);
+    }
+
+    fn unplug(&mut self) {
+        self.host = None;
+    }
+
+    fn state(&self) -> Option<(MotorState, f32, f32)> {
+        let o = self.host.as_ref()?.output()?;
+        Some((o.state, o.left, o.right))
+    }
+
+    fn wait_running(&self, within: Duration) {
+        let t = Instant::now();
+        while t.elapsed() < within {
+            if let Some((MotorState::Running, l, r)) = self.state() {
+                if l != 0.0 || r != 0.0 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("motors not running after {within:?}: {:?}", self.state());
+    }
+
+    /// Time from `since` until the outputs are zero and the state TimedOut.
+    fn stopped_after(&self, since: Instant) -> Duration {
+        loop {
+            if let Some((MotorState::TimedOut, 0.0, 0.0)) = self.state() {
+                return since.elapsed();
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(3),
+                "motors still not stopped: {:?}",
+                self.state()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// SIGKILL: no goodbye to anyone. Returns when it was sent.
+fn kill(mut p: Proc) -> Instant {
+    p.0.kill().unwrap();
+    let at = Instant::now();
+    let _ = p.0.wait();
+    at
+}
+
+fn bridge(device: &Path, robot: &str, connect: &str) -> Proc {
+    Proc(
+        Command::new(bin())
+            .args(["--log", "warn", "bridge", "--serial"])
+            .arg(device)
+            .args(["--robot", robot, "--connect", connect])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn runtime(robot: &str, listen: &str) -> Proc {
+    Proc(
+        Command::new(bin())
+            .args(["--log", "warn", "run", "--engines"])
+            .arg(demo_dir())
+            .args(["--camera", "sim", "--fps", "20", "--zenoh"])
+            .args(["--robot", robot, "--listen", listen])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn robot(name: &str) -> String {
+    format!("test-{}-{name}", std::process::id())
+}
+
+#[test]
+fn killing_the_runtime_stops_the_motors_and_a_restart_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let board = Board::new(dir.path());
+    let r = robot("kill-runtime");
+    let ep = free_loopback_endpoint().unwrap();
+    let _bridge = bridge(&board.link, &r, &ep);
+    for round in 0..3 {
+        let rt = runtime(&r, &ep);
+        board.wait_running(Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(300));
+        let killed = kill(rt);
+        let took = board.stopped_after(killed);
+        eprintln!("round {round}: runtime killed, motors off after {took:?}");
+        assert!(took <= STOP_WITHIN, "round {round}: {took:?}");
+    }
+}
+
+#[test]
+fn killing_the_bridge_stops_the_motors_and_a_restart_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let board = Board::new(dir.path());
+    let r = robot("kill-bridge");
+    let ep = free_loopback_endpoint().unwrap();
+    let _rt = runtime(&r, &ep);
+    for round in 0..3 {
+        let b = bridge(&board.link, &r, &ep);
+        board.wait_running(Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(300));
+        let killed = kill(b);
+        let took = board.stopped_after(killed);
+        eprintln!("round {round}: bridge killed, motors off after {took:?}");
+        assert!(took <= STOP_WITHIN, "round {round}: {took:?}");
+    }
+}
+
+/// A TCP relay between the bridge and the runtime that can cut the link.
+struct Cable {
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    port: u16,
+}
+
+impl Cable {
+    fn new(to: String) -> Self {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (u, c) = (up.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for inbound in l.incoming() {
+                let Ok(a) = inbound else { return };
+                if !u.load(Ordering::Relaxed) {
+                    drop(a);
+                    continue;
+                }
+                let Ok(b) = TcpStream::connect(to.trim_start_matches("tcp/")) else {
+                    continue;
+                };
+                let _ = a.set_nodelay(true);
+                let _ = b.set_nodelay(true);
+                c.lock()
+                    .unwrap()
+                    .extend([a.try_clone().unwrap(), b.try_clone().unwrap()]);
+                for (mut from, mut to) in [(a.try_clone().unwrap(), b.try_clone().unwrap()), (b, a)]
+                {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 4096];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { up, conns, port }
+    }
+
+    fn cut(&self) -> Instant {
+        self.up.store(false, Ordering::Relaxed);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        Instant::now()
+    }
+
+    fn mend(&self) {
+        self.up.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn cutting_the_zenoh_link_stops_the_motors_and_mending_it_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let board = Board::new(dir.path());
+    let r = robot("cut-link");
+    let ep = free_loopback_endpoint().unwrap();
+    let _rt = runtime(&r, &ep);
+    let cable = Cable::new(ep.clone());
+    let _b = bridge(&board.link, &r, &format!("tcp/127.0.0.1:{}", cable.port));
+    board.wait_running(Duration::from_secs(30));
+    for round in 0..2 {
+        std::thread::sleep(Duration::from_millis(300));
+        let cut = cable.cut();
+        let took = board.stopped_after(cut);
+        eprintln!("round {round}: link cut, motors off after {took:?}");
+        assert!(took <= STOP_WITHIN, "round {round}: {took:?}");
+        std::thread::sleep(Duration::from_millis(500));
+        cable.mend();
+        // zenoh re-establishes the configured connect endpoint by itself.
+        board.wait_running(Duration::from_secs(30));
+    }
+}
+
+#[test]
+fn the_bridge_reconnects_when_the_serial_device_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut board = Board::new(dir.path());
+    let r = robot("replug");
+    let ep = free_loopback_endpoint().unwrap();
+    let _rt = runtime(&r, &ep);
+    let _b = bridge(&board.link, &r, &ep);
+    board.wait_running(Duration::from_secs(30));
+    // Unplugged: the device node and everything behind it vanish.
+    board.unplug();
+    std::thread::sleep(Duration::from_millis(700));
+    // A new board (fresh boot) on a new node behind the same path.
+    board.plug();
+    board.wait_running(Duration::from_secs(10));
+    let t = telemetry_after(&ep, &r, |t| t.bridge.connects >= 2);
+    assert!(t.bridge.link_up);
+}
+
+/// Subscribes to the robot's telemetry (a zenoh peer of the runtime) and
+/// returns the first report that satisfies `pick`.
+fn telemetry_after(ep: &str, robot: &str, pick: impl Fn(&TelemetryMsg) -> bool) -> TelemetryMsg {
+    let s = open_session(&ZenohOptions {
+        connect: vec![ep.to_string()],
+        ..Default::default()
+    })
+    .unwrap();
+    let sub = s
+        .declare_subscriber(Keys::new(robot).unwrap().telemetry)
+        .wait()
+        .unwrap();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(20) {
+        if let Ok(Some(sample)) = sub.recv_timeout(Duration::from_millis(200)) {
+            let t = TelemetryMsg::decode(&sample.payload().to_bytes()).unwrap();
+            if pick(&t) {
+                return t;
+            }
+        }
+    }
+    panic!("no matching telemetry on {robot}/telemetry");
+}
+
+#[test]
+fn corrupt_serial_bytes_are_dropped_counted_and_the_loop_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let board = Board::new(dir.path());
+    let r = robot("corrupt");
+    let ep = free_loopback_endpoint().unwrap();
+    let _rt = runtime(&r, &ep);
+    let _b = bridge(&board.link, &r, &ep);
+    board.wait_running(Duration::from_secs(30));
+    // Garbage both ways: into the bridge (from the board's side) and into
+    // the firmware (a second writer on the device node).
+    let mut to_bridge = board.host.as_ref().unwrap().cable().unwrap();
+    let mut to_fw = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&board.link)
+        .unwrap();
+    let t0 = Instant::now();
+    let mut k = 0u8;
+    while t0.elapsed() < Duration::from_secs(2) {
+        k = k.wrapping_add(37);
+        let junk = [k, 0x55, k ^ 0xa5, 0x01, 0xff, k, 0x00];
+        to_bridge.write_all(&junk).unwrap();
+        to_fw.write_all(&junk).unwrap();
+        // The motors never stop for it: a lost command is replaced by the
+        // next one, 50 ms later, well inside the timeout.
+        let (state, _, _) = board.state().unwrap();
+        assert_eq!(state, MotorState::Running, "after {:?}", t0.elapsed());
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    let t = telemetry_after(&ep, &r, |t| t.bridge.frame_errors > 0);
+    let c = t.firmware.counters;
+    let fw_errors = c.cobs + c.crc + c.decode + c.too_short + c.version + c.overflow;
+    assert!(fw_errors > 0, "{c:?}");
+    eprintln!(
+        "bridge frame errors {}, firmware frame errors {fw_errors}",
+        t.bridge.frame_errors
+    );
+    board.wait_running(Duration::from_secs(1));
+}

@@ -1,0 +1,32 @@
+//! The real-time path of offramp, and nothing else: what runs on the robot
+//! between the camera and the actuator.
+//!
+//! * [`camera`]: frame sources ([`camera::Source`]: replay, V4L2) and the
+//!   newest-frame handoff.
+//! * [`preprocess`]: camera frame → model input, allocation-free (and
+//!   `cuda_preprocess`, the same on the GPU, with `--features cuda`).
+//! * [`exit_chain`]: the DeeR early-exit loop over an engine set, with the
+//!   per-frame deadline.
+//! * [`pipeline`]: preprocess + exit chain, the one frame step every caller
+//!   uses.
+//! * [`run_loop`]: camera → pipeline → [`run_loop::Actuator`], with stats.
+//! * [`recorder`]: the per-frame flight recorder.
+//! * [`npy`]: the replay format's arrays.
+//! * [`stats`]: latency summaries.
+//!
+//! The simulator, plotting, the network and the QEMU harness live in other
+//! crates; this one never links them.
+
+pub mod camera;
+#[cfg(feature = "cuda")]
+pub mod cuda_preprocess;
+pub mod exit_chain;
+pub mod npy;
+pub mod pipeline;
+pub mod pixfmt;
+pub mod preprocess;
+pub mod recorder;
+pub mod run_loop;
+pub mod stats;
+#[cfg(feature = "v4l")]
+pub mod v4l_source;

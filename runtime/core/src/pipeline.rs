@@ -1,0 +1,61 @@
+//! One frame's work, the same everywhere: camera frame → preprocess into the
+//! chain's input tensor → exit chain → action. The run loop, the demo,
+//! closed-loop evaluation, calibration and every bench drive this one type,
+//! so what they measure is what the robot runs.
+
+use crate::exit_chain::{ExitChain, ExitChainError, ExitPolicy, FrameOutcome};
+use crate::preprocess::{PreprocessError, Preprocessor};
+use offramp_engines::{BackendKind, EngineSet};
+use std::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Chain(#[from] ExitChainError),
+    #[error(transparent)]
+    Preprocess(#[from] PreprocessError),
+}
+
+/// Preprocessor and exit chain, with every buffer made up front.
+pub struct Pipeline {
+    pub chain: ExitChain,
+    pub pre: Preprocessor,
+}
+
+impl Pipeline {
+    /// Loads `set` on `backend` for camera frames of `frame` (width, height).
+    pub fn open(
+        set: &EngineSet,
+        backend: BackendKind,
+        frame: (usize, usize),
+    ) -> Result<Self, PipelineError> {
+        Ok(Self {
+            chain: ExitChain::new(set, backend)?,
+            pre: Preprocessor::for_set(set, frame)?,
+        })
+    }
+
+    /// A new episode: forget the recurrent state, set the instruction.
+    pub fn begin_episode(&mut self, instruction: usize) {
+        self.chain.reset();
+        self.chain.set_instruction(instruction);
+    }
+
+    /// Runs one frame (HWC RGB of the preprocessor's source size) under
+    /// `policy`; with a deadline, exits that cannot finish in time are
+    /// skipped. Allocates nothing in this code.
+    pub fn infer(
+        &mut self,
+        frame: &[u8],
+        policy: ExitPolicy,
+        deadline: Option<Instant>,
+    ) -> Result<FrameOutcome, PipelineError> {
+        self.pre.run(frame, self.chain.image_mut())?;
+        Ok(self.chain.step_until(policy, deadline)?)
+    }
+
+    /// The action of the last frame (zeros if it was stopped).
+    pub fn action(&self) -> &[f32] {
+        self.chain.action()
+    }
+}

@@ -1,0 +1,390 @@
+//! `offramp bridge`: zenoh ↔ the motor controller's serial link.
+//!
+//! Actions arrive on `<robot>/action` and leave for the firmware from the
+//! subscriber callback itself (one frame write, no queue in between): a
+//! stale action is dropped, a fresh one becomes a `Drive` whose deadline, in
+//! the firmware's clock, is what is left of the action's validity. The main
+//! thread owns the serial link: it syncs the firmware clock, arms, publishes
+//! every telemetry report on `<robot>/telemetry` with the bridge's counters,
+//! and when the device goes away it keeps retrying with backoff until it
+//! comes back (a USB adapter re-plugged, a udev symlink re-pointed).
+//!
+//! The firmware never needs the bridge to be well behaved: if the bridge
+//! dies, commands stop and the firmware's own timeout stops the motors.
+
+use crate::firmware::FirmwareLink;
+use crate::zenoh_link::{
+    self, ActionMsg, BridgeCounters, Keys, TelemetryMsg, ZenohOptions, MESSAGE_VERSION,
+};
+use anyhow::Context;
+use nix::sys::termios::{self, BaudRate, SetArg};
+use offramp_protocol::link::{ClockSync, Link, RecvError, Resync};
+use offramp_protocol::{encode, Drive, HostMsg, McuMsg, Setpoint, MAX_FRAME};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+use zenoh::Wait;
+
+pub struct BridgeArgs {
+    pub serial: PathBuf,
+    pub baud: u32,
+    pub robot: String,
+    pub zenoh: ZenohOptions,
+}
+
+/// A forwarded action, kept until the firmware reports applying it.
+struct InFlight {
+    fw_seq: u32,
+    action_seq: u64,
+    /// Action publication → written to the serial port, µs.
+    hop_us: i64,
+}
+
+#[derive(Default)]
+struct State {
+    writer: Option<File>,
+    clock: Option<ClockSync>,
+    one_way_us: u64,
+    in_flight: VecDeque<InFlight>,
+    counters: BridgeCounters,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    next_seq: AtomicU32,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere cannot leave State inconsistent in a way that
+        // matters more than stopping: keep going with what is there.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Writes through the shared serial handle (the link's write half).
+struct SharedWriter(Arc<Shared>);
+
+impl Write for SharedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.0.lock().writer.as_mut() {
+            Some(w) => w.write(buf),
+            None => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.0.lock().writer.as_mut() {
+            Some(w) => w.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: i32) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn install_signal_handlers() -> anyhow::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let act = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for s in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { sigaction(s, &act) }.context("installing a signal handler")?;
+    }
+    Ok(())
+}
+
+fn baud(b: u32) -> anyhow::Result<BaudRate> {
+    Ok(match b {
+        9600 => BaudRate::B9600,
+        19200 => BaudRate::B19200,
+        38400 => BaudRate::B38400,
+        57600 => BaudRate::B57600,
+        115200 => BaudRate::B115200,
+        230400 => BaudRate::B230400,
+        460800 => BaudRate::B460800,
+        921600 => BaudRate::B921600,
+        1000000 => BaudRate::B1000000,
+        2000000 => BaudRate::B2000000,
+        3000000 => BaudRate::B3000000,
+        other => anyhow::bail!(
+            "--baud {other}: not a standard rate (9600 … 921600, 1000000, 2000000, 3000000)"
+        ),
+    })
+}
+
+/// Opens a UART (or pty) raw at `rate`.
+fn open_serial(path: &Path, rate: BaudRate) -> anyhow::Result<File> {
+    let f = File::options()
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening serial device {}", path.display()))?;
+    let mut t = termios::tcgetattr(&f)
+        .with_context(|| format!("{}: not a serial device", path.display()))?;
+    termios::cfmakeraw(&mut t);
+    termios::cfsetspeed(&mut t, rate)?;
+    termios::tcsetattr(&f, SetArg::TCSANOW, &t)?;
+    Ok(f)
+}
+
+/// `offramp bridge`: runs until SIGINT/SIGTERM.
+pub fn run(a: &BridgeArgs) -> anyhow::Result<()> {
+    install_signal_handlers()?;
+    serve_until(a, &STOP)
+}
+
+/// The bridge until `stop` is set (a thread of `offramp demo --bridge thread`,
+/// for machines that cannot start a second process of this binary, such as
+/// a cross-built binary under qemu-user).
+pub fn serve_until(a: &BridgeArgs, stop: &AtomicBool) -> anyhow::Result<()> {
+    let rate = baud(a.baud)?;
+    let keys = Keys::new(&a.robot)?;
+    let session = zenoh_link::open_session(&a.zenoh)?;
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State::default()),
+        next_seq: AtomicU32::new(1),
+    });
+    let telemetry = session
+        .declare_publisher(keys.telemetry.clone())
+        .wait()
+        .map_err(|e| anyhow::anyhow!("declaring {}: {e}", keys.telemetry))?;
+    let _token = session
+        .liveliness()
+        .declare_token(keys.alive_bridge.clone())
+        .wait()
+        .map_err(|e| anyhow::anyhow!("declaring {}: {e}", keys.alive_bridge))?;
+    let cb = shared.clone();
+    let _actions = session
+        .declare_subscriber(keys.action.clone())
+        .callback(move |s| on_action(&cb, &s.payload().to_bytes()))
+        .wait()
+        .map_err(|e| anyhow::anyhow!("declaring {}: {e}", keys.action))?;
+    tracing::info!(serial = %a.serial.display(), robot = a.robot, "bridge up");
+
+    let mut backoff = Duration::from_millis(50);
+    let mut reported_down = false;
+    while !stop.load(Ordering::Relaxed) {
+        let file = match open_serial(&a.serial, rate) {
+            Ok(f) => f,
+            Err(e) => {
+                if !reported_down {
+                    tracing::warn!("{e:#}; retrying");
+                    reported_down = true;
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        match serve(&shared, file, &telemetry, stop) {
+            Ok(()) => tracing::info!("serial link closed"),
+            Err(e) => tracing::warn!("serial link: {e:#}"),
+        }
+        {
+            let mut s = shared.lock();
+            s.writer = None;
+            s.clock = None;
+            s.counters.link_up = false;
+        }
+        reported_down = false;
+        backoff = Duration::from_millis(50);
+        std::thread::sleep(backoff);
+    }
+    tracing::info!("bridge stopped");
+    Ok(())
+}
+
+/// One serial connection, until it closes or goes silent.
+fn serve(
+    shared: &Arc<Shared>,
+    file: File,
+    telemetry: &zenoh::pubsub::Publisher<'_>,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let reader = file.try_clone()?;
+    shared.lock().writer = Some(file);
+    let mut link: FirmwareLink<SharedWriter> = Link::new(reader, SharedWriter(shared.clone()))?;
+    // The firmware may have run all along (a restarted bridge): its
+    // telemetry says which sequence number comes next. A Boot says it is new.
+    let next = link
+        .wait_for(Duration::from_secs(2), |m, _| match m {
+            McuMsg::Telemetry(t) => Some(t.last_seq.map_or(1, |s| s.saturating_add(1))),
+            McuMsg::Boot(_) => Some(1),
+            _ => None,
+        })
+        .map_err(|e| anyhow::anyhow!("no telemetry or boot message from the firmware: {e:?}"))?;
+    shared.next_seq.fetch_max(next, Ordering::Relaxed);
+    let (clock, rtt) = sync_clock(&mut link, 8)?;
+    // Arm before actions may flow (a set clock is what lets the callback
+    // forward): a Drive ahead of the Arm would be refused as not armed, and
+    // an Arm behind a Drive as a replay.
+    arm(shared, &mut link)?;
+    {
+        let mut s = shared.lock();
+        s.clock = Some(clock);
+        s.one_way_us = rtt / 2;
+        s.counters.link_up = true;
+        s.counters.connects += 1;
+    }
+    tracing::info!(rtt_us = rtt, next_seq = next, "firmware link up, armed");
+    let mut resync = Resync::new(1000);
+    let mut last_heard = Instant::now();
+    let mut reported: Option<u32> = None;
+    let mut buf = [0u8; TelemetryMsg::MAX_LEN];
+    while !stop.load(Ordering::Relaxed) {
+        resync.poll(&mut link)?;
+        let r = match link.recv(Duration::from_millis(100)) {
+            Ok(r) => r,
+            Err(RecvError::Timeout) => {
+                // Telemetry comes every 50 ms: a second of silence is a dead
+                // link even if the device node is still there.
+                anyhow::ensure!(
+                    last_heard.elapsed() < Duration::from_secs(1),
+                    "firmware silent for 1 s"
+                );
+                continue;
+            }
+            Err(RecvError::Closed) => return Ok(()),
+        };
+        last_heard = r.at;
+        match r.msg {
+            Ok(McuMsg::Telemetry(t)) => {
+                let mut s = shared.lock();
+                let mut msg = TelemetryMsg {
+                    version: MESSAGE_VERSION,
+                    firmware: t,
+                    action_seq: None,
+                    sent_to_applied_us: None,
+                    bridge: s.counters,
+                };
+                if let Some(fw) = t.last_seq.filter(|&q| Some(q) != reported) {
+                    reported = Some(fw);
+                    if let Some(k) = s.in_flight.iter().position(|f| f.fw_seq == fw) {
+                        let f = &s.in_flight[k];
+                        msg.action_seq = Some(f.action_seq);
+                        let us =
+                            f.hop_us.max(0) as u64 + s.one_way_us + t.last_apply_latency_us as u64;
+                        msg.sent_to_applied_us = Some(us.min(u32::MAX as u64) as u32);
+                        s.in_flight.drain(..=k);
+                    }
+                }
+                drop(s);
+                if let Err(e) = telemetry.put(msg.encode(&mut buf).to_vec()).wait() {
+                    tracing::warn!("publishing telemetry: {e}");
+                }
+            }
+            Ok(McuMsg::Pong(p)) => {
+                if let Some((clock, _)) = resync.on_pong(&p, r.at) {
+                    shared.lock().clock = Some(clock);
+                }
+            }
+            Ok(McuMsg::Boot(b)) => {
+                tracing::warn!(cause = ?b.reset_cause, "firmware rebooted: re-syncing and re-arming");
+                // Hold actions until the new boot is synced and armed.
+                shared.lock().clock = None;
+                shared.next_seq.store(1, Ordering::Relaxed);
+                let (clock, rtt) = sync_clock(&mut link, 4)?;
+                arm(shared, &mut link)?;
+                let mut s = shared.lock();
+                s.clock = Some(clock);
+                s.one_way_us = rtt / 2;
+                s.in_flight.clear();
+            }
+            Ok(McuMsg::Rejected { reason, seq }) => {
+                tracing::warn!(?reason, ?seq, "firmware rejected a command");
+            }
+            Err(e) => {
+                tracing::debug!(?e, "corrupt frame from the firmware");
+                shared.lock().counters.frame_errors += 1;
+            }
+        }
+    }
+    // Asked to stop: command the motors off now rather than leaving it to
+    // the firmware's timeout.
+    link.send(&HostMsg::Stop)?;
+    Ok(())
+}
+
+fn arm(shared: &Shared, link: &mut FirmwareLink<SharedWriter>) -> anyhow::Result<()> {
+    let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
+    link.send(&HostMsg::Arm { seq })?;
+    Ok(())
+}
+
+/// Best of `n` pings: (clock, shortest round trip µs).
+fn sync_clock(link: &mut FirmwareLink<SharedWriter>, n: u32) -> anyhow::Result<(ClockSync, u64)> {
+    let (clock, rtts) = link.sync_clock(0, n, Duration::from_millis(500))?;
+    let best = rtts.iter().min().copied().unwrap_or_default();
+    Ok((clock, best.as_micros() as u64))
+}
+
+/// The subscriber callback: one action in, at most one frame out.
+fn on_action(shared: &Shared, bytes: &[u8]) {
+    let now = SystemTime::now();
+    let mut s = shared.lock();
+    let m = match ActionMsg::decode(bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            if s.counters.malformed == 0 {
+                tracing::warn!("{e} (dropping malformed actions)");
+            }
+            s.counters.malformed += 1;
+            return;
+        }
+    };
+    let age = m.age_us(now);
+    let validity = m.valid_for_us as i64;
+    if age > validity || age < -validity {
+        s.counters.stale += 1;
+        return;
+    }
+    let Some(clock) = s.clock else {
+        s.counters.no_link += 1;
+        return;
+    };
+    let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
+    let drive = HostMsg::Drive(Drive {
+        seq,
+        valid_until_us: clock.now_us() + (validity - age.max(0)) as u64,
+        setpoint: Setpoint::Twist {
+            v: m.v,
+            omega: m.omega,
+        },
+        exit_index: m.exit,
+    });
+    let mut buf = [0u8; MAX_FRAME];
+    let Ok(n) = encode(&drive, &mut buf) else {
+        s.counters.malformed += 1;
+        return;
+    };
+    let Some(w) = s.writer.as_mut() else {
+        s.counters.no_link += 1;
+        return;
+    };
+    if w.write_all(&buf[..n]).is_err() {
+        s.counters.no_link += 1;
+        return;
+    }
+    let hop_us =
+        (zenoh_link::unix_ns(SystemTime::now()) / 1000) as i64 - (m.sent_unix_ns / 1000) as i64;
+    s.in_flight.push_back(InFlight {
+        fw_seq: seq,
+        action_seq: m.seq,
+        hop_us,
+    });
+    if s.in_flight.len() > 64 {
+        s.in_flight.pop_front();
+    }
+    s.counters.forwarded += 1;
+}

@@ -1,0 +1,17 @@
+//! offramp's links between the runtime and the motors.
+//!
+//! * [`zenoh_link`]: the action and telemetry messages and the runtime's
+//!   zenoh session (publisher, telemetry subscriber, liveliness).
+//! * [`bridge`]: zenoh ⇄ the motor controller's serial link (the
+//!   `offramp bridge` service).
+//! * [`firmware`]: the serial link's start-up: boot message, protocol
+//!   version, clock sync.
+//! * [`link_check`]: the model-free check of that link (`offramp firmware
+//!   session`).
+
+pub mod bridge;
+pub mod firmware;
+pub mod link_check;
+pub mod zenoh_link;
+
+pub use firmware::COMMAND_VALIDITY;

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The benches, each printing JSON into $OFFRAMP_CACHE/reports: firmware in
+# QEMU, engines (tract vs onnxruntime), simulator, runtime, zenoh, profile.
+# Uses the release binary the test step built.
+source "$(dirname "$0")/env.sh"
+[ -x "$offramp" ] || cargo build -q "${profile_flags[@]}"
+
+step "firmware bench (QEMU, guest clock)"
+"$offramp" firmware bench --elf "$OFFRAMP_FW_ELF" --commands 100 --trials 10 |
+  tee "$reports/firmware-bench.json"
+
+step "engine bench (tract vs onnxruntime, one run)"
+bench_set=$reports/tiny-engines
+rm -rf "$bench_set"
+"$offramp" build --onnx engines/models/testdata/tiny --out "$bench_set"
+"$offramp" bench engines --engines "$bench_set" --iters 1000 | tee "$reports/engine-bench.json"
+
+step "simulator bench (render + physics, frames per second)"
+"$offramp" sim bench --frames 20000 | tee "$reports/sim-bench.json"
+
+step "runtime bench (overhead, early exit vs full model, deadline under CPU hogs)"
+"$offramp" bench runtime --engines engines/models/demo --frames 10000 --deadline-ms 10 |
+  tee "$reports/runtime-bench.json"
+
+step "zenoh bench (offramp's action path vs bare zenoh, one run)"
+"$offramp" bench zenoh --iters 2000 --demo-episodes 0 | tee "$reports/zenoh-bench.json"
+
+step "profile (per-exit latency and energy; power source: auto)"
+"$offramp" profile --engines engines/models/demo --frames 2000 --report "$reports/profile"

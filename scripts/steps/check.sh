@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Formatting and clippy (-D warnings) on every crate and feature, the board
+# firmware images (their own targets and workspaces), and the TensorRT shim
+# where TensorRT headers are given.
+source "$(dirname "$0")/env.sh"
+
+step "format"
+cargo fmt --all --check
+for dir in firmware/boards/lm3s6965-qemu firmware/boards/stm32f411-blackpill firmware/protocol/fuzz; do
+  (cd "$dir" && cargo fmt --check)
+done
+
+step "lint (host workspace, every feature, every target)"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "TensorRT shim"
+# No registry ships TensorRT headers; the shim is compiled where
+# TENSORRT_INCLUDE_DIR points at them (see docs/jetson.md).
+if [[ -n "${TENSORRT_INCLUDE_DIR:-}" ]]; then
+  cargo clippy -p offramp-engines --features tensorrt --all-targets -- -D warnings
+  echo "shim compiled against $TENSORRT_INCLUDE_DIR"
+else
+  echo "skipped: TENSORRT_INCLUDE_DIR is not set (the backend builds without its shim and says so at run time)"
+fi
+
+step "firmware images"
+for dir in firmware/boards/lm3s6965-qemu firmware/boards/stm32f411-blackpill; do
+  (cd "$dir" &&
+    CARGO_TARGET_DIR=$OFFRAMP_FW_TARGET_DIR cargo clippy -q --release -- -D warnings &&
+    CARGO_TARGET_DIR=$OFFRAMP_FW_TARGET_DIR cargo build -q --release)
+done
+(cd firmware/boards/stm32f411-blackpill &&
+  CARGO_TARGET_DIR=$OFFRAMP_FW_TARGET_DIR cargo clippy -q --release --features fault-injection -- -D warnings)
+for elf in "$OFFRAMP_FW_ELF" "$OFFRAMP_FW_TARGET_DIR/thumbv7em-none-eabihf/release/offramp-fw-stm32f411"; do
+  echo "built $(basename "$elf") ($(stat -c %s "$elf") bytes ELF)"
+done
