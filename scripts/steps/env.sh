@@ -10,7 +10,7 @@ export OFFRAMP_FW_TARGET_DIR=${OFFRAMP_FW_TARGET_DIR:-$cache/fw-target}
 export OFFRAMP_FW_ELF=$OFFRAMP_FW_TARGET_DIR/thumbv7m-none-eabi/release/offramp-fw-qemu
 reports=$cache/reports
 mkdir -p "$reports"
-export PATH=$HOME/.cargo/bin:$cache/bin:$PATH
+export PATH=${CARGO_HOME:-$HOME/.cargo}/bin:$cache/bin:$PATH
 # One profile and one feature set for tests, benches and the demo, so that
 # the workspace is compiled once (the test build also builds the binary).
 profile_flags=(--release --workspace --all-features)

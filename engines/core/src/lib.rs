@@ -9,7 +9,7 @@
 //!   `tensorrt` (feature, a thin C++ shim over the TensorRT 10 runtime).
 //! * [`Chain`]: the engines of a set with every buffer allocated once from the
 //!   manifest, run exit by exit.
-//! * [`analyze`] and [`build`]: what `offramp build` uses to turn ONNX
+//! * [`analyze`] and [`builder`]: what `offramp build` uses to turn ONNX
 //!   segments into an engine set (FLOPs, parameters, activation memory).
 
 mod chain;
@@ -21,7 +21,7 @@ mod sha;
 #[cfg(feature = "cpu")]
 pub mod analyze;
 #[cfg(feature = "cpu")]
-pub mod build;
+pub mod builder;
 #[cfg(feature = "cpu")]
 pub mod cpu;
 #[cfg(feature = "tensorrt")]

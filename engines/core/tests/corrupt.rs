@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use offramp_engines::build::{build, BuildOptions};
+use offramp_engines::builder::{build, BuildOptions};
 use offramp_engines::{BackendKind, Chain, EngineSet, Precision};
 use std::path::Path;
 

@@ -11,10 +11,10 @@
 //! # Ok::<(), offramp_qemu_harness::Error>(())
 //! ```
 
-mod build;
+mod image;
 mod qemu;
 
-pub use build::firmware_elf;
+pub use image::firmware_elf;
 pub use qemu::{boot_uart, Clock, Firmware, Qemu, Received, UartLink};
 
 use std::path::PathBuf;

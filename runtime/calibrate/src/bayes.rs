@@ -5,6 +5,11 @@
 use crate::eval::EvalError;
 use crate::refine::{halton, Objective, RefineReport, Rollout, Space, Trial};
 
+/// BO's closed-loop calls and how many of them are initial, space-filling
+/// points: skopt's `gp_minimize` defaults, as DeeR ran it.
+pub const BO_CALLS: usize = 20;
+pub const BO_INITIAL: usize = 10;
+
 /// DeeR's refinement: Bayesian optimisation over the thresholds (as
 /// quantile ranks of each exit's deltas), `calls` closed-loop rollouts on
 /// all `episodes`, the first `initial` space-filling (the first of them

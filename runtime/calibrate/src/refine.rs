@@ -28,6 +28,9 @@ use crate::eval::{EvalError, Tally};
 use crate::solve::{thresholds_from_shares, FrameDeltas};
 use serde::Serialize;
 
+/// Candidates offramp's search races.
+pub const RACE_CANDIDATES: usize = 16;
+
 /// Success rate, minus `penalty` per unit of relative overshoot of the budget.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Objective {

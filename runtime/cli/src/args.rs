@@ -54,6 +54,15 @@ pub fn positive(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A number that is zero or more (a duration that may be skipped).
+pub fn non_negative(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
+        Ok(v) => Err(format!("{v} is not zero or a positive number")),
+        Err(e) => Err(format!("{s:?} is not a number: {e}")),
+    }
+}
+
 /// A share between 0 and 1 inclusive.
 pub fn share(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {

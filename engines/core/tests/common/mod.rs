@@ -1,7 +1,7 @@
 //! Shared by the engine tests.
 #![allow(dead_code)]
 
-use offramp_engines::build::{build, BuildOptions};
+use offramp_engines::builder::{build, BuildOptions};
 use offramp_engines::{BackendKind, EngineSet, Precision};
 use std::path::{Path, PathBuf};
 

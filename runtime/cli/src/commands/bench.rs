@@ -1,6 +1,6 @@
 //! `offramp bench`: benchmarks that print JSON.
 
-use crate::args::{at_least, positive};
+use crate::args::{at_least, non_negative, positive};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -25,7 +25,7 @@ enum BenchCommand {
         #[arg(long)]
         hogs: Option<usize>,
         /// Frame period of the deadline run (a camera's rate; 0: back to back).
-        #[arg(long, default_value_t = 2.0)]
+        #[arg(long, default_value_t = 2.0, value_parser = non_negative)]
         period_ms: f64,
     },
     /// Per-segment latency: the CPU backend (tract) against onnxruntime on the

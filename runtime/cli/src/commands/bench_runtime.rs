@@ -163,7 +163,7 @@ pub fn run(
         .collect();
     let rt = realtime();
     let d = Duration::from_secs_f64(deadline_ms / 1e3);
-    let period = Duration::from_secs_f64(period_ms.max(0.0) / 1e3);
+    let period = Duration::from_secs_f64(period_ms / 1e3);
     let (mut misses, mut cuts, mut exits, mut lat) = (0, 0, 0u64, Vec::with_capacity(frames));
     let mut missed = Vec::new();
     let bar = progress_bar(frames as u64, "contention");

@@ -2,12 +2,11 @@
 //! written into the engine set's manifest.
 
 use crate::args::at_least_1;
-use crate::commands::sweep::RACE_CANDIDATES;
 use crate::progress::progress_bar;
 use anyhow::{bail, Context};
 use offramp_calibrate::calibrate::{calibrate, Budget, Calibration, Frames};
 use offramp_calibrate::eval::rollout;
-use offramp_calibrate::refine::{race, Objective, Space};
+use offramp_calibrate::refine::{race, Objective, Space, RACE_CANDIDATES};
 use offramp_calibrate::solve::predict;
 use offramp_engines::{BackendKind, EngineSet, Manifest};
 use offramp_runtime::camera::load_replay;
@@ -174,7 +173,7 @@ pub fn run(
             _ => 0,
         },
     };
-    let bar = progress_bar(per_pass * iterations.max(1) as u64, "calibrating");
+    let bar = progress_bar(per_pass * iterations as u64, "calibrating");
     let mut c = calibrate(
         &mut p,
         &frames,

@@ -12,7 +12,7 @@
 //!
 //! "Active" energy is above the idle baseline: what running a frame adds.
 
-use crate::args::{at_least_1, positive};
+use crate::args::{at_least_1, non_negative, positive};
 use crate::held_frames::{run_frame, stream, Frame};
 use crate::plot::{self, Mark, Series};
 use crate::progress::progress_bar;
@@ -50,7 +50,7 @@ pub struct Args {
     #[arg(long, default_value_t = 100.0, value_parser = positive)]
     pub sample_hz: f64,
     /// Idle baseline before the run.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = non_negative)]
     pub idle_seconds: f64,
     /// Time per exit in the fixed-exit blocks (split over --rounds).
     #[arg(long, default_value_t = 3.0, value_parser = positive)]
@@ -200,7 +200,7 @@ pub fn run(a: &Args) -> anyhow::Result<ProfileReport> {
 
     // 1. Idle baseline (the runtime loaded, nothing running).
     let idle = (now(), {
-        std::thread::sleep(Duration::from_secs_f64(a.idle_seconds.max(0.0)));
+        std::thread::sleep(Duration::from_secs_f64(a.idle_seconds));
         now()
     });
     // Warm-up (not measured).

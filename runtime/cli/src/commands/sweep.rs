@@ -13,10 +13,10 @@ use crate::args::at_least_1;
 use crate::plot::{self, Mark, Series};
 use crate::progress::{evaluate_with_progress, progress_bar};
 use anyhow::Context;
-use offramp_calibrate::bayes::bayes_opt;
+use offramp_calibrate::bayes::{bayes_opt, BO_CALLS, BO_INITIAL};
 use offramp_calibrate::calibrate::{calibrate, Budget, Frames};
 use offramp_calibrate::eval::{rollout, EvalReport};
-use offramp_calibrate::refine::{race, Objective, RefineReport, Space};
+use offramp_calibrate::refine::{race, Objective, RefineReport, Space, RACE_CANDIDATES};
 use offramp_calibrate::solve::predict;
 use offramp_engines::EngineSet;
 use offramp_runtime::exit_chain::ExitPolicy;
@@ -67,12 +67,6 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     }
     Ok(())
 }
-
-/// Candidates offramp's search races; BO's calls, 10 of them initial
-/// (skopt's gp_minimize defaults, as DeeR ran it).
-pub const RACE_CANDIDATES: usize = 16;
-pub const BO_CALLS: usize = 20;
-pub const BO_INITIAL: usize = 10;
 
 #[derive(Serialize)]
 pub struct BudgetPoint {
