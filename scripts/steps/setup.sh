@@ -48,7 +48,7 @@ if ! "$zig_venv/bin/cargo-zigbuild" --version 2>/dev/null | grep -q "0.24.1" ||
 fi
 mkdir -p "$cache/bin"
 ln -sf "$zig_venv/bin/cargo-zigbuild" "$cache/bin/cargo-zigbuild"
-cargo zigbuild --version
+"$zig_venv/bin/cargo-zigbuild" --version
 
 # onnxruntime is the reference the engine tests compare against, and the
 # other column of the engine bench. Used by tests only, never at run time.

@@ -82,3 +82,18 @@ pub fn at_least(min: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
         Err(e) => Err(format!("{s:?} is not a whole number: {e}")),
     }
 }
+
+/// Prints a command's report: pretty JSON with `--json`, else the
+/// command's own screen for a person.
+pub fn print_report<R: serde::Serialize>(
+    json: bool,
+    report: &R,
+    human: impl FnOnce(&R),
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        human(report);
+    }
+    Ok(())
+}

@@ -5,6 +5,7 @@
 //! priority, an env file, an install script, and BUNDLE.json listing every
 //! file with its SHA-256.
 
+use crate::args::print_report;
 use anyhow::Context;
 use flate2::write::GzEncoder;
 use serde::Serialize;
@@ -111,18 +112,14 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
-    let r = run(&a)?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-    } else {
+    print_report(a.json, &run(&a)?, |r| {
         println!(
             "wrote {} ({} files; binary needs glibc {})",
             r.out,
             r.files.len(),
             r.glibc_required.as_deref().unwrap_or("?")
-        );
-    }
-    Ok(())
+        )
+    })
 }
 
 pub fn run(a: &Args) -> anyhow::Result<BundleReport> {

@@ -10,7 +10,7 @@
 //! Real time, 10 Hz. At the end the commands stop and the firmware must stop
 //! the motors on its own.
 
-use crate::args::{at_least_1, positive};
+use crate::args::{at_least_1, positive, print_report};
 use crate::boards::{Bridge, BridgeMode, FirmwareEnd, FirmwareKind};
 use crate::plot::{self, Mark, Series};
 use crate::progress::progress_bar;
@@ -68,11 +68,7 @@ pub struct Args {
 
 pub fn main(a: Args) -> anyhow::Result<()> {
     let report = run(&a)?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_human(&report);
-    }
+    print_report(a.json, &report, print_human)?;
     if report.commands_rejected > 0 {
         anyhow::bail!(
             "the firmware rejected {} commands ({:?})",

@@ -3,7 +3,7 @@
 //! controller stops the motors on its own; no model needed) and the firmware
 //! image's timing in QEMU (`bench`).
 
-use crate::args::positive;
+use crate::args::{positive, print_report};
 use crate::boards::{with_firmware, FirmwareKind, OnLink};
 use offramp_link::firmware::FirmwareLink;
 use offramp_link::link_check::{self, SessionConfig, SessionReport};
@@ -60,11 +60,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
                 ..Default::default()
             };
             let report = run(firmware, elf.as_deref(), &cfg)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print_human(&report);
-            }
+            print_report(json, &report, print_human)?;
             if !report.all_accepted || report.rejected > 0 {
                 anyhow::bail!("the firmware did not accept every command");
             }

@@ -12,7 +12,7 @@
 //!
 //! "Active" energy is above the idle baseline: what running a frame adds.
 
-use crate::args::{at_least_1, non_negative, positive};
+use crate::args::{at_least_1, non_negative, positive, print_report};
 use crate::held_frames::{run_frame, stream, Frame};
 use crate::plot::{self, Mark, Series};
 use crate::progress::progress_bar;
@@ -68,13 +68,7 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
-    let r = run(&a)?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-    } else {
-        print_human(&r);
-    }
-    Ok(())
+    print_report(a.json, &run(&a)?, print_human)
 }
 
 #[derive(Serialize)]

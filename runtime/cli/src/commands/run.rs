@@ -1,6 +1,6 @@
 //! `offramp run`: the runtime on a camera, with live stats.
 
-use crate::args::{at_least_1, positive, ZenohArgs};
+use crate::args::{at_least_1, positive, print_report, ZenohArgs};
 use indicatif::{ProgressBar, ProgressStyle};
 use offramp_engines::EngineSet;
 use offramp_link::zenoh_link::{open_session, Keys, RuntimeLink};
@@ -76,13 +76,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     if a.frames.is_none() && a.seconds.is_none() {
         tracing::info!("running until interrupted (--frames or --seconds to stop)");
     }
-    let report = run(&a)?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_human(&report);
-    }
-    Ok(())
+    print_report(a.json, &run(&a)?, print_human)
 }
 
 /// Actions that drive nothing (a real camera with no simulated robot).

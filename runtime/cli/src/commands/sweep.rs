@@ -9,7 +9,7 @@
 //! The manifest is not touched. Writes sweep.json, success_vs_compute.svg
 //! and, with `--refine`, refine_convergence.svg.
 
-use crate::args::at_least_1;
+use crate::args::{at_least_1, print_report};
 use crate::plot::{self, Mark, Series};
 use crate::progress::{evaluate_with_progress, progress_bar};
 use anyhow::Context;
@@ -59,13 +59,7 @@ pub struct Args {
 
 pub fn main(a: Args) -> anyhow::Result<()> {
     let cfg = SimConfig::load(a.config.as_deref())?;
-    let s = run(&cfg, &a)?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
-    } else {
-        print_human(&s);
-    }
-    Ok(())
+    print_report(a.json, &run(&cfg, &a)?, print_human)
 }
 
 #[derive(Serialize)]
