@@ -12,6 +12,8 @@ done
 
 step "lint (host workspace, every feature, every target)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+# The robot's build: no simulator, no QEMU harness.
+cargo clippy -p offramp --no-default-features --all-targets -- -D warnings
 
 step "TensorRT shim"
 # No registry ships TensorRT headers; the shim is compiled where

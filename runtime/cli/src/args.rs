@@ -64,6 +64,7 @@ pub fn non_negative(s: &str) -> Result<f64, String> {
 }
 
 /// A share between 0 and 1 inclusive.
+#[cfg(feature = "sim")]
 pub fn share(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
@@ -83,6 +84,15 @@ pub fn at_least(min: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
     }
 }
 
+/// Without the `sim` feature there is no simulator to drive.
+#[cfg(not(feature = "sim"))]
+pub fn no_sim(what: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{what}: this offramp was built without the simulator (the `sim` feature); \
+         use a replay:DIR or v4l: camera, or rebuild with `--features sim`"
+    )
+}
+
 /// Prints a command's report: pretty JSON with `--json`, else the
 /// command's own screen for a person.
 pub fn print_report<R: serde::Serialize>(
@@ -91,7 +101,13 @@ pub fn print_report<R: serde::Serialize>(
     human: impl FnOnce(&R),
 ) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        use std::io::Write;
+        // Not println!: a closed pipe is an error to return, not a panic.
+        writeln!(
+            std::io::stdout().lock(),
+            "{}",
+            serde_json::to_string_pretty(report)?
+        )?;
     } else {
         human(report);
     }

@@ -3,14 +3,15 @@
 
 use offramp_runtime::exit_chain::{ExitPolicy, FrameOutcome};
 use offramp_runtime::pipeline::Pipeline;
-use offramp_sim::{Sim, SimConfig};
 use std::time::Instant;
 
 /// A frame held in memory: HWC RGB, instruction, first of an episode.
 pub type Frame = (Vec<u8>, usize, bool);
 
 /// Frames of closed-loop episodes with the expert driving.
-pub fn stream(cfg: &SimConfig, n: usize) -> Vec<Frame> {
+#[cfg(feature = "sim")]
+pub fn stream(cfg: &offramp_sim::SimConfig, n: usize) -> Vec<Frame> {
+    use offramp_sim::Sim;
     let mut out = Vec::with_capacity(n);
     let mut seed = 0;
     let mut sim = Sim::new(cfg, seed);

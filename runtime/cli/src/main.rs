@@ -1,16 +1,24 @@
 //! `offramp`: the early-exit edge runtime for robots, and its tools. Each
 //! subcommand is a module of [`commands`] with its own arguments.
+//!
+//! Features: `sim` (default) brings the simulator and what drives it (demo,
+//! sim, calibrate, calibrate-sweep, bench runtime and zenoh, `--camera sim`);
+//! `qemu` (default) the firmware image in QEMU; `plot` (default) SVG plots in
+//! reports; `bundle` (default) the bundle for the robot. The robot's build
+//! leaves them out (docs/jetson.md).
 
 mod args;
 mod boards;
 mod commands;
 mod held_frames;
+#[cfg(feature = "plot")]
 mod plot;
 mod progress;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use commands::*;
+use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +44,7 @@ enum Command {
     /// Run the main job on the embedded defaults: simulator camera, the demo
     /// engine set on the CPU backend, the wire protocol, the firmware's
     /// control logic, closed back into the simulated wheels.
+    #[cfg(feature = "sim")]
     Demo(demo::Args),
     /// Run the runtime on a camera: newest frame → preprocess → exit chain
     /// → action, with live stats.
@@ -47,10 +56,12 @@ enum Command {
     Build(build_set::Args),
     /// Calibrate exit thresholds under compute, latency and memory budgets
     /// (DeeR) and write them into the engine set's manifest.
+    #[cfg(feature = "sim")]
     Calibrate(calibrate::Args),
     /// The success-vs-compute curve: calibrate for each budget on
     /// calibration episodes, evaluate on held-out ones, with every fixed exit
     /// as a reference. Writes sweep.json and a plot; the manifest is untouched.
+    #[cfg(feature = "sim")]
     CalibrateSweep(sweep::Args),
     /// Profile latency and energy per exit on this device: idle baseline,
     /// fixed-exit blocks, then the calibrated thresholds, with a power
@@ -61,16 +72,41 @@ enum Command {
     /// Benchmarks that print JSON.
     Bench(bench::Args),
     /// The simulator: record demonstrations, evaluate, measure it.
+    #[cfg(feature = "sim")]
     Sim(sim::Args),
     /// Motor-controller firmware tools.
     Firmware(firmware::Args),
     /// Package the aarch64 binary, an engine set, configs, systemd units and
     /// an install script into one file for the robot.
+    #[cfg(feature = "bundle")]
     Bundle(bundle::Args),
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+/// A user error prints its message (with its causes, on one line) and exits
+/// non-zero, without a backtrace even under RUST_BACKTRACE; a closed pipe
+/// (`offramp recording FILE | head`) ends quietly.
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn closed_pipe(e: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::BrokenPipe;
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(BrokenPipe))
+    })
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&cli.log)
@@ -79,17 +115,22 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        #[cfg(feature = "sim")]
         Command::Demo(a) => demo::main(a),
         Command::Run(a) => run::main(a),
         Command::Bridge(a) => bridge::main(a),
         Command::Build(a) => build_set::main(a),
+        #[cfg(feature = "sim")]
         Command::Calibrate(a) => calibrate::main(a),
+        #[cfg(feature = "sim")]
         Command::CalibrateSweep(a) => sweep::main(a),
         Command::Profile(a) => profile::main(a),
         Command::Recording(a) => recording::main(a),
         Command::Bench(a) => bench::main(a),
+        #[cfg(feature = "sim")]
         Command::Sim(a) => sim::main(a),
         Command::Firmware(a) => firmware::main(a),
+        #[cfg(feature = "bundle")]
         Command::Bundle(a) => bundle::main(a),
     }
 }

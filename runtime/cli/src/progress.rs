@@ -1,10 +1,6 @@
 //! Progress bars for commands that run longer than a few seconds.
 
 use indicatif::{ProgressBar, ProgressStyle};
-use offramp_calibrate::eval::{evaluate, EvalReport};
-use offramp_runtime::exit_chain::ExitPolicy;
-use offramp_runtime::pipeline::Pipeline;
-use offramp_sim::SimConfig;
 
 /// A bar over `len` items labelled `what`.
 pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
@@ -19,16 +15,19 @@ pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
 }
 
 /// Closed-loop evaluation with a bar over the episodes.
+#[cfg(feature = "sim")]
 pub fn evaluate_with_progress(
-    p: &mut Pipeline,
-    cfg: &SimConfig,
+    p: &mut offramp_runtime::pipeline::Pipeline,
+    cfg: &offramp_sim::SimConfig,
     first_seed: u64,
     episodes: usize,
-    policy: ExitPolicy,
+    policy: offramp_runtime::exit_chain::ExitPolicy,
     label: &str,
-) -> anyhow::Result<EvalReport> {
+) -> anyhow::Result<offramp_calibrate::eval::EvalReport> {
     let bar = progress_bar(episodes as u64, label);
-    let r = evaluate(p, cfg, first_seed, episodes, policy, &mut || bar.inc(1))?;
+    let r = offramp_calibrate::eval::evaluate(p, cfg, first_seed, episodes, policy, &mut || {
+        bar.inc(1)
+    })?;
     bar.finish_and_clear();
     Ok(r)
 }

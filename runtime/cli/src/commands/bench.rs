@@ -1,6 +1,8 @@
 //! `offramp bench`: benchmarks that print JSON.
 
-use crate::args::{at_least, non_negative, positive};
+use crate::args::at_least;
+#[cfg(feature = "sim")]
+use crate::args::{non_negative, positive};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -11,6 +13,7 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum BenchCommand {
+    #[cfg(feature = "sim")]
     /// The runtime on an engine set: overhead outside the engines, early
     /// exit vs the full model on the same frames, and deadline misses with
     /// CPU hogs on every core. Prints JSON.
@@ -39,6 +42,7 @@ enum BenchCommand {
         #[arg(long, env = "OFFRAMP_PYTHON", default_value = "python3")]
         python: String,
     },
+    #[cfg(feature = "sim")]
     /// Action latency through offramp's zenoh path vs a bare zenoh
     /// put/subscribe of the same payload (interleaved, one run), then the
     /// end-to-end frame -> applied latency of a short demo. Prints JSON.
@@ -55,6 +59,7 @@ enum BenchCommand {
 
 pub fn main(a: Args) -> anyhow::Result<()> {
     let json = match a.command {
+        #[cfg(feature = "sim")]
         BenchCommand::Runtime {
             engines,
             frames,
@@ -72,6 +77,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             iters,
             python,
         } => serde_json::to_string_pretty(&super::bench_engines::run(&engines, iters, &python)?)?,
+        #[cfg(feature = "sim")]
         BenchCommand::Zenoh {
             iters,
             engines,

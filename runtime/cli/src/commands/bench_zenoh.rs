@@ -6,7 +6,8 @@
 //! flight at a time, the two paths interleaved. Then the end-to-end figure:
 //! a short `offramp demo` (camera frame → applied by the firmware).
 
-use crate::boards::{BridgeMode, FirmwareKind};
+use crate::boards::rig::BridgeMode;
+use crate::boards::FirmwareKind;
 use crate::commands::demo;
 use crate::progress::progress_bar;
 use offramp_link::zenoh_link::{

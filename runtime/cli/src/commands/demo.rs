@@ -11,7 +11,8 @@
 //! the motors on its own.
 
 use crate::args::{at_least_1, positive, print_report};
-use crate::boards::{Bridge, BridgeMode, FirmwareEnd, FirmwareKind};
+use crate::boards::rig::{Bridge, BridgeMode, FirmwareEnd};
+use crate::boards::FirmwareKind;
 use crate::plot::{self, Mark, Series};
 use crate::progress::progress_bar;
 use anyhow::Context;

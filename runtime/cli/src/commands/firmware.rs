@@ -34,6 +34,7 @@ enum FirmwareCommand {
     },
     /// Measure command→applied latency and timeout→stop time of the real
     /// firmware image in QEMU, in its own clock. Prints JSON.
+    #[cfg(feature = "qemu")]
     Bench {
         /// Firmware image (default: build it).
         #[arg(long)]
@@ -66,15 +67,13 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        #[cfg(feature = "qemu")]
         FirmwareCommand::Bench {
             elf,
             commands,
             trials,
         } => {
-            let elf = match elf {
-                Some(e) => e,
-                None => offramp_qemu_harness::firmware_elf()?,
-            };
+            let elf = crate::boards::qemu_elf(elf.as_deref())?;
             let report = super::firmware_bench::run(&elf, commands, trials)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())

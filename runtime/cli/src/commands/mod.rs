@@ -3,17 +3,25 @@
 
 pub mod bench;
 pub mod bench_engines;
+#[cfg(feature = "sim")]
 pub mod bench_runtime;
+#[cfg(feature = "sim")]
 pub mod bench_zenoh;
 pub mod bridge;
 pub mod build_set;
+#[cfg(feature = "bundle")]
 pub mod bundle;
+#[cfg(feature = "sim")]
 pub mod calibrate;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod firmware;
+#[cfg(feature = "qemu")]
 pub mod firmware_bench;
 pub mod profile;
 pub mod recording;
 pub mod run;
+#[cfg(feature = "sim")]
 pub mod sim;
+#[cfg(feature = "sim")]
 pub mod sweep;

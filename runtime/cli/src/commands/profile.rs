@@ -13,7 +13,8 @@
 //! "Active" energy is above the idle baseline: what running a frame adds.
 
 use crate::args::{at_least_1, non_negative, positive, print_report};
-use crate::held_frames::{run_frame, stream, Frame};
+use crate::held_frames::{run_frame, Frame};
+#[cfg(feature = "plot")]
 use crate::plot::{self, Mark, Series};
 use crate::progress::progress_bar;
 use anyhow::Context;
@@ -25,7 +26,6 @@ use offramp_runtime::camera::{load_replay, CameraSpec};
 use offramp_runtime::exit_chain::ExitPolicy;
 use offramp_runtime::pipeline::Pipeline;
 use offramp_runtime::stats::Summary;
-use offramp_sim::SimConfig;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -145,10 +145,16 @@ pub struct ProfileReport {
 /// Frames for profiling, held in memory so no camera thread competes.
 fn frames(spec: &CameraSpec, n: usize) -> anyhow::Result<(Vec<Frame>, (usize, usize))> {
     match spec {
+        #[cfg(feature = "sim")]
         CameraSpec::Sim => {
-            let cfg = SimConfig::default();
-            Ok((stream(&cfg, n), (cfg.image_width, cfg.image_height)))
+            let cfg = offramp_sim::SimConfig::default();
+            Ok((
+                crate::held_frames::stream(&cfg, n),
+                (cfg.image_width, cfg.image_height),
+            ))
         }
+        #[cfg(not(feature = "sim"))]
+        CameraSpec::Sim => Err(crate::args::no_sim("--camera sim")),
         CameraSpec::Replay(dir) => {
             let r = load_replay(dir)?;
             let len = r.frame_len();
@@ -387,17 +393,19 @@ fn summarize_power(
     }
 }
 
-fn write_report(
+/// The report's SVG plots.
+#[cfg(feature = "plot")]
+#[allow(clippy::too_many_arguments)]
+fn plots(
     dir: &Path,
     r: &mut ProfileReport,
+    files: &mut Vec<std::path::PathBuf>,
     fixed_ms: &[Vec<f64>],
     calibrated_ms: &[f64],
     spans: &[(f64, f64, usize)],
     log: Option<&PowerLog>,
     idle_mw: Option<f64>,
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut files = Vec::new();
     let path = dir.join("latency_cdf.svg");
     let mut series: Vec<Series> = fixed_ms
         .iter()
@@ -464,6 +472,37 @@ fn write_report(
         _ => r.plots_skipped.push(
             "energy_per_frame.svg, power_over_time.svg: no power samples (see power.notes)".into(),
         ),
+    }
+    Ok(())
+}
+
+fn write_report(
+    dir: &Path,
+    r: &mut ProfileReport,
+    fixed_ms: &[Vec<f64>],
+    calibrated_ms: &[f64],
+    spans: &[(f64, f64, usize)],
+    log: Option<&PowerLog>,
+    idle_mw: Option<f64>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut files = Vec::new();
+    #[cfg(feature = "plot")]
+    plots(
+        dir,
+        r,
+        &mut files,
+        fixed_ms,
+        calibrated_ms,
+        spans,
+        log,
+        idle_mw,
+    )?;
+    #[cfg(not(feature = "plot"))]
+    {
+        let _ = (fixed_ms, calibrated_ms, spans, idle_mw);
+        r.plots_skipped
+            .push("*.svg: this offramp was built without the `plot` feature".into());
     }
     if let Some(l) = log {
         let path = dir.join("power_trace.json");

@@ -10,22 +10,39 @@ use offramp_runtime::exit_chain::{ExitPolicy, FrameOutcome};
 use offramp_runtime::pipeline::Pipeline;
 use offramp_runtime::recorder::Recorder;
 use offramp_runtime::run_loop::{Actuator, RunLoop, RunStats};
-use offramp_sim::camera::{CommandSlot, SimCamera, SimStats};
-use offramp_sim::{SimConfig, Twist};
 use serde::Serialize;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Drives the simulated robot (the capture thread applies the command).
-pub struct SimActuator(pub Arc<CommandSlot>);
+#[cfg(feature = "sim")]
+pub struct SimActuator(pub std::sync::Arc<offramp_sim::camera::CommandSlot>);
 
+#[cfg(feature = "sim")]
 impl Actuator for SimActuator {
     fn act(&mut self, a: &[f32], _: &FrameOutcome) {
-        self.0.set(Twist::from_action(a));
+        self.0.set(offramp_sim::Twist::from_action(a));
     }
     fn stop(&mut self) {
-        self.0.set(Twist::default());
+        self.0.set(offramp_sim::Twist::default());
+    }
+}
+
+/// (v, ω) of a model's action. With the simulator, held inside the demo
+/// robot's envelope as the simulator drives it; on a robot the firmware
+/// validates the limits and refuses what is out of range.
+fn twist(a: &[f32]) -> (f32, f32) {
+    #[cfg(feature = "sim")]
+    {
+        let t = offramp_sim::Twist::from_action(a);
+        (t.v, t.omega)
+    }
+    #[cfg(not(feature = "sim"))]
+    {
+        (
+            a.first().copied().unwrap_or(0.0),
+            a.get(1).copied().unwrap_or(0.0),
+        )
     }
 }
 
@@ -98,8 +115,8 @@ pub struct ZenohActuator<A> {
 
 impl<A: Actuator> Actuator for ZenohActuator<A> {
     fn act(&mut self, a: &[f32], o: &FrameOutcome) {
-        let t = Twist::from_action(a);
-        if let Err(e) = self.link.publish(t.v, t.omega, o.exit as u8, false) {
+        let (v, omega) = twist(a);
+        if let Err(e) = self.link.publish(v, omega, o.exit as u8, false) {
             self.note(e);
         }
         self.inner.act(a, o);
@@ -137,14 +154,20 @@ pub fn run(a: &Args) -> anyhow::Result<RunReport> {
     let set = EngineSet::open(&a.engines)?;
     // The camera's size sizes the pipeline; its thread starts only once the
     // engines are loaded, so no frame is dropped to the loading.
+    #[cfg(feature = "sim")]
     let (source, sim): (Box<dyn camera::Source>, _) = match &a.camera {
         CameraSpec::Sim => {
-            let cfg = SimConfig::load(a.config.as_deref())?;
-            let cam = SimCamera::new(&cfg, a.first_seed);
+            let cfg = offramp_sim::SimConfig::load(a.config.as_deref())?;
+            let cam = offramp_sim::camera::SimCamera::new(&cfg, a.first_seed);
             let sim = (cam.commands.clone(), cam.stats.clone());
             (Box::new(cam), Some(sim))
         }
         spec => (camera::open(spec)?, None),
+    };
+    #[cfg(not(feature = "sim"))]
+    let source = match &a.camera {
+        CameraSpec::Sim => return Err(crate::args::no_sim("--camera sim")),
+        spec => camera::open(spec)?,
     };
     // The backend the set was built for: CPU (tract) or TensorRT plans.
     let pipeline = Pipeline::open(&set, set.manifest.build.backend, source.size())?;
@@ -166,10 +189,13 @@ pub fn run(a: &Args) -> anyhow::Result<RunReport> {
         None => None,
     };
     let mut rl = RunLoop::new(pipeline, policy, deadline, recorder);
+    #[cfg(feature = "sim")]
     let local: Box<dyn Actuator> = match &sim {
         Some((commands, _)) => Box::new(SimActuator(commands.clone())),
         None => Box::new(NoActuator),
     };
+    #[cfg(not(feature = "sim"))]
+    let local: Box<dyn Actuator> = Box::new(NoActuator);
     let mut act: Box<dyn Actuator> = if a.zenoh {
         let session = open_session(&a.zenoh_args.options())?;
         let link = RuntimeLink::open(
@@ -220,17 +246,20 @@ pub fn run(a: &Args) -> anyhow::Result<RunReport> {
     bar.finish_and_clear();
     act.stop();
     let stats = rl.summary();
-    let sim = sim.map_or_else(
-        SimStats::default,
-        |(_, stats): (_, Arc<Mutex<SimStats>>)| stats.lock().map(|s| s.clone()).unwrap_or_default(),
-    );
+    // Episodes the simulated robot finished, and how many reached the target.
+    #[cfg(feature = "sim")]
+    let (sim_episodes, sim_successes) = sim
+        .and_then(|(_, stats)| stats.lock().ok().map(|s| (s.episodes, s.successes)))
+        .unwrap_or_default();
+    #[cfg(not(feature = "sim"))]
+    let (sim_episodes, sim_successes) = (0, 0);
     Ok(RunReport {
         camera: format!("{:?}", a.camera),
         engines: a.engines.display().to_string(),
         policy: format!("{policy:?}"),
         stats,
-        sim_episodes: sim.episodes,
-        sim_successes: sim.successes,
+        sim_episodes,
+        sim_successes,
         wall_seconds: start.elapsed().as_secs_f64(),
     })
 }

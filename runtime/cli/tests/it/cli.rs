@@ -1,7 +1,9 @@
 //! The `offramp` binary end to end, as a user runs it.
 
 use crate::common;
-use common::offramp;
+use common::{bin, demo_dir, offramp};
+use std::io::BufRead;
+use std::process::{Command, Stdio};
 
 fn check_report(json: &str, board: &str) {
     let v: serde_json::Value = serde_json::from_str(json).expect("JSON report");
@@ -98,4 +100,69 @@ fn build_writes_an_engine_set_and_a_summary() {
     ]);
     assert!(!ok);
     assert!(err.contains("/nonexistent/model.toml"), "{err}");
+}
+
+#[test]
+fn a_user_error_prints_its_message_without_a_backtrace() {
+    // Many Rust users keep RUST_BACKTRACE=1 in their environment.
+    let out = Command::new(bin())
+        .env("RUST_BACKTRACE", "1")
+        .args([
+            "sim",
+            "eval",
+            "--engines",
+            "/nonexistent/set",
+            "--episodes",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error: ") && err.contains("/nonexistent/set"),
+        "{err}"
+    );
+    assert!(!err.contains("backtrace"), "{err}");
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("flight.rec");
+    let (ok, _, err) = offramp(&[
+        "--log",
+        "warn",
+        "run",
+        "--engines",
+        demo_dir().to_str().unwrap(),
+        "--camera",
+        "sim",
+        "--fps",
+        "400",
+        "--frames",
+        "1000",
+        "--record",
+        rec.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    // `offramp recording FILE | head -n 1`: one line read, then the pipe
+    // closes while far more than a pipe's buffer is still to come.
+    let mut child = Command::new(bin())
+        .env("RUST_BACKTRACE", "1")
+        .args(["recording", rec.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.starts_with('{'), "{line}");
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.is_empty(), "a closed pipe printed: {err}");
+    assert!(out.status.success(), "{:?}", out.status);
 }

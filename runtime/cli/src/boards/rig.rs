@@ -1,69 +1,19 @@
-//! The far end of the serial cable for commands that need one: the
-//! firmware (its control logic on the host behind a pty, or the real image in
-//! QEMU) and the bridge in front of it (a process, as deployed, or a thread).
+//! The demo's rig: the firmware's end of a serial cable (host build or QEMU)
+//! and the bridge in front of it (a process, as deployed, or a thread).
 
+use super::FirmwareKind;
 use anyhow::Context;
 use offramp_control::Config;
 use offramp_host::HostBoard;
 use offramp_link::bridge::{serve_until, BridgeArgs};
-use offramp_link::firmware::FirmwareLink;
 use offramp_link::zenoh_link::ZenohOptions;
-use offramp_protocol::link::Link;
-use offramp_qemu_harness::{Clock, Firmware};
+#[cfg(feature = "qemu")]
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Which firmware closes the loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum FirmwareKind {
-    /// The control logic built for the host, behind a pty pair.
-    Host,
-    /// The real firmware image in QEMU (lm3s6965evb), behind its UART.
-    Qemu,
-}
-
-/// Work done on a freshly booted firmware's link (the link's writer type
-/// differs between the pty and QEMU, hence a trait, not a closure).
-pub trait OnLink {
-    type Out;
-    fn run<W: Write>(self, link: &mut FirmwareLink<W>) -> anyhow::Result<Self::Out>;
-}
-
-/// Boots the chosen firmware, runs `job` on its link, and for the host
-/// build cross-checks that the motor outputs ended at zero.
-pub fn with_firmware<J: OnLink>(
-    kind: FirmwareKind,
-    elf: Option<&Path>,
-    job: J,
-) -> anyhow::Result<J::Out> {
-    match kind {
-        FirmwareKind::Host => {
-            let (board, port) = HostBoard::start_connected(Config::DEFAULT)
-                .context("starting the host firmware behind a pty")?;
-            tracing::info!(device = %board.device.display(), "host firmware on pty");
-            let mut link: FirmwareLink<_> = Link::new(port.try_clone()?, port)?;
-            let out = job.run(&mut link)?;
-            // Cross-check telemetry against the outputs the motors actually got.
-            match board.output() {
-                Some(o) if o.left == 0.0 && o.right == 0.0 => Ok(out),
-                o => anyhow::bail!("motor outputs after the timeout are {o:?}, expected zero"),
-            }
-        }
-        FirmwareKind::Qemu => {
-            let elf = match elf {
-                Some(e) => e.to_path_buf(),
-                None => offramp_qemu_harness::firmware_elf()?,
-            };
-            tracing::info!(elf = %elf.display(), "booting firmware in QEMU");
-            let mut fw = Firmware::boot(&elf, Clock::RealTime)?;
-            job.run(fw.link_mut())
-        }
-    }
-}
 
 /// Where the bridge runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -80,10 +30,12 @@ pub struct FirmwareEnd {
     pub device: PathBuf,
     pub board: String,
     host: Option<HostBoard>,
+    #[cfg(feature = "qemu")]
     _qemu: Option<offramp_qemu_harness::Qemu>,
 }
 
 impl FirmwareEnd {
+    #[cfg_attr(not(feature = "qemu"), allow(unused_variables))]
     pub fn start(kind: FirmwareKind, elf: Option<&Path>) -> anyhow::Result<Self> {
         match kind {
             FirmwareKind::Host => {
@@ -93,9 +45,13 @@ impl FirmwareEnd {
                     device: board.device.clone(),
                     board: "host build of the control logic".into(),
                     host: Some(board),
+                    #[cfg(feature = "qemu")]
                     _qemu: None,
                 })
             }
+            #[cfg(not(feature = "qemu"))]
+            FirmwareKind::Qemu => Err(super::no_qemu()),
+            #[cfg(feature = "qemu")]
             FirmwareKind::Qemu => {
                 let pair =
                     offramp_host::pty::open().context("opening a pty pair for the firmware")?;
@@ -103,10 +59,7 @@ impl FirmwareEnd {
                 // Nobody holds the device end until the bridge opens it, as
                 // with a real cable.
                 drop(pair.slave);
-                let elf = match elf {
-                    Some(e) => e.to_path_buf(),
-                    None => offramp_qemu_harness::firmware_elf()?,
-                };
+                let elf = super::qemu_elf(elf)?;
                 tracing::info!(elf = %elf.display(), "booting firmware in QEMU");
                 let (qemu, uart) =
                     offramp_qemu_harness::boot_uart(&elf, offramp_qemu_harness::Clock::RealTime)?;
@@ -132,6 +85,7 @@ impl FirmwareEnd {
 
 /// Copies bytes from `from` to `to` on a thread until `from` ends. A pty
 /// master reads EIO while no one holds the slave: wait and read again.
+#[cfg(feature = "qemu")]
 fn relay(
     mut from: impl Read + Send + 'static,
     mut to: impl Write + Send + 'static,
