@@ -91,7 +91,7 @@ pub fn run(engines: &Path, iters: usize, python: &str) -> anyhow::Result<EngineB
     ));
 
     // onnxruntime first, in its own process, then tract: same files, same run.
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/onnx/ort_bench.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/onnx/ort_bench.py");
     let ort = std::process::Command::new(python)
         .arg(&script)
         .arg("--iters")

@@ -166,3 +166,32 @@ fn a_closed_pipe_ends_quietly() {
     assert!(err.is_empty(), "a closed pipe printed: {err}");
     assert!(out.status.success(), "{:?}", out.status);
 }
+
+#[test]
+#[ignore = "needs the Python test environment (scripts/test.sh sets OFFRAMP_PYTHON)"]
+fn bench_engines_times_tract_and_onnxruntime_side_by_side() {
+    let out = tempfile::tempdir().unwrap();
+    let onnx = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../engines/models/testdata/tiny"
+    );
+    let dir = out.path().join("engines");
+    let (ok, _, err) = offramp(&["build", "--onnx", onnx, "--out", dir.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (ok, stdout, err) = offramp(&[
+        "bench",
+        "engines",
+        "--engines",
+        dir.to_str().unwrap(),
+        "--iters",
+        "20",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    assert!(v.get("onnxruntime_missing").is_none(), "{v}");
+    let segments = v["segments"].as_array().unwrap();
+    assert!(!segments.is_empty());
+    for s in segments {
+        assert!(s["tract_over_onnxruntime"].as_f64().unwrap() > 0.0, "{s}");
+    }
+}
