@@ -23,11 +23,11 @@ step "smoke test under qemu-aarch64"
 [ -x "$offramp" ] || cargo build -q "${profile_flags[@]}"
 replay=$reports/smoke-replay
 rm -rf "$replay"
-"$offramp" sim record --episodes 2 --out "$replay"
+"$offramp" sim record --episodes 1 --out "$replay"
 qemu_arm=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
 "${qemu_arm[@]}" "$bin" --version
 "${qemu_arm[@]}" "$bin" --log warn run --engines engines/models/demo --camera "replay:$replay" \
-  --fps 50 --json | tee "$reports/aarch64-run.json"
+  --fps 10 --frames 20 --json | tee "$reports/aarch64-run.json"
 "${qemu_arm[@]}" "$bin" --log warn firmware session --seconds 1 --json |
   tee "$reports/aarch64-firmware-session.json"
 
