@@ -133,13 +133,17 @@ impl Controller {
             HostMsg::Arm { seq } => {
                 self.check_seq(seq)?;
                 self.last_seq = Some(seq);
-                if self.state == MotorState::Disarmed {
+                // Arm while Running changes nothing but the sequence: the
+                // active drive keeps its own deadline. The bridge arms at
+                // every link-up, and a reconnect must not make a command
+                // from before the drop live again by extending it.
+                if self.state != MotorState::Running {
                     self.target = (0.0, 0.0);
                     self.applied = (0.0, 0.0);
+                    self.state = MotorState::Running;
+                    self.accepted_us = now_us;
+                    self.expires_us = now_us.saturating_add(self.cfg.command_timeout_us);
                 }
-                self.state = MotorState::Running;
-                self.accepted_us = now_us;
-                self.expires_us = now_us.saturating_add(self.cfg.command_timeout_us);
                 Ok(Action::None)
             }
             HostMsg::Drive(d) => {
@@ -487,6 +491,48 @@ mod tests {
             Err(Reject::Replay)
         );
         c.handle(HostMsg::Arm { seq: 3 }, 102 * MS).unwrap();
+    }
+
+    #[test]
+    fn arm_while_running_never_extends_a_drive_past_its_deadline() {
+        let mut c = armed();
+        // Valid for 200 ms, well inside the 250 ms command timeout.
+        c.handle(drive(2, 0, 0.5, 0.5), 0).unwrap();
+        run(&mut c, MS, 150 * MS);
+        // A reconnecting bridge arms again just before the deadline.
+        c.handle(HostMsg::Arm { seq: 3 }, 150 * MS).unwrap();
+        let out = run(&mut c, 151 * MS, 199 * MS);
+        assert_eq!(out.state, MotorState::Running);
+        assert!(out.left > 0.0, "still driving inside the deadline: {out:?}");
+        // At the drive's own deadline the motors stop, Arm or not.
+        let out = c.tick(200 * MS);
+        assert_eq!(
+            (out.state, out.left, out.right),
+            (MotorState::TimedOut, 0.0, 0.0)
+        );
+        assert_eq!(c.counters().timeouts, 1);
+        // The Arm was accepted (sequence moved on), not refused.
+        assert_eq!(
+            c.telemetry(200 * MS, 0, ResetCause::PowerOn).last_seq,
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn arm_after_a_timeout_rearms_at_zero() {
+        let mut c = armed();
+        c.handle(drive(2, 0, 0.5, 0.5), 0).unwrap();
+        let out = run(&mut c, MS, 300 * MS);
+        assert_eq!(out.state, MotorState::TimedOut);
+        c.handle(HostMsg::Arm { seq: 3 }, 300 * MS).unwrap();
+        let out = run(&mut c, 301 * MS, 400 * MS);
+        assert_eq!(
+            (out.state, out.left, out.right),
+            (MotorState::Running, 0.0, 0.0)
+        );
+        // The arming window itself times out like a command.
+        let out = run(&mut c, 401 * MS, 600 * MS);
+        assert_eq!(out.state, MotorState::TimedOut);
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub enum Fault {
     HangMainLoop,
     /// Panic: the handler stops the motors and resets.
     Panic,
+    /// The control tick dies (its timer interrupt is switched off) while the
+    /// main loop goes on serving the UART: the watchdog must notice that
+    /// control ticks stopped, not merely that the loop still wakes.
+    StopControlTick,
 }
 
 /// Runtime → microcontroller.

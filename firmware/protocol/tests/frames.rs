@@ -29,7 +29,12 @@ fn host_msg() -> impl Strategy<Value = HostMsg> {
         ),
         Just(HostMsg::Stop),
         any::<u32>().prop_map(|nonce| HostMsg::Ping { nonce }),
-        prop_oneof![Just(Fault::HangMainLoop), Just(Fault::Panic)].prop_map(HostMsg::InjectFault),
+        prop_oneof![
+            Just(Fault::HangMainLoop),
+            Just(Fault::Panic),
+            Just(Fault::StopControlTick)
+        ]
+        .prop_map(HostMsg::InjectFault),
     ]
 }
 

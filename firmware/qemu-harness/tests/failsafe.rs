@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use offramp_protocol::{Fault, HostMsg, McuMsg, MotorState, ResetCause, Setpoint};
 use offramp_qemu_harness::Clock;
+use std::time::Duration;
 
 #[test]
 #[ignore = "needs QEMU and the firmware image (scripts/test.sh builds both)"]
@@ -67,6 +68,89 @@ fn hung_main_loop_is_reset_by_the_watchdog() {
         (MotorState::Disarmed, ResetCause::Watchdog)
     );
     assert_eq!(t.last_seq, None);
+}
+
+#[test]
+#[ignore = "needs QEMU and the firmware image (scripts/test.sh builds both)"]
+fn a_dead_control_tick_is_reset_by_the_watchdog_even_while_the_uart_is_busy() {
+    let mut fw = boot(Clock::RealTime);
+    let clock = fw_clock(&mut fw);
+    fw.send(&HostMsg::Arm { seq: 1 }).unwrap();
+    fw.send(&drive(2, clock.now_us() + VALIDITY_US, 0.5, 0.5))
+        .unwrap();
+    let stopped_at = fw
+        .send(&HostMsg::InjectFault(Fault::StopControlTick))
+        .unwrap();
+    fw.wait_log("control tick stopped", 2 * SECOND).unwrap();
+    // Keep the main loop waking: a ping every 5 ms is UART traffic that a
+    // watchdog fed on every wake-up (rather than on every control tick)
+    // would mistake for health.
+    let mut nonce = 0;
+    let boot = loop {
+        nonce += 1;
+        fw.send(&HostMsg::Ping { nonce }).unwrap();
+        match fw.recv(Duration::from_millis(5)) {
+            Ok(r) => {
+                if let McuMsg::Boot(b) = r.msg {
+                    break (b, r.at);
+                }
+            }
+            Err(_) => {}
+        }
+        assert!(
+            stopped_at.elapsed() < 5 * SECOND,
+            "no watchdog reset 5 s after the control tick died; firmware log:\n{}",
+            fw.log().join("\n")
+        );
+    };
+    let (boot, at) = boot;
+    assert_eq!(
+        (boot.reset_cause, boot.reset_count),
+        (ResetCause::Watchdog, 1)
+    );
+    let took = at.duration_since(stopped_at);
+    assert!(took.as_millis() >= 150, "reset after {took:?}");
+    fw.wait_log("watchdog bark", 2 * SECOND).unwrap();
+    eprintln!("control tick stopped: watchdog reset after {took:?}, {nonce} pings sent meanwhile");
+}
+
+#[test]
+#[ignore = "needs QEMU and the firmware image (scripts/test.sh builds both)"]
+fn an_arm_while_driving_does_not_extend_the_drive() {
+    // Guest time: the command deadline is exact in guest ticks.
+    let mut fw = boot(Clock::Instructions);
+    let mut seq = 1;
+    let t = loop {
+        // Arm, a drive valid for 100 ms, and at once a second Arm (what a
+        // bridge reconnecting mid-drive sends), back to back.
+        let clock = fw_clock(&mut fw);
+        fw.send(&HostMsg::Arm { seq }).unwrap();
+        fw.send(&drive(seq + 1, clock.now_us() + 100_000, 0.4, 0.4))
+            .unwrap();
+        fw.send(&HostMsg::Arm { seq: seq + 2 }).unwrap();
+        let t = telemetry_where(&fw, "second arm accepted", 10 * SECOND, |t| {
+            t.last_seq == Some(seq + 2)
+        });
+        if t.counters.stale == 0 {
+            break t;
+        }
+        // Guest time raced past the deadline before the drive arrived.
+        seq += 3;
+        assert!(seq < 16, "every drive arrived stale: {t:?}");
+    };
+    assert_eq!(t.counters.rejected(), 0, "{:?}", t.counters);
+    let stopped = telemetry_where(&fw, "timeout stop", 10 * SECOND, |t| {
+        t.state == MotorState::TimedOut
+    });
+    // Stopped at the drive's own deadline (under 100 ms after it was
+    // accepted), not a command timeout (250 ms) after the Arm.
+    assert!(
+        stopped.last_timeout_stop_us <= 101_000,
+        "stopped {} µs after the last accepted command",
+        stopped.last_timeout_stop_us
+    );
+    assert_eq!((stopped.applied_left, stopped.applied_right), (0.0, 0.0));
+    assert_eq!(stopped.counters.timeouts, 1);
 }
 
 #[test]

@@ -66,6 +66,18 @@ pub fn now_us_any_context() -> u64 {
     ms * 1_000 + ((RELOAD - SYST::get_current()) / CYCLES_PER_US) as u64
 }
 
+/// Switches the control tick off (fault injection): the SysTick interrupt
+/// stops, so [`ticks`] freezes and no control tick runs again until reset.
+pub fn stop_tick() {
+    // SAFETY: clearing TICKINT in SYST_CSR only stops the interrupt; nothing
+    // else owns SysTick after boot.
+    unsafe {
+        let syst = &*SYST::PTR;
+        syst.csr.modify(|v| v & !0b10);
+    }
+    defmt::warn!("control tick stopped (fault injection)");
+}
+
 #[exception]
 fn SysTick() {
     TICKS.fetch_add(1, Ordering::Release);
