@@ -51,6 +51,8 @@ struct State {
     one_way_us: u64,
     in_flight: VecDeque<InFlight>,
     counters: BridgeCounters,
+    /// The firmware was disarmed by a stop action: arm before the next drive.
+    disarmed: bool,
 }
 
 struct Shared {
@@ -234,6 +236,7 @@ fn serve(
         let mut s = shared.lock();
         s.clock = Some(clock);
         s.one_way_us = rtt / 2;
+        s.disarmed = false;
         s.counters.link_up = true;
         s.counters.connects += 1;
     }
@@ -299,6 +302,7 @@ fn serve(
                 let mut s = shared.lock();
                 s.clock = Some(clock);
                 s.one_way_us = rtt / 2;
+                s.disarmed = false;
                 s.in_flight.clear();
             }
             Ok(McuMsg::Rejected { reason, seq }) => {
@@ -343,6 +347,13 @@ fn on_action(shared: &Shared, bytes: &[u8]) {
             return;
         }
     };
+    if m.stop {
+        // A stop is forwarded at once, whatever its age or the clock sync:
+        // stopping is always safe, and a zero-speed drive would only slew
+        // the motors down.
+        forward_stop(&mut s);
+        return;
+    }
     let age = m.age_us(now);
     let validity = m.valid_for_us as i64;
     if age > validity || age < -validity {
@@ -353,6 +364,16 @@ fn on_action(shared: &Shared, bytes: &[u8]) {
         s.counters.no_link += 1;
         return;
     };
+    if s.disarmed {
+        // Out of a stop: the firmware refuses drives until armed again.
+        let arm = HostMsg::Arm {
+            seq: shared.next_seq.fetch_add(1, Ordering::Relaxed),
+        };
+        if !write_frame(&mut s, &arm) {
+            return;
+        }
+        s.disarmed = false;
+    }
     let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
     let drive = HostMsg::Drive(Drive {
         seq,
@@ -363,17 +384,7 @@ fn on_action(shared: &Shared, bytes: &[u8]) {
         },
         exit_index: m.exit,
     });
-    let mut buf = [0u8; MAX_FRAME];
-    let Ok(n) = encode(&drive, &mut buf) else {
-        s.counters.malformed += 1;
-        return;
-    };
-    let Some(w) = s.writer.as_mut() else {
-        s.counters.no_link += 1;
-        return;
-    };
-    if w.write_all(&buf[..n]).is_err() {
-        s.counters.no_link += 1;
+    if !write_frame(&mut s, &drive) {
         return;
     }
     let hop_us =
@@ -387,4 +398,30 @@ fn on_action(shared: &Shared, bytes: &[u8]) {
         s.in_flight.pop_front();
     }
     s.counters.forwarded += 1;
+}
+
+/// Sends `Stop` to the firmware now and remembers that it is disarmed.
+fn forward_stop(s: &mut State) {
+    if write_frame(s, &HostMsg::Stop) {
+        s.disarmed = true;
+        s.counters.stops += 1;
+    }
+}
+
+/// Encodes and writes one frame to the firmware; a failure is counted.
+fn write_frame(s: &mut State, msg: &HostMsg) -> bool {
+    let mut buf = [0u8; MAX_FRAME];
+    let Ok(n) = encode(msg, &mut buf) else {
+        s.counters.malformed += 1;
+        return false;
+    };
+    let Some(w) = s.writer.as_mut() else {
+        s.counters.no_link += 1;
+        return false;
+    };
+    if w.write_all(&buf[..n]).is_err() {
+        s.counters.no_link += 1;
+        return false;
+    }
+    true
 }

@@ -27,7 +27,7 @@ use zenoh::{Session, Wait};
 
 /// Version of the messages on the zenoh keys (independent of the serial
 /// protocol's version).
-pub const MESSAGE_VERSION: u8 = 1;
+pub const MESSAGE_VERSION: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ZenohError {
@@ -127,6 +127,9 @@ pub struct BridgeCounters {
     pub malformed: u64,
     /// Actions that arrived while the serial link was down.
     pub no_link: u64,
+    /// Stop actions forwarded to the firmware as `Stop` (which disarms it;
+    /// the next drive re-arms first).
+    pub stops: u64,
 }
 
 /// One firmware telemetry report, as the bridge publishes it.

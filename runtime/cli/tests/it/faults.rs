@@ -9,7 +9,7 @@ use common::{bin, demo_dir, Proc};
 use offramp_control::Config;
 use offramp_host::HostBoard;
 use offramp_link::zenoh_link::{
-    free_loopback_endpoint, open_session, Keys, TelemetryMsg, ZenohOptions,
+    free_loopback_endpoint, open_session, Keys, RuntimeLink, TelemetryMsg, ZenohOptions,
 };
 use offramp_protocol::MotorState;
 use std::io::{Read, Write};
@@ -325,4 +325,78 @@ fn corrupt_serial_bytes_are_dropped_counted_and_the_loop_goes_on() {
         t.bridge.frame_errors
     );
     board.wait_running(Duration::from_secs(1));
+}
+
+/// Polls until `pred` holds for the board's state; returns how long it took.
+fn board_until(
+    board: &Board,
+    within: Duration,
+    pred: impl Fn(MotorState, f32, f32) -> bool,
+) -> Duration {
+    let t = Instant::now();
+    loop {
+        if let Some((s, l, r)) = board.state() {
+            if pred(s, l, r) {
+                return t.elapsed();
+            }
+        }
+        assert!(t.elapsed() < within, "board still {:?}", board.state());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_stop_action_stops_the_motors_at_once_and_driving_resumes_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let board = Board::new(dir.path());
+    let r = robot("stop-flag");
+    let ep = free_loopback_endpoint().unwrap();
+    // The test is the runtime: it publishes actions on <robot>/action as
+    // `offramp run --zenoh` does (a zenoh session listening on `ep`).
+    let session = open_session(&ZenohOptions {
+        listen: vec![ep.clone()],
+        ..Default::default()
+    })
+    .unwrap();
+    let mut rt = RuntimeLink::open(
+        session,
+        Keys::new(&r).unwrap(),
+        Duration::from_millis(200),
+        false,
+    )
+    .unwrap();
+    let _b = bridge(&board.link, &r, &ep);
+    let rounds = 3;
+    for round in 0..rounds {
+        // Drive at 20 Hz until the wheels turn and have run for a while.
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            rt.publish(0.3, 0.0, 2, false).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            if let Some((MotorState::Running, l, _)) = board.state() {
+                if l > 0.1 {
+                    break;
+                }
+            }
+        }
+        let (state, left, _) = board.state().unwrap();
+        assert_eq!(state, MotorState::Running, "round {round}");
+        assert!(left > 0.1, "round {round}: not driving ({left})");
+        // One stop: the firmware disarms and zeroes the outputs at once,
+        // without slewing down (0.3 m/s would take 75 ms at 4 m/s²) and
+        // without waiting for the 250 ms command timeout.
+        rt.publish(0.0, 0.0, 2, true).unwrap();
+        let took = board_until(&board, Duration::from_secs(2), |s, l, r| {
+            s == MotorState::Disarmed && l == 0.0 && r == 0.0
+        });
+        eprintln!("round {round}: stop action → motors off and disarmed in {took:?}");
+        assert!(took < Duration::from_millis(150), "round {round}: {took:?}");
+    }
+    // Driving after a stop re-arms; the bridge counted every stop.
+    rt.publish(0.3, 0.0, 2, false).unwrap();
+    board_until(&board, Duration::from_secs(2), |s, _, _| {
+        s == MotorState::Running
+    });
+    let t = telemetry_after(&ep, &r, |t| t.bridge.stops >= rounds);
+    assert_eq!(t.firmware.counters.not_armed, 0, "{:?}", t.firmware.counters);
 }
