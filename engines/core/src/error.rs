@@ -33,6 +33,14 @@ pub enum Error {
     },
     #[error("{path}: not a valid engine-set manifest: {message}")]
     ManifestSyntax { path: PathBuf, message: String },
+    /// The `model.toml` that `offramp build` reads is malformed. It is not a
+    /// manifest, so its errors must not send the user looking for one.
+    #[error("{path}: not a valid model source description (model.toml): {message}")]
+    SourceSyntax { path: PathBuf, message: String },
+    /// A build option that cannot give a working engine set (e.g. INT8
+    /// without calibration data), refused before anything is written.
+    #[error("{option}: {message}")]
+    BuildOption { option: String, message: String },
     #[error("{path}: field `format_version` is {found}; this build of offramp reads version {supported}")]
     UnknownVersion {
         path: PathBuf,

@@ -228,6 +228,7 @@ fn build_errors_name_the_source() {
         out_dir: out.path().to_path_buf(),
         backend: BackendKind::Cpu,
         precision,
+        int8_calibration_cache: None,
         offramp_version: "test".into(),
     };
     let empty = tempfile::tempdir().unwrap();

@@ -89,13 +89,10 @@ fn a_dead_control_tick_is_reset_by_the_watchdog_even_while_the_uart_is_busy() {
     let boot = loop {
         nonce += 1;
         fw.send(&HostMsg::Ping { nonce }).unwrap();
-        match fw.recv(Duration::from_millis(5)) {
-            Ok(r) => {
-                if let McuMsg::Boot(b) = r.msg {
-                    break (b, r.at);
-                }
+        if let Ok(r) = fw.recv(Duration::from_millis(5)) {
+            if let McuMsg::Boot(b) = r.msg {
+                break (b, r.at);
             }
-            Err(_) => {}
         }
         assert!(
             stopped_at.elapsed() < 5 * SECOND,

@@ -1,8 +1,14 @@
 //! The preprocessing as CUDA kernels, compiled at start-up with NVRTC:
 //! horizontal filter pass (u8 HWC → f32), vertical pass + scale + normalise +
-//! HWC → CHW straight into the model's input buffer on the device. It uses
-//! the CPU [`Preprocessor`]'s own filter tables and the same float operations
-//! in the same order (FMA contraction off), so the two agree to rounding.
+//! HWC → CHW into this module's own device tensor, shaped like the model's
+//! input. It uses the CPU [`Preprocessor`]'s own filter tables and the same
+//! float operations in the same order (FMA contraction off), so the two agree
+//! to rounding; `tests/cuda_preprocess.rs` compares them (it skips where there
+//! is no GPU).
+//!
+//! Nothing in the runtime uses it yet: the pipeline preprocesses on the CPU,
+//! and the TensorRT backend copies its inputs from host memory on every run,
+//! so this tensor is not an engine's input.
 //!
 //! Everything is allocated in [`CudaPreprocess::new`]: the device tables,
 //! the frame buffer, the intermediate image, the output tensor, a pinned
@@ -285,7 +291,8 @@ impl CudaPreprocess {
         Ok(())
     }
 
-    /// The model input tensor on the device ([1, 3, H, W]).
+    /// The preprocessed tensor on the device ([1, 3, H, W]). No engine reads
+    /// it: the TensorRT backend takes its inputs from host memory.
     pub fn output(&self) -> &CudaSlice<f32> {
         &self.out
     }

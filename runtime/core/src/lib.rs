@@ -3,8 +3,10 @@
 //!
 //! * [`camera`]: frame sources ([`camera::Source`]: replay, V4L2) and the
 //!   newest-frame handoff.
-//! * [`preprocess`]: camera frame → model input, allocation-free (and
-//!   `cuda_preprocess`, the same on the GPU, with `--features cuda`).
+//! * [`preprocess`]: camera frame → model input, allocation-free. With
+//!   `--features cuda`, `cuda_preprocess` computes the same on the GPU into
+//!   its own device tensor; nothing uses it yet (the pipeline preprocesses on
+//!   the CPU and the TensorRT backend takes host inputs).
 //! * [`exit_chain`]: the DeeR early-exit loop over an engine set, with the
 //!   per-frame deadline.
 //! * [`pipeline`]: preprocess + exit chain, the one frame step every caller

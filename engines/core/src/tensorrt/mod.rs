@@ -9,7 +9,10 @@
 //! * Exits run one after another, so every execution context gets the same
 //!   activation scratch (user-managed memory), sized to the largest need.
 //! * Each tensor has one device buffer for the engine's life; its address is
-//!   given to TensorRT once at load.
+//!   given to TensorRT once at load. Every run copies the inputs into those
+//!   buffers from the caller's host slices and the outputs back to host:
+//!   there is no way yet to hand an engine an input that is already on the
+//!   device (such as the CUDA preprocessing's output).
 
 pub use crate::manifest::device_identity;
 use crate::manifest::TensorSpec;

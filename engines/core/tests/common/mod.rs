@@ -21,6 +21,7 @@ pub fn built_tiny() -> (tempfile::TempDir, EngineSet) {
         out_dir: dir.path().to_path_buf(),
         backend: BackendKind::Cpu,
         precision: Precision::Fp32,
+        int8_calibration_cache: None,
         offramp_version: "test".into(),
     };
     build(&opts, &mut |_| {}).expect("tiny model builds");

@@ -15,8 +15,17 @@ pub struct Args {
     out: PathBuf,
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendArg,
+    /// Precision of TensorRT plans (the cpu backend runs fp32). int8 needs
+    /// --int8-calibration-cache unless the ONNX graphs carry
+    /// QuantizeLinear/DequantizeLinear nodes: without scales the plan's
+    /// outputs are meaningless.
     #[arg(long, value_enum, default_value = "fp32")]
     precision: PrecisionArg,
+    /// TensorRT INT8 calibration cache for --precision int8 (passed to trtexec
+    /// as --calib): the per-tensor scales of these graphs, made by calibrating
+    /// them on representative inputs with the TensorRT version that builds.
+    #[arg(long, value_name = "FILE")]
+    int8_calibration_cache: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -42,7 +51,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         PrecisionArg::Fp16 => Precision::Fp16,
         PrecisionArg::Int8 => Precision::Int8,
     };
-    run(a.onnx, a.out, backend, precision)?;
+    run(a.onnx, a.out, backend, precision, a.int8_calibration_cache)?;
     Ok(())
 }
 
@@ -51,12 +60,14 @@ pub fn run(
     out: PathBuf,
     backend: BackendKind,
     precision: Precision,
+    int8_calibration_cache: Option<PathBuf>,
 ) -> anyhow::Result<Manifest> {
     let opts = BuildOptions {
         onnx_dir: onnx,
         out_dir: out.clone(),
         backend,
         precision,
+        int8_calibration_cache,
         offramp_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let bar = indicatif::ProgressBar::new(0);

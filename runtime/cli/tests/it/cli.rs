@@ -102,6 +102,179 @@ fn build_writes_an_engine_set_and_a_summary() {
     assert!(err.contains("/nonexistent/model.toml"), "{err}");
 }
 
+fn tiny_onnx() -> std::path::PathBuf {
+    common::repo().join("engines/models/testdata/tiny")
+}
+
+#[test]
+fn build_names_a_malformed_model_toml_as_the_source_description() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("onnx");
+    std::fs::create_dir(&src).unwrap();
+    for entry in std::fs::read_dir(tiny_onnx()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, src.join(path.file_name().unwrap())).unwrap();
+    }
+    // The head's artifact line goes missing.
+    let text = std::fs::read_to_string(src.join("model.toml")).unwrap();
+    let broken: String = text
+        .lines()
+        .filter(|l| !l.starts_with("artifact ="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(broken, text);
+    std::fs::write(src.join("model.toml"), broken).unwrap();
+    let out = tmp.path().join("engines");
+    let (ok, _, err) = offramp(&[
+        "build",
+        "--onnx",
+        src.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    let want = format!(
+        "{}: not a valid model source description (model.toml): ",
+        src.join("model.toml").display()
+    );
+    assert!(err.contains(&want), "{err}");
+    assert!(err.contains("missing field `artifact`"), "{err}");
+    assert!(!err.contains("manifest"), "{err}");
+}
+
+#[test]
+fn build_refuses_int8_without_calibration_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("engines");
+    let build = |extra: &[&str]| {
+        let mut args = vec![
+            "build",
+            "--onnx",
+            tiny_onnx().to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--backend",
+            "tensorrt",
+            "--precision",
+            "int8",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        offramp(&args)
+    };
+    let (ok, stdout, err) = build(&[]);
+    assert!(!ok, "{stdout}");
+    assert!(
+        err.contains(
+            "--precision int8: TensorRT needs calibration data or explicit quantization scales"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("the plan's outputs are meaningless"), "{err}");
+    assert!(err.contains("--int8-calibration-cache FILE"), "{err}");
+    assert!(!out.exists(), "a refused build wrote {}", out.display());
+
+    let missing = tmp.path().join("no-such.cache");
+    let (ok, _, err) = build(&["--int8-calibration-cache", missing.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "--int8-calibration-cache {}: cannot read the calibration cache",
+            missing.display()
+        )),
+        "{err}"
+    );
+    assert!(!out.exists(), "a refused build wrote {}", out.display());
+}
+
+/// A stand-in for TensorRT's trtexec: reports a version, logs each build's
+/// arguments and writes the plan it is asked for.
+fn fake_trtexec(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("trtexec");
+    std::fs::write(
+        &script,
+        r#"#!/bin/sh
+if [ "$1" = "--help" ]; then
+  echo "&&&& RUNNING TensorRT.trtexec [TensorRT v100300] # trtexec --help"
+  exit 0
+fi
+echo "$*" >> "$(dirname "$0")/calls.log"
+for a in "$@"; do
+  case "$a" in --saveEngine=*) printf plan > "${a#--saveEngine=}" ;; esac
+done
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn int8_build_gives_trtexec_the_calibration_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tools = tmp.path().join("bin");
+    std::fs::create_dir(&tools).unwrap();
+    fake_trtexec(&tools);
+    let path = format!(
+        "{}:{}",
+        tools.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let build = |cache: &std::path::Path, out: &std::path::Path| {
+        Command::new(bin())
+            .env("PATH", &path)
+            .args(["build", "--onnx"])
+            .arg(tiny_onnx())
+            .arg("--out")
+            .arg(out)
+            .args(["--backend", "tensorrt", "--precision", "int8"])
+            .arg("--int8-calibration-cache")
+            .arg(cache)
+            .output()
+            .unwrap()
+    };
+
+    // A cache from another TensorRT version would be ignored by TensorRT.
+    let old = tmp.path().join("old.cache");
+    std::fs::write(&old, "TRT-8601-EntropyCalibration2\nfeature: 3c008912\n").unwrap();
+    let out = tmp.path().join("refused");
+    let r = build(&old, &out);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(
+        err.contains("written by TensorRT 8.6.1 but") && err.contains("is TensorRT 10.3.0"),
+        "{err}"
+    );
+    assert!(!out.exists(), "a refused build wrote {}", out.display());
+    assert!(!tools.join("calls.log").exists(), "trtexec built something");
+
+    let cache = tmp.path().join("calib.cache");
+    std::fs::write(
+        &cache,
+        "TRT-100300-EntropyCalibration2\nfeature: 3c008912\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("engines");
+    let r = build(&cache, &out);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    let calls = std::fs::read_to_string(tools.join("calls.log")).unwrap();
+    let calls: Vec<&str> = calls.lines().collect();
+    // Three segments and the head, each with the cache.
+    assert_eq!(calls.len(), 4, "{calls:?}");
+    let calib = format!("--calib={}", cache.display());
+    for c in &calls {
+        let args: Vec<&str> = c.split(' ').collect();
+        assert!(args.contains(&"--int8"), "{c}");
+        assert!(args.contains(&calib.as_str()), "{c}");
+    }
+    let manifest = std::fs::read_to_string(out.join("manifest.toml")).unwrap();
+    assert!(manifest.contains("precision = \"int8\""), "{manifest}");
+}
+
 #[test]
 fn a_user_error_prints_its_message_without_a_backtrace() {
     // Many Rust users keep RUST_BACKTRACE=1 in their environment.

@@ -398,5 +398,9 @@ fn a_stop_action_stops_the_motors_at_once_and_driving_resumes_after_it() {
         s == MotorState::Running
     });
     let t = telemetry_after(&ep, &r, |t| t.bridge.stops >= rounds);
-    assert_eq!(t.firmware.counters.not_armed, 0, "{:?}", t.firmware.counters);
+    assert_eq!(
+        t.firmware.counters.not_armed, 0,
+        "{:?}",
+        t.firmware.counters
+    );
 }

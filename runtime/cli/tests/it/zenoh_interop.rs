@@ -268,6 +268,29 @@ fn zenoh_bench_prints_both_paths() {
     assert_eq!(j["lost"], 0);
     assert_eq!(j["offramp_us"]["n"], 200);
     assert_eq!(j["bare_zenoh_us"]["n"], 200);
-    assert!(j["ratio_p50"].as_f64().unwrap() > 0.0);
+    // Each path's summary is a real distribution of positive latencies, and
+    // the ratios are offramp's path over bare zenoh's, on medians and means.
+    let stat = |path: &str, k: &str| j[path][k].as_f64().unwrap();
+    for path in ["offramp_us", "bare_zenoh_us"] {
+        let (min, p50, p99, max) = (
+            stat(path, "min"),
+            stat(path, "p50"),
+            stat(path, "p99"),
+            stat(path, "max"),
+        );
+        assert!(
+            0.0 < min && min <= p50 && p50 <= p99 && p99 <= max,
+            "{path}: {j}"
+        );
+        assert!((min..=max).contains(&stat(path, "mean")), "{path}: {j}");
+    }
+    for (ratio, k) in [("ratio_p50", "p50"), ("ratio_mean", "mean")] {
+        let want = stat("offramp_us", k) / stat("bare_zenoh_us", k);
+        let got = j[ratio].as_f64().unwrap();
+        assert!(
+            (got - want).abs() <= 1e-12 * want,
+            "{ratio} {got}, want {want}"
+        );
+    }
     assert_eq!(j["payload_bytes"], 26);
 }
