@@ -2,14 +2,17 @@
 """Writes a tiny multi-exit model in the DeeR shape as ONNX segments, for tests.
 
     python3 tools/onnx/make_tiny_model.py --out engines/models/testdata/tiny --seed 7
+    python3 tools/onnx/make_tiny_model.py --out engines/models/testdata/tiny-discrete --seed 7 --discrete 5
 
 Inputs: image [1,3,16,16] and a one-hot instruction [1,4]. Segment 0 embeds
 4x4 patches plus an instruction token and runs one transformer block; each
 later segment runs one more block. Segment i outputs the token states
 (`hidden<i>`, read by segment i+1) and their mean (`feature`, read by the
 head). The head is a GRU cell shared by all exits: feature + h_in -> action
-[1,3] + h_out. Weights are random (seeded): this model exists to check that
-backends compute what onnxruntime computes, not to drive a robot.
+[1,3] + h_out. With --discrete K the head instead ends in a softmax over K
+action bins (`action` [1,K], class probabilities) and the criterion is
+max-confidence. Weights are random (seeded): this model exists to check that
+backends and criteria compute what they should, not to drive a robot.
 Needs only `onnx` and `numpy`.
 """
 import argparse
@@ -106,7 +109,7 @@ def segment(rng, index, path):
     g.save(path, inputs, [tensor(out, [1, TOKENS, D]), tensor("feature", [1, D])])
 
 
-def head(rng, path):
+def head(rng, path, bins=None):
     g = Graph(rng, "head_")
     gate = lambda: g.op("Sigmoid", [g.op("Add", [g.linear("feature", D, HIDDEN), g.op("MatMul", ["h_in", g.weight([HIDDEN, HIDDEN])])])])
     z, r = gate(), gate()
@@ -115,9 +118,16 @@ def head(rng, path):
     one_minus_z = g.op("Sub", [g.const(1.0), z])
     h = g.op("Add", [g.op("Mul", [one_minus_z, n]), g.op("Mul", [z, "h_in"])])
     g.nodes.append(helper.make_node("Identity", [h], ["h_out"]))
-    a = g.linear("h_out", HIDDEN, ACTIONS)
-    g.nodes.append(helper.make_node("Tanh", [a], ["action"]))
-    g.save(path, [tensor("feature", [1, D]), tensor("h_in", [1, HIDDEN])], [tensor("action", [1, ACTIONS]), tensor("h_out", [1, HIDDEN])])
+    if bins is None:
+        a = g.linear("h_out", HIDDEN, ACTIONS)
+        g.nodes.append(helper.make_node("Tanh", [a], ["action"]))
+        width = ACTIONS
+    else:
+        # Logits scaled up so that some frames are confident and some not.
+        a = g.op("Mul", [g.linear("h_out", HIDDEN, bins), g.const(4.0)])
+        g.nodes.append(helper.make_node("Softmax", [a], ["action"], axis=-1))
+        width = bins
+    g.save(path, [tensor("feature", [1, D]), tensor("h_in", [1, HIDDEN])], [tensor("action", [1, width]), tensor("h_out", [1, HIDDEN])])
 
 
 MODEL_TOML = """# Source description read by `offramp build --onnx`.
@@ -138,18 +148,42 @@ continuous_dims = [0, 1]
 """
 
 
+DISCRETE_TOML = """# Source description read by `offramp build --onnx`.
+model = "tiny-discrete-test"
+exits = ["segment0.onnx", "segment1.onnx", "segment2.onnx"]
+feature = "feature"
+
+[preprocess]
+mean = [0.5, 0.5, 0.5]
+std = [0.25, 0.25, 0.25]
+instruction = "instruction"
+
+[head]
+artifact = "head.onnx"
+feature_input = "feature"
+state_input = "h_in"
+state_output = "h_out"
+action_output = "action"
+
+[criterion]
+# The head's action is class probabilities: stop when 1 - max p is small.
+kind = "max-confidence"
+"""
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--discrete", type=int, metavar="K", help="softmax head over K action bins")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     for i in range(3):
         segment(rng, i, os.path.join(args.out, f"segment{i}.onnx"))
-    head(rng, os.path.join(args.out, "head.onnx"))
+    head(rng, os.path.join(args.out, "head.onnx"), args.discrete)
     with open(os.path.join(args.out, "model.toml"), "w") as f:
-        f.write(MODEL_TOML)
+        f.write(MODEL_TOML if args.discrete is None else DISCRETE_TOML)
 
 
 if __name__ == "__main__":

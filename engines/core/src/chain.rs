@@ -104,11 +104,39 @@ fn buffers(specs: &[TensorSpec]) -> Vec<Vec<f32>> {
     specs.iter().map(|s| vec![0.0; s.elements()]).collect()
 }
 
+/// Which engine of a set a [`Chain::with_engines`] factory is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Exit segment `i`.
+    Segment(usize),
+    /// The shared action head.
+    Head,
+}
+
 impl Chain {
     /// Builds every engine of `set` with `backend`.
     pub fn load(set: &EngineSet, backend: BackendKind) -> Result<Self> {
-        let m = &set.manifest;
         let mut loader = Loader::new(set, backend)?;
+        let chain = Self::with_engines(set, |_, path, inputs, outputs| {
+            loader.load(path, inputs, outputs)
+        })?;
+        loader.finish()?;
+        Ok(chain)
+    }
+
+    /// Builds the chain of `set` with engines from `make` (called once per
+    /// segment, then for the head, with the artifact path and the tensors
+    /// the manifest declares): a backend of your own, or test doubles.
+    pub fn with_engines(
+        set: &EngineSet,
+        mut make: impl FnMut(
+            Role,
+            &std::path::Path,
+            &[TensorSpec],
+            &[TensorSpec],
+        ) -> Result<Box<dyn Engine>>,
+    ) -> Result<Self> {
+        let m = &set.manifest;
         let too_many = m
             .exits
             .iter()
@@ -156,7 +184,8 @@ impl Chain {
                     message: format!("{:?} is not an output", seg.feature),
                 })?;
             stages.push(Stage {
-                engine: loader.load(
+                engine: make(
+                    Role::Segment(i),
                     &set.artifact_path(&seg.artifact),
                     &seg.inputs,
                     &seg.outputs,
@@ -181,8 +210,12 @@ impl Chain {
                 message: "feature, action or state tensor not found".into(),
             });
         };
-        let head = loader.load(&set.artifact_path(&h.artifact), &h.inputs, &h.outputs)?;
-        loader.finish()?;
+        let head = make(
+            Role::Head,
+            &set.artifact_path(&h.artifact),
+            &h.inputs,
+            &h.outputs,
+        )?;
         Ok(Self {
             inputs: buffers(&m.inputs),
             stages,

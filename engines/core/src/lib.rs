@@ -27,7 +27,7 @@ pub mod cpu;
 #[cfg(feature = "tensorrt")]
 pub mod tensorrt;
 
-pub use chain::Chain;
+pub use chain::{Chain, Role};
 pub use error::{Error, Result};
 pub use manifest::{BackendKind, Manifest, Precision, TensorSpec};
 pub use set::EngineSet;

@@ -167,7 +167,9 @@ pub enum CriterionKind {
     /// DeeR: stop at the first exit whose action differs from the previous
     /// exit's by less than its threshold (RMS over the continuous dims).
     ActionConsistency,
-    /// Discrete heads: stop when the top class probability exceeds the threshold.
+    /// Discrete heads, whose action output is class probabilities: stop at
+    /// the first exit where 1 − the top probability is below its threshold
+    /// (a threshold of 0.1 stops once p_max > 0.9).
     MaxConfidence,
     /// Always stop at `fixed_exit` (baselines).
     Fixed,
@@ -177,7 +179,10 @@ pub enum CriterionKind {
 #[serde(deny_unknown_fields)]
 pub struct Criterion {
     pub kind: CriterionKind,
-    /// One per exit but the last (which always stops); empty until calibrated.
+    /// One per exit but the last (which always stops); empty until
+    /// calibrated. Exit i stops when its score is below `thresholds[i]`: the
+    /// score is the RMS action delta (action consistency) or 1 − the top
+    /// class probability (max confidence).
     #[serde(default)]
     pub thresholds: Vec<f32>,
     /// Action dimensions compared by the criterion (gripper-like binary dims

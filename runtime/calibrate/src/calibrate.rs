@@ -35,7 +35,9 @@ pub enum Frames<'a> {
     },
 }
 
-/// Per-frame deltas of every exit, with the state committed as the chain's
+/// Per-frame criterion scores of every exit (RMS action deltas for action
+/// consistency, 1 − top probability for max confidence: what the chain
+/// compares with the thresholds), with the state committed as the chain's
 /// current thresholds choose; also the per-frame cumulative latency of each
 /// exit (seconds).
 pub fn collect(
@@ -47,7 +49,7 @@ pub fn collect(
     let mut deltas = Vec::new();
     let mut latency = Vec::new();
     let mut keep = |o: &FrameOutcome| {
-        deltas.push(o.deltas[..n].to_vec());
+        deltas.push(o.scores[..n].to_vec());
         let mut cum = 0.0;
         latency.push(
             o.exit_seconds[..n]
@@ -117,8 +119,8 @@ pub struct Calibration {
     pub predicted: Prediction,
     /// p99 cumulative latency to each exit on this machine, milliseconds.
     pub exit_latency_p99_ms: Vec<f64>,
-    /// The last pass's per-frame deltas (what a refinement search derives
-    /// its candidates from).
+    /// The last pass's per-frame criterion scores (what a refinement search
+    /// derives its candidates from).
     #[serde(skip)]
     pub deltas: Vec<FrameDeltas>,
     /// The closed-loop refinement, when one ran (`--refine`).

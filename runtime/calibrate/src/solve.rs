@@ -1,10 +1,14 @@
-//! The DeeR solve (Eq. 5): exit thresholds from per-frame deltas under a
-//! compute budget. Pure arithmetic on recorded deltas; [`crate::calibrate`]
-//! runs the model to get them.
+//! The DeeR solve (Eq. 5): exit thresholds from per-frame criterion scores
+//! under a compute budget. Pure arithmetic on recorded scores;
+//! [`crate::calibrate`] runs the model to get them. A score is whatever the
+//! criterion compares with the threshold (an exit stops when its score is
+//! below): DeeR's RMS action delta, or 1 − the top class probability for
+//! max confidence; the solve is the same for every kind. "Delta" below means
+//! that score.
 //!
 //! 1. Run the exit chain on calibration episodes with every exit evaluated
 //!    (the recurrent state committed as the current thresholds would), and
-//!    keep each frame's per-exit RMS deltas.
+//!    keep each frame's per-exit scores.
 //! 2. Assume each exit passes with probability q: the share of frames that
 //!    stop at exit i is ∝ q^i. Find q by bisection so that the expected cost
 //!    Σ share_i · cost_i meets the budget.

@@ -2,12 +2,17 @@
 //! head evaluated *without* committing its state → criterion → next segment
 //! or stop; the chosen exit's head state is committed.
 //!
-//! Criterion (DeeR Eq. 3): stop at the first exit i with
-//! RMS(a_i − a_{i−1}) over the continuous action dims < η_i; exit 0 compares
-//! with the head on segment 0's reference feature when the model has one; the
-//! last exit always stops. A NaN/Inf action or state is "not confident" and is
-//! reported; if the deepest exit run is bad, the action is stop (zeros) and
-//! the head state is reset.
+//! Criterion: stop at the first exit i whose score is below its threshold
+//! η_i; the last exit always stops. The score depends on the criterion kind:
+//! * action consistency (DeeR Eq. 3): RMS(a_i − a_{i−1}) over the continuous
+//!   action dims; exit 0 compares with the head on segment 0's reference
+//!   feature when the model has one, else it has no score;
+//! * max confidence (discrete heads, whose action is class probabilities):
+//!   1 − max_k a_i[k], defined at every exit including exit 0.
+//!
+//! A NaN/Inf action or state is "not confident" and is reported; if the
+//! deepest exit run is bad, the action is stop (zeros) and the head state is
+//! reset.
 //!
 //! Every buffer is sized from the manifest in [`ExitChain::new`]; `step`
 //! allocates nothing in this code.
@@ -49,6 +54,9 @@ pub struct FrameOutcome {
     pub ran: usize,
     /// RMS delta against the previous exit (NaN: not computed or bad).
     pub deltas: [f32; MAX_EXITS],
+    /// The criterion's score at each exit (lower is more confident; the
+    /// exit stops when it is under the threshold). NaN: not computed or bad.
+    pub scores: [f32; MAX_EXITS],
     /// Seconds spent in segment i plus its head evaluation (host clock).
     pub exit_seconds: [f32; MAX_EXITS],
     /// The same on the device, from CUDA events (GPU backends; NaN on the
@@ -64,49 +72,114 @@ pub struct FrameOutcome {
     pub deadline_cut: bool,
 }
 
-/// Recent per-exit latencies (segment + head), to predict whether the next
-/// exit can still finish before a deadline (AdaLLaVA's guarantee, by
+/// Predicts each exit's latency (segment + head) for the deadline, so that an
+/// exit starts only if it can still finish in time (AdaLLaVA's guarantee, by
 /// construction: the deadline caps the depth, content picks the exit).
-/// The prediction is the largest of the last `WINDOW` samples times a margin:
-/// conservative under bursts of contention, and it forgets them.
+///
+/// Exit 0 runs on every frame, so its recent latencies say how fast the
+/// machine is right now; a deeper exit is predicted as exit 0's latency times
+/// that exit's latency ratio to exit 0. The ratio is what the exit costs
+/// relative to exit 0 — a property of the model, not of the moment — taken
+/// from the manifest's MACs until the exit has run, then as the median of the
+/// ratios measured in the same frames (with the prior counted as samples
+/// until [`Self::PRIOR_WEIGHT`] measurements exist). Prediction = the largest of exit 0's
+/// last [`Self::WINDOW`] latencies × ratio × margin.
+///
+/// Why not each exit's own recent maximum: an exit runs only when predicted to
+/// fit, so a single spike (a warm-up run, a burst of contention) once pushed
+/// its prediction past the deadline for good — it was never run, so never
+/// re-measured. Here every prediction follows exit 0, which is measured every
+/// frame: once the machine is fast again, the deep exits come back within
+/// `WINDOW` frames, and a spike in a rarely used exit moves only one of the
+/// ratios its median is taken over.
 #[derive(Debug, Clone)]
 pub struct LatencyModel {
-    samples: [[f32; Self::WINDOW]; MAX_EXITS],
-    next: [usize; MAX_EXITS],
-    filled: [usize; MAX_EXITS],
+    base: [f32; Self::WINDOW],
+    base_next: usize,
+    base_filled: usize,
+    ratios: [[f32; Self::RATIOS]; MAX_EXITS],
+    ratio_next: [usize; MAX_EXITS],
+    ratio_filled: [usize; MAX_EXITS],
+    prior: [f32; MAX_EXITS],
     pub margin: f32,
 }
 
 impl Default for LatencyModel {
     fn default() -> Self {
         Self {
-            samples: [[0.0; Self::WINDOW]; MAX_EXITS],
-            next: [0; MAX_EXITS],
-            filled: [0; MAX_EXITS],
+            base: [0.0; Self::WINDOW],
+            base_next: 0,
+            base_filled: 0,
+            ratios: [[0.0; Self::RATIOS]; MAX_EXITS],
+            ratio_next: [0; MAX_EXITS],
+            ratio_filled: [0; MAX_EXITS],
+            prior: [1.0; MAX_EXITS],
             margin: 1.3,
         }
     }
 }
 
 impl LatencyModel {
+    /// Frames of exit-0 latency the speed estimate looks back over.
     pub const WINDOW: usize = 64;
+    /// Measured ratios per exit the median is taken over.
+    pub const RATIOS: usize = 15;
+    /// Measurements it takes to overrule the cost prior entirely.
+    pub const PRIOR_WEIGHT: usize = 3;
 
-    pub fn record(&mut self, exit: usize, seconds: f32) {
-        let k = self.next[exit];
-        self.samples[exit][k] = seconds;
-        self.next[exit] = (k + 1) % Self::WINDOW;
-        self.filled[exit] = (self.filled[exit] + 1).min(Self::WINDOW);
+    /// A model whose unmeasured exits are predicted from `costs` (any unit
+    /// proportional to run time, e.g. MACs of each exit's segment + head).
+    pub fn with_costs(costs: &[u64]) -> Self {
+        let mut m = Self::default();
+        if let Some(&c0) = costs.first().filter(|c| **c > 0) {
+            for (p, c) in m.prior.iter_mut().zip(costs) {
+                *p = *c as f32 / c0 as f32;
+            }
+        }
+        m
     }
 
-    /// Predicted seconds for `exit`; None until it has been measured.
+    /// Records one frame's per-exit latencies (`seconds[i]` for the exits
+    /// that ran, in order; every exit's head evaluated).
+    pub fn record_frame(&mut self, seconds: &[f32]) {
+        let Some(&t0) = seconds.first().filter(|t| t.is_finite() && **t > 0.0) else {
+            return;
+        };
+        self.base[self.base_next] = t0;
+        self.base_next = (self.base_next + 1) % Self::WINDOW;
+        self.base_filled = (self.base_filled + 1).min(Self::WINDOW);
+        for (i, t) in seconds.iter().enumerate().skip(1).take(MAX_EXITS - 1) {
+            if !t.is_finite() {
+                continue;
+            }
+            let k = self.ratio_next[i];
+            self.ratios[i][k] = t / t0;
+            self.ratio_next[i] = (k + 1) % Self::RATIOS;
+            self.ratio_filled[i] = (self.ratio_filled[i] + 1).min(Self::RATIOS);
+        }
+    }
+
+    /// Exit `exit`'s latency relative to exit 0.
+    pub fn ratio(&self, exit: usize) -> f32 {
+        if exit == 0 || exit >= MAX_EXITS {
+            return self.prior.get(exit).copied().unwrap_or(1.0);
+        }
+        // The prior counts as samples until PRIOR_WEIGHT measurements agree:
+        // one spiky first run (a warm-up) does not outvote it.
+        let n = self.ratio_filled[exit];
+        let mut r = [self.prior[exit]; Self::RATIOS + Self::PRIOR_WEIGHT];
+        r[..n].copy_from_slice(&self.ratios[exit][..n]);
+        let m = n.max(Self::PRIOR_WEIGHT);
+        r[..m].sort_unstable_by(f32::total_cmp);
+        r[m / 2]
+    }
+
+    /// Predicted seconds for `exit`; None until exit 0 has been measured.
     pub fn predict(&self, exit: usize) -> Option<f32> {
-        let n = self.filled[exit];
+        let n = self.base_filled;
         (n > 0).then(|| {
-            self.samples[exit][..n]
-                .iter()
-                .copied()
-                .fold(0.0f32, f32::max)
-                * self.margin
+            let speed = self.base[..n].iter().copied().fold(0.0f32, f32::max);
+            speed * self.ratio(exit) * self.margin
         })
     }
 }
@@ -114,6 +187,8 @@ impl LatencyModel {
 pub struct ExitChain {
     chain: Chain,
     n: usize,
+    /// The exit `CriterionKind::Fixed` stops at.
+    fixed_exit: usize,
     kind: CriterionKind,
     thresholds: Vec<f32>,
     dims: Vec<usize>,
@@ -146,16 +221,34 @@ fn rms(a: &[f32], b: &[f32], dims: &[usize]) -> f32 {
 
 impl ExitChain {
     pub fn new(set: &EngineSet, backend: BackendKind) -> Result<Self, ExitChainError> {
+        Self::check_exits(set)?;
+        Self::with_chain(set, Chain::load(set, backend)?)
+    }
+
+    fn check_exits(set: &EngineSet) -> Result<(), ExitChainError> {
+        let n = set.manifest.exits.len();
+        if n > MAX_EXITS {
+            return Err(ExitChainError::Manifest {
+                path: set.manifest_path.display().to_string(),
+                message: format!("{n} exits; at most {MAX_EXITS} are supported"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The exit chain over an already built [`Chain`] of `set` (engines of
+    /// your own, or test doubles: [`Chain::with_engines`]).
+    pub fn with_chain(set: &EngineSet, chain: Chain) -> Result<Self, ExitChainError> {
+        Self::check_exits(set)?;
         let m = &set.manifest;
-        let n = m.exits.len();
+        let n = chain.exits();
         let bad = |message: String| ExitChainError::Manifest {
             path: set.manifest_path.display().to_string(),
             message,
         };
-        if n > MAX_EXITS {
-            return Err(bad(format!("{n} exits; at most {MAX_EXITS} are supported")));
+        if n == 0 {
+            return Err(bad("no exits".into()));
         }
-        let chain = Chain::load(set, backend)?;
         let state_len = m
             .head
             .input(&m.head.state_input)
@@ -179,9 +272,18 @@ impl ExitChain {
             .as_ref()
             .and_then(|p| p.instruction.as_ref())
             .and_then(|name| m.inputs.iter().position(|t| &t.name == name));
+        let segment_macs: Vec<u64> = m.exits.iter().take(n).map(|s| s.cost.macs).collect();
+        let head_macs = m.head.cost.macs;
+        let exit_cost: Vec<u64> = segment_macs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s + head_macs * (1 + (i == 0 && reference.is_some()) as u64))
+            .collect();
+        let fixed_exit = m.criterion.fixed_exit.unwrap_or(n - 1).min(n - 1);
         Ok(Self {
             chain,
             n,
+            fixed_exit,
             kind: m.criterion.kind,
             thresholds: m.criterion.thresholds.clone(),
             dims: m.criterion.continuous_dims.clone(),
@@ -194,9 +296,9 @@ impl ExitChain {
             chosen: n - 1,
             stopped: false,
             instruction,
-            segment_macs: m.exits.iter().map(|s| s.cost.macs).collect(),
-            head_macs: m.head.cost.macs,
-            latency: LatencyModel::default(),
+            segment_macs,
+            head_macs,
+            latency: LatencyModel::with_costs(&exit_cost),
         })
     }
 
@@ -275,19 +377,25 @@ impl ExitChain {
         Ok(finite(&self.actions[i]) && finite(&self.next_states[i]))
     }
 
-    fn passes(&self, i: usize, delta: f32) -> bool {
+    /// The criterion's score at exit `i` (lower is more confident), from
+    /// this frame's actions; NaN where it is not defined.
+    fn score(&self, i: usize, delta: f32) -> f32 {
         match self.kind {
-            CriterionKind::ActionConsistency => self.thresholds.get(i).is_some_and(|t| delta < *t),
+            CriterionKind::ActionConsistency => delta,
             // Discrete heads: the action vector holds class probabilities.
-            CriterionKind::MaxConfidence => self.thresholds.get(i).is_some_and(|t| {
-                self.actions[i]
+            CriterionKind::MaxConfidence => {
+                1.0 - self.actions[i]
                     .iter()
                     .copied()
                     .fold(f32::NEG_INFINITY, f32::max)
-                    > *t
-            }),
-            CriterionKind::Fixed => false,
+            }
+            CriterionKind::Fixed => f32::NAN,
         }
+    }
+
+    /// Whether exit `i` stops on `score` (a NaN score never does).
+    fn passes(&self, i: usize, score: f32) -> bool {
+        self.thresholds.get(i).is_some_and(|t| score < *t)
     }
 
     /// Time spent inside the engines since the last call.
@@ -317,6 +425,7 @@ impl ExitChain {
             exit: 0,
             ran: 0,
             deltas: [f32::NAN; MAX_EXITS],
+            scores: [f32::NAN; MAX_EXITS],
             exit_seconds: [0.0; MAX_EXITS],
             device_seconds: [f32::NAN; MAX_EXITS],
             nonfinite: false,
@@ -328,7 +437,7 @@ impl ExitChain {
         self.chain.take_device_seconds();
         let fixed = match (policy, self.kind) {
             (ExitPolicy::Fixed(k), _) => Some(k.min(self.n - 1)),
-            (ExitPolicy::Criterion, CriterionKind::Fixed) => Some(self.n - 1),
+            (ExitPolicy::Criterion, CriterionKind::Fixed) => Some(self.fixed_exit),
             _ => None,
         };
         let mut prev_ok = false;
@@ -337,17 +446,8 @@ impl ExitChain {
         for i in 0..self.n {
             let t0 = Instant::now();
             if let (Some(d), Some(_)) = (deadline, last_good) {
-                // An exit never measured yet is predicted like the slowest
-                // one that was.
-                let predicted = self
-                    .latency
-                    .predict(i)
-                    .or_else(|| {
-                        (0..self.n)
-                            .filter_map(|k| self.latency.predict(k))
-                            .reduce(f32::max)
-                    })
-                    .unwrap_or(0.0);
+                // Exit 0 has run (last_good is set), so there is a prediction.
+                let predicted = self.latency.predict(i).unwrap_or(0.0);
                 if t0 + std::time::Duration::from_secs_f32(predicted) > d {
                     out.deadline_cut = true;
                     break;
@@ -370,9 +470,6 @@ impl ExitChain {
             out.exit_seconds[i] = t0.elapsed().as_secs_f32();
             out.device_seconds[i] = self.chain.take_device_seconds().unwrap_or(f32::NAN);
             out.ran = i + 1;
-            if want_head && fixed.is_none() {
-                self.latency.record(i, out.exit_seconds[i]);
-            }
             if !want_head {
                 continue;
             }
@@ -390,15 +487,11 @@ impl ExitChain {
                     out.deltas[i] = rms(&self.actions[i], prev, &self.dims);
                 }
                 prev_ok = true;
+                out.scores[i] = self.score(i, out.deltas[i]);
             }
             let stop_here = match fixed {
                 Some(k) => i == k,
-                None => {
-                    chosen.is_none()
-                        && ok
-                        && !out.deltas[i].is_nan()
-                        && self.passes(i, out.deltas[i])
-                }
+                None => chosen.is_none() && ok && self.passes(i, out.scores[i]),
             };
             if stop_here && chosen.is_none() {
                 chosen = Some(i);
@@ -406,6 +499,9 @@ impl ExitChain {
                     break;
                 }
             }
+        }
+        if fixed.is_none() {
+            self.latency.record_frame(&out.exit_seconds[..out.ran]);
         }
         let last_run = out.ran - 1;
         let pick = match (chosen, out.deadline_cut) {
@@ -433,6 +529,10 @@ impl ExitChain {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use offramp_engines::manifest::{BuildInfo, Cost, Criterion, Head, Segment};
+    use offramp_engines::{Engine, Manifest, Precision, Role, TensorSpec};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
     #[test]
     fn rms_over_selected_dims() {
@@ -441,5 +541,426 @@ mod tests {
             (0.5f32).sqrt()
         );
         assert_eq!(rms(&[3.0, 4.0], &[0.0, 0.0], &[]), (12.5f32).sqrt());
+    }
+
+    /// What the fake engines produce this frame.
+    #[derive(Clone)]
+    struct Script {
+        /// The head's action at each exit (2 dims).
+        actions: Vec<[f32; 2]>,
+        /// The head's action on exit 0's reference feature.
+        reference: [f32; 2],
+        /// How long each segment takes.
+        sleep: Vec<Duration>,
+    }
+
+    const EXITS: usize = 4;
+    /// Feature tag of the reference output.
+    const REF: f32 = -1.0;
+
+    /// Segment i: `hidden` carried on, `feature` = [i, 0], and on segment 0
+    /// a reference feature [-1, 0]; sleeps as scripted.
+    struct FakeSegment {
+        index: usize,
+        script: Arc<Mutex<Script>>,
+    }
+
+    impl Engine for FakeSegment {
+        fn run(
+            &mut self,
+            _inputs: &[&[f32]],
+            outputs: &mut [&mut [f32]],
+        ) -> offramp_engines::Result<()> {
+            let sleep = self.script.lock().unwrap().sleep[self.index];
+            if !sleep.is_zero() {
+                std::thread::sleep(sleep);
+            }
+            outputs[0].fill(0.0);
+            outputs[1].copy_from_slice(&[self.index as f32, 0.0]);
+            if let Some(r) = outputs.get_mut(2) {
+                r.copy_from_slice(&[REF, 0.0]);
+            }
+            Ok(())
+        }
+    }
+
+    /// The head: the scripted action for the exit its feature is tagged
+    /// with; next state = state + tag + 1, so the committed state tells
+    /// which exit's head state was kept.
+    struct FakeHead {
+        script: Arc<Mutex<Script>>,
+    }
+
+    impl Engine for FakeHead {
+        fn run(
+            &mut self,
+            inputs: &[&[f32]],
+            outputs: &mut [&mut [f32]],
+        ) -> offramp_engines::Result<()> {
+            let (feature, state) = (inputs[0], inputs[1]);
+            let s = self.script.lock().unwrap();
+            let tag = feature[0];
+            let a = if tag == REF {
+                s.reference
+            } else {
+                s.actions[tag as usize]
+            };
+            outputs[0].copy_from_slice(&a);
+            outputs[1][0] = state[0] + tag + 1.0;
+            Ok(())
+        }
+    }
+
+    fn spec(name: &str, n: usize) -> TensorSpec {
+        TensorSpec::f32(name, &[1, n])
+    }
+
+    fn manifest(kind: CriterionKind, reference: bool, thresholds: &[f32]) -> Manifest {
+        let cost = Cost {
+            macs: 1000,
+            params: 10,
+            peak_activation_bytes: 8,
+        };
+        Manifest {
+            format_version: 1,
+            model: "fake".into(),
+            build: BuildInfo {
+                backend: BackendKind::Cpu,
+                precision: Precision::Fp32,
+                offramp_version: "test".into(),
+                tools: Default::default(),
+                target_device: "test".into(),
+                tensorrt_version: None,
+            },
+            inputs: vec![spec("x", 1)],
+            exits: (0..EXITS)
+                .map(|i| {
+                    let mut outputs = vec![spec("hidden", 1), spec("feature", 2)];
+                    if i == 0 && reference {
+                        outputs.push(spec("ref", 2));
+                    }
+                    Segment {
+                        name: format!("s{i}"),
+                        artifact: format!("s{i}"),
+                        sha256: String::new(),
+                        inputs: vec![if i == 0 {
+                            spec("x", 1)
+                        } else {
+                            spec("hidden", 1)
+                        }],
+                        outputs,
+                        feature: "feature".into(),
+                        cost,
+                    }
+                })
+                .collect(),
+            head: Head {
+                artifact: "head".into(),
+                sha256: String::new(),
+                inputs: vec![spec("feature", 2), spec("h_in", 1)],
+                outputs: vec![spec("action", 2), spec("h_out", 1)],
+                feature_input: "feature".into(),
+                state_input: "h_in".into(),
+                state_output: "h_out".into(),
+                action_output: "action".into(),
+                cost: Cost { macs: 0, ..cost },
+            },
+            criterion: Criterion {
+                kind,
+                thresholds: thresholds.to_vec(),
+                continuous_dims: vec![0, 1],
+                fixed_exit: None,
+                exit0_reference: reference.then(|| "ref".to_string()),
+            },
+            preprocess: None,
+        }
+    }
+
+    struct Fixture {
+        chain: ExitChain,
+        script: Arc<Mutex<Script>>,
+    }
+
+    impl Fixture {
+        fn new(m: Manifest) -> Self {
+            let script = Arc::new(Mutex::new(Script {
+                actions: vec![[0.0; 2]; EXITS],
+                reference: [0.0; 2],
+                sleep: vec![Duration::ZERO; EXITS],
+            }));
+            let set = EngineSet {
+                dir: "fake".into(),
+                manifest_path: "fake/manifest.toml".into(),
+                manifest: m,
+            };
+            let sc = script.clone();
+            let chain = Chain::with_engines(&set, |role, _, _, _| {
+                Ok(match role {
+                    Role::Segment(index) => Box::new(FakeSegment {
+                        index,
+                        script: sc.clone(),
+                    }) as Box<dyn Engine>,
+                    Role::Head => Box::new(FakeHead { script: sc.clone() }),
+                })
+            })
+            .unwrap();
+            Self {
+                chain: ExitChain::with_chain(&set, chain).unwrap(),
+                script,
+            }
+        }
+
+        fn actions(&self, actions: &[[f32; 2]]) {
+            self.script.lock().unwrap().actions = actions.to_vec();
+        }
+
+        fn state(&self) -> f32 {
+            self.chain.state[0]
+        }
+    }
+
+    /// Actions whose consecutive RMS deltas are `d[i]` (exit 0 vs the
+    /// reference at 0): a_i = Σ_{k≤i} d_k on both dims.
+    fn with_deltas(d: [f32; EXITS]) -> Vec<[f32; 2]> {
+        let mut acc = 0.0;
+        d.iter()
+            .map(|x| {
+                acc += x;
+                [acc, acc]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_first_passing_exit_stops_the_chain_and_only_its_state_is_committed() {
+        let mut f = Fixture::new(manifest(
+            CriterionKind::ActionConsistency,
+            true,
+            &[0.1, 0.1, 0.1],
+        ));
+        // Exit 0 differs from the reference by 1.0, exit 1 from exit 0 by
+        // 0.05 (passes), exit 2 by 0.01 (would pass too: must not run).
+        f.actions(&with_deltas([1.0, 0.05, 0.01, 0.0]));
+        let o = f.chain.step(ExitPolicy::Criterion).unwrap();
+        assert_eq!((o.exit, o.ran, o.heads), (1, 2, 3));
+        assert!((o.scores[1] - 0.05).abs() < 1e-6, "{:?}", o.scores);
+        assert!(o.scores[2].is_nan(), "exit 2 must not have run");
+        assert_eq!(f.chain.action(), &[1.05, 1.05]);
+        // Head state of exit 1: 0 + 1 + 1.
+        assert_eq!(f.state(), 2.0);
+
+        // Every exit run (calibration): the same exit is chosen and only
+        // its state kept, not the deepest one's.
+        let o = f.chain.step(ExitPolicy::All).unwrap();
+        assert_eq!((o.exit, o.ran), (1, EXITS));
+        assert_eq!(f.state(), 4.0);
+    }
+
+    #[test]
+    fn exit_0_stops_on_its_reference_and_cannot_without_one() {
+        let same = with_deltas([0.0, 0.5, 0.5, 0.5]);
+        let mut f = Fixture::new(manifest(
+            CriterionKind::ActionConsistency,
+            true,
+            &[0.1, 0.1, 0.1],
+        ));
+        f.actions(&same);
+        let o = f.chain.step(ExitPolicy::Criterion).unwrap();
+        assert_eq!((o.exit, o.ran, o.heads), (0, 1, 2));
+        assert_eq!(f.state(), 1.0);
+
+        let mut f = Fixture::new(manifest(
+            CriterionKind::ActionConsistency,
+            false,
+            &[0.1, 0.1, 0.1],
+        ));
+        f.actions(&same);
+        let o = f.chain.step(ExitPolicy::Criterion).unwrap();
+        assert!(o.scores[0].is_nan());
+        // No exit passes: the last always stops.
+        assert_eq!((o.exit, o.ran, o.heads), (3, 4, 4));
+    }
+
+    #[test]
+    fn max_confidence_scores_every_exit_including_exit_0() {
+        // Thresholds bound 1 − p_max: stop once p_max > 0.9.
+        let mut f = Fixture::new(manifest(
+            CriterionKind::MaxConfidence,
+            false,
+            &[0.1, 0.1, 0.1],
+        ));
+        f.actions(&[[0.95, 0.05], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5]]);
+        let o = f.chain.step(ExitPolicy::Criterion).unwrap();
+        assert_eq!((o.exit, o.ran), (0, 1));
+        assert!((o.scores[0] - 0.05).abs() < 1e-6);
+        f.actions(&[[0.6, 0.4], [0.8, 0.2], [0.92, 0.08], [0.5, 0.5]]);
+        let o = f.chain.step(ExitPolicy::Criterion).unwrap();
+        assert_eq!((o.exit, o.ran), (2, 3));
+    }
+
+    #[test]
+    fn fixed_criterion_stops_at_its_fixed_exit() {
+        let mut m = manifest(CriterionKind::Fixed, false, &[]);
+        m.criterion.fixed_exit = Some(1);
+        let mut f = Fixture::new(m);
+        let o = f.chain.step(ExitPolicy::Criterion).unwrap();
+        assert_eq!((o.exit, o.ran, o.heads), (1, 2, 1));
+    }
+
+    #[test]
+    fn a_nonfinite_middle_exit_never_stops_and_the_deepest_decides() {
+        let mut f = Fixture::new(manifest(
+            CriterionKind::ActionConsistency,
+            true,
+            &[0.1, 0.1, 0.1],
+        ));
+        // Exit 1 is NaN; exit 2 would pass against exit 1 but has no valid
+        // predecessor, so the chain runs on to the last exit.
+        f.actions(&[[1.0, 1.0], [f32::NAN, 0.0], [1.0, 1.0], [1.0, 1.0]]);
+        let o = f.chain.step(ExitPolicy::Criterion).unwrap();
+        assert!(o.nonfinite && !o.stopped);
+        assert_eq!((o.exit, o.ran), (3, 4));
+        assert!(o.scores[1].is_nan() && o.scores[2].is_nan());
+        assert_eq!(f.chain.action(), &[1.0, 1.0]);
+        assert_eq!(f.state(), 4.0);
+    }
+
+    #[test]
+    fn a_nonfinite_deepest_exit_stops_the_motors_and_resets_the_state() {
+        let mut f = Fixture::new(manifest(
+            CriterionKind::ActionConsistency,
+            true,
+            &[0.1, 0.1, 0.1],
+        ));
+        f.actions(&with_deltas([1.0, 1.0, 1.0, 1.0]));
+        f.chain.step(ExitPolicy::Criterion).unwrap();
+        assert_eq!(f.state(), 4.0);
+        f.actions(&[[1.0, 1.0], [2.0, 2.0], [3.0, 3.0], [f32::INFINITY, 0.0]]);
+        let o = f.chain.step(ExitPolicy::Criterion).unwrap();
+        assert!(o.nonfinite && o.stopped);
+        assert_eq!(o.exit, 3);
+        assert_eq!(f.chain.action(), &[0.0, 0.0], "the action is stop");
+        assert_eq!(f.state(), 0.0, "the head state is reset");
+        // The next good frame drives again from a fresh state.
+        f.actions(&with_deltas([1.0, 1.0, 1.0, 1.0]));
+        let o = f.chain.step(ExitPolicy::Criterion).unwrap();
+        assert!(!o.stopped);
+        assert_eq!(f.state(), 4.0);
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn sleeps(f: &Fixture, each: [u64; EXITS]) {
+        f.script.lock().unwrap().sleep = each.iter().map(|m| ms(*m)).collect();
+    }
+
+    /// Thresholds at 0: every frame wants the deepest exit.
+    fn wants_the_deepest() -> Fixture {
+        let f = Fixture::new(manifest(
+            CriterionKind::ActionConsistency,
+            true,
+            &[0.0, 0.0, 0.0],
+        ));
+        f.actions(&with_deltas([1.0, 1.0, 1.0, 1.0]));
+        f
+    }
+
+    #[test]
+    fn the_deadline_cuts_before_an_exit_that_cannot_finish() {
+        let mut f = wants_the_deepest();
+        sleeps(&f, [2, 2, 60, 2]);
+        // Measured once without a deadline, three times for the ratios.
+        for _ in 0..3 {
+            f.chain.step(ExitPolicy::Criterion).unwrap();
+        }
+        let o = f
+            .chain
+            .step_until(ExitPolicy::Criterion, Some(Instant::now() + ms(30)))
+            .unwrap();
+        assert!(o.deadline_cut);
+        assert_eq!((o.exit, o.ran), (1, 2));
+        assert!(!o.stopped);
+        // The state committed is exit 1's (tag 1, + 1) on top of three
+        // frames that stopped at exit 3 (+ 4 each).
+        assert_eq!(f.state(), 12.0 + 2.0);
+    }
+
+    #[test]
+    fn a_spike_in_a_deep_exit_does_not_disable_it() {
+        let mut f = wants_the_deepest();
+        // The first frame runs everything; exit 2's first run is slow (a
+        // warm-up), the others are not.
+        sleeps(&f, [2, 2, 100, 2]);
+        f.chain.step(ExitPolicy::Criterion).unwrap();
+        sleeps(&f, [2, 2, 2, 2]);
+        let mut deepest = 0;
+        for _ in 0..20 {
+            let o = f
+                .chain
+                .step_until(ExitPolicy::Criterion, Some(Instant::now() + ms(40)))
+                .unwrap();
+            deepest += (o.ran == EXITS) as usize;
+        }
+        assert!(
+            deepest >= 15,
+            "{deepest} of 20 frames reached the deepest exit"
+        );
+    }
+
+    #[test]
+    fn the_deep_exits_come_back_after_contention_ends() {
+        let mut f = wants_the_deepest();
+        let deadline = ms(30);
+        let frame = |f: &mut Fixture| {
+            f.chain
+                .step_until(ExitPolicy::Criterion, Some(Instant::now() + deadline))
+                .unwrap()
+        };
+        sleeps(&f, [2, 2, 2, 2]);
+        for _ in 0..5 {
+            assert_eq!(frame(&mut f).ran, EXITS);
+        }
+        // Contention: every segment takes 25 ms, so a deep exit measured now
+        // looks too slow for the deadline.
+        sleeps(&f, [25, 25, 25, 25]);
+        for _ in 0..5 {
+            frame(&mut f);
+        }
+        // Over: within the speed window the deep exits run again.
+        sleeps(&f, [2, 2, 2, 2]);
+        for _ in 0..LatencyModel::WINDOW {
+            frame(&mut f);
+        }
+        let deepest = (0..20).filter(|_| frame(&mut f).ran == EXITS).count();
+        assert!(
+            deepest >= 15,
+            "{deepest} of 20 frames reached the deepest exit"
+        );
+    }
+
+    #[test]
+    fn latency_model_follows_exit_0_and_medians_out_a_spike() {
+        let mut m = LatencyModel::with_costs(&[100, 200, 400]);
+        assert_eq!(m.predict(1), None);
+        m.record_frame(&[0.001]);
+        // Unmeasured exit 2: prior ratio 4.
+        assert!((m.predict(2).unwrap() - 0.001 * 4.0 * 1.3).abs() < 1e-7);
+        // One spiky measurement does not outvote the prior …
+        m.record_frame(&[0.001, 0.002, 0.1]);
+        assert!((m.ratio(2) - 4.0).abs() < 1e-6);
+        // … three consistent ones do.
+        for _ in 0..3 {
+            m.record_frame(&[0.001, 0.002, 0.003]);
+        }
+        assert!((m.ratio(2) - 3.0).abs() < 1e-5);
+        // A slow exit 0 raises every prediction until it leaves the window.
+        m.record_frame(&[0.01]);
+        assert!(m.predict(1).unwrap() > 0.01 * 2.0);
+        for _ in 0..LatencyModel::WINDOW {
+            m.record_frame(&[0.001]);
+        }
+        assert!((m.predict(1).unwrap() - 0.001 * 2.0 * 1.3).abs() < 1e-6);
     }
 }

@@ -329,6 +329,7 @@ mod tests {
             exit: i % 4,
             ran: i % 4 + 1,
             deltas,
+            scores: deltas,
             exit_seconds: [1e-4; MAX_EXITS],
             device_seconds: [f32::NAN; MAX_EXITS],
             nonfinite: i % 7 == 0,

@@ -1,0 +1,139 @@
+//! Each criterion kind is calibrated from its own scores: the thresholds a
+//! calibration writes make the exit chain stop exactly where the solve
+//! predicted, and meet the compute budget. Closed loop in the simulator on
+//! a DeeR (action-consistency) model and on a discrete-action
+//! (max-confidence) model.
+
+use offramp_calibrate::calibrate::{calibrate, collect, Budget, Frames};
+use offramp_calibrate::solve::predict;
+use offramp_engines::builder::{build, BuildOptions};
+use offramp_engines::manifest::CriterionKind;
+use offramp_engines::{BackendKind, EngineSet, Precision};
+use offramp_runtime::exit_chain::ExitPolicy;
+use offramp_runtime::pipeline::Pipeline;
+use offramp_sim::{Sim, SimConfig, Twist};
+use std::path::{Path, PathBuf};
+
+fn models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../engines/models")
+}
+
+const SEED: u64 = 200_000;
+const EPISODES: usize = 4;
+
+/// Exit shares when the chain runs under its criterion, closed loop.
+fn realized_shares(p: &mut Pipeline, cfg: &SimConfig) -> Vec<f64> {
+    let n = p.chain.exits();
+    let mut counts = vec![0usize; n];
+    let mut buf = Vec::new();
+    for e in 0..EPISODES {
+        let mut sim = Sim::new(cfg, SEED + e as u64);
+        buf.resize(sim.frame_len(), 0);
+        p.begin_episode(sim.instruction() as usize);
+        loop {
+            sim.render(&mut buf);
+            let o = p.infer(&buf, ExitPolicy::Criterion, None).unwrap();
+            counts[o.exit] += 1;
+            let t = Twist::from_action(p.action());
+            if sim.step(t.to_wheels(cfg.track_width)).done {
+                break;
+            }
+        }
+    }
+    let total: usize = counts.iter().sum();
+    counts.iter().map(|c| *c as f64 / total as f64).collect()
+}
+
+fn check(set: &EngineSet, kind: CriterionKind, ratio: f64) {
+    assert_eq!(set.manifest.criterion.kind, kind);
+    let cfg = SimConfig::default();
+    let mut p = Pipeline::open(set, BackendKind::Cpu, (cfg.image_width, cfg.image_height)).unwrap();
+    let full = p.chain.full_macs() as f64;
+    let frames = Frames::Sim {
+        cfg: &cfg,
+        first_seed: SEED,
+        episodes: EPISODES,
+    };
+    let budget = Budget {
+        macs: ratio * full,
+        cap: None,
+        latency_cap_ms: None,
+        iterations: 3,
+    };
+    let c = calibrate(&mut p, &frames, budget, &mut || {}).unwrap();
+    p.chain.set_thresholds(&c.thresholds);
+    // What the solve's stopping rule predicts on scores collected with the
+    // final thresholds ...
+    let (scores, _) = collect(&mut p, &frames, &mut || {}).unwrap();
+    let costs = c.exit_costs_f64();
+    let want = predict(&scores, &c.thresholds, &costs);
+    // ... is where the chain stops.
+    let got = realized_shares(&mut p, &cfg);
+    eprintln!(
+        "{kind:?}: thresholds {:?}, predicted shares {:?}, realized {got:?}",
+        c.thresholds, want.exit_shares
+    );
+    for (g, w) in got.iter().zip(&want.exit_shares) {
+        assert!((g - w).abs() < 1e-9, "{got:?} vs {:?}", want.exit_shares);
+    }
+    // Early exit happens, and the compute lands near the budget.
+    let mean: f64 = got.iter().zip(&costs).map(|(s, c)| s * c).sum();
+    assert!(
+        got[costs.len() - 1] < 0.9,
+        "hardly any frame exits early: {got:?}"
+    );
+    assert!(
+        (mean / full - ratio).abs() < 0.1,
+        "compute {:.3} of the full model for a {ratio} budget",
+        mean / full
+    );
+}
+
+#[test]
+fn action_consistency_is_calibrated_from_action_deltas() {
+    let set = EngineSet::open(models().join("demo")).unwrap();
+    check(&set, CriterionKind::ActionConsistency, 0.5);
+}
+
+#[test]
+fn max_confidence_is_calibrated_from_class_probabilities() {
+    let dir = tempfile::tempdir().unwrap();
+    build(
+        &BuildOptions {
+            onnx_dir: models().join("testdata/tiny-discrete"),
+            out_dir: dir.path().to_path_buf(),
+            backend: BackendKind::Cpu,
+            precision: Precision::Fp32,
+            int8_calibration_cache: None,
+            offramp_version: "test".into(),
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    let set = EngineSet::open(dir.path()).unwrap();
+    check(&set, CriterionKind::MaxConfidence, 0.6);
+    // Exit 0 stops on its own confidence: no reference needed.
+    let cfg = SimConfig::default();
+    let mut p =
+        Pipeline::open(&set, BackendKind::Cpu, (cfg.image_width, cfg.image_height)).unwrap();
+    let full = p.chain.full_macs() as f64;
+    let c = calibrate(
+        &mut p,
+        &Frames::Sim {
+            cfg: &cfg,
+            first_seed: SEED,
+            episodes: EPISODES,
+        },
+        Budget {
+            macs: 0.45 * full,
+            cap: None,
+            latency_cap_ms: None,
+            iterations: 3,
+        },
+        &mut || {},
+    )
+    .unwrap();
+    p.chain.set_thresholds(&c.thresholds);
+    let got = realized_shares(&mut p, &cfg);
+    assert!(got[0] > 0.1, "exit 0 never stops: {got:?}");
+}
