@@ -154,9 +154,10 @@ impl Chain {
                 message: format!("{n} tensors on one side; at most {MAX_IO} are supported"),
             });
         }
-        let mut stages = Vec::with_capacity(m.exits.len());
+        let loaded = m.loaded_exits();
+        let mut stages = Vec::with_capacity(loaded);
         let mut prev: &[TensorSpec] = &m.inputs;
-        for (i, seg) in m.exits.iter().enumerate() {
+        for (i, seg) in m.exits.iter().enumerate().take(loaded) {
             let sources = seg
                 .inputs
                 .iter()

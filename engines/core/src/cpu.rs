@@ -1,7 +1,8 @@
 //! The CPU backend: tract. Each segment is parsed, given the manifest's static
 //! input shapes, optimised once at load, and run from one reusable state.
-//! tract runs single-threaded here, which on small segments beats its
-//! multithreaded matmul (measured on 2 cores, see DESIGN.md).
+//! tract runs each segment on the calling thread: offramp sets up no tract
+//! thread pool (tract has none by default), so a frame never waits on pool
+//! threads that compete with the rest of the robot's work for the same cores.
 
 use crate::manifest::TensorSpec;
 use crate::{Engine, Error, Result};
@@ -11,6 +12,11 @@ use tract_onnx::prelude::*;
 pub struct CpuEngine {
     artifact: PathBuf,
     state: TypedSimpleState,
+    /// One tensor per input, made at load. `run` copies the caller's slices
+    /// into them and hands tract shared references; tract drops those when
+    /// the run's turn is reset, so each is ours alone again by the next run
+    /// and is written in place: nothing is allocated on this side per run.
+    input_values: Vec<Arc<Tensor>>,
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
 }
@@ -65,12 +71,55 @@ impl CpuEngine {
         )
         .map_err(|e| err(format!("{e:#}")))?;
         let state = plan.spawn().map_err(|e| err(format!("{e:#}")))?;
+        let input_values = inputs
+            .iter()
+            .map(|spec| Tensor::zero::<f32>(&spec.shape).map(Arc::new))
+            .collect::<TractResult<Vec<_>>>()
+            .map_err(|e| err(format!("{e:#}")))?;
         Ok(Self {
             artifact: path.to_path_buf(),
             state,
+            input_values,
             inputs: inputs.to_vec(),
             outputs: outputs.to_vec(),
         })
+    }
+}
+
+impl CpuEngine {
+    /// One tract turn on the inputs as they stand: what `SimpleState::run`
+    /// does, minus its per-run list of outputs (they are read in place) and
+    /// the symbol resolution of stateful ops (KV caches, which no ONNX
+    /// segment has; the shapes are static). The caller resets the turn, also
+    /// when this fails.
+    fn exec(&mut self, outputs: &mut [&mut [f32]]) -> Result<()> {
+        let err = |message: String| Error::Run {
+            artifact: self.artifact.clone(),
+            message,
+        };
+        for (k, value) in self.input_values.iter().enumerate() {
+            self.state
+                .set_input(k, TValue::from_const(Arc::clone(value)))
+                .map_err(|e| err(format!("{e:#}")))?;
+        }
+        self.state.exec().map_err(|e| err(format!("{e:#}")))?;
+        for (k, (out, spec)) in outputs.iter_mut().zip(&self.outputs).enumerate() {
+            let view = self
+                .state
+                .output(k)
+                .and_then(|v| v.try_as_plain_ram()?.as_slice::<f32>())
+                .map_err(|e| err(format!("output {:?}: {e}", spec.name)))?;
+            if view.len() != out.len() {
+                return Err(err(format!(
+                    "output {:?} has {} values, the buffer {}",
+                    spec.name,
+                    view.len(),
+                    out.len()
+                )));
+            }
+            out.copy_from_slice(view);
+        }
+        Ok(())
     }
 }
 
@@ -85,28 +134,32 @@ impl Engine for CpuEngine {
             (inputs.len(), outputs.len()),
             (self.inputs.len(), self.outputs.len()),
         )?;
-        let mut values = TVec::new();
-        for (data, spec) in inputs.iter().zip(&self.inputs) {
-            let t = Tensor::from_shape(&spec.shape, data)
+        for ((data, spec), value) in inputs.iter().zip(&self.inputs).zip(&mut self.input_values) {
+            // Ours alone: the last run's reset dropped tract's references
+            // (were one left, `make_mut` would copy rather than write under it).
+            let mut view = Arc::make_mut(value)
+                .try_as_plain_ram_mut()
                 .map_err(|e| err(format!("input {:?}: {e}", spec.name)))?;
-            values.push(t.into_tvalue());
-        }
-        let result = self.state.run(values).map_err(|e| err(format!("{e:#}")))?;
-        for ((out, value), spec) in outputs.iter_mut().zip(result.iter()).zip(&self.outputs) {
-            let view = value
-                .try_as_plain_ram()
-                .and_then(|v| v.as_slice::<f32>())
-                .map_err(|e| err(format!("output {:?}: {e}", spec.name)))?;
-            if view.len() != out.len() {
+            let dst = view
+                .as_slice_mut::<f32>()
+                .map_err(|e| err(format!("input {:?}: {e}", spec.name)))?;
+            if dst.len() != data.len() {
                 return Err(err(format!(
-                    "output {:?} has {} values, the buffer {}",
+                    "input {:?} has {} values, the engine takes {}",
                     spec.name,
-                    view.len(),
-                    out.len()
+                    data.len(),
+                    dst.len()
                 )));
             }
-            out.copy_from_slice(view);
+            dst.copy_from_slice(data);
         }
-        Ok(())
+        let ran = self.exec(outputs);
+        // Drops tract's references to the inputs and every value of the turn.
+        let reset = self.state.reset_turn();
+        ran?;
+        reset.map_err(|e| Error::Run {
+            artifact: self.artifact.clone(),
+            message: format!("{e:#}"),
+        })
     }
 }

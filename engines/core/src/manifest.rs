@@ -191,6 +191,12 @@ pub struct Criterion {
     pub continuous_dims: Vec<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fixed_exit: Option<usize>,
+    /// The deepest exit this deployment may use (0-based), set by
+    /// `offramp calibrate` under a memory or latency budget: exits past it
+    /// are neither loaded nor run, so their weights take no memory and no
+    /// frame (not even one whose cap exit is NaN) runs past the cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deepest_exit: Option<usize>,
     /// DeeR compares exit 0's action with the head applied to a feature
     /// pooled before any block: the name of that output of segment 0.
     /// Without it exit 0 never stops on its own.
@@ -239,6 +245,12 @@ impl Head {
 }
 
 impl Manifest {
+    /// Exits a runtime loads: all of them, or up to `criterion.deepest_exit`.
+    pub fn loaded_exits(&self) -> usize {
+        let n = self.exits.len();
+        self.criterion.deepest_exit.map_or(n, |d| (d + 1).min(n))
+    }
+
     /// MACs of running segments `0..=exit` and the head once per exit.
     pub fn cumulative_macs(&self, exit: usize) -> u64 {
         self.exits

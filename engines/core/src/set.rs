@@ -303,6 +303,12 @@ impl EngineSet {
                 }
             }
         }
+        if let Some(d) = c.deepest_exit.filter(|d| *d >= n) {
+            return Err(self.invalid(
+                "criterion.deepest_exit",
+                format!("{d} is past the last exit ({})", n - 1),
+            ));
+        }
         if c.kind == CriterionKind::Fixed && c.fixed_exit.is_none_or(|e| e >= n) {
             return Err(self.invalid(
                 "criterion.fixed_exit",

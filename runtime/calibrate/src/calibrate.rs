@@ -125,6 +125,9 @@ pub struct Calibration {
     pub deltas: Vec<FrameDeltas>,
     /// The closed-loop refinement, when one ran (`--refine`).
     pub refined: Option<crate::refine::RefineReport>,
+    /// Heap held with exits `0..=k` loaded, measured, when a memory budget
+    /// was given ([`crate::memory::Footprints`]).
+    pub memory_bytes: Option<Vec<u64>>,
 }
 
 impl Calibration {
@@ -192,6 +195,7 @@ pub fn calibrate(
         exit_latency_p99_ms: p99_per_exit(&last.1, n).to_vec(),
         deltas: last.0,
         refined: None,
+        memory_bytes: None,
     })
 }
 

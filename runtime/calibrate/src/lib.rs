@@ -4,6 +4,8 @@
 //! * [`calibrate`]: run the model on calibration episodes (simulated or
 //!   recorded), collect the deltas, solve under compute, latency and memory
 //!   budgets.
+//! * [`memory`]: the heap a loaded model holds up to each exit, measured,
+//!   for the memory budget.
 //! * [`eval`]: closed-loop evaluation of a policy in the simulator.
 //! * [`refine`]: closed-loop refinement on the budget (successive halving
 //!   with common random numbers), and [`bayes`], DeeR's Bayesian
@@ -14,5 +16,6 @@
 pub mod bayes;
 pub mod calibrate;
 pub mod eval;
+pub mod memory;
 pub mod refine;
 pub mod solve;

@@ -10,6 +10,10 @@
 mod args;
 mod boards;
 mod commands;
+// Counts live heap bytes for `calibrate --max-memory-mb`; the robot's build
+// (no `sim`) keeps the plain system allocator.
+#[cfg(feature = "sim")]
+mod heap;
 mod held_frames;
 #[cfg(feature = "plot")]
 mod plot;

@@ -203,6 +203,7 @@ pub struct ExitChain {
     instruction: Option<usize>,
     segment_macs: Vec<u64>,
     head_macs: u64,
+    full_macs: u64,
     latency: LatencyModel,
 }
 
@@ -298,6 +299,7 @@ impl ExitChain {
             instruction,
             segment_macs,
             head_macs,
+            full_macs: m.exits.iter().map(|s| s.cost.macs).sum::<u64>() + head_macs,
             latency: LatencyModel::with_costs(&exit_cost),
         })
     }
@@ -320,9 +322,10 @@ impl ExitChain {
             .collect()
     }
 
-    /// MACs of the full model: every segment and the head once.
+    /// MACs of the full model: every segment and the head once (exits past
+    /// a stored `deepest_exit` included: ratios stay against the model).
     pub fn full_macs(&self) -> u64 {
-        self.segment_macs.iter().sum::<u64>() + self.head_macs
+        self.full_macs
     }
 
     pub fn exits(&self) -> usize {
@@ -670,6 +673,7 @@ mod tests {
                 thresholds: thresholds.to_vec(),
                 continuous_dims: vec![0, 1],
                 fixed_exit: None,
+                deepest_exit: None,
                 exit0_reference: reference.then(|| "ref".to_string()),
             },
             preprocess: None,
@@ -846,6 +850,23 @@ mod tests {
         let o = f.chain.step(ExitPolicy::Criterion).unwrap();
         assert!(!o.stopped);
         assert_eq!(f.state(), 4.0);
+    }
+
+    #[test]
+    fn exits_past_a_stored_cap_are_not_loaded_and_a_nan_at_the_cap_stops() {
+        let mut m = manifest(CriterionKind::ActionConsistency, true, &[0.0, 0.0, 0.0]);
+        m.criterion.deepest_exit = Some(1);
+        let mut f = Fixture::new(m);
+        assert_eq!(f.chain.exits(), 2);
+        f.actions(&[[1.0, 1.0], [f32::NAN, 0.0], [1.0, 1.0], [1.0, 1.0]]);
+        let o = f.chain.step(ExitPolicy::Criterion).unwrap();
+        assert_eq!((o.exit, o.ran), (1, 2));
+        assert!(
+            o.stopped,
+            "a NaN at the cap exit stops; nothing runs past it"
+        );
+        // Compute ratios stay against the whole model.
+        assert_eq!(f.chain.full_macs(), 4 * 1000);
     }
 
     fn ms(n: u64) -> Duration {

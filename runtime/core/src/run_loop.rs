@@ -1,7 +1,9 @@
 //! The runtime's main loop: newest camera frame → preprocess → exit chain
 //! (with an optional per-frame deadline) → action out → flight record.
 //!
-//! Allocation-free per frame: every buffer is made in [`RunLoop::new`].
+//! Allocation-free per frame in offramp's code: every buffer is made in
+//! [`RunLoop::new`] (tract allocates inside its runs; `tests/zero_alloc.rs`
+//! in the cli crate counts both, path by path).
 //! When frames stop arriving (camera lost) the loop keeps running, counts
 //! the gap and commands stop; the firmware's own timeout is the last line of
 //! defence behind that.

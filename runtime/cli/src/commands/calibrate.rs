@@ -2,13 +2,15 @@
 //! written into the engine set's manifest.
 
 use crate::args::at_least_1;
+use crate::heap;
 use crate::progress::progress_bar;
 use anyhow::{bail, Context};
 use offramp_calibrate::calibrate::{calibrate, Budget, Calibration, Frames};
 use offramp_calibrate::eval::rollout;
+use offramp_calibrate::memory::Footprints;
 use offramp_calibrate::refine::{race, Objective, Space, RACE_CANDIDATES};
 use offramp_calibrate::solve::predict;
-use offramp_engines::{BackendKind, EngineSet, Manifest};
+use offramp_engines::{BackendKind, EngineSet};
 use offramp_runtime::camera::load_replay;
 use offramp_runtime::pipeline::Pipeline;
 use offramp_sim::SimConfig;
@@ -58,7 +60,10 @@ pub struct Budgets {
     /// here, stays under this.
     #[arg(long)]
     pub max_latency_ms: Option<f64>,
-    /// Cap the deepest exit so that weights + activations fit.
+    /// Cap the deepest exit so that the model fits: the heap a loaded
+    /// pipeline holds (weights, the backend's plan and scratch, buffers),
+    /// measured here for each possible cap. Exits past the cap are not
+    /// loaded at run time.
     #[arg(long)]
     pub max_memory_mb: Option<f64>,
 }
@@ -90,23 +95,6 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Deepest exit whose weights (all segments so far and the head) plus the
-/// largest activation peak fit in `mb` megabytes.
-pub fn memory_cap(m: &Manifest, mb: f64) -> Option<usize> {
-    let limit = mb * 1e6;
-    let mut params = m.head.cost.params * 4;
-    let mut peak = m.head.cost.peak_activation_bytes;
-    let mut deepest = None;
-    for (i, s) in m.exits.iter().enumerate() {
-        params += s.cost.params * 4;
-        peak = peak.max(s.cost.peak_activation_bytes);
-        if (params + peak) as f64 <= limit {
-            deepest = Some(i);
-        }
-    }
-    deepest
-}
-
 pub fn run(
     cfg: &SimConfig,
     engines: &Path,
@@ -116,8 +104,12 @@ pub fn run(
     refine: Option<(u64, usize)>,
     json: bool,
 ) -> anyhow::Result<Calibration> {
-    let set = EngineSet::open(engines)?;
-    let mut p = Pipeline::open(&set, BackendKind::Cpu, (cfg.image_width, cfg.image_height))?;
+    let mut set = EngineSet::open(engines)?;
+    // Calibrate the whole model: a cap stored by an earlier calibration is
+    // re-decided from this one's budgets.
+    set.manifest.criterion.deepest_exit = None;
+    let frame = (cfg.image_width, cfg.image_height);
+    let mut p = Pipeline::open(&set, BackendKind::Cpu, frame)?;
     let full = p.chain.full_macs() as f64;
     let budget_macs = match (budgets.ratio, budgets.mflops) {
         (Some(r), None) if r > 0.0 && r.is_finite() => r * full,
@@ -126,11 +118,24 @@ pub fn run(
         (None, None) => bail!("a compute budget is needed: --budget-ratio R or --budget-mflops F"),
         (r, f) => bail!("the budget must be a positive number (got ratio {r:?}, MFLOPs {f:?})"),
     };
-    let cap = match budgets.max_memory_mb {
-        Some(mb) => Some(memory_cap(&set.manifest, mb).with_context(|| {
-            format!("--max-memory-mb {mb}: not even exit 1 fits (weights + activations)")
-        })?),
+    let footprints = match budgets.max_memory_mb {
+        Some(mb) if mb > 0.0 && mb.is_finite() => Some(Footprints::measure(
+            &set,
+            BackendKind::Cpu,
+            frame,
+            &heap::live_bytes,
+        )?),
+        Some(mb) => bail!("--max-memory-mb {mb}: must be a positive number of megabytes"),
         None => None,
+    };
+    let cap = match (&footprints, budgets.max_memory_mb) {
+        (Some(f), Some(mb)) => Some(f.cap((mb * 1e6) as u64).with_context(|| {
+            format!(
+                "--max-memory-mb {mb}: not even exit 1 fits (it holds {:.3} MB loaded)",
+                f.bytes[0] as f64 / 1e6
+            )
+        })?),
+        _ => None,
     };
     let recorded;
     let frames = match source {
@@ -212,6 +217,10 @@ pub fn run(
     }
     let mut m = set.manifest.clone();
     m.criterion.thresholds = c.thresholds.clone();
+    // Exits past the cap are never used: store it, so that the runtime
+    // does not load them.
+    m.criterion.deepest_exit = (c.deepest_exit + 1 < m.exits.len()).then_some(c.deepest_exit);
+    c.memory_bytes = footprints.map(|f| f.bytes);
     EngineSet::write_manifest(&set.dir, &m)?;
     EngineSet::open(&set.dir).context("the calibrated manifest does not load back")?;
     if json {
@@ -252,8 +261,19 @@ pub fn run(
         }
         if c.deepest_exit + 1 < c.exit_costs.len() {
             println!(
-                "  deepest exit capped at {} by the latency/memory budget",
+                "  deepest exit capped at {} by the latency/memory budget: exits past it are not loaded",
                 c.deepest_exit + 1
+            );
+        }
+        if let Some(b) = &c.memory_bytes {
+            let mb: Vec<String> = b
+                .iter()
+                .map(|x| format!("{:.3}", *x as f64 / 1e6))
+                .collect();
+            println!(
+                "  heap held when loaded up to exit 1..{}: {} MB",
+                b.len(),
+                mb.join(", ")
             );
         }
     }

@@ -1,0 +1,49 @@
+//! The memory budget, measured: what a runtime holds for the model when it
+//! loads exits `0..=k`, for every k.
+//!
+//! Counting parameters and activations understates what a backend keeps:
+//! tract holds the graph, its optimised plan and scratch next to the
+//! weights (about 3× the demo model's fp32 weights). So the cap is chosen
+//! from the heap the loaded pipeline actually holds, measured by loading it
+//! capped at each exit and running one frame.
+
+use offramp_engines::{BackendKind, EngineSet};
+use offramp_runtime::exit_chain::ExitPolicy;
+use offramp_runtime::pipeline::{Pipeline, PipelineError};
+use serde::Serialize;
+
+/// Heap bytes held by a pipeline loaded up to each exit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Footprints {
+    /// `bytes[k]`: exits `0..=k` loaded, after one frame.
+    pub bytes: Vec<u64>,
+}
+
+impl Footprints {
+    /// Loads `set` capped at each exit in turn and measures the heap it
+    /// holds with `live_bytes` (the process's live heap bytes, from a
+    /// counting global allocator).
+    pub fn measure(
+        set: &EngineSet,
+        backend: BackendKind,
+        frame: (usize, usize),
+        live_bytes: &dyn Fn() -> i64,
+    ) -> Result<Self, PipelineError> {
+        let image = vec![0u8; frame.0 * frame.1 * 3];
+        let mut bytes = Vec::with_capacity(set.manifest.exits.len());
+        for k in 0..set.manifest.exits.len() {
+            let mut capped = set.clone();
+            capped.manifest.criterion.deepest_exit = Some(k);
+            let before = live_bytes();
+            let mut p = Pipeline::open(&capped, backend, frame)?;
+            p.infer(&image, ExitPolicy::All, None)?;
+            bytes.push((live_bytes() - before).max(0) as u64);
+        }
+        Ok(Self { bytes })
+    }
+
+    /// The deepest exit whose footprint fits in `budget` bytes.
+    pub fn cap(&self, budget: u64) -> Option<usize> {
+        self.bytes.iter().rposition(|b| *b <= budget)
+    }
+}
