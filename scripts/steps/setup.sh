@@ -6,9 +6,16 @@ source "$(dirname "$0")/env.sh"
 
 step "cargo tools (in the background while packages download)"
 install_tool() { # crate version binary
-  if ! "$3" --version 2>/dev/null | grep -q "$2"; then
-    cargo install -q "$1" --version "$2" --locked
-  fi
+  # Read the version whole: `--version | grep -q` under pipefail fails
+  # whenever grep exits before the tool finishes writing (SIGPIPE).
+  local have
+  have=$("$3" --version 2>/dev/null || true)
+  case "$have" in
+    *"$2"*) ;;
+    # --force: replace a binary of another version (or one not installed by
+    # cargo) rather than refuse.
+    *) cargo install -q "$1" --version "$2" --locked --force ;;
+  esac
 }
 (install_tool defmt-print 1.2.0 defmt-print && install_tool cargo-fuzz 0.13.2 cargo-fuzz) \
   >"$cache/cargo-tools.log" 2>&1 &
