@@ -293,7 +293,7 @@ fn corrupt_serial_bytes_are_dropped_counted_and_the_loop_goes_on() {
     let board = Board::new(dir.path());
     let r = robot("corrupt");
     let ep = free_loopback_endpoint().unwrap();
-    let _rt = runtime(&r, &ep);
+    let rt = runtime(&r, &ep);
     let _b = bridge(&board.link, &r, &ep);
     board.wait_running(Duration::from_secs(30));
     // Garbage both ways: into the bridge (from the board's side) and into
@@ -325,6 +325,69 @@ fn corrupt_serial_bytes_are_dropped_counted_and_the_loop_goes_on() {
         t.bridge.frame_errors
     );
     board.wait_running(Duration::from_secs(1));
+    // The link survived the noise with the firmware's safety intact: when
+    // commands stop, the motors still stop in time.
+    let killed = kill(rt);
+    let took = board.stopped_after(killed);
+    eprintln!("after the noise: runtime killed, motors off after {took:?}");
+    assert!(took <= STOP_WITHIN, "{took:?}");
+}
+
+#[test]
+fn a_lost_camera_stops_the_motors_through_the_bridge_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let board = Board::new(dir.path());
+    let rec = dir.path().join("rec");
+    let (ok, out, err) = common::offramp(&[
+        "sim",
+        "record",
+        "--episodes",
+        "1",
+        "--out",
+        rec.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}\n{err}");
+    let r = robot("camera-loss");
+    let ep = free_loopback_endpoint().unwrap();
+    let _b = bridge(&board.link, &r, &ep);
+    // The recording is the camera: it ends after one episode, as a camera
+    // that vanishes does. The runtime then commands stop.
+    let mut rt = Proc(
+        Command::new(bin())
+            .args(["--log", "warn", "run", "--engines"])
+            .arg(demo_dir())
+            .arg(format!("--camera=replay:{}", rec.display()))
+            .args(["--fps", "20", "--zenoh", "--robot", &r, "--listen", &ep])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    board.wait_running(Duration::from_secs(30));
+    // Driving until the camera is gone; then a Stop (Disarmed), never the
+    // firmware's timeout (TimedOut) first.
+    let t0 = Instant::now();
+    let took = loop {
+        match board.state() {
+            Some((MotorState::Disarmed, l, r)) => {
+                assert_eq!((l, r), (0.0, 0.0));
+                break t0.elapsed();
+            }
+            Some((MotorState::TimedOut, ..)) => {
+                panic!("the firmware timed out: the runtime's stop never came")
+            }
+            _ => {}
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{:?}",
+            board.state()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let status = rt.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    eprintln!("camera gone after {took:?} of driving: motors off by a Stop");
 }
 
 /// Polls until `pred` holds for the board's state; returns how long it took.
