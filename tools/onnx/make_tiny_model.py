@@ -148,27 +148,24 @@ continuous_dims = [0, 1]
 """
 
 
-DISCRETE_TOML = """# Source description read by `offramp build --onnx`.
-model = "tiny-discrete-test"
-exits = ["segment0.onnx", "segment1.onnx", "segment2.onnx"]
-feature = "feature"
-
-[preprocess]
+# The discrete model: a preprocessing section (so that it runs on camera
+# frames, e.g. the simulator's) and the max-confidence criterion.
+DISCRETE_TOML = (
+    MODEL_TOML.replace('"tiny-test"', '"tiny-discrete-test"')
+    .replace(
+        "[head]",
+        """[preprocess]
 mean = [0.5, 0.5, 0.5]
 std = [0.25, 0.25, 0.25]
 instruction = "instruction"
 
-[head]
-artifact = "head.onnx"
-feature_input = "feature"
-state_input = "h_in"
-state_output = "h_out"
-action_output = "action"
-
-[criterion]
-# The head's action is class probabilities: stop when 1 - max p is small.
-kind = "max-confidence"
-"""
+[head]""",
+    )
+    .replace(
+        'kind = "action-consistency"\ncontinuous_dims = [0, 1]\n',
+        '# The head\'s action is class probabilities: stop when 1 - max p is small.\nkind = "max-confidence"\n',
+    )
+)
 
 
 def main():
