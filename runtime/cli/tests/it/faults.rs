@@ -58,32 +58,45 @@ impl Board {
         Some((o.state, o.left, o.right))
     }
 
-    fn wait_running(&self, within: Duration) {
-        let t = Instant::now();
-        while t.elapsed() < within {
-            if let Some((MotorState::Running, l, r)) = self.state() {
-                if l != 0.0 || r != 0.0 {
-                    return;
+    /// Polls every millisecond until `pred` holds for the board's state;
+    /// returns the time from `since`, and fails (saying `what`) once
+    /// `within` of it has passed.
+    fn until(
+        &self,
+        what: &str,
+        since: Instant,
+        within: Duration,
+        pred: impl Fn(MotorState, f32, f32) -> bool,
+    ) -> Duration {
+        loop {
+            if let Some((s, l, r)) = self.state() {
+                if pred(s, l, r) {
+                    return since.elapsed();
                 }
             }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        panic!("motors not running after {within:?}: {:?}", self.state());
-    }
-
-    /// Time from `since` until the outputs are zero and the state TimedOut.
-    fn stopped_after(&self, since: Instant) -> Duration {
-        loop {
-            if let Some((MotorState::TimedOut, 0.0, 0.0)) = self.state() {
-                return since.elapsed();
-            }
             assert!(
-                since.elapsed() < Duration::from_secs(3),
-                "motors still not stopped: {:?}",
+                since.elapsed() < within,
+                "{what} after {within:?}: {:?}",
                 self.state()
             );
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    fn wait_running(&self, within: Duration) {
+        self.until("motors not running", Instant::now(), within, |s, l, r| {
+            s == MotorState::Running && (l != 0.0 || r != 0.0)
+        });
+    }
+
+    /// Time from `since` until the outputs are zero and the state TimedOut.
+    fn stopped_after(&self, since: Instant) -> Duration {
+        self.until(
+            "motors still not stopped",
+            since,
+            Duration::from_secs(3),
+            |s, l, r| s == MotorState::TimedOut && l == 0.0 && r == 0.0,
+        )
     }
 }
 
@@ -366,46 +379,22 @@ fn a_lost_camera_stops_the_motors_through_the_bridge_at_once() {
     board.wait_running(Duration::from_secs(30));
     // Driving until the camera is gone; then a Stop (Disarmed), never the
     // firmware's timeout (TimedOut) first.
-    let t0 = Instant::now();
-    let took = loop {
-        match board.state() {
-            Some((MotorState::Disarmed, l, r)) => {
-                assert_eq!((l, r), (0.0, 0.0));
-                break t0.elapsed();
-            }
-            Some((MotorState::TimedOut, ..)) => {
-                panic!("the firmware timed out: the runtime's stop never came")
-            }
-            _ => {}
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "{:?}",
-            board.state()
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    };
+    let took = board.until(
+        "no stop",
+        Instant::now(),
+        Duration::from_secs(60),
+        |s, l, r| {
+            assert_ne!(
+                s,
+                MotorState::TimedOut,
+                "the firmware timed out: the runtime's stop never came"
+            );
+            s == MotorState::Disarmed && l == 0.0 && r == 0.0
+        },
+    );
     let status = rt.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
     eprintln!("camera gone after {took:?} of driving: motors off by a Stop");
-}
-
-/// Polls until `pred` holds for the board's state; returns how long it took.
-fn board_until(
-    board: &Board,
-    within: Duration,
-    pred: impl Fn(MotorState, f32, f32) -> bool,
-) -> Duration {
-    let t = Instant::now();
-    loop {
-        if let Some((s, l, r)) = board.state() {
-            if pred(s, l, r) {
-                return t.elapsed();
-            }
-        }
-        assert!(t.elapsed() < within, "board still {:?}", board.state());
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 #[test]
@@ -449,17 +438,23 @@ fn a_stop_action_stops_the_motors_at_once_and_driving_resumes_after_it() {
         // without slewing down (0.3 m/s would take 75 ms at 4 m/s²) and
         // without waiting for the 250 ms command timeout.
         rt.publish(0.0, 0.0, 2, true).unwrap();
-        let took = board_until(&board, Duration::from_secs(2), |s, l, r| {
-            s == MotorState::Disarmed && l == 0.0 && r == 0.0
-        });
+        let took = board.until(
+            "not disarmed",
+            Instant::now(),
+            Duration::from_secs(2),
+            |s, l, r| s == MotorState::Disarmed && l == 0.0 && r == 0.0,
+        );
         eprintln!("round {round}: stop action → motors off and disarmed in {took:?}");
         assert!(took < Duration::from_millis(150), "round {round}: {took:?}");
     }
     // Driving after a stop re-arms; the bridge counted every stop.
     rt.publish(0.3, 0.0, 2, false).unwrap();
-    board_until(&board, Duration::from_secs(2), |s, _, _| {
-        s == MotorState::Running
-    });
+    board.until(
+        "not running",
+        Instant::now(),
+        Duration::from_secs(2),
+        |s, _, _| s == MotorState::Running,
+    );
     let t = telemetry_after(&ep, &r, |t| t.bridge.stops >= rounds);
     assert_eq!(
         t.firmware.counters.not_armed, 0,
