@@ -1,17 +1,28 @@
-// C ABI over the TensorRT runtime; see trt_shim.h for why and how.
+// The C ABI of trt_shim.h over TensorRT and the CUDA runtime.
 //
-// Compiles against the TensorRT 10 headers (10.1+ uses the V2 device-memory
-// calls) and, where cheap, 8.6's: the older calls are chosen by preprocessor.
-
+// Built on the robot, against its TensorRT and CUDA headers, into its own
+// shared library (`offramp build-shim`; scripts/check-trt-shim.sh
+// compile-checks it against several header sets):
+//
+//   c++ -std=c++17 -O2 -shared -fPIC trt_shim.cpp -o libofframp_trt_shim.so
+//       -isystem <TensorRT include> -isystem <CUDA include> -L<CUDA lib> -lcudart -ldl
+//
+// Supports TensorRT 8.5 and 8.6 (JetPack 5 and 6.0), 10.x (JetPack 6.1+ and
+// 7) and 11.x (JetPack 7.2+; 11 removed the pre-10.1 device-memory calls): the
+// calls that differ are chosen by preprocessor. libnvinfer itself is opened
+// with dlopen, and only `createInferRuntime_INTERNAL` and
+// `getInferLibVersion` are taken from it; everything else is a virtual call.
 #include "trt_shim.h"
 
 #include <NvInferRuntime.h>
+#include <cuda_runtime_api.h>
 
 #include <dlfcn.h>
 
 #include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <new>
 #include <string>
 
 namespace
@@ -68,9 +79,6 @@ Logger g_logger;
 using CreateRuntimeFn = void* (*) (void*, int32_t);
 using LibVersionFn = int32_t (*)();
 
-std::mutex g_open_mutex;
-CreateRuntimeFn g_create_runtime = nullptr;
-
 void set_error(std::string what)
 {
     try
@@ -110,7 +118,25 @@ int guarded(char const* what, F&& f)
     return -1;
 }
 
+// A CUDA runtime call's status as the shim's return code.
+int cuda_call(char const* what, cudaError_t status)
+{
+    if (status == cudaSuccess)
+    {
+        return 0;
+    }
+    set_error(std::string(what) + ": " + cudaGetErrorName(status) + ": " + cudaGetErrorString(status));
+    return -1;
+}
+
 } // namespace
+
+struct ofr_trt_library
+{
+    void* handle;
+    CreateRuntimeFn create_runtime;
+    int32_t version;
+};
 
 struct ofr_trt_runtime
 {
@@ -129,6 +155,11 @@ struct ofr_trt_context
 
 extern "C" {
 
+int32_t ofr_trt_abi_version(void)
+{
+    return OFR_TRT_ABI_VERSION;
+}
+
 int32_t ofr_trt_header_version(void)
 {
     return NV_TENSORRT_MAJOR * 10000 + NV_TENSORRT_MINOR * 100 + NV_TENSORRT_PATCH;
@@ -139,9 +170,8 @@ const char* ofr_trt_last_error(void)
     return g_error.c_str();
 }
 
-int ofr_trt_open(const char* library, int32_t* lib_version)
+ofr_trt_library* ofr_trt_open(const char* library)
 {
-    std::lock_guard<std::mutex> lock(g_open_mutex);
     char fallback[32];
     std::snprintf(fallback, sizeof fallback, "libnvinfer.so.%d", NV_TENSORRT_MAJOR);
     char const* name = library != nullptr ? library : fallback;
@@ -150,41 +180,137 @@ int ofr_trt_open(const char* library, int32_t* lib_version)
     {
         char const* why = dlerror();
         g_error = std::string("cannot open ") + name + ": " + (why != nullptr ? why : "unknown error");
-        return -1;
+        return nullptr;
     }
     auto version = reinterpret_cast<LibVersionFn>(dlsym(handle, "getInferLibVersion"));
     auto create = reinterpret_cast<CreateRuntimeFn>(dlsym(handle, "createInferRuntime_INTERNAL"));
     if (version == nullptr || create == nullptr)
     {
         g_error = std::string(name) + " lacks getInferLibVersion or createInferRuntime_INTERNAL: not a TensorRT library";
-        return -1;
+        dlclose(handle);
+        return nullptr;
     }
     int32_t v = version();
-    if (lib_version != nullptr)
-    {
-        *lib_version = v;
-    }
-    // 10.x encodes versions as major*10000 + minor*100 + patch, 8.x as major*1000 + ...
+    // 10.x and later encode versions as major*10000 + minor*100 + patch, 8.x as major*1000 + ...
     int32_t major = v >= 100000 ? v / 10000 : v / 1000;
     if (major != NV_TENSORRT_MAJOR)
     {
-        g_error = std::string(name) + " is TensorRT " + std::to_string(major) + ".x but offramp's shim was built against "
-            + std::to_string(NV_TENSORRT_MAJOR) + ".x headers";
+        g_error = std::string(name) + " is TensorRT " + std::to_string(major) + ".x but this shim was built against "
+            + std::to_string(NV_TENSORRT_MAJOR) + ".x headers: rebuild it here with `offramp build-shim`";
+        dlclose(handle);
+        return nullptr;
+    }
+    // The handle stays open for the process's life: engines keep vtables into it.
+    return new (std::nothrow) ofr_trt_library{handle, create, v};
+}
+
+int32_t ofr_trt_library_version(const ofr_trt_library* lib)
+{
+    return lib->version;
+}
+
+int ofr_trt_device_identity(ofr_trt_library*, char* name, size_t cap, int32_t* major, int32_t* minor)
+{
+    cudaDeviceProp prop{};
+    if (cuda_call("cudaGetDeviceProperties", cudaGetDeviceProperties(&prop, 0)) != 0)
+    {
         return -1;
     }
-    g_create_runtime = create;
+    if (cap > 0)
+    {
+        std::snprintf(name, cap, "%s", prop.name);
+    }
+    *major = prop.major;
+    *minor = prop.minor;
     return 0;
 }
 
-ofr_trt_runtime* ofr_trt_runtime_create(void)
+int ofr_trt_malloc(ofr_trt_library*, void** ptr, size_t bytes)
+{
+    if (cuda_call("cudaMalloc", cudaMalloc(ptr, bytes)) != 0)
+    {
+        return -1;
+    }
+    if (cuda_call("cudaMemset", cudaMemset(*ptr, 0, bytes)) != 0)
+    {
+        cudaFree(*ptr);
+        *ptr = nullptr;
+        return -1;
+    }
+    return 0;
+}
+
+int ofr_trt_free(ofr_trt_library*, void* ptr)
+{
+    return cuda_call("cudaFree", cudaFree(ptr));
+}
+
+int ofr_trt_stream_create(ofr_trt_library*, void** stream)
+{
+    cudaStream_t s = nullptr;
+    if (cuda_call("cudaStreamCreateWithFlags", cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking)) != 0)
+    {
+        return -1;
+    }
+    *stream = s;
+    return 0;
+}
+
+int ofr_trt_stream_destroy(ofr_trt_library*, void* stream)
+{
+    return cuda_call("cudaStreamDestroy", cudaStreamDestroy(static_cast<cudaStream_t>(stream)));
+}
+
+int ofr_trt_stream_synchronize(ofr_trt_library*, void* stream)
+{
+    return cuda_call("cudaStreamSynchronize", cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
+}
+
+int ofr_trt_memcpy_htod(ofr_trt_library*, void* dst, const void* src, size_t bytes, void* stream)
+{
+    return cuda_call("cudaMemcpyAsync (host to device)",
+        cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, static_cast<cudaStream_t>(stream)));
+}
+
+int ofr_trt_memcpy_dtoh(ofr_trt_library*, void* dst, const void* src, size_t bytes, void* stream)
+{
+    return cuda_call("cudaMemcpyAsync (device to host)",
+        cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, static_cast<cudaStream_t>(stream)));
+}
+
+int ofr_trt_event_create(ofr_trt_library*, void** event)
+{
+    cudaEvent_t e = nullptr;
+    if (cuda_call("cudaEventCreate", cudaEventCreate(&e)) != 0)
+    {
+        return -1;
+    }
+    *event = e;
+    return 0;
+}
+
+int ofr_trt_event_destroy(ofr_trt_library*, void* event)
+{
+    return cuda_call("cudaEventDestroy", cudaEventDestroy(static_cast<cudaEvent_t>(event)));
+}
+
+int ofr_trt_event_record(ofr_trt_library*, void* event, void* stream)
+{
+    return cuda_call(
+        "cudaEventRecord", cudaEventRecord(static_cast<cudaEvent_t>(event), static_cast<cudaStream_t>(stream)));
+}
+
+int ofr_trt_event_elapsed_ms(ofr_trt_library*, void* start, void* end, float* ms)
+{
+    return cuda_call("cudaEventElapsedTime",
+        cudaEventElapsedTime(ms, static_cast<cudaEvent_t>(start), static_cast<cudaEvent_t>(end)));
+}
+
+ofr_trt_runtime* ofr_trt_runtime_create(ofr_trt_library* lib)
 {
     ofr_trt_runtime* out = nullptr;
     guarded("createInferRuntime failed", [&] {
-        if (g_create_runtime == nullptr)
-        {
-            throw std::runtime_error("ofr_trt_open was not called");
-        }
-        auto* rt = static_cast<IRuntime*>(g_create_runtime(&g_logger, NV_TENSORRT_VERSION));
+        auto* rt = static_cast<IRuntime*>(lib->create_runtime(&g_logger, NV_TENSORRT_VERSION));
         if (rt == nullptr)
         {
             return false;

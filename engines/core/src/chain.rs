@@ -1,7 +1,7 @@
 //! The engines of one set, chained, with every buffer allocated once.
 
 use crate::manifest::{BackendKind, TensorSpec};
-use crate::{Engine, EngineSet, Error, Result};
+use crate::{DeviceInput, Engine, EngineSet, Error, Result};
 
 /// Where a segment input comes from.
 #[derive(Debug, Clone, Copy)]
@@ -36,66 +36,6 @@ pub struct Chain {
     device_time: f32,
 }
 
-/// Builds the engines of one set with one backend.
-enum Loader {
-    #[cfg(feature = "cpu")]
-    Cpu,
-    #[cfg(feature = "tensorrt")]
-    Tensorrt(crate::tensorrt::Loader),
-}
-
-impl Loader {
-    fn new(set: &EngineSet, backend: BackendKind) -> Result<Self> {
-        #[cfg(not(all(feature = "cpu", feature = "tensorrt")))]
-        let unavailable = |backend: &'static str, feature: &str| {
-            Error::Unavailable {
-            what: set.manifest_path.display().to_string(),
-            backend,
-            why: format!(
-                "this offramp was built without the `{feature}` feature; rebuild with `--features {feature}`"
-            ),
-        }
-        };
-        match backend {
-            #[cfg(feature = "cpu")]
-            BackendKind::Cpu => Ok(Self::Cpu),
-            #[cfg(not(feature = "cpu"))]
-            BackendKind::Cpu => Err(unavailable("cpu", "cpu")),
-            #[cfg(feature = "tensorrt")]
-            BackendKind::Tensorrt => Ok(Self::Tensorrt(crate::tensorrt::Loader::new(set)?)),
-            #[cfg(not(feature = "tensorrt"))]
-            BackendKind::Tensorrt => Err(unavailable("tensorrt", "tensorrt")),
-        }
-    }
-
-    fn load(
-        &mut self,
-        path: &std::path::Path,
-        inputs: &[TensorSpec],
-        outputs: &[TensorSpec],
-    ) -> Result<Box<dyn Engine>> {
-        match self {
-            #[cfg(feature = "cpu")]
-            Self::Cpu => Ok(Box::new(crate::cpu::CpuEngine::load(
-                path, inputs, outputs,
-            )?)),
-            #[cfg(feature = "tensorrt")]
-            Self::Tensorrt(l) => l.load(path, inputs, outputs),
-            #[cfg(not(any(feature = "cpu", feature = "tensorrt")))]
-            _ => unreachable!("no backend is compiled in"),
-        }
-    }
-
-    fn finish(self) -> Result<()> {
-        match self {
-            #[cfg(feature = "cpu")]
-            Self::Cpu => Ok(()),
-            #[cfg(feature = "tensorrt")]
-            Self::Tensorrt(l) => l.finish(),
-        }
-    }
-}
-
 /// Most inputs or outputs one segment may have (the run path uses fixed
 /// arrays of slices rather than allocating a list per call).
 pub const MAX_IO: usize = 8;
@@ -114,9 +54,42 @@ pub enum Role {
 }
 
 impl Chain {
-    /// Builds every engine of `set` with `backend`.
+    /// Builds every engine of `set` with `backend` (TensorRT: with the shim
+    /// and library of [`crate::tensorrt::Options::from_env`]).
     pub fn load(set: &EngineSet, backend: BackendKind) -> Result<Self> {
-        let mut loader = Loader::new(set, backend)?;
+        #[cfg(not(all(feature = "cpu", feature = "tensorrt")))]
+        let unavailable = |backend: &'static str, feature: &str| {
+            Error::Unavailable {
+            what: set.manifest_path.display().to_string(),
+            backend,
+            why: format!(
+                "this offramp was built without the `{feature}` feature; rebuild with `--features {feature}`"
+            ),
+        }
+        };
+        match backend {
+            #[cfg(feature = "cpu")]
+            BackendKind::Cpu => Self::with_engines(set, |_, path, inputs, outputs| {
+                Ok(Box::new(crate::cpu::CpuEngine::load(
+                    path, inputs, outputs,
+                )?))
+            }),
+            #[cfg(not(feature = "cpu"))]
+            BackendKind::Cpu => Err(unavailable("cpu", "cpu")),
+            #[cfg(feature = "tensorrt")]
+            BackendKind::Tensorrt => {
+                Self::load_tensorrt(set, &crate::tensorrt::Options::from_env())
+            }
+            #[cfg(not(feature = "tensorrt"))]
+            BackendKind::Tensorrt => Err(unavailable("tensorrt", "tensorrt")),
+        }
+    }
+
+    /// Builds every engine of `set` as a TensorRT plan, through the shim and
+    /// library `opts` names; one activation scratch serves every exit.
+    #[cfg(feature = "tensorrt")]
+    pub fn load_tensorrt(set: &EngineSet, opts: &crate::tensorrt::Options) -> Result<Self> {
+        let mut loader = crate::tensorrt::Loader::new(set, opts)?;
         let chain = Self::with_engines(set, |_, path, inputs, outputs| {
             loader.load(path, inputs, outputs)
         })?;
@@ -232,6 +205,19 @@ impl Chain {
 
     pub fn exits(&self) -> usize {
         self.stages.len()
+    }
+
+    /// Model input `k` as a device buffer of segment 0's engine, for a
+    /// producer on the GPU to fill instead of [`Chain::inputs_mut`] (see
+    /// [`Engine::device_input`]); `None` on a backend without device
+    /// buffers, where the host buffer stays the input.
+    pub fn device_input(&mut self, k: usize) -> Option<DeviceInput> {
+        let stage = self.stages.first_mut()?;
+        let j = stage
+            .sources
+            .iter()
+            .position(|s| matches!(s, Source::ModelInput(m) if *m == k))?;
+        stage.engine.device_input(j)
     }
 
     /// Buffers of the model inputs (segment 0), to fill before [`Chain::run_exit`].

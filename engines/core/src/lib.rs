@@ -6,7 +6,8 @@
 //!   engine is built: format version, files, checksums, and that consecutive
 //!   segments and the head fit together. Each failure names the file and field.
 //! * [`Engine`]: one runnable segment; backends: [`cpu`] (tract, always) and
-//!   `tensorrt` (feature, a thin C++ shim over the TensorRT 10 runtime).
+//!   `tensorrt` (feature: TensorRT plans through a C ABI shim loaded at run
+//!   time, see [`tensorrt`]).
 //! * [`Chain`]: the engines of a set with every buffer allocated once from the
 //!   manifest, run exit by exit.
 //! * [`analyze`] and [`builder`]: what `offramp build` uses to turn ONNX
@@ -44,4 +45,24 @@ pub trait Engine: Send {
     fn device_seconds(&self) -> Option<f32> {
         None
     }
+
+    /// For backends whose tensors live in GPU memory: input `k`'s device
+    /// buffer, for a producer on the same GPU (the CUDA preprocessing) to
+    /// fill directly, device to device. From this call on, `run` no longer
+    /// copies input `k` from its host slice: the producer must have written
+    /// the buffer, and finished, before each run. `None`: the backend has
+    /// no device buffers (the CPU) or no input `k`.
+    fn device_input(&mut self, k: usize) -> Option<DeviceInput> {
+        let _ = k;
+        None
+    }
+}
+
+/// A device buffer an engine reads an input from (see
+/// [`Engine::device_input`]): a CUDA device address in device 0's primary
+/// context, and its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceInput {
+    pub address: u64,
+    pub bytes: usize,
 }

@@ -1,37 +1,25 @@
-//! The TensorRT backend as far as a machine without a GPU allows: every
-//! refusal is a clear error naming what is missing or mismatched, never a
-//! panic. Which errors appear depends on how the crate was built: without the
-//! `tensorrt` feature, with it but without TensorRT's headers (no shim), or
-//! with the shim (then libnvinfer / libcuda are what is missing here).
+//! The TensorRT backend, driven for real through the shim ABI against the
+//! CPU test double of `shim/trt_double.c` (built by build.rs): binding by
+//! name, the shared activation scratch, copies and stream order, timing
+//! events, chained exits, and every refusal (version, GPU, shim, library,
+//! plan, tensors), each a clear error naming what is wrong.
 
 mod common;
 use common::*;
 use offramp_engines::{BackendKind, Chain, EngineSet};
 
-/// The tiny set, relabelled as TensorRT plans built with 10.3.0 on an Orin.
-fn trt_set() -> (tempfile::TempDir, EngineSet) {
-    let (dir, set) = built_tiny();
-    let mut m = set.manifest.clone();
-    m.build.backend = BackendKind::Tensorrt;
-    m.build.tensorrt_version = Some("10.3.0".into());
-    m.build.target_device = "Orin (compute 8.7)".into();
-    EngineSet::write_manifest(dir.path(), &m).unwrap();
-    let set = EngineSet::open(dir.path()).unwrap();
-    (dir, set)
-}
-
-fn load_err(set: &EngineSet) -> String {
-    match Chain::load(set, BackendKind::Tensorrt) {
-        Ok(_) => panic!("a TensorRT chain cannot load on this machine"),
-        Err(e) => e.to_string(),
-    }
-}
-
 #[cfg(not(feature = "tensorrt"))]
 #[test]
 fn without_the_feature_the_error_says_how_to_get_it() {
-    let (_dir, set) = trt_set();
-    let e = load_err(&set);
+    let (dir, set) = built_tiny();
+    let mut m = set.manifest.clone();
+    m.build.backend = BackendKind::Tensorrt;
+    EngineSet::write_manifest(dir.path(), &m).unwrap();
+    let set = EngineSet::open(dir.path()).unwrap();
+    let e = Chain::load(&set, BackendKind::Tensorrt)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("manifest.toml"), "{e}");
     assert!(e.contains("built without the `tensorrt` feature"), "{e}");
 }
@@ -39,14 +27,323 @@ fn without_the_feature_the_error_says_how_to_get_it() {
 #[cfg(feature = "tensorrt")]
 mod with_feature {
     use super::*;
-    use offramp_engines::tensorrt::{check_device, check_version, open_library, TrtVersion};
-    use std::path::Path;
+    use offramp_engines::manifest::TensorSpec;
+    use offramp_engines::tensorrt::{check_device, check_version, Options, TrtVersion};
+    use offramp_engines::{sha256_file, Engine, Role};
+    use std::path::{Path, PathBuf};
+
+    const DOUBLE: &str = env!("OFFRAMP_TRT_DOUBLE");
+    const ORIN: &str = "Orin (compute 8.7)";
+
+    /// A "libnvinfer" for the double: what TensorRT and GPU it pretends to
+    /// be. One file per identity: the backend opens a library once per path.
+    fn fake_library(dir: &Path, version: i32, device: Option<(&str, i32, i32)>) -> PathBuf {
+        let mut text = format!("offramp-trt-double-library 1\nversion {version}\n");
+        if let Some((name, major, minor)) = device {
+            text += &format!("device {name}\ncompute {major} {minor}\n");
+        }
+        let tag: String = format!("{version}-{device:?}")
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect();
+        let path = dir.join(format!("libnvinfer-{tag}.txt"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn options(library: &Path) -> Options {
+        Options {
+            shim: Some(PathBuf::from(DOUBLE)),
+            library: Some(library.to_path_buf()),
+        }
+    }
+
+    /// The double's weights: output `k`, input `j`, both in manifest order.
+    fn weight(k: usize, j: usize) -> f64 {
+        0.5 + 0.25 * j as f64 + 0.125 * k as f64
+    }
+
+    fn bias(k: usize) -> f64 {
+        0.0625 * (k + 1) as f64
+    }
+
+    /// Scratch bytes of engine `role`: differs per engine, so "the largest"
+    /// is one of them only.
+    fn scratch(role: Role, outputs: &[TensorSpec]) -> usize {
+        let base = outputs.iter().map(TensorSpec::bytes).max().unwrap_or(0);
+        base + match role {
+            Role::Segment(i) => 1024 * (i + 1),
+            Role::Head => 512,
+        }
+    }
+
+    const COST_US: f64 = 250.0;
+
+    /// A plan for the double. Tensors are listed outputs first and in
+    /// reverse order, so a backend that binds by position, not by name,
+    /// computes something else.
+    fn plan_text(role: Role, inputs: &[TensorSpec], outputs: &[TensorSpec], built: i32) -> String {
+        let mut t = format!(
+            "offramp-trt-double-plan 1\nbuilt {built}\nscratch {}\ncost_us {COST_US}\n",
+            scratch(role, outputs)
+        );
+        let line = |kind: &str, s: &TensorSpec| {
+            let dims: Vec<String> = s.shape.iter().map(usize::to_string).collect();
+            format!("{kind} {} 0 {}\n", s.name, dims.join(" "))
+        };
+        for s in outputs.iter().rev() {
+            t += &line("output", s);
+        }
+        for s in inputs.iter().rev() {
+            t += &line("input", s);
+        }
+        for (k, o) in outputs.iter().enumerate() {
+            for (j, i) in inputs.iter().enumerate() {
+                t += &format!("weight {} {} {}\n", o.name, i.name, weight(k, j));
+            }
+            t += &format!("bias {} {}\n", o.name, bias(k));
+        }
+        t
+    }
+
+    /// What the double computes, in the order it sums (inputs as the plan
+    /// lists them: reversed), so results match bit for bit.
+    struct Reference {
+        inputs: Vec<TensorSpec>,
+        outputs: Vec<TensorSpec>,
+    }
+
+    impl Engine for Reference {
+        fn run(
+            &mut self,
+            inputs: &[&[f32]],
+            outputs: &mut [&mut [f32]],
+        ) -> offramp_engines::Result<()> {
+            for (k, out) in outputs.iter_mut().enumerate() {
+                for (e, slot) in out.iter_mut().enumerate() {
+                    let mut acc = bias(k);
+                    for j in (0..self.inputs.len()).rev() {
+                        acc += weight(k, j) * inputs[j][e % inputs[j].len()] as f64;
+                    }
+                    *slot = acc as f32;
+                }
+            }
+            assert_eq!(outputs.len(), self.outputs.len());
+            Ok(())
+        }
+    }
+
+    /// The tiny model's set turned into a TensorRT set of double plans,
+    /// built with TensorRT `version` for `device`.
+    fn double_set(version: &str, built: i32, device: &str) -> (tempfile::TempDir, EngineSet) {
+        let (dir, set) = built_tiny();
+        let mut m = set.manifest.clone();
+        m.build.backend = BackendKind::Tensorrt;
+        m.build.tensorrt_version = Some(version.into());
+        m.build.target_device = device.into();
+        for (i, seg) in m.exits.iter_mut().enumerate() {
+            seg.artifact = format!("segment{i}.plan");
+            let path = dir.path().join(&seg.artifact);
+            std::fs::write(
+                &path,
+                plan_text(Role::Segment(i), &seg.inputs, &seg.outputs, built),
+            )
+            .unwrap();
+            seg.sha256 = sha256_file(&path).unwrap();
+        }
+        m.head.artifact = "head.plan".into();
+        let path = dir.path().join("head.plan");
+        std::fs::write(
+            &path,
+            plan_text(Role::Head, &m.head.inputs, &m.head.outputs, built),
+        )
+        .unwrap();
+        m.head.sha256 = sha256_file(&path).unwrap();
+        EngineSet::write_manifest(dir.path(), &m).unwrap();
+        let set = EngineSet::open(dir.path()).unwrap();
+        (dir, set)
+    }
+
+    fn orin_set() -> (tempfile::TempDir, EngineSet) {
+        double_set("10.3.0", 100300, ORIN)
+    }
+
+    fn orin_library(dir: &Path) -> PathBuf {
+        fake_library(dir, 100300, Some(("Orin", 8, 7)))
+    }
+
+    fn load_err(set: &EngineSet, opts: &Options) -> String {
+        match Chain::load_tensorrt(set, opts) {
+            Ok(_) => panic!("the chain loaded"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// The double's counters for the library opened from `library`: live
+    /// allocations, their bytes, inferences run, stream synchronizations.
+    fn stats(library: &Path) -> [i64; 4] {
+        type Stats = unsafe extern "C" fn(*const std::ffi::c_char, *mut i64) -> i32;
+        // SAFETY: the double, already loaded by the backend; the hook's
+        // signature is the one trt_double.c defines.
+        let lib = unsafe { libloading::Library::new(DOUBLE) }.unwrap();
+        let f = unsafe { lib.get::<Stats>(b"ofr_trt_double_stats\0") }.unwrap();
+        let path = std::ffi::CString::new(library.to_str().unwrap()).unwrap();
+        let mut out = [0i64; 4];
+        assert_eq!(unsafe { f(path.as_ptr(), out.as_mut_ptr()) }, 0);
+        out
+    }
+
+    /// Runs every exit and the head on each exit's feature, `frames` times;
+    /// returns every output in order.
+    fn run_all(chain: &mut Chain, frames: u32, state_len: usize) -> Vec<Vec<f32>> {
+        let mut seen = Vec::new();
+        for f in 0..frames {
+            for (k, input) in chain.inputs_mut().iter_mut().enumerate() {
+                let p = pattern(input.len(), 7 + f * 3 + k as u32);
+                input.copy_from_slice(&p);
+            }
+            let mut state = vec![0.0f32; state_len];
+            for i in 0..chain.exits() {
+                chain.run_exit(i).unwrap();
+                seen.push(chain.feature(i).to_vec());
+                let (action, next) = chain.run_head(i, &state[..]).unwrap();
+                seen.push(action.to_vec());
+                state = next.to_vec();
+            }
+        }
+        seen
+    }
+
+    fn head_state_len(set: &EngineSet) -> usize {
+        let h = &set.manifest.head;
+        h.inputs
+            .iter()
+            .find(|t| t.name == h.state_input)
+            .unwrap()
+            .elements()
+    }
 
     #[test]
-    fn a_version_mismatch_is_refused_naming_both_versions() {
-        let (_dir, set) = trt_set();
-        let found = TrtVersion::parse("10.0.1").unwrap();
-        let e = check_version(&set, found).unwrap_err().to_string();
+    fn chained_exits_through_the_backend_equal_the_reference_bit_for_bit() {
+        let (dir, set) = orin_set();
+        let library = orin_library(dir.path());
+        let mut trt = Chain::load_tensorrt(&set, &options(&library)).unwrap();
+        let mut reference = reference_chain(&set);
+        let n = head_state_len(&set);
+        let got = run_all(&mut trt, 3, n);
+        let want = run_all(&mut reference, 3, n);
+        assert_eq!(got.len(), want.len());
+        assert!(got.iter().flatten().any(|v| *v != 0.0));
+        for (n, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g, w, "output {n} differs");
+        }
+        // Every run waited for its stream once, after its inference.
+        let runs = 3 * 2 * set.manifest.exits.len() as i64;
+        let [_, _, executed, synced] = stats(&library);
+        assert_eq!(executed, runs);
+        assert_eq!(synced, runs);
+    }
+
+    #[test]
+    fn one_scratch_as_large_as_the_largest_context_serves_every_exit() {
+        let (dir, set) = orin_set();
+        let library = orin_library(dir.path());
+        let chain = Chain::load_tensorrt(&set, &options(&library)).unwrap();
+        let m = &set.manifest;
+        let mut tensors = 0i64;
+        let mut tensor_bytes = 0i64;
+        let mut largest = 0usize;
+        for (i, seg) in m.exits.iter().enumerate() {
+            for t in seg.inputs.iter().chain(&seg.outputs) {
+                tensors += 1;
+                tensor_bytes += t.bytes() as i64;
+            }
+            largest = largest.max(scratch(Role::Segment(i), &seg.outputs));
+        }
+        for t in m.head.inputs.iter().chain(&m.head.outputs) {
+            tensors += 1;
+            tensor_bytes += t.bytes() as i64;
+        }
+        largest = largest.max(scratch(Role::Head, &m.head.outputs));
+        let [allocations, bytes, _, _] = stats(&library);
+        assert_eq!(
+            allocations,
+            tensors + 1,
+            "one buffer per tensor, one scratch"
+        );
+        assert_eq!(bytes, tensor_bytes + largest as i64);
+        drop(chain);
+        assert_eq!(
+            stats(&library)[..2],
+            [0, 0],
+            "everything freed with the chain"
+        );
+    }
+
+    fn reference_chain(set: &EngineSet) -> Chain {
+        Chain::with_engines(set, |_, _, inputs, outputs| {
+            Ok(Box::new(Reference {
+                inputs: inputs.to_vec(),
+                outputs: outputs.to_vec(),
+            }))
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn an_input_filled_on_the_device_is_used_instead_of_the_host_copy() {
+        let (dir, set) = orin_set();
+        let library = orin_library(dir.path());
+        let mut trt = Chain::load_tensorrt(&set, &options(&library)).unwrap();
+        let mut reference = reference_chain(&set);
+        for (k, (a, b)) in trt
+            .inputs_mut()
+            .iter_mut()
+            .zip(reference.inputs_mut())
+            .enumerate()
+        {
+            let p = pattern(a.len(), 40 + k as u32);
+            a.copy_from_slice(&p);
+            b.copy_from_slice(&p);
+        }
+        // The producer (the CUDA preprocessing on a GPU) writes input 0 in
+        // device memory; the double's device memory is host memory.
+        let n = trt.inputs_mut()[0].len();
+        let image = pattern(n, 99);
+        let dev = trt.device_input(0).unwrap();
+        assert_eq!(dev.bytes, n * 4);
+        // SAFETY: `dev` is a live allocation of `n` f32s (the double's).
+        unsafe { std::ptr::copy_nonoverlapping(image.as_ptr(), dev.address as *mut f32, n) };
+        // Stale host data must not overwrite it.
+        trt.inputs_mut()[0].fill(f32::NAN);
+        reference.inputs_mut()[0].copy_from_slice(&image);
+        trt.run_exit(0).unwrap();
+        reference.run_exit(0).unwrap();
+        assert!(trt.feature(0).iter().all(|v| v.is_finite()));
+        assert_eq!(trt.feature(0), reference.feature(0));
+        // The CPU backend has no device buffers: the host input stays.
+        let (_d, cpu) = built_tiny();
+        let mut cpu = Chain::load(&cpu, BackendKind::Cpu).unwrap();
+        assert_eq!(cpu.device_input(0), None);
+    }
+
+    #[test]
+    fn device_time_is_the_time_between_the_events() {
+        let (dir, set) = orin_set();
+        let library = orin_library(dir.path());
+        let mut chain = Chain::load_tensorrt(&set, &options(&library)).unwrap();
+        chain.run_exit(0).unwrap();
+        chain.run_exit(1).unwrap();
+        let s = chain.take_device_seconds().unwrap();
+        assert!((s - 2.0 * COST_US as f32 * 1e-6).abs() < 1e-9, "{s}");
+        assert_eq!(chain.take_device_seconds(), None);
+    }
+
+    #[test]
+    fn plans_of_another_tensorrt_version_are_refused_naming_both() {
+        let (dir, set) = orin_set();
+        let library = fake_library(dir.path(), 100001, Some(("Orin", 8, 7)));
+        let e = load_err(&set, &options(&library));
         assert!(
             e.contains("manifest.toml: field `build.tensorrt_version`"),
             "{e}"
@@ -54,59 +351,168 @@ mod with_feature {
         assert!(e.contains("built with TensorRT 10.3.0"), "{e}");
         assert!(e.contains("this machine has TensorRT 10.0.1"), "{e}");
         assert!(e.contains("offramp build --backend tensorrt"), "{e}");
-        check_version(&set, TrtVersion::parse("10.3.0").unwrap()).unwrap();
+        // The manifest agrees with the library, the plan itself does not:
+        // TensorRT's own refusal, naming the plan.
+        let (dir, set) = double_set("10.3.0", 100001, ORIN);
+        let library = orin_library(dir.path());
+        let e = load_err(&set, &options(&library));
+        assert!(
+            e.contains("segment0.plan: cannot be loaded by the tensorrt backend"),
+            "{e}"
+        );
+        assert!(e.contains("Serialization"), "{e}");
     }
 
     #[test]
-    fn a_cpu_set_is_not_a_tensorrt_set() {
-        let (_dir, set) = built_tiny();
-        let e = check_version(&set, TrtVersion::parse("10.3.0").unwrap())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("field `build.tensorrt_version`: missing"), "{e}");
+    fn a_library_of_another_major_is_refused_by_the_shim() {
+        let (dir, set) = double_set("11.1.0", 110100, ORIN);
+        let library = fake_library(dir.path(), 110100, Some(("Orin", 8, 7)));
+        let e = load_err(&set, &options(&library));
+        assert!(
+            e.contains("is TensorRT 11.x but this shim was built against 10.x headers"),
+            "{e}"
+        );
+        assert!(e.contains("offramp build-shim"), "{e}");
     }
 
     #[test]
-    fn a_gpu_mismatch_is_refused_naming_both_gpus() {
-        let (_dir, set) = trt_set();
-        let e = check_device(&set, "NVIDIA H100 80GB HBM3 (compute 9.0)")
-            .unwrap_err()
-            .to_string();
+    fn plans_for_another_gpu_are_refused_naming_both() {
+        let (dir, set) = orin_set();
+        let library = fake_library(dir.path(), 100300, Some(("NVIDIA H100 80GB HBM3", 9, 0)));
+        let e = load_err(&set, &options(&library));
         assert!(e.contains("field `build.target_device`"), "{e}");
         assert!(e.contains("\"Orin (compute 8.7)\""), "{e}");
         assert!(e.contains("\"NVIDIA H100 80GB HBM3 (compute 9.0)\""), "{e}");
-        check_device(&set, "Orin (compute 8.7)").unwrap();
+        let library = fake_library(dir.path(), 100300, None);
+        let e = load_err(&set, &options(&library));
+        assert!(e.contains("no CUDA-capable device"), "{e}");
     }
 
     #[test]
-    fn loading_without_tensorrt_is_a_clear_error() {
-        let (_dir, set) = trt_set();
-        let e = load_err(&set);
+    fn a_corrupt_plan_is_refused_naming_it() {
+        let (dir, set) = orin_set();
+        let library = orin_library(dir.path());
+        let mut m = set.manifest.clone();
+        let path = dir.path().join(&m.exits[1].artifact);
+        std::fs::write(&path, b"\x7fELF not a plan at all").unwrap();
+        m.exits[1].sha256 = sha256_file(&path).unwrap();
+        EngineSet::write_manifest(dir.path(), &m).unwrap();
+        let set = EngineSet::open(dir.path()).unwrap();
+        let e = load_err(&set, &options(&library));
+        assert!(
+            e.contains("segment1.plan: cannot be loaded by the tensorrt backend"),
+            "{e}"
+        );
+        assert!(e.contains("Magic tag does not match"), "{e}");
+    }
+
+    /// Rewrites segment 1's plan with `edit` applied to its text.
+    fn with_plan(edit: impl Fn(String) -> String) -> String {
+        let (dir, set) = orin_set();
+        let library = orin_library(dir.path());
+        let mut m = set.manifest.clone();
+        let path = dir.path().join(&m.exits[1].artifact);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, edit(text)).unwrap();
+        m.exits[1].sha256 = sha256_file(&path).unwrap();
+        EngineSet::write_manifest(dir.path(), &m).unwrap();
+        let set = EngineSet::open(dir.path()).unwrap();
+        load_err(&set, &options(&library))
+    }
+
+    #[test]
+    fn a_plan_whose_tensors_differ_from_the_manifest_is_refused_naming_the_tensor() {
+        let (_, set) = orin_set();
+        let seg = &set.manifest.exits[1];
+        let out = &seg.outputs[0];
+        let dims: Vec<String> = out.shape.iter().map(usize::to_string).collect();
+        let decl = format!("output {} 0 {}", out.name, dims.join(" "));
+        // A wrong shape.
+        let e = with_plan(|t| t.replace(&decl, &format!("output {} 0 1 3", out.name)));
+        assert!(e.contains("segment1.plan"), "{e}");
+        assert!(
+            e.contains(&format!("output {:?} is dtype 0 shape [1, 3]", out.name)),
+            "{e}"
+        );
+        // fp16 IO.
+        let e =
+            with_plan(|t| t.replace(&decl, &format!("output {} 1 {}", out.name, dims.join(" "))));
+        assert!(e.contains("is dtype 1"), "{e}");
+        assert!(e.contains("keep IO in fp32"), "{e}");
+        // A tensor under another name.
+        let e = with_plan(|t| t.replace(&format!(" {} ", out.name), " renamed "));
+        assert!(
+            e.contains(&format!("the plan has no output named {:?}", out.name)),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_or_foreign_shim_or_library_is_a_clear_error() {
+        let (dir, set) = orin_set();
+        let library = orin_library(dir.path());
+        let e = load_err(
+            &set,
+            &Options {
+                shim: Some("/nonexistent/libofframp_trt_shim.so".into()),
+                library: Some(library.clone()),
+            },
+        );
         assert!(e.contains("the tensorrt backend is not available"), "{e}");
-        // Either the shim is missing (no headers at build time), or the
-        // library is (this machine has no TensorRT).
         assert!(
-            e.contains("TENSORRT_INCLUDE_DIR") || e.contains("cannot open libnvinfer.so.10"),
+            e.contains("cannot open the TensorRT shim /nonexistent/libofframp_trt_shim.so"),
             "{e}"
         );
+        let e = load_err(
+            &set,
+            &Options {
+                shim: Some("libm.so.6".into()),
+                library: Some(library.clone()),
+            },
+        );
+        assert!(
+            e.contains("libm.so.6 is not an offramp TensorRT shim"),
+            "{e}"
+        );
+        assert!(e.contains("ofr_trt_abi_version"), "{e}");
+        let e = load_err(&set, &options(Path::new("/nonexistent/libnvinfer.so.10")));
+        assert!(
+            e.contains("cannot open /nonexistent/libnvinfer.so.10"),
+            "{e}"
+        );
+        let not_trt = dir.path().join("libnotnvinfer.so");
+        std::fs::write(&not_trt, "something else\n").unwrap();
+        let e = load_err(&set, &options(&not_trt));
+        assert!(e.contains("lacks getInferLibVersion"), "{e}");
     }
 
     #[test]
-    fn opening_something_that_is_not_libnvinfer_is_refused() {
-        let e = open_library(Some(Path::new("libm.so.6")))
+    fn without_a_shim_the_error_says_how_to_build_one() {
+        // No OFFRAMP_TRT_SHIM in the test environment and no shim next to
+        // the test binary or in /opt/offramp/lib.
+        if std::env::var_os("OFFRAMP_TRT_SHIM").is_some()
+            || Path::new("/opt/offramp/lib/libofframp_trt_shim.so").exists()
+        {
+            return;
+        }
+        let (_dir, set) = orin_set();
+        let e = Chain::load(&set, BackendKind::Tensorrt)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("libofframp_trt_shim.so) was not found"), "{e}");
+        assert!(e.contains("offramp build-shim"), "{e}");
+    }
+
+    #[test]
+    fn the_version_checks_name_both_sides() {
+        let (_dir, set) = orin_set();
+        check_version(&set, TrtVersion::parse("10.3.0").unwrap()).unwrap();
+        let (_dir, cpu) = built_tiny();
+        let e = check_version(&cpu, TrtVersion::parse("10.3.0").unwrap())
             .unwrap_err()
             .to_string();
-        assert!(
-            e.contains("TENSORRT_INCLUDE_DIR") || e.contains("lacks getInferLibVersion"),
-            "{e}"
-        );
-        let e = open_library(Some(Path::new("/nonexistent/libnvinfer.so.10")))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("/nonexistent/libnvinfer.so.10"), "{e}");
-        assert!(
-            e.contains("TENSORRT_INCLUDE_DIR") || e.contains("cannot open"),
-            "{e}"
-        );
+        assert!(e.contains("field `build.tensorrt_version`: missing"), "{e}");
+        check_device(&set, ORIN).unwrap();
     }
 }

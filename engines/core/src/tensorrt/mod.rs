@@ -1,24 +1,29 @@
-//! The TensorRT backend: serialized plans run through the C++ shim in
-//! `shim/` (TensorRT has no C API), with device buffers and the stream from
-//! cudarc.
+//! The TensorRT backend: serialized plans run through the C ABI of
+//! `shim/trt_shim.h` (TensorRT has no C API).
 //!
-//! * libnvinfer is opened with dlopen and CUDA is loaded dynamically, so one
-//!   binary runs with or without them; each absence is a clear error.
+//! * The shim is a shared library of its own, built on the robot against
+//!   its TensorRT and CUDA headers (`offramp build-shim`) and opened at run
+//!   time ([`abi`]); libnvinfer is opened by the shim. This code therefore
+//!   compiles everywhere, and CI runs it against a CPU test double of the
+//!   same ABI (`shim/trt_double.c`).
 //! * Plans only run on the TensorRT version and GPU they were built for: the
 //!   loader compares both with the manifest's `[build]` and refuses a mismatch.
 //! * Exits run one after another, so every execution context gets the same
 //!   activation scratch (user-managed memory), sized to the largest need.
 //! * Each tensor has one device buffer for the engine's life; its address is
-//!   given to TensorRT once at load. Every run copies the inputs into those
-//!   buffers from the caller's host slices and the outputs back to host:
-//!   there is no way yet to hand an engine an input that is already on the
-//!   device (such as the CUDA preprocessing's output).
+//!   given to TensorRT once at load. Every run queues the copies in, the
+//!   inference and the copies out on one stream and waits for it once.
+
+pub mod abi;
+mod backend;
+pub mod build_shim;
 
 pub use crate::manifest::device_identity;
 use crate::manifest::TensorSpec;
 use crate::{EngineSet, Error, Result};
+pub use backend::open_library;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A TensorRT version as major.minor.patch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -42,6 +47,17 @@ impl TrtVersion {
             major,
             minor: rest / 100,
             patch: rest % 100,
+        })
+    }
+
+    /// Decodes the shim's `ofr_trt_header_version()`: major·10000 +
+    /// minor·100 + patch for every major, 8 included.
+    pub fn from_header(v: i32) -> Option<Self> {
+        let v = u32::try_from(v).ok()?;
+        (v >= 10_000).then_some(Self {
+            major: v / 10_000,
+            minor: v / 100 % 100,
+            patch: v % 100,
         })
     }
 
@@ -128,19 +144,32 @@ fn unavailable(what: &Path, why: impl Into<String>) -> Error {
     }
 }
 
-/// Opens libnvinfer (`library`, or `libnvinfer.so.<major>` from the loader's
-/// path) and returns its version. Fails clearly when the shim was not built,
-/// the library is absent, or its major version differs from the headers'.
-pub fn open_library(library: Option<&Path>) -> Result<TrtVersion> {
-    imp::open_library(library)
+/// Which shim and libnvinfer a TensorRT chain uses.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The shim library; `None`: the first of [`abi::shim_candidates`].
+    pub shim: Option<PathBuf>,
+    /// libnvinfer; `None`: `libnvinfer.so.<major>` of the shim's headers,
+    /// from the loader's path.
+    pub library: Option<PathBuf>,
+}
+
+impl Options {
+    /// `OFFRAMP_TRT_SHIM` and `OFFRAMP_TENSORRT_LIB`, where set.
+    pub fn from_env() -> Self {
+        Self {
+            shim: std::env::var_os("OFFRAMP_TRT_SHIM").map(PathBuf::from),
+            library: std::env::var_os("OFFRAMP_TENSORRT_LIB").map(PathBuf::from),
+        }
+    }
 }
 
 /// Loads the plans of `set` for a [`crate::Chain`]: all exits, then the head.
-pub(crate) struct Loader(imp::Loader);
+pub(crate) struct Loader(backend::Loader);
 
 impl Loader {
-    pub(crate) fn new(set: &EngineSet) -> Result<Self> {
-        imp::Loader::new(set).map(Self)
+    pub(crate) fn new(set: &EngineSet, opts: &Options) -> Result<Self> {
+        backend::Loader::new(set, opts).map(Self)
     }
 
     pub(crate) fn load(
@@ -158,48 +187,6 @@ impl Loader {
     }
 }
 
-#[cfg(not(offramp_trt_shim))]
-mod imp {
-    use super::*;
-
-    const NO_SHIM: &str = "this offramp was built with the `tensorrt` feature but without \
-        TensorRT's headers, so its shim was not compiled: set TENSORRT_INCLUDE_DIR (and \
-        CUDA_INCLUDE_DIR) and rebuild with `--features tensorrt` (on a Jetson the headers \
-        are found under /usr/include/aarch64-linux-gnu)";
-
-    pub fn open_library(library: Option<&Path>) -> Result<TrtVersion> {
-        Err(unavailable(
-            library.unwrap_or(Path::new("libnvinfer")),
-            NO_SHIM,
-        ))
-    }
-
-    pub struct Loader;
-
-    impl Loader {
-        pub fn new(set: &EngineSet) -> Result<Self> {
-            Err(unavailable(&set.manifest_path, NO_SHIM))
-        }
-
-        pub fn load(
-            &mut self,
-            path: &Path,
-            _: &[TensorSpec],
-            _: &[TensorSpec],
-        ) -> Result<Box<dyn crate::Engine>> {
-            Err(unavailable(path, NO_SHIM))
-        }
-
-        pub fn finish(self) -> Result<()> {
-            Ok(())
-        }
-    }
-}
-
-#[cfg(offramp_trt_shim)]
-#[path = "shim.rs"]
-mod imp;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +199,13 @@ mod tests {
         assert_eq!(TrtVersion::from_lib(101601).unwrap().to_string(), "10.16.1");
         assert_eq!(TrtVersion::from_lib(0), None);
         assert_eq!(TrtVersion::from_lib(-5), None);
+        // The shim's header version uses one encoding for every major.
+        assert_eq!(TrtVersion::from_header(80503).unwrap().to_string(), "8.5.3");
+        assert_eq!(
+            TrtVersion::from_header(110100).unwrap().to_string(),
+            "11.1.0"
+        );
+        assert_eq!(TrtVersion::from_header(8601), None);
         assert_eq!(TrtVersion::parse("10.3.0"), Some(v10));
         assert_eq!(TrtVersion::parse("10.3").unwrap().to_string(), "10.3.0");
         assert_eq!(TrtVersion::parse("ten"), None);

@@ -1,0 +1,518 @@
+//! The TensorRT backend over the shim's ABI: engines, device memory, runs.
+
+use super::abi::{Library, RawContext, RawEngine, RawRuntime};
+use super::*;
+use crate::manifest::device_identity;
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+/// One device allocation, freed on drop.
+pub(crate) struct DeviceBuffer {
+    lib: Arc<Library>,
+    ptr: *mut c_void,
+    bytes: usize,
+}
+
+// SAFETY: a device address; the shim's calls on it are thread-safe.
+unsafe impl Send for DeviceBuffer {}
+unsafe impl Sync for DeviceBuffer {}
+
+impl DeviceBuffer {
+    fn new(lib: &Arc<Library>, bytes: usize) -> Result<Self, String> {
+        let mut ptr = std::ptr::null_mut();
+        // SAFETY: valid out-pointer.
+        if unsafe { (lib.abi.ofr_trt_malloc)(lib.raw, &mut ptr, bytes) } != 0 {
+            return Err(lib.last_error());
+        }
+        Ok(Self {
+            lib: lib.clone(),
+            ptr,
+            bytes,
+        })
+    }
+}
+
+impl Drop for DeviceBuffer {
+    fn drop(&mut self) {
+        // SAFETY: allocated by ofr_trt_malloc, freed once.
+        if unsafe { (self.lib.abi.ofr_trt_free)(self.lib.raw, self.ptr) } != 0 {
+            tracing::warn!(error = %self.lib.last_error(), "freeing device memory");
+        }
+    }
+}
+
+/// A CUDA stream or event of the shim, destroyed on drop.
+struct Handle {
+    lib: Arc<Library>,
+    raw: *mut c_void,
+    destroy: DestroyFn,
+}
+
+type CreateFn = unsafe extern "C" fn(*mut abi::RawLibrary, *mut *mut c_void) -> std::ffi::c_int;
+type DestroyFn = unsafe extern "C" fn(*mut abi::RawLibrary, *mut c_void) -> std::ffi::c_int;
+
+impl Handle {
+    fn new(lib: &Arc<Library>, create: CreateFn, destroy: DestroyFn) -> Result<Self, String> {
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: valid out-pointer; `create` is the shim's.
+        if unsafe { create(lib.raw, &mut raw) } != 0 {
+            return Err(lib.last_error());
+        }
+        Ok(Self {
+            lib: lib.clone(),
+            raw,
+            destroy,
+        })
+    }
+
+    fn stream(lib: &Arc<Library>) -> Result<Self, String> {
+        Self::new(
+            lib,
+            lib.abi.ofr_trt_stream_create,
+            lib.abi.ofr_trt_stream_destroy,
+        )
+    }
+
+    /// An event with timing enabled.
+    fn event(lib: &Arc<Library>) -> Result<Self, String> {
+        Self::new(
+            lib,
+            lib.abi.ofr_trt_event_create,
+            lib.abi.ofr_trt_event_destroy,
+        )
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: created by the matching create call, destroyed once.
+        unsafe { (self.destroy)(self.lib.raw, self.raw) };
+    }
+}
+
+// SAFETY: CUDA streams and events may be used from any thread.
+unsafe impl Send for Handle {}
+unsafe impl Sync for Handle {}
+
+/// Opens libnvinfer through the shim and returns its version.
+pub fn open_library(opts: &Options) -> Result<TrtVersion> {
+    let shown = opts
+        .library
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("libnvinfer.so"));
+    abi::open(opts.shim.as_deref(), opts.library.as_deref())
+        .and_then(|lib| lib.trt_version())
+        .map_err(|e| unavailable(&shown, e))
+}
+
+/// What every engine of a set shares; dropped after the last engine.
+struct Shared {
+    lib: Arc<Library>,
+    runtime: *mut RawRuntime,
+    stream: Handle,
+    scratch: OnceLock<DeviceBuffer>,
+}
+
+// SAFETY: the runtime is only used under the owning chain's `&mut`, and
+// TensorRT's IRuntime may be used from any one thread at a time.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // SAFETY: created by ofr_trt_runtime_create; every engine is gone.
+        unsafe { (self.lib.abi.ofr_trt_runtime_destroy)(self.runtime) };
+    }
+}
+
+pub struct Loader {
+    shared: Arc<Shared>,
+    contexts: Vec<(*mut RawContext, i64, PathBuf)>,
+}
+
+impl Loader {
+    pub fn new(set: &EngineSet, opts: &Options) -> Result<Self> {
+        let what = &set.manifest_path;
+        let shown = opts
+            .library
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("libnvinfer.so"));
+        let lib = abi::open(opts.shim.as_deref(), opts.library.as_deref())
+            .map_err(|e| unavailable(&shown, e))?;
+        let version = lib.trt_version().map_err(|e| unavailable(&shown, e))?;
+        check_version(set, version)?;
+        let (name, major, minor) = lib.device().map_err(|e| unavailable(what, e))?;
+        check_device(set, &device_identity(&name, major, minor))?;
+        let stream = Handle::stream(&lib).map_err(|e| unavailable(what, e))?;
+        // SAFETY: `lib` is open.
+        let runtime = unsafe { (lib.abi.ofr_trt_runtime_create)(lib.raw) };
+        if runtime.is_null() {
+            return Err(unavailable(what, lib.last_error()));
+        }
+        tracing::debug!(
+            shim = %lib.shim.display(),
+            headers = lib.header_version,
+            library = %version,
+            "tensorrt runtime"
+        );
+        Ok(Self {
+            shared: Arc::new(Shared {
+                lib,
+                runtime,
+                stream,
+                scratch: OnceLock::new(),
+            }),
+            contexts: Vec::new(),
+        })
+    }
+
+    pub fn load(
+        &mut self,
+        path: &Path,
+        inputs: &[TensorSpec],
+        outputs: &[TensorSpec],
+    ) -> Result<Box<dyn crate::Engine>> {
+        let load_err = |message: String| Error::Load {
+            artifact: path.to_path_buf(),
+            backend: "tensorrt",
+            message,
+        };
+        let lib = &self.shared.lib;
+        let started = Handle::event(lib).map_err(load_err)?;
+        let finished = Handle::event(lib).map_err(load_err)?;
+        let plan = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        // SAFETY: the plan bytes outlive the call; TensorRT copies them.
+        let engine = unsafe {
+            (lib.abi.ofr_trt_engine_deserialize)(
+                self.shared.runtime,
+                plan.as_ptr().cast(),
+                plan.len(),
+            )
+        };
+        if engine.is_null() {
+            return Err(load_err(lib.last_error()));
+        }
+        let mut e = TrtEngine {
+            artifact: path.to_path_buf(),
+            shared: self.shared.clone(),
+            engine,
+            context: std::ptr::null_mut(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            resident: vec![false; inputs.len()],
+            started,
+            finished,
+            last_device_seconds: None,
+        };
+        let io = e.io().map_err(load_err)?;
+        check_io(&io, inputs, outputs).map_err(load_err)?;
+        // SAFETY: `engine` is live.
+        let context = unsafe { (lib.abi.ofr_trt_context_create)(engine) };
+        if context.is_null() {
+            return Err(load_err(lib.last_error()));
+        }
+        e.context = context;
+        for (specs, is_input) in [(inputs, true), (outputs, false)] {
+            for spec in specs {
+                let name = CString::new(spec.name.as_str())
+                    .map_err(|_| load_err(format!("{:?} contains a NUL byte", spec.name)))?;
+                let buf = DeviceBuffer::new(lib, spec.elements() * std::mem::size_of::<f32>())
+                    .map_err(|err| load_err(format!("allocating {:?}: {err}", spec.name)))?;
+                // SAFETY: the buffer lives as long as the context (both in `e`).
+                let rc = unsafe {
+                    (lib.abi.ofr_trt_context_set_tensor_address)(context, name.as_ptr(), buf.ptr)
+                };
+                if rc != 0 {
+                    return Err(load_err(format!("{:?}: {}", spec.name, lib.last_error())));
+                }
+                if is_input {
+                    e.inputs.push((name, buf));
+                } else {
+                    e.outputs.push((name, buf));
+                }
+            }
+        }
+        // SAFETY: `engine` is live.
+        let need = unsafe { (lib.abi.ofr_trt_engine_device_memory_size)(engine) };
+        self.contexts.push((context, need, path.to_path_buf()));
+        Ok(Box::new(e))
+    }
+
+    /// One activation scratch for every context, as large as the largest
+    /// need: exits run one after another on one stream.
+    pub fn finish(self) -> Result<()> {
+        let need = self.contexts.iter().map(|c| c.1).max().unwrap_or(0).max(1);
+        let lib = &self.shared.lib;
+        let scratch = DeviceBuffer::new(lib, need as usize).map_err(|e| Error::Unavailable {
+            what: "activation scratch".into(),
+            backend: "tensorrt",
+            why: format!("allocating {need} bytes: {e}"),
+        })?;
+        let scratch = self.shared.scratch.get_or_init(|| scratch);
+        for (context, size, path) in &self.contexts {
+            // SAFETY: the context is owned by a live engine; the scratch
+            // lives in `Shared`, which every engine keeps alive.
+            let rc = unsafe {
+                (lib.abi.ofr_trt_context_set_device_memory)(*context, scratch.ptr, (*size).max(0))
+            };
+            if rc != 0 {
+                return Err(Error::Load {
+                    artifact: path.clone(),
+                    backend: "tensorrt",
+                    message: lib.last_error(),
+                });
+            }
+        }
+        tracing::info!(
+            bytes = need,
+            contexts = self.contexts.len(),
+            "tensorrt activation scratch shared by all exits"
+        );
+        Ok(())
+    }
+}
+
+struct Io {
+    name: String,
+    is_input: bool,
+    dtype: i32,
+    dims: Vec<i64>,
+}
+
+/// TensorRT's DataType::kFLOAT.
+const DTYPE_F32: i32 = 0;
+
+fn check_io(io: &[Io], inputs: &[TensorSpec], outputs: &[TensorSpec]) -> Result<(), String> {
+    for (specs, is_input, side) in [(inputs, true, "input"), (outputs, false, "output")] {
+        let n = io.iter().filter(|t| t.is_input == is_input).count();
+        if n != specs.len() {
+            return Err(format!(
+                "the plan has {n} {side}s, the manifest lists {}",
+                specs.len()
+            ));
+        }
+        for spec in specs {
+            let t = io
+                .iter()
+                .find(|t| t.name == spec.name && t.is_input == is_input)
+                .ok_or_else(|| format!("the plan has no {side} named {:?}", spec.name))?;
+            let want: Vec<i64> = spec.shape.iter().map(|&d| d as i64).collect();
+            if t.dtype != DTYPE_F32 || t.dims != want {
+                return Err(format!(
+                    "{side} {:?} is dtype {} shape {:?}, the manifest says f32 {:?} \
+                     (offramp feeds fp32 tensors; keep IO in fp32 when building)",
+                    spec.name, t.dtype, t.dims, spec.shape
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub struct TrtEngine {
+    artifact: PathBuf,
+    shared: Arc<Shared>,
+    engine: *mut RawEngine,
+    context: *mut RawContext,
+    inputs: Vec<(CString, DeviceBuffer)>,
+    outputs: Vec<(CString, DeviceBuffer)>,
+    /// Inputs filled on the device by their producer (not copied from the
+    /// host in `run`), by input index.
+    resident: Vec<bool>,
+    /// Timing events around each run.
+    started: Handle,
+    finished: Handle,
+    last_device_seconds: Option<f32>,
+}
+
+// SAFETY: an engine and its context are used by one thread at a time
+// (`Engine::run` takes `&mut self`).
+unsafe impl Send for TrtEngine {}
+
+impl TrtEngine {
+    fn io(&self) -> Result<Vec<Io>, String> {
+        let abi = &self.shared.lib.abi;
+        // SAFETY: `engine` is live.
+        let n = unsafe { (abi.ofr_trt_engine_io_count)(self.engine) };
+        (0..n)
+            .map(|i| {
+                let mut name: *const c_char = std::ptr::null();
+                let (mut is_input, mut dtype, mut nb) = (0, 0, 0);
+                let mut dims = [0i64; 8];
+                // SAFETY: `engine` is live; out-pointers are valid, `dims` holds 8.
+                let rc = unsafe {
+                    (abi.ofr_trt_engine_io)(
+                        self.engine,
+                        i,
+                        &mut name,
+                        &mut is_input,
+                        &mut dtype,
+                        dims.as_mut_ptr(),
+                        &mut nb,
+                    )
+                };
+                if rc != 0 || name.is_null() {
+                    return Err(self.shared.lib.last_error());
+                }
+                Ok(Io {
+                    // SAFETY: TensorRT owns the name for the engine's life.
+                    name: unsafe { CStr::from_ptr(name) }
+                        .to_string_lossy()
+                        .into_owned(),
+                    is_input: is_input != 0,
+                    dtype,
+                    dims: dims[..nb.clamp(0, 8) as usize].to_vec(),
+                })
+            })
+            .collect()
+    }
+
+    /// Queues the copies in, the inference and the copies out on the
+    /// stream, between the two timing events.
+    fn enqueue(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) -> Result<(), String> {
+        let lib = &self.shared.lib;
+        let abi = &lib.abi;
+        let stream = self.shared.stream.raw;
+        let call = |rc: std::ffi::c_int, what: &str| {
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(format!("{what}: {}", lib.last_error()))
+            }
+        };
+        // SAFETY (every call below): handles and buffers are live for the
+        // engine's life; the caller synchronizes the stream before the host
+        // slices go out of scope.
+        call(
+            unsafe { (abi.ofr_trt_event_record)(lib.raw, self.started.raw, stream) },
+            "recording a CUDA event",
+        )?;
+        for ((host, (name, dev)), _) in inputs
+            .iter()
+            .zip(&self.inputs)
+            .zip(&self.resident)
+            .filter(|(_, resident)| !**resident)
+        {
+            call(
+                unsafe {
+                    (abi.ofr_trt_memcpy_htod)(
+                        lib.raw,
+                        dev.ptr,
+                        host.as_ptr().cast(),
+                        dev.bytes,
+                        stream,
+                    )
+                },
+                &format!("copying {name:?} to the GPU"),
+            )?;
+        }
+        call(
+            unsafe { (abi.ofr_trt_context_enqueue)(self.context, stream) },
+            "queueing the inference",
+        )?;
+        for (host, (name, dev)) in outputs.iter_mut().zip(&self.outputs) {
+            call(
+                unsafe {
+                    (abi.ofr_trt_memcpy_dtoh)(
+                        lib.raw,
+                        host.as_mut_ptr().cast(),
+                        dev.ptr,
+                        dev.bytes,
+                        stream,
+                    )
+                },
+                &format!("copying {name:?} from the GPU"),
+            )?;
+        }
+        call(
+            unsafe { (abi.ofr_trt_event_record)(lib.raw, self.finished.raw, stream) },
+            "recording a CUDA event",
+        )
+    }
+}
+
+impl Drop for TrtEngine {
+    fn drop(&mut self) {
+        let abi = &self.shared.lib.abi;
+        // SAFETY: context before engine, each created by the shim once.
+        unsafe {
+            (abi.ofr_trt_context_destroy)(self.context);
+            (abi.ofr_trt_engine_destroy)(self.engine);
+        }
+    }
+}
+
+impl crate::Engine for TrtEngine {
+    fn run(&mut self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) -> Result<()> {
+        let err = |message: String| Error::Run {
+            artifact: self.artifact.clone(),
+            message,
+        };
+        crate::error::check_arity(
+            &self.artifact,
+            (inputs.len(), outputs.len()),
+            (self.inputs.len(), self.outputs.len()),
+        )?;
+        for (host, (name, dev)) in inputs
+            .iter()
+            .map(|h| std::mem::size_of_val(*h))
+            .chain(outputs.iter().map(|h| std::mem::size_of_val(&**h)))
+            .zip(self.inputs.iter().chain(&self.outputs))
+        {
+            if host != dev.bytes {
+                return Err(err(format!(
+                    "{name:?} is {} bytes on the device, the caller passed {host}",
+                    dev.bytes
+                )));
+            }
+        }
+        if self.shared.scratch.get().is_none() {
+            return Err(err("the activation scratch was never set".into()));
+        }
+        let lib = &self.shared.lib;
+        let abi = &lib.abi;
+        let stream = self.shared.stream.raw;
+        let call = |rc: std::ffi::c_int, what: &str| {
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(err(format!("{what}: {}", lib.last_error())))
+            }
+        };
+        self.last_device_seconds = None;
+        let queued = self.enqueue(inputs, outputs);
+        // Always wait for the stream: on failure too, so that no queued copy
+        // writes into the caller's buffers after this call returns.
+        // SAFETY: the stream is live.
+        let synced = call(
+            unsafe { (abi.ofr_trt_stream_synchronize)(lib.raw, stream) },
+            "stream synchronize",
+        );
+        queued.map_err(err)?;
+        synced?;
+        let mut ms = 0f32;
+        // SAFETY: both events were recorded and the stream synchronized.
+        let rc = unsafe {
+            (abi.ofr_trt_event_elapsed_ms)(lib.raw, self.started.raw, self.finished.raw, &mut ms)
+        };
+        self.last_device_seconds = (rc == 0).then_some(ms / 1e3);
+        Ok(())
+    }
+
+    fn device_seconds(&self) -> Option<f32> {
+        self.last_device_seconds
+    }
+
+    fn device_input(&mut self, k: usize) -> Option<crate::DeviceInput> {
+        let (_, buf) = self.inputs.get(k)?;
+        self.resident[k] = true;
+        Some(crate::DeviceInput {
+            address: buf.ptr as u64,
+            bytes: buf.bytes,
+        })
+    }
+}
