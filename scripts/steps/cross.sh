@@ -2,14 +2,17 @@
 # The Jetson binary: one aarch64 build linked against glibc 2.31, which runs
 # on JetPack 5 (glibc 2.31), 6 (2.35) and 7 (2.39) alike, since glibc is
 # backward compatible, and without the simulator or the QEMU harness (the
-# robot's build: --no-default-features). Checks the glibc it needs,
+# robot's build: --no-default-features) but with the TensorRT backend and
+# CUDA preprocessing, both loaded at run time (the TensorRT shim is built on
+# the robot by the bundle's install script). Checks the glibc it needs,
 # smoke-tests it under qemu-aarch64 (the exit chain on replayed frames, the
-# wire protocol against the host build of the firmware), and bundles it.
+# wire protocol against the host build of the firmware, the TensorRT shim
+# loader against an aarch64 build of the shim's test double), and bundles it.
 source "$(dirname "$0")/env.sh"
 want=2.31
 
 step "aarch64 build for the Jetson (glibc $want: JetPack 5, 6 and 7)"
-cargo zigbuild -q --profile jetson -p offramp --no-default-features \
+cargo zigbuild -q --profile jetson -p offramp --no-default-features --features tensorrt,cuda \
   --target "aarch64-unknown-linux-gnu.$want"
 bin=$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/jetson/offramp
 glibc=$(readelf -V "$bin" | grep -o 'GLIBC_2\.[0-9]*' | sort -V | tail -n1)
@@ -30,6 +33,23 @@ qemu_arm=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
   --fps 10 --frames 20 --json | tee "$reports/aarch64-run.json"
 "${qemu_arm[@]}" "$bin" --log warn firmware session --seconds 1 --json |
   tee "$reports/aarch64-firmware-session.json"
+# The shim loader: the test double built for aarch64 and glibc $want stands in
+# for a shim built on a Jetson; build-shim --check loads it, checks its ABI
+# and opens a "libnvinfer" through it.
+dbl=$reports/aarch64-trt-double
+mkdir -p "$dbl"
+"$CARGO_ZIGBUILD_ZIG_PATH" cc -target "aarch64-linux-gnu.$want" -std=gnu11 -O1 -Wall -Wextra -Werror \
+  -shared -fPIC engines/core/shim/trt_double.c -o "$dbl/libofframp_trt_shim.so" -lpthread
+printf 'offramp-trt-double-library 1\nversion 100300\ndevice Orin\ncompute 8 7\n' >"$dbl/libnvinfer.txt"
+"${qemu_arm[@]}" "$bin" --log warn build-shim --check "$dbl/libofframp_trt_shim.so" \
+  --library "$dbl/libnvinfer.txt" | tee "$reports/aarch64-trt-shim.json"
+grep -q '"library": "10.3.0"' "$reports/aarch64-trt-shim.json"
+# And the refusal a robot without a shim gives, naming how to build one.
+if "${qemu_arm[@]}" "$bin" --log warn build-shim --check /nonexistent/libofframp_trt_shim.so 2>"$dbl/err.txt"; then
+  echo "build-shim --check accepted a missing shim"
+  exit 1
+fi
+grep -q "cannot open the TensorRT shim /nonexistent/libofframp_trt_shim.so" "$dbl/err.txt"
 
 step "bundle"
 "$offramp" bundle --target jetson --binary "$bin" --out "$reports/offramp-jetson.tar.gz"

@@ -58,6 +58,11 @@ enum Command {
     Bridge(bridge::Args),
     /// Build an engine set from ONNX segments (a directory with model.toml).
     Build(build_set::Args),
+    /// Compile the TensorRT shim on this machine, against its TensorRT and
+    /// CUDA headers, and check that it opens TensorRT (the bundle's install
+    /// script runs it on the robot).
+    #[cfg(feature = "tensorrt")]
+    BuildShim(build_shim::Args),
     /// Calibrate exit thresholds under compute, latency and memory budgets
     /// (DeeR) and write them into the engine set's manifest.
     #[cfg(feature = "sim")]
@@ -124,6 +129,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => run::main(a),
         Command::Bridge(a) => bridge::main(a),
         Command::Build(a) => build_set::main(a),
+        #[cfg(feature = "tensorrt")]
+        Command::BuildShim(a) => build_shim::main(a),
         #[cfg(feature = "sim")]
         Command::Calibrate(a) => calibrate::main(a),
         #[cfg(feature = "sim")]

@@ -6,9 +6,10 @@
 //! to rounding; `tests/cuda_preprocess.rs` compares them (it skips where there
 //! is no GPU).
 //!
-//! Nothing in the runtime uses it yet: the pipeline preprocesses on the CPU,
-//! and the TensorRT backend copies its inputs from host memory on every run,
-//! so this tensor is not an engine's input.
+//! With a TensorRT engine set, [`crate::pipeline::Pipeline::use_cuda_preprocessing`]
+//! puts it in front of the engines: each frame is uploaded once and its
+//! tensor goes device to device into the first segment's input buffer
+//! ([`CudaPreprocess::write_device`]), never back through the host.
 //!
 //! Everything is allocated in [`CudaPreprocess::new`]: the device tables,
 //! the frame buffer, the intermediate image, the output tensor, a pinned
@@ -23,8 +24,8 @@
 use crate::preprocess::Preprocessor;
 use cudarc::driver::sys::{CUevent_flags, CU_MEMHOSTALLOC_WRITECOMBINED};
 use cudarc::driver::{
-    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PinnedHostSlice,
-    PushKernelArg,
+    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig,
+    PinnedHostSlice, PushKernelArg,
 };
 use std::sync::Arc;
 
@@ -291,10 +292,43 @@ impl CudaPreprocess {
         Ok(())
     }
 
-    /// The preprocessed tensor on the device ([1, 3, H, W]). No engine reads
-    /// it: the TensorRT backend takes its inputs from host memory.
+    /// The preprocessed tensor on the device ([1, 3, H, W]); see
+    /// [`Self::write_device`] to hand it to an engine.
     pub fn output(&self) -> &CudaSlice<f32> {
         &self.out
+    }
+
+    /// Copies the last run's tensor into an engine's input buffer on the
+    /// device (see `offramp_engines::Engine::device_input`) and waits, so
+    /// that the engine, on its own stream, reads a finished tensor.
+    pub fn write_device(
+        &mut self,
+        dst: offramp_engines::DeviceInput,
+    ) -> Result<(), CudaPreprocessError> {
+        let bytes = self.out.len() * std::mem::size_of::<f32>();
+        if dst.bytes != bytes {
+            return Err(CudaPreprocessError::OutputSize {
+                got: dst.bytes / std::mem::size_of::<f32>(),
+                want: self.out.len(),
+            });
+        }
+        {
+            let (src, _sync) = self.out.device_ptr(&self.stream);
+            // SAFETY: both are f32 device buffers of `bytes` in device 0's
+            // primary context; `dst` is owned by an engine that outlives
+            // this call, and the stream is synchronized before returning.
+            unsafe {
+                cudarc::driver::result::memcpy_dtod_async(
+                    dst.address,
+                    src,
+                    bytes,
+                    self.stream.cu_stream(),
+                )
+            }
+            .map_err(cuda("copy into the engine's input"))?;
+        }
+        self.end.record(&self.stream).map_err(cuda("event"))?;
+        self.stream.synchronize().map_err(cuda("synchronize"))
     }
 
     /// Waits for the last run and copies the tensor into `out`.

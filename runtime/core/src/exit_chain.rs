@@ -343,6 +343,13 @@ impl ExitChain {
         &mut self.chain.inputs_mut()[0]
     }
 
+    /// The image input as the first engine's device buffer, on a GPU
+    /// backend (see [`Chain::device_input`]); from then on the image must
+    /// be written there, not through [`Self::image_mut`].
+    pub fn image_on_device(&mut self) -> Option<offramp_engines::DeviceInput> {
+        self.chain.device_input(0)
+    }
+
     /// Sets the one-hot instruction input, if the model has one.
     pub fn set_instruction(&mut self, k: usize) {
         if let Some(i) = self.instruction {

@@ -14,12 +14,22 @@ pub enum PipelineError {
     Chain(#[from] ExitChainError),
     #[error(transparent)]
     Preprocess(#[from] PreprocessError),
+    #[cfg(feature = "cuda")]
+    #[error(transparent)]
+    Cuda(#[from] crate::cuda_preprocess::CudaPreprocessError),
 }
 
 /// Preprocessor and exit chain, with every buffer made up front.
 pub struct Pipeline {
     pub chain: ExitChain,
     pub pre: Preprocessor,
+    /// The CUDA preprocessing, writing straight into the first engine's
+    /// input buffer on the GPU (see [`Self::use_cuda_preprocessing`]).
+    #[cfg(feature = "cuda")]
+    gpu: Option<(
+        crate::cuda_preprocess::CudaPreprocess,
+        offramp_engines::DeviceInput,
+    )>,
 }
 
 impl Pipeline {
@@ -32,7 +42,29 @@ impl Pipeline {
         Ok(Self {
             chain: ExitChain::new(set, backend)?,
             pre: Preprocessor::for_set(set, frame)?,
+            #[cfg(feature = "cuda")]
+            gpu: None,
         })
+    }
+
+    /// Preprocesses on the GPU, into the first engine's device input: the
+    /// frame is uploaded once and its tensor never comes back to the host.
+    /// Needs a backend with device buffers (TensorRT); an error says why
+    /// when it cannot (no GPU, no NVRTC, a CPU engine set).
+    #[cfg(feature = "cuda")]
+    pub fn use_cuda_preprocessing(&mut self) -> Result<(), PipelineError> {
+        use crate::cuda_preprocess::{CudaPreprocess, CudaPreprocessError};
+        // Checked before the engine is told its input lives on the device.
+        let gpu = CudaPreprocess::new(&self.pre)?;
+        let dst = self.chain.image_on_device().ok_or_else(|| {
+            CudaPreprocessError::Unavailable(
+                "this engine set's backend has no device buffers to write into \
+                 (GPU preprocessing feeds TensorRT engines)"
+                    .into(),
+            )
+        })?;
+        self.gpu = Some((gpu, dst));
+        Ok(())
     }
 
     /// A new episode: forget the recurrent state, set the instruction.
@@ -50,6 +82,12 @@ impl Pipeline {
         policy: ExitPolicy,
         deadline: Option<Instant>,
     ) -> Result<FrameOutcome, PipelineError> {
+        #[cfg(feature = "cuda")]
+        if let Some((gpu, dst)) = &mut self.gpu {
+            gpu.run(frame)?;
+            gpu.write_device(*dst)?;
+            return Ok(self.chain.step_until(policy, deadline)?);
+        }
         self.pre.run(frame, self.chain.image_mut())?;
         Ok(self.chain.step_until(policy, deadline)?)
     }

@@ -21,6 +21,16 @@ fn frame(w: usize, h: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
+/// Skips a GPU-only test without a GPU, saying why; under
+/// OFFRAMP_REQUIRE_GPU (scripts/gpu-check.sh) a missing GPU fails instead.
+fn skip(why: &str) {
+    assert!(
+        std::env::var_os("OFFRAMP_REQUIRE_GPU").is_none(),
+        "OFFRAMP_REQUIRE_GPU is set but {why}"
+    );
+    eprintln!("skipping: {why}");
+}
+
 #[test]
 fn kernels_compile_with_nvrtc_where_it_is_installed() {
     // NVRTC needs no GPU: a machine with the CUDA toolkit (or the
@@ -30,9 +40,7 @@ fn kernels_compile_with_nvrtc_where_it_is_installed() {
             let text = ptx.to_src();
             assert!(text.contains("offramp_h_pass") && text.contains("offramp_v_pass"));
         }
-        Err(CudaPreprocessError::Unavailable(why)) => {
-            eprintln!("skipping the NVRTC compile: {why}")
-        }
+        Err(CudaPreprocessError::Unavailable(why)) => skip(&why),
         Err(e) => panic!("{e}"),
     }
 }
@@ -57,8 +65,7 @@ fn without_a_gpu_the_error_says_why() {
 #[test]
 fn matches_the_cpu_preprocessing_within_1e_5() {
     if let Err(why) = available() {
-        eprintln!("skipping the CUDA comparison: {why}");
-        return;
+        return skip(&why);
     }
     for (src, dst) in [
         ((640, 480), (32, 32)),
@@ -91,4 +98,46 @@ fn matches_the_cpu_preprocessing_within_1e_5() {
             Err(CudaPreprocessError::FrameSize { got: 10, .. })
         ));
     }
+}
+
+#[test]
+fn writes_its_tensor_into_an_engines_device_buffer() {
+    if let Err(why) = available() {
+        return skip(&why);
+    }
+    use cudarc::driver::{CudaContext, DevicePtr};
+    let cpu = Preprocessor::new((640, 480), (64, 64), [0.5; 3], [0.25; 3]).unwrap();
+    let mut gpu = CudaPreprocess::new(&cpu).unwrap();
+    // Stands for a TensorRT engine's input buffer: device memory in the
+    // same primary context, owned by someone else, on another stream.
+    let ctx = CudaContext::new(0).unwrap();
+    let stream = ctx.new_stream().unwrap();
+    let n = 64 * 64 * 3;
+    let engine_input = stream.alloc_zeros::<f32>(n).unwrap();
+    let address = {
+        let (p, _sync) = engine_input.device_ptr(&stream);
+        p
+    };
+    gpu.run(&frame(640, 480, 5)).unwrap();
+    gpu.write_device(offramp_engines::DeviceInput {
+        address,
+        bytes: n * 4,
+    })
+    .unwrap();
+    let mut want = vec![0.0f32; n];
+    gpu.read(&mut want).unwrap();
+    let got = stream.clone_dtoh(&engine_input).unwrap();
+    assert_eq!(got, want);
+    assert!(got.iter().any(|v| *v != 0.0));
+    // A buffer of another size is refused, naming both.
+    let e = gpu
+        .write_device(offramp_engines::DeviceInput {
+            address,
+            bytes: 4 * 10,
+        })
+        .unwrap_err();
+    assert!(
+        matches!(e, CudaPreprocessError::OutputSize { got: 10, .. }),
+        "{e}"
+    );
 }

@@ -32,10 +32,15 @@ enum BenchCommand {
         period_ms: f64,
     },
     /// Per-segment latency: the CPU backend (tract) against onnxruntime on the
-    /// same ONNX files, single-threaded, in one run.
+    /// same ONNX files, single-threaded, in one run; with --tensorrt, the
+    /// same model's TensorRT plans too (host wall time and CUDA-event time).
     Engines {
         #[arg(long)]
         engines: PathBuf,
+        /// A TensorRT build of the same model (`offramp build --backend
+        /// tensorrt`), timed exit by exit in the same run.
+        #[arg(long, value_name = "DIR")]
+        tensorrt: Option<PathBuf>,
         #[arg(long, default_value_t = 500, value_parser = at_least(10))]
         iters: usize,
         /// Python with onnxruntime for the reference column.
@@ -74,9 +79,15 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         }
         BenchCommand::Engines {
             engines,
+            tensorrt,
             iters,
             python,
-        } => serde_json::to_string_pretty(&super::bench_engines::run(&engines, iters, &python)?)?,
+        } => serde_json::to_string_pretty(&super::bench_engines::run(
+            &engines,
+            tensorrt.as_deref(),
+            iters,
+            &python,
+        )?)?,
         #[cfg(feature = "sim")]
         BenchCommand::Zenoh {
             iters,

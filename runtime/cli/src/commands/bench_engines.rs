@@ -1,5 +1,6 @@
 //! `offramp bench engines`: per-segment latency of the CPU backend (tract)
-//! against onnxruntime on the same files, measured in one run. Prints JSON.
+//! against onnxruntime on the same files and, given a TensorRT build of the
+//! same model, its plans, measured in one run. Prints JSON.
 
 use anyhow::{bail, Context};
 use offramp_engines::cpu::CpuEngine;
@@ -18,6 +19,16 @@ pub struct SegmentBench {
     pub onnxruntime_us: Option<OrtTimes>,
     /// tract p50 / onnxruntime p50.
     pub tract_over_onnxruntime: Option<f64>,
+    /// The TensorRT plan of this segment: host wall time of a run (copies
+    /// in, inference, copies out, synchronize)...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tensorrt_us: Option<Summary>,
+    /// ...and the GPU's time for the same, from CUDA events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tensorrt_device_us: Option<Summary>,
+    /// tract p50 / TensorRT wall p50.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tract_over_tensorrt: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -62,8 +73,90 @@ fn time_tract(
     Summary::of(&samples).context("no samples")
 }
 
-pub fn run(engines: &Path, iters: usize, python: &str) -> anyhow::Result<EngineBench> {
+/// Wall and device time of each segment of a TensorRT set, the head last
+/// (on the deepest exit's feature), `iters` runs each after a tenth as
+/// warm-up.
+#[cfg(feature = "tensorrt")]
+fn time_tensorrt(
+    dir: &Path,
+    cpu: &EngineSet,
+    iters: usize,
+) -> anyhow::Result<Vec<(Summary, Summary)>> {
+    use offramp_engines::{BackendKind, Chain};
+    let set = EngineSet::open(dir)?;
+    let m = &set.manifest;
+    if m.build.backend != BackendKind::Tensorrt {
+        bail!("{}: --tensorrt takes a TensorRT engine set", dir.display());
+    }
+    if m.model != cpu.manifest.model || m.exits.len() != cpu.manifest.exits.len() {
+        bail!(
+            "{}: model {:?} with {} exits, but the CPU set is {:?} with {}",
+            dir.display(),
+            m.model,
+            m.exits.len(),
+            cpu.manifest.model,
+            cpu.manifest.exits.len()
+        );
+    }
+    let mut chain = Chain::load(&set, BackendKind::Tensorrt)?;
+    for input in chain.inputs_mut() {
+        input.fill(0.1);
+    }
+    let state = m
+        .head
+        .inputs
+        .iter()
+        .find(|t| t.name == m.head.state_input)
+        .map_or(0, TensorSpec::elements);
+    let state = vec![0.0f32; state];
+    let exits = chain.exits();
+    for i in 0..exits {
+        chain.run_exit(i)?;
+    }
+    let mut out = Vec::new();
+    for part in 0..=exits {
+        let (mut wall, mut device) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
+        for k in 0..iters + iters / 10 {
+            let t = Instant::now();
+            if part < exits {
+                chain.run_exit(part)?;
+            } else {
+                chain.run_head(exits - 1, &state)?;
+            }
+            let w = t.elapsed().as_secs_f64() * 1e6;
+            let d = chain.take_device_seconds();
+            if k >= iters / 10 {
+                wall.push(w);
+                device.extend(d.map(|s| f64::from(s) * 1e6));
+            }
+        }
+        out.push((
+            Summary::of(&wall).context("no samples")?,
+            Summary::of(&device).context("the TensorRT backend reported no device time")?,
+        ));
+    }
+    Ok(out)
+}
+
+pub fn run(
+    engines: &Path,
+    tensorrt: Option<&Path>,
+    iters: usize,
+    python: &str,
+) -> anyhow::Result<EngineBench> {
     let set = EngineSet::open(engines)?;
+    #[cfg(feature = "tensorrt")]
+    let trt = tensorrt
+        .map(|dir| time_tensorrt(dir, &set, iters))
+        .transpose()?;
+    #[cfg(not(feature = "tensorrt"))]
+    let trt: Option<Vec<(Summary, Summary)>> = match tensorrt {
+        Some(dir) => bail!(
+            "{}: this offramp was built without the `tensorrt` feature",
+            dir.display()
+        ),
+        None => None,
+    };
     let m = &set.manifest;
     if m.build.backend != offramp_engines::BackendKind::Cpu {
         bail!(
@@ -119,9 +212,11 @@ pub fn run(engines: &Path, iters: usize, python: &str) -> anyhow::Result<EngineB
         tracing::warn!("no onnxruntime column: {why}");
     }
     let mut segments = Vec::new();
-    for (path, ins, outs, macs) in &parts {
+    for (k, (path, ins, outs, macs)) in parts.iter().enumerate() {
         let tract_us = time_tract(path, ins, outs, iters)?;
         let ort_us = ort.get(&path.display().to_string()).copied();
+        let (tensorrt_us, tensorrt_device_us) =
+            trt.as_ref().and_then(|t| t.get(k).cloned()).unzip();
         segments.push(SegmentBench {
             artifact: path
                 .file_name()
@@ -129,6 +224,9 @@ pub fn run(engines: &Path, iters: usize, python: &str) -> anyhow::Result<EngineB
                 .unwrap_or_default(),
             macs: *macs,
             tract_over_onnxruntime: ort_us.map(|o| tract_us.p50 / o.p50_us),
+            tract_over_tensorrt: tensorrt_us.as_ref().map(|t| tract_us.p50 / t.p50),
+            tensorrt_us,
+            tensorrt_device_us,
             tract_us,
             onnxruntime_us: ort_us,
         });

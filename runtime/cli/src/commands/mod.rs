@@ -9,6 +9,8 @@ pub mod bench_runtime;
 pub mod bench_zenoh;
 pub mod bridge;
 pub mod build_set;
+#[cfg(feature = "tensorrt")]
+pub mod build_shim;
 #[cfg(feature = "bundle")]
 pub mod bundle;
 #[cfg(feature = "sim")]

@@ -87,6 +87,12 @@ pub struct Args {
     pub zenoh_args: ZenohArgs,
     #[arg(long)]
     pub json: bool,
+    /// Preprocess on the GPU (CUDA kernels), straight into the TensorRT
+    /// engines' input buffer: the frame is uploaded once and its tensor
+    /// never comes back to the host. Needs a TensorRT engine set.
+    #[cfg(feature = "cuda")]
+    #[arg(long)]
+    pub gpu_preprocess: bool,
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
@@ -170,7 +176,14 @@ pub fn run(a: &Args) -> anyhow::Result<RunReport> {
         spec => camera::open(spec)?,
     };
     // The backend the set was built for: CPU (tract) or TensorRT plans.
-    let pipeline = Pipeline::open(&set, set.manifest.build.backend, source.size())?;
+    #[allow(unused_mut)]
+    let mut pipeline = Pipeline::open(&set, set.manifest.build.backend, source.size())?;
+    #[cfg(feature = "cuda")]
+    if a.gpu_preprocess {
+        pipeline
+            .use_cuda_preprocessing()
+            .map_err(|e| anyhow::anyhow!("--gpu-preprocess: {e}"))?;
+    }
     let n = pipeline.chain.exits();
     let policy = match a.fixed_exit {
         Some(k) if (1..=n).contains(&k) => ExitPolicy::Fixed(k - 1),

@@ -368,3 +368,61 @@ fn bench_engines_times_tract_and_onnxruntime_side_by_side() {
         assert!(s["tract_over_onnxruntime"].as_f64().unwrap() > 0.0, "{s}");
     }
 }
+
+#[cfg(feature = "cuda")]
+#[test]
+fn gpu_preprocessing_says_why_it_cannot_start() {
+    // The demo set is CPU engines: without a GPU the CUDA preprocessing
+    // cannot start; with one, the set has no device buffers to write into.
+    let (ok, _, err) = offramp(&[
+        "run",
+        "--engines",
+        demo_dir().to_str().unwrap(),
+        "--camera",
+        "sim",
+        "--frames",
+        "3",
+        "--gpu-preprocess",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("error: --gpu-preprocess: CUDA preprocessing unavailable: "),
+        "{err}"
+    );
+}
+
+#[cfg(feature = "tensorrt")]
+#[test]
+fn build_shim_names_what_is_missing() {
+    let (ok, _, err) = offramp(&["build-shim", "--tensorrt-include", "/nonexistent/include"]);
+    assert!(!ok);
+    assert!(
+        err.contains("/nonexistent/include: no NvInferRuntime.h there"),
+        "{err}"
+    );
+    let (ok, _, err) = offramp(&[
+        "build-shim",
+        "--check",
+        "/nonexistent/libofframp_trt_shim.so",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("cannot open the TensorRT shim /nonexistent/libofframp_trt_shim.so"),
+        "{err}"
+    );
+    // bench engines refuses a CPU set in place of TensorRT plans before
+    // timing anything.
+    let (ok, _, err) = offramp(&[
+        "bench",
+        "engines",
+        "--engines",
+        demo_dir().to_str().unwrap(),
+        "--tensorrt",
+        demo_dir().to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("--tensorrt takes a TensorRT engine set"),
+        "{err}"
+    );
+}
