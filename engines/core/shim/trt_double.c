@@ -14,7 +14,12 @@
  *    and run, in order, only at ofr_trt_stream_synchronize, so host memory
  *    read before the stream is synchronized holds stale data, as on a GPU;
  *  - an inference needs every IO tensor's address and a scratch at least as
- *    large as ofr_trt_engine_device_memory_size, and writes through it.
+ *    large as ofr_trt_engine_device_memory_size, and writes through it;
+ *  - a CUDA graph capture records inferences only: a copy, an event or a
+ *    synchronization on a capturing stream fails and invalidates the
+ *    capture, as does an inference whose plan says `capture no` (TensorRT
+ *    refuses capture for some engines); a graph replays its inferences with
+ *    the bindings they had when captured.
  *
  * "libnvinfer" is a text file naming what the double pretends to be:
  *
@@ -33,6 +38,7 @@
  *     output feature 0 1 16
  *     weight feature image 0.5   # optional; default 1/(i+1) + o/8
  *     bias feature 0.25          # optional; default 0
+ *     capture no                 # optional; enqueue refuses graph capture
  *
  * Output o, element k = bias(o) + sum over inputs i of w(o,i) * in_i[k mod len(i)],
  * computed into the scratch first and then copied to the output.
@@ -83,7 +89,16 @@ typedef struct
 {
     op_t* ops;
     size_t len, cap;
+    /* Graph capture: ops from `mark` on are being captured, not queued. */
+    int capturing, invalidated;
+    size_t mark;
 } stream_t;
+
+typedef struct
+{
+    op_t* ops;
+    size_t len;
+} graph_t;
 
 struct ofr_trt_library
 {
@@ -94,8 +109,9 @@ struct ofr_trt_library
     alloc_t* allocs;
     size_t nallocs, cap_allocs;
     double clock_us;
-    /* For tests: inferences run, synchronizations. */
-    int64_t executed, synchronized;
+    /* For tests: inferences run, synchronizations, graphs captured and
+     * launched. */
+    int64_t executed, synchronized, captured, launched;
 };
 
 typedef struct
@@ -122,6 +138,7 @@ struct ofr_trt_engine
     double cost_us;
     double weight[2 * MAX_IO][2 * MAX_IO]; /* [output io index][input io index] */
     double bias[2 * MAX_IO];
+    int capture_refused;
 };
 
 struct ofr_trt_context
@@ -401,9 +418,25 @@ static op_t* push(stream_t* s)
     return op;
 }
 
+/* Refuses `what` on a capturing stream, invalidating the capture. */
+static int not_while_capturing(stream_t* s, const char* what)
+{
+    if (!s->capturing)
+    {
+        return 0;
+    }
+    s->invalidated = 1;
+    fail("%s: cudaErrorStreamCaptureUnsupported: operation not permitted when stream is capturing", what);
+    return -1;
+}
+
 static int copy(ofr_trt_library* lib, void* dst, const void* src, size_t bytes, void* stream, int check_dst,
     int check_src, const char* what)
 {
+    if (not_while_capturing(stream, what) != 0)
+    {
+        return -1;
+    }
     pthread_mutex_lock(&lib->lock);
     int rc = (check_dst ? check_device(lib, dst, bytes, what) : 0) | (check_src ? check_device(lib, src, bytes, what) : 0);
     pthread_mutex_unlock(&lib->lock);
@@ -458,6 +491,10 @@ int ofr_trt_event_destroy(ofr_trt_library* lib, void* event)
 int ofr_trt_event_record(ofr_trt_library* lib, void* event, void* stream)
 {
     (void) lib;
+    if (not_while_capturing(stream, "cudaEventRecord") != 0)
+    {
+        return -1;
+    }
     ev_t* e = event;
     e->recorded = 0;
     op_t* op = push(stream);
@@ -533,6 +570,10 @@ static int execute(ofr_trt_library* lib, const ofr_trt_context* c)
 int ofr_trt_stream_synchronize(ofr_trt_library* lib, void* stream)
 {
     stream_t* s = stream;
+    if (not_while_capturing(s, "cudaStreamSynchronize") != 0)
+    {
+        return -1;
+    }
     int rc = 0;
     pthread_mutex_lock(&lib->lock);
     for (size_t i = 0; i < s->len && rc == 0; ++i)
@@ -621,6 +662,11 @@ static int parse_line(ofr_trt_engine* e, char* line, int lineno, int32_t lib_ver
     if (strcmp(word, "cost_us") == 0)
     {
         e->cost_us = atof(rest);
+        return 0;
+    }
+    if (strcmp(word, "capture") == 0)
+    {
+        e->capture_refused = strstr(rest, "no") != NULL;
         return 0;
     }
     if (strcmp(word, "input") == 0 || strcmp(word, "output") == 0)
@@ -864,7 +910,15 @@ int ofr_trt_context_enqueue(ofr_trt_context* context, void* stream)
     {
         return -1;
     }
-    op_t* op = push(stream);
+    stream_t* s = stream;
+    if (s->capturing && e->capture_refused)
+    {
+        s->invalidated = 1;
+        fail("enqueueV3 failed: IExecutionContext::enqueueV3: Error Code 1: Cuda Runtime (operation not permitted "
+             "when stream is capturing: this engine cannot be captured in a CUDA graph)");
+        return -1;
+    }
+    op_t* op = push(s);
     if (op == NULL)
     {
         return -1;
@@ -874,10 +928,97 @@ int ofr_trt_context_enqueue(ofr_trt_context* context, void* stream)
     return 0;
 }
 
+int ofr_trt_graph_begin(ofr_trt_library* lib, void* stream)
+{
+    (void) lib;
+    stream_t* s = stream;
+    if (s->capturing)
+    {
+        fail("cudaStreamBeginCapture: cudaErrorIllegalState: the stream is already capturing");
+        return -1;
+    }
+    s->capturing = 1;
+    s->invalidated = 0;
+    s->mark = s->len;
+    return 0;
+}
+
+int ofr_trt_graph_end(ofr_trt_library* lib, void* stream, void** graph)
+{
+    stream_t* s = stream;
+    if (!s->capturing)
+    {
+        fail("cudaStreamEndCapture: cudaErrorIllegalState: the stream is not capturing");
+        return -1;
+    }
+    s->capturing = 0;
+    size_t n = s->len - s->mark;
+    s->len = s->mark;
+    if (s->invalidated)
+    {
+        fail("cudaStreamEndCapture: cudaErrorStreamCaptureInvalidated: operation failed due to a previous error "
+             "during capture");
+        return -1;
+    }
+    graph_t* g = calloc(1, sizeof *g);
+    op_t* ops = n ? malloc(n * sizeof *ops) : NULL;
+    if (g == NULL || (n && ops == NULL))
+    {
+        free(g);
+        free(ops);
+        fail("out of memory");
+        return -1;
+    }
+    if (n)
+    {
+        memcpy(ops, &s->ops[s->mark], n * sizeof *ops);
+    }
+    g->ops = ops;
+    g->len = n;
+    pthread_mutex_lock(&lib->lock);
+    lib->captured += 1;
+    pthread_mutex_unlock(&lib->lock);
+    *graph = g;
+    return 0;
+}
+
+int ofr_trt_graph_launch(ofr_trt_library* lib, void* graph, void* stream)
+{
+    stream_t* s = stream;
+    const graph_t* g = graph;
+    if (not_while_capturing(s, "cudaGraphLaunch") != 0)
+    {
+        return -1;
+    }
+    for (size_t i = 0; i < g->len; ++i)
+    {
+        op_t* op = push(s);
+        if (op == NULL)
+        {
+            return -1;
+        }
+        *op = g->ops[i];
+    }
+    pthread_mutex_lock(&lib->lock);
+    lib->launched += 1;
+    pthread_mutex_unlock(&lib->lock);
+    return 0;
+}
+
+int ofr_trt_graph_destroy(ofr_trt_library* lib, void* graph)
+{
+    (void) lib;
+    graph_t* g = graph;
+    free(g->ops);
+    free(g);
+    return 0;
+}
+
 /* Test hook, not part of the shim ABI: for the most recent library opened
- * from `path`, its live device allocations and their bytes, inferences run
- * and stream synchronizations. Returns -1 if none was opened from `path`. */
-int ofr_trt_double_stats(const char* path, int64_t out[4])
+ * from `path`, its live device allocations and their bytes, inferences run,
+ * stream synchronizations, graphs captured and graph launches. Returns -1
+ * if none was opened from `path`. */
+int ofr_trt_double_stats(const char* path, int64_t out[6])
 {
     ofr_trt_library* lib = NULL;
     pthread_mutex_lock(&g_registry_lock);
@@ -903,6 +1044,8 @@ int ofr_trt_double_stats(const char* path, int64_t out[4])
     out[1] = bytes;
     out[2] = lib->executed;
     out[3] = lib->synchronized;
+    out[4] = lib->captured;
+    out[5] = lib->launched;
     pthread_mutex_unlock(&lib->lock);
     return 0;
 }

@@ -448,4 +448,46 @@ int ofr_trt_context_enqueue(ofr_trt_context* context, void* stream)
         "enqueueV3 failed", [&] { return context->context->enqueueV3(static_cast<cudaStream_t>(stream)); });
 }
 
+int ofr_trt_graph_begin(ofr_trt_library*, void* stream)
+{
+    // Thread-local: another thread's CUDA calls do not invalidate the capture.
+    return cuda_call("cudaStreamBeginCapture",
+        cudaStreamBeginCapture(static_cast<cudaStream_t>(stream), cudaStreamCaptureModeThreadLocal));
+}
+
+int ofr_trt_graph_end(ofr_trt_library*, void* stream, void** graph)
+{
+    cudaGraph_t g = nullptr;
+    cudaError_t status = cudaStreamEndCapture(static_cast<cudaStream_t>(stream), &g);
+    if (status != cudaSuccess)
+    {
+        if (g != nullptr)
+        {
+            cudaGraphDestroy(g);
+        }
+        return cuda_call("cudaStreamEndCapture", status);
+    }
+    cudaGraphExec_t exec = nullptr;
+    // cudaGraphInstantiateWithFlags: the same signature in CUDA 11.4 (JetPack 5) and 12/13.
+    int rc = cuda_call("cudaGraphInstantiateWithFlags", cudaGraphInstantiateWithFlags(&exec, g, 0));
+    cudaGraphDestroy(g);
+    if (rc != 0)
+    {
+        return -1;
+    }
+    *graph = exec;
+    return 0;
+}
+
+int ofr_trt_graph_launch(ofr_trt_library*, void* graph, void* stream)
+{
+    return cuda_call("cudaGraphLaunch",
+        cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph), static_cast<cudaStream_t>(stream)));
+}
+
+int ofr_trt_graph_destroy(ofr_trt_library*, void* graph)
+{
+    return cuda_call("cudaGraphExecDestroy", cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph)));
+}
+
 } // extern "C"

@@ -34,7 +34,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever an entry point below changes. */
-#define OFR_TRT_ABI_VERSION 2
+#define OFR_TRT_ABI_VERSION 3
 
 typedef struct ofr_trt_library ofr_trt_library;
 typedef struct ofr_trt_runtime ofr_trt_runtime;
@@ -110,6 +110,18 @@ int ofr_trt_context_set_device_memory(ofr_trt_context* context, void* memory, in
 int ofr_trt_context_set_tensor_address(ofr_trt_context* context, const char* name, void* address);
 /* Enqueue one inference on `stream`. */
 int ofr_trt_context_enqueue(ofr_trt_context* context, void* stream);
+
+/* CUDA graphs: the work queued on `stream` between begin and end (only
+ * inferences: no host copies, events or synchronization) is captured
+ * instead of run, and instantiated into `graph`, which
+ * ofr_trt_graph_launch replays on a stream with one launch. TensorRT asks
+ * for one ordinary enqueue of a context before its capture. A capture that
+ * TensorRT or CUDA refuses fails at end (always call it after begin: it
+ * also takes the stream out of capture mode). */
+int ofr_trt_graph_begin(ofr_trt_library* lib, void* stream);
+int ofr_trt_graph_end(ofr_trt_library* lib, void* stream, void** graph);
+int ofr_trt_graph_launch(ofr_trt_library* lib, void* graph, void* stream);
+int ofr_trt_graph_destroy(ofr_trt_library* lib, void* graph);
 
 #ifdef __cplusplus
 }

@@ -55,6 +55,7 @@ mod with_feature {
         Options {
             shim: Some(PathBuf::from(DOUBLE)),
             library: Some(library.to_path_buf()),
+            eager: false,
         }
     }
 
@@ -180,15 +181,16 @@ mod with_feature {
     }
 
     /// The double's counters for the library opened from `library`: live
-    /// allocations, their bytes, inferences run, stream synchronizations.
-    fn stats(library: &Path) -> [i64; 4] {
+    /// allocations, their bytes, inferences run, stream synchronizations,
+    /// CUDA graphs captured, graph launches.
+    fn stats(library: &Path) -> [i64; 6] {
         type Stats = unsafe extern "C" fn(*const std::ffi::c_char, *mut i64) -> i32;
         // SAFETY: the double, already loaded by the backend; the hook's
         // signature is the one trt_double.c defines.
         let lib = unsafe { libloading::Library::new(DOUBLE) }.unwrap();
         let f = unsafe { lib.get::<Stats>(b"ofr_trt_double_stats\0") }.unwrap();
         let path = std::ffi::CString::new(library.to_str().unwrap()).unwrap();
-        let mut out = [0i64; 4];
+        let mut out = [0i64; 6];
         assert_eq!(unsafe { f(path.as_ptr(), out.as_mut_ptr()) }, 0);
         out
     }
@@ -239,9 +241,55 @@ mod with_feature {
         }
         // Every run waited for its stream once, after its inference.
         let runs = 3 * 2 * set.manifest.exits.len() as i64;
-        let [_, _, executed, synced] = stats(&library);
+        let [_, _, executed, synced, captured, launched] = stats(&library);
         assert_eq!(executed, runs);
         assert_eq!(synced, runs);
+        // Each engine ran once as an ordinary enqueue, was captured, and
+        // replayed its graph from the second run on.
+        let engines = set.manifest.exits.len() as i64 + 1;
+        assert_eq!(captured, engines);
+        assert_eq!(launched, runs - engines);
+    }
+
+    #[test]
+    fn an_engine_tensorrt_cannot_capture_runs_without_a_graph() {
+        let (dir, set) = orin_set();
+        let library = orin_library(dir.path());
+        let mut m = set.manifest.clone();
+        let path = dir.path().join(&m.exits[1].artifact);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text + "capture no\n").unwrap();
+        m.exits[1].sha256 = sha256_file(&path).unwrap();
+        EngineSet::write_manifest(dir.path(), &m).unwrap();
+        let set = EngineSet::open(dir.path()).unwrap();
+        let mut trt = Chain::load_tensorrt(&set, &options(&library)).unwrap();
+        let mut reference = reference_chain(&set);
+        let n = head_state_len(&set);
+        assert_eq!(run_all(&mut trt, 3, n), run_all(&mut reference, 3, n));
+        let [_, _, executed, _, captured, launched] = stats(&library);
+        let exits = set.manifest.exits.len() as i64;
+        assert_eq!(executed, 3 * 2 * exits);
+        // Every engine but segment 1 replays a graph from its second run;
+        // segment 1 enqueues on each of its three.
+        assert_eq!(captured, exits);
+        assert_eq!(launched, 3 * 2 * exits - (exits + 1) - 2);
+    }
+
+    #[test]
+    fn eager_runs_capture_no_graph() {
+        let (dir, set) = orin_set();
+        let library = orin_library(dir.path());
+        let opts = Options {
+            eager: true,
+            ..options(&library)
+        };
+        let mut trt = Chain::load_tensorrt(&set, &opts).unwrap();
+        let mut reference = reference_chain(&set);
+        let n = head_state_len(&set);
+        assert_eq!(run_all(&mut trt, 2, n), run_all(&mut reference, 2, n));
+        let [_, _, executed, _, captured, launched] = stats(&library);
+        assert_eq!(executed, 2 * 2 * set.manifest.exits.len() as i64);
+        assert_eq!((captured, launched), (0, 0));
     }
 
     #[test]
@@ -265,7 +313,7 @@ mod with_feature {
             tensor_bytes += t.bytes() as i64;
         }
         largest = largest.max(scratch(Role::Head, &m.head.outputs));
-        let [allocations, bytes, _, _] = stats(&library);
+        let [allocations, bytes, ..] = stats(&library);
         assert_eq!(
             allocations,
             tensors + 1,
@@ -456,6 +504,7 @@ mod with_feature {
             &Options {
                 shim: Some("/nonexistent/libofframp_trt_shim.so".into()),
                 library: Some(library.clone()),
+                eager: false,
             },
         );
         assert!(e.contains("the tensorrt backend is not available"), "{e}");
@@ -468,6 +517,7 @@ mod with_feature {
             &Options {
                 shim: Some("libm.so.6".into()),
                 library: Some(library.clone()),
+                eager: false,
             },
         );
         assert!(

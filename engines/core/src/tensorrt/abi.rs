@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 /// `OFR_TRT_ABI_VERSION` of `shim/trt_shim.h`: a shim built from other
 /// sources is refused.
-pub const ABI_VERSION: i32 = 2;
+pub const ABI_VERSION: i32 = 3;
 
 /// File name of the shim library `offramp build-shim` writes.
 pub const SHIM_FILE: &str = "libofframp_trt_shim.so";
@@ -138,6 +138,10 @@ abi! {
         address: *mut c_void,
     ) -> c_int;
     fn ofr_trt_context_enqueue(context: *mut RawContext, stream: *mut c_void) -> c_int;
+    fn ofr_trt_graph_begin(lib: *mut RawLibrary, stream: *mut c_void) -> c_int;
+    fn ofr_trt_graph_end(lib: *mut RawLibrary, stream: *mut c_void, graph: *mut *mut c_void) -> c_int;
+    fn ofr_trt_graph_launch(lib: *mut RawLibrary, graph: *mut c_void, stream: *mut c_void) -> c_int;
+    fn ofr_trt_graph_destroy(lib: *mut RawLibrary, graph: *mut c_void) -> c_int;
 }
 
 impl Abi {

@@ -129,6 +129,7 @@ impl Drop for Shared {
 pub struct Loader {
     shared: Arc<Shared>,
     contexts: Vec<(*mut RawContext, i64, PathBuf)>,
+    eager: bool,
 }
 
 impl Loader {
@@ -164,6 +165,7 @@ impl Loader {
                 scratch: OnceLock::new(),
             }),
             contexts: Vec::new(),
+            eager: opts.eager,
         })
     }
 
@@ -207,6 +209,11 @@ impl Loader {
             started,
             finished,
             last_device_seconds: None,
+            graph: if self.eager {
+                Graph::Eager
+            } else {
+                Graph::Pending
+            },
         };
         let io = e.io().map_err(load_err)?;
         check_io(&io, inputs, outputs).map_err(load_err)?;
@@ -327,6 +334,18 @@ pub struct TrtEngine {
     started: Handle,
     finished: Handle,
     last_device_seconds: Option<f32>,
+    graph: Graph,
+}
+
+/// The CUDA graph of an engine's inference.
+enum Graph {
+    /// Captured after the first run (TensorRT wants one ordinary enqueue
+    /// of a context before its capture).
+    Pending,
+    /// Replayed by every run.
+    Ready(Handle),
+    /// Not captured: asked for, or refused by TensorRT or CUDA.
+    Eager,
 }
 
 // SAFETY: an engine and its context are used by one thread at a time
@@ -410,10 +429,16 @@ impl TrtEngine {
                 &format!("copying {name:?} to the GPU"),
             )?;
         }
-        call(
-            unsafe { (abi.ofr_trt_context_enqueue)(self.context, stream) },
-            "queueing the inference",
-        )?;
+        match &self.graph {
+            Graph::Ready(graph) => call(
+                unsafe { (abi.ofr_trt_graph_launch)(lib.raw, graph.raw, stream) },
+                "launching the inference's CUDA graph",
+            )?,
+            Graph::Pending | Graph::Eager => call(
+                unsafe { (abi.ofr_trt_context_enqueue)(self.context, stream) },
+                "queueing the inference",
+            )?,
+        }
         for (host, (name, dev)) in outputs.iter_mut().zip(&self.outputs) {
             call(
                 unsafe {
@@ -435,8 +460,55 @@ impl TrtEngine {
     }
 }
 
+impl TrtEngine {
+    /// Captures the inference into a CUDA graph, once, after the first run.
+    /// A refusal is not an error: the engine goes on enqueueing.
+    fn capture(&mut self) {
+        if !matches!(self.graph, Graph::Pending) {
+            return;
+        }
+        let lib = &self.shared.lib;
+        let abi = &lib.abi;
+        let stream = self.shared.stream.raw;
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: stream and context are live; end is called after every
+        // successful begin, so the stream never stays in capture mode.
+        let captured = unsafe {
+            if (abi.ofr_trt_graph_begin)(lib.raw, stream) != 0 {
+                Err(lib.last_error())
+            } else {
+                let queued = (abi.ofr_trt_context_enqueue)(self.context, stream);
+                let queued_err = (queued != 0).then(|| lib.last_error());
+                let ended = (abi.ofr_trt_graph_end)(lib.raw, stream, &mut raw);
+                match (queued_err, ended) {
+                    (Some(e), _) => Err(e),
+                    (None, 0) => Ok(()),
+                    (None, _) => Err(lib.last_error()),
+                }
+            }
+        };
+        self.graph = match captured {
+            Ok(()) => Graph::Ready(Handle {
+                lib: lib.clone(),
+                raw,
+                destroy: abi.ofr_trt_graph_destroy,
+            }),
+            Err(why) => {
+                tracing::warn!(
+                    engine = %self.artifact.display(),
+                    %why,
+                    "TensorRT inference not captured as a CUDA graph; enqueued on every run instead"
+                );
+                Graph::Eager
+            }
+        };
+    }
+}
+
 impl Drop for TrtEngine {
     fn drop(&mut self) {
+        // The graph goes before the context whose work it replays.
+        self.graph = Graph::Eager;
         let abi = &self.shared.lib.abi;
         // SAFETY: context before engine, each created by the shim once.
         unsafe {
@@ -500,6 +572,7 @@ impl crate::Engine for TrtEngine {
             (abi.ofr_trt_event_elapsed_ms)(lib.raw, self.started.raw, self.finished.raw, &mut ms)
         };
         self.last_device_seconds = (rc == 0).then_some(ms / 1e3);
+        self.capture();
         Ok(())
     }
 

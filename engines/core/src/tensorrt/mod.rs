@@ -13,6 +13,13 @@
 //! * Each tensor has one device buffer for the engine's life; its address is
 //!   given to TensorRT once at load. Every run queues the copies in, the
 //!   inference and the copies out on one stream and waits for it once.
+//! * After its first (ordinary) run, each engine's inference is captured
+//!   into a CUDA graph and replayed from then on: one launch instead of one
+//!   per layer, which is most of a small segment's CPU cost. The graph holds
+//!   the inference only; the host copies stay outside it (pageable memory
+//!   cannot be captured). An engine TensorRT refuses to capture runs as
+//!   before, with a warning. The chain as a whole is not one graph: the exit
+//!   decision between two segments is taken on the host.
 
 pub mod abi;
 mod backend;
@@ -152,14 +159,18 @@ pub struct Options {
     /// libnvinfer; `None`: `libnvinfer.so.<major>` of the shim's headers,
     /// from the loader's path.
     pub library: Option<PathBuf>,
+    /// Never capture CUDA graphs: every run enqueues its inference.
+    pub eager: bool,
 }
 
 impl Options {
-    /// `OFFRAMP_TRT_SHIM` and `OFFRAMP_TENSORRT_LIB`, where set.
+    /// `OFFRAMP_TRT_SHIM`, `OFFRAMP_TENSORRT_LIB` and `OFFRAMP_TRT_EAGER=1`,
+    /// where set.
     pub fn from_env() -> Self {
         Self {
             shim: std::env::var_os("OFFRAMP_TRT_SHIM").map(PathBuf::from),
             library: std::env::var_os("OFFRAMP_TENSORRT_LIB").map(PathBuf::from),
+            eager: std::env::var_os("OFFRAMP_TRT_EAGER").is_some_and(|v| v == "1"),
         }
     }
 }
