@@ -273,6 +273,18 @@ impl Chain {
         &self.stages[i].outputs[k]
     }
 
+    /// Every output of segment `i` from its last run, in manifest order:
+    /// what segment `i + 1` reads (the tensors an offload carries).
+    pub fn exit_outputs(&self, i: usize) -> &[Vec<f32>] {
+        &self.stages[i].outputs
+    }
+
+    /// The same, to write: a server resuming the chain after segment `i`
+    /// puts the carried tensors here before running segment `i + 1`.
+    pub fn exit_outputs_mut(&mut self, i: usize) -> &mut [Vec<f32>] {
+        &mut self.stages[i].outputs
+    }
+
     /// The feature segment `i` produced for the head.
     pub fn feature(&self, i: usize) -> &[f32] {
         let s = &self.stages[i];

@@ -128,6 +128,38 @@ pub struct Calibration {
     /// Heap held with exits `0..=k` loaded, measured, when a memory budget
     /// was given ([`crate::memory::Footprints`]).
     pub memory_bytes: Option<Vec<u64>>,
+    /// With deep exits offloaded: how the budget counted, what the robot
+    /// computes to stop at each exit, and the prediction on the robot
+    /// (`predicted` is over both devices).
+    pub offload: Option<OffloadCalibration>,
+}
+
+/// The robot's side of a calibration with offloaded deep exits.
+#[derive(Debug, Clone, Serialize)]
+pub struct OffloadCalibration {
+    pub local_exits: usize,
+    /// The budget counted the robot's compute only (else both devices').
+    pub budget_counts_robot_only: bool,
+    /// MACs the robot computes to stop at each exit: exits past the cut
+    /// cost it only what the cut does.
+    pub robot_exit_costs: Vec<u64>,
+    pub predicted_robot: Prediction,
+}
+
+/// Deep exits on a server while calibrating (see [`Budget::offload`]).
+#[derive(Debug, Clone, Copy)]
+pub struct OffloadBudget {
+    /// Exits the robot runs (`0..local_exits`).
+    pub local_exits: usize,
+    /// Count the robot's compute only against the budget.
+    pub robot_only: bool,
+}
+
+/// What the robot computes to stop at each exit when exits from
+/// `local_exits` on are served: the cost of the cut for every deeper exit.
+pub fn robot_costs(costs: &[u64], local_exits: usize) -> Vec<u64> {
+    let last = local_exits.clamp(1, costs.len().max(1)) - 1;
+    (0..costs.len()).map(|i| costs[i.min(last)]).collect()
 }
 
 impl Calibration {
@@ -147,6 +179,9 @@ pub struct Budget {
     pub latency_cap_ms: Option<f64>,
     /// Solve passes (the committed state follows the thresholds).
     pub iterations: usize,
+    /// Deep exits served by another device, and whether the budget counts
+    /// only the robot's compute.
+    pub offload: Option<OffloadBudget>,
 }
 
 /// The DeeR solve, repeated so the committed state matches the thresholds.
@@ -161,9 +196,16 @@ pub fn calibrate(
         cap,
         latency_cap_ms,
         iterations,
+        offload,
     } = budget;
     let n = p.chain.exits();
     let costs_u: Vec<u64> = p.chain.criterion_costs();
+    let robot_u = offload.map(|o| robot_costs(&costs_u, o.local_exits));
+    // The costs the budget is solved against.
+    let budgeted: &[u64] = match (offload, &robot_u) {
+        (Some(o), Some(r)) if o.robot_only => r,
+        _ => &costs_u,
+    };
     let mut deepest = cap.unwrap_or(n - 1).min(n - 1);
     let mut thresholds: Vec<f32> = Vec::new();
     p.chain.set_thresholds(&[]);
@@ -177,13 +219,26 @@ pub fn calibrate(
             let fit = (0..n).rev().find(|&i| p99[i] <= l).unwrap_or(0);
             deepest = deepest.min(fit);
         }
-        let costs: Vec<f64> = costs_u[..=deepest].iter().map(|c| *c as f64).collect();
+        let costs: Vec<f64> = budgeted[..=deepest].iter().map(|c| *c as f64).collect();
         q = solve_q(&costs, budget_macs);
         thresholds = thresholds_from_shares(&last.0, &shares(q, deepest + 1), n, deepest);
         p.chain.set_thresholds(&thresholds);
     }
     let costs: Vec<f64> = costs_u.iter().map(|c| *c as f64).collect();
+    let offload = match (offload, robot_u) {
+        (Some(o), Some(r)) => {
+            let rc: Vec<f64> = r.iter().map(|c| *c as f64).collect();
+            Some(OffloadCalibration {
+                local_exits: o.local_exits,
+                budget_counts_robot_only: o.robot_only,
+                predicted_robot: predict(&last.0, &thresholds, &rc),
+                robot_exit_costs: r,
+            })
+        }
+        _ => None,
+    };
     Ok(Calibration {
+        offload,
         predicted: predict(&last.0, &thresholds, &costs),
         thresholds,
         q,

@@ -53,6 +53,15 @@ pub struct EvalReport {
     pub mean_macs: f64,
     /// Mean compute relative to the full model (every segment, one head).
     pub compute_ratio: f64,
+    /// The part of it this machine computed (less than `compute_ratio`
+    /// when deep exits were offloaded to a server).
+    pub robot_compute_ratio: f64,
+    /// Frame latency (preprocess + exit chain, offload included), ms.
+    pub latency_ms: Option<offramp_runtime::stats::Summary>,
+    /// Frames whose action came from a server, and frames that asked one
+    /// and fell back to the deepest local exit.
+    pub remote_frames: usize,
+    pub fallback_frames: usize,
     pub nonfinite_frames: usize,
     pub collisions: usize,
     pub by_difficulty: Vec<Bucket>,
@@ -94,7 +103,9 @@ pub fn evaluate(
         .collect();
     let mut exit_counts = [0usize; MAX_EXITS];
     let (mut frames, mut right, mut successes, mut nonfinite, mut collisions) = (0, 0, 0, 0, 0);
-    let (mut exit_sum, mut macs_sum) = (0u64, 0u64);
+    let (mut exit_sum, mut macs_sum, mut robot_macs_sum) = (0u64, 0u64, 0u64);
+    let (mut remote, mut fallback) = (0usize, 0usize);
+    let mut latency_ms = Vec::new();
     let mut failures = Failures::default();
     let mut final_distance_sum = 0.0f64;
     let mut frame = Vec::new();
@@ -111,7 +122,11 @@ pub fn evaluate(
         loop {
             seen |= sim.target_in_view();
             sim.render(&mut frame);
+            let t0 = std::time::Instant::now();
             let o = p.infer(&frame, policy, None)?;
+            latency_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+            remote += o.remote as usize;
+            fallback += o.fallback as usize;
             let act = Twist::from_action(p.action());
             let expert = sim.expert();
             let ok = (act.v - expert.v).abs() <= RIGHT_V
@@ -123,6 +138,7 @@ pub fn evaluate(
             exit_counts[o.exit] += 1;
             exit_sum += o.exit as u64;
             macs_sum += p.chain.frame_macs(&o);
+            robot_macs_sum += p.chain.robot_macs(&o);
             nonfinite += o.nonfinite as usize;
             let out = sim.step(act.to_wheels(cfg.track_width));
             if out.done {
@@ -170,6 +186,12 @@ pub fn evaluate(
             .collect(),
         mean_macs,
         compute_ratio: mean_macs / p.chain.full_macs() as f64,
+        robot_compute_ratio: robot_macs_sum as f64
+            / frames.max(1) as f64
+            / p.chain.full_macs() as f64,
+        latency_ms: offramp_runtime::stats::Summary::of(&latency_ms),
+        remote_frames: remote,
+        fallback_frames: fallback,
         nonfinite_frames: nonfinite,
         collisions,
         by_difficulty: buckets,

@@ -59,6 +59,7 @@ fn check(set: &EngineSet, kind: CriterionKind, ratio: f64) {
         cap: None,
         latency_cap_ms: None,
         iterations: 3,
+        offload: None,
     };
     let c = calibrate(&mut p, &frames, budget, &mut || {}).unwrap();
     p.chain.set_thresholds(&c.thresholds);
@@ -129,6 +130,7 @@ fn max_confidence_is_calibrated_from_class_probabilities() {
             cap: None,
             latency_cap_ms: None,
             iterations: 3,
+            offload: None,
         },
         &mut || {},
     )
@@ -136,4 +138,67 @@ fn max_confidence_is_calibrated_from_class_probabilities() {
     p.chain.set_thresholds(&c.thresholds);
     let got = realized_shares(&mut p, &cfg);
     assert!(got[0] > 0.1, "exit 0 never stops: {got:?}");
+}
+
+/// With deep exits on a server, a budget that counts the robot's compute
+/// only lets frames go deeper than one that counts both devices', and the
+/// report shows both.
+#[test]
+fn an_offload_budget_counts_the_robot_or_both_devices() {
+    use offramp_calibrate::calibrate::{robot_costs, OffloadBudget};
+    assert_eq!(robot_costs(&[10, 20, 30, 40], 2), [10, 20, 20, 20]);
+    let set = EngineSet::open(models().join("demo")).unwrap();
+    let cfg = SimConfig::default();
+    let mut p =
+        Pipeline::open(&set, BackendKind::Cpu, (cfg.image_width, cfg.image_height)).unwrap();
+    let costs = p.chain.criterion_costs();
+    let n = costs.len();
+    // A budget between the cut's cost and the next exit's.
+    let budget = 0.5 * (costs[1] + costs[2]) as f64;
+    let frames = Frames::Sim {
+        cfg: &cfg,
+        first_seed: SEED,
+        episodes: EPISODES,
+    };
+    let mut run = |robot_only: bool| {
+        calibrate(
+            &mut p,
+            &frames,
+            Budget {
+                macs: budget,
+                cap: None,
+                latency_cap_ms: None,
+                iterations: 2,
+                offload: Some(OffloadBudget {
+                    local_exits: 2,
+                    robot_only,
+                }),
+            },
+            &mut || {},
+        )
+        .unwrap()
+    };
+    let robot = run(true);
+    let both = run(false);
+    for c in [&robot, &both] {
+        let o = c.offload.as_ref().unwrap();
+        assert_eq!(o.robot_exit_costs, robot_costs(&costs, 2));
+        assert!(o.predicted_robot.mean_cost <= c.predicted.mean_cost);
+    }
+    // Counting both devices, the mean lands near the budget; counting the
+    // robot only, the robot never computes more than the cut (under the
+    // budget), so nearly every frame may use the deepest exit.
+    assert!(
+        (both.predicted.mean_cost / budget - 1.0).abs() < 0.15,
+        "{:?}",
+        both.predicted
+    );
+    let ro = robot.offload.as_ref().unwrap();
+    assert!(ro.predicted_robot.mean_cost <= budget);
+    assert!(
+        robot.predicted.exit_shares[n - 1] > both.predicted.exit_shares[n - 1] + 0.2,
+        "robot-only {:?} vs both {:?}",
+        robot.predicted.exit_shares,
+        both.predicted.exit_shares
+    );
 }

@@ -53,6 +53,9 @@ enum Command {
     /// Run the runtime on a camera: newest frame → preprocess → exit chain
     /// → action, with live stats.
     Run(run::Args),
+    /// Serve the deep exits of an engine set to a robot over zenoh (run on
+    /// a second device; the robot's `run --offload` asks it).
+    Serve(serve::Args),
     /// zenoh <-> the motor controller's serial link: forwards actions as
     /// wire-protocol commands, publishes firmware telemetry, reconnects.
     Bridge(bridge::Args),
@@ -127,6 +130,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         #[cfg(feature = "sim")]
         Command::Demo(a) => demo::main(a),
         Command::Run(a) => run::main(a),
+        Command::Serve(a) => serve::main(a),
         Command::Bridge(a) => bridge::main(a),
         Command::Build(a) => build_set::main(a),
         #[cfg(feature = "tensorrt")]

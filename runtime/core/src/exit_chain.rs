@@ -17,9 +17,11 @@
 //! Every buffer is sized from the manifest in [`ExitChain::new`]; `step`
 //! allocates nothing in this code.
 
+use crate::offload::{Offload, OffloadCounters, OffloadReply, OffloadRequest, Partitioner};
 use offramp_engines::manifest::CriterionKind;
 use offramp_engines::{BackendKind, Chain, EngineSet};
-use std::time::Instant;
+use std::ops::Range;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
 /// Most exits a set may have (fixed-size per-frame records).
@@ -31,6 +33,10 @@ pub enum ExitChainError {
     Engine(#[from] offramp_engines::Error),
     #[error("{path}: {message}")]
     Manifest { path: String, message: String },
+    #[error(transparent)]
+    Offload(#[from] crate::offload::OffloadError),
+    #[error("offload request: {0}")]
+    Request(String),
 }
 
 /// Which exit a frame stops at.
@@ -70,7 +76,63 @@ pub struct FrameOutcome {
     pub heads: usize,
     /// The deadline stopped the chain before the criterion did.
     pub deadline_cut: bool,
+    /// The action came from a server's deeper exit (offload).
+    pub remote: bool,
+    /// Of `ran` and `heads`, the segments and head evaluations the server
+    /// ran (0 unless `remote`).
+    pub remote_ran: usize,
+    pub remote_heads: usize,
+    /// The criterion asked for a remote exit but no usable answer came in
+    /// time: the deepest local exit's action is used.
+    pub fallback: bool,
 }
+
+impl FrameOutcome {
+    fn empty() -> Self {
+        Self {
+            exit: 0,
+            ran: 0,
+            deltas: [f32::NAN; MAX_EXITS],
+            scores: [f32::NAN; MAX_EXITS],
+            exit_seconds: [0.0; MAX_EXITS],
+            device_seconds: [f32::NAN; MAX_EXITS],
+            nonfinite: false,
+            stopped: false,
+            heads: 0,
+            deadline_cut: false,
+            remote: false,
+            remote_ran: 0,
+            remote_heads: 0,
+            fallback: false,
+        }
+    }
+}
+
+/// Where a walk over the exits stands.
+struct Walk {
+    prev_ok: bool,
+    last_good: Option<usize>,
+    chosen: Option<usize>,
+}
+
+/// The offload link of a robot's chain.
+struct Remote {
+    /// Exits run on the robot (`0..local`); deeper ones on a server.
+    local: usize,
+    link: Box<dyn Offload>,
+    reply: OffloadReply,
+    /// Longest wait for an answer when the frame has no deadline.
+    timeout: Duration,
+    frame: u64,
+    /// Frames seen by the partition.
+    frames: u64,
+    counters: OffloadCounters,
+    /// Moves `local` by measurement (`None`: a fixed cut).
+    auto: Option<Partitioner>,
+}
+
+/// Frames between two choices of the cut by measurement.
+const REPARTITION_EVERY: u64 = 50;
 
 /// Predicts each exit's latency (segment + head) for the deadline, so that an
 /// exit starts only if it can still finish in time (AdaLLaVA's guarantee, by
@@ -205,6 +267,7 @@ pub struct ExitChain {
     head_macs: u64,
     full_macs: u64,
     latency: LatencyModel,
+    remote: Option<Remote>,
 }
 
 fn finite(v: &[f32]) -> bool {
@@ -301,13 +364,196 @@ impl ExitChain {
             head_macs,
             full_macs: m.exits.iter().map(|s| s.cost.macs).sum::<u64>() + head_macs,
             latency: LatencyModel::with_costs(&exit_cost),
+            remote: None,
         })
+    }
+
+    /// Runs exits `local..` on a server through `link` (see
+    /// [`crate::offload`]): a frame whose criterion has not stopped by exit
+    /// `local - 1` asks the server and waits until its deadline (or
+    /// `timeout` without one); with no answer it uses exit `local - 1`.
+    pub fn set_offload(
+        &mut self,
+        local: usize,
+        link: Box<dyn Offload>,
+        timeout: Duration,
+    ) -> Result<(), ExitChainError> {
+        if !(1..self.n).contains(&local) {
+            return Err(ExitChainError::Request(format!(
+                "{local} local exits: the robot must run between 1 and {} of the {} exits",
+                self.n - 1,
+                self.n
+            )));
+        }
+        self.remote = Some(Remote {
+            local,
+            link,
+            reply: OffloadReply::new(self.stop.len(), self.state.len()),
+            timeout,
+            frame: 0,
+            frames: 0,
+            counters: OffloadCounters::default(),
+            auto: None,
+        });
+        Ok(())
+    }
+
+    /// Lets measurements move the cut set by [`Self::set_offload`] (see
+    /// [`Partitioner`]), for a link of `bytes_per_s`; the cut may move to
+    /// the end (no offload) when the link makes the server slower.
+    pub fn set_offload_auto(&mut self, bytes_per_s: f64) {
+        let carried: Vec<usize> = (0..self.n)
+            .map(|k| match k {
+                0 => 0,
+                k => {
+                    let tensors: usize = self.chain.exit_outputs(k - 1).iter().map(Vec::len).sum();
+                    4 * (tensors + self.state.len() + self.stop.len())
+                }
+            })
+            .collect();
+        if let Some(r) = &mut self.remote {
+            r.auto = Some(Partitioner::new(self.n, &carried, bytes_per_s));
+        }
+    }
+
+    /// Feeds one frame to the partition and, every [`REPARTITION_EVERY`]
+    /// frames, moves the cut where the measurements say.
+    fn repartition(&mut self, o: &FrameOutcome, wall_s: Option<f64>) {
+        let Some(r) = &mut self.remote else {
+            return;
+        };
+        let Some(p) = &mut r.auto else {
+            return;
+        };
+        p.record_depth(if o.fallback { r.local } else { o.exit });
+        if let (true, Some(w)) = (o.remote, wall_s) {
+            p.record_answer(&r.reply.exit_seconds, r.local, w);
+        }
+        r.frames += 1;
+        if r.frames % REPARTITION_EVERY != 0 {
+            return;
+        }
+        let mut robot_s = [0.0f64; MAX_EXITS];
+        for (i, t) in robot_s.iter_mut().enumerate().take(self.n) {
+            match self.latency.predict(i) {
+                Some(s) => *t = s as f64 / self.latency.margin as f64,
+                None => return,
+            }
+        }
+        let k = p.best(r.local, &robot_s[..self.n]);
+        if k != r.local {
+            tracing::info!(
+                from = r.local,
+                to = k,
+                "offload: the measured partition moved the cut"
+            );
+            r.local = k;
+            r.counters.cut_changes += 1;
+        }
+    }
+
+    /// What offloading did so far; `None` without offload.
+    pub fn offload_counters(&self) -> Option<OffloadCounters> {
+        self.remote.as_ref().map(|r| {
+            let link = r.link.counters();
+            OffloadCounters {
+                failovers: link.failovers,
+                ..r.counters
+            }
+        })
+    }
+
+    /// Exits run on the robot when offloading.
+    pub fn local_exits(&self) -> Option<usize> {
+        self.remote.as_ref().map(|r| r.local)
+    }
+
+    /// Server side of offloading: runs exits `req.from..` under the
+    /// criterion on the carried tensors and the robot's state, and writes
+    /// the exit it stops at into `reply`. Keeps nothing of the request: the
+    /// state stays the robot's.
+    pub fn serve(
+        &mut self,
+        req: &OffloadRequest<'_>,
+        reply: &mut OffloadReply,
+    ) -> Result<(), ExitChainError> {
+        let from = req.from;
+        if !(1..self.n).contains(&from) {
+            return Err(ExitChainError::Request(format!(
+                "asks for exits from {from}; this set has exits 1..{} to serve",
+                self.n
+            )));
+        }
+        let ours = self.chain.exit_outputs(from - 1);
+        let sizes_ok = req.carried.len() == ours.len()
+            && req
+                .carried
+                .iter()
+                .zip(ours)
+                .all(|(c, o)| c.len() == o.len())
+            && req.state.len() == self.state.len()
+            && req.prev_action.len() == self.stop.len();
+        if !sizes_ok {
+            return Err(ExitChainError::Request(format!(
+                "carried tensors {:?}, state {}, action {} do not match this set's {:?}, {}, {}",
+                req.carried.iter().map(Vec::len).collect::<Vec<_>>(),
+                req.state.len(),
+                req.prev_action.len(),
+                ours.iter().map(Vec::len).collect::<Vec<_>>(),
+                self.state.len(),
+                self.stop.len()
+            )));
+        }
+        for (dst, src) in self
+            .chain
+            .exit_outputs_mut(from - 1)
+            .iter_mut()
+            .zip(req.carried)
+        {
+            dst.copy_from_slice(src);
+        }
+        self.state.copy_from_slice(req.state);
+        self.actions[from - 1].copy_from_slice(req.prev_action);
+        self.chain.take_device_seconds();
+        let mut out = FrameOutcome::empty();
+        let mut w = Walk {
+            prev_ok: req.prev_ok,
+            last_good: None,
+            chosen: None,
+        };
+        self.walk(
+            &mut out,
+            &mut w,
+            ExitPolicy::Criterion,
+            None,
+            None,
+            from..self.n,
+        )?;
+        let pick = w.chosen.unwrap_or(out.ran - 1);
+        reply.frame = req.frame;
+        reply.exit = pick;
+        reply.ran = out.ran;
+        reply.action.copy_from_slice(&self.actions[pick]);
+        reply.next_state.copy_from_slice(&self.next_states[pick]);
+        reply.deltas = out.deltas;
+        reply.scores = out.scores;
+        reply.exit_seconds = out.exit_seconds;
+        reply.heads = out.heads;
+        Ok(())
     }
 
     /// Multiply-accumulates a frame cost: the segments it ran and every head
     /// evaluation.
     pub fn frame_macs(&self, o: &FrameOutcome) -> u64 {
         self.segment_macs.iter().take(o.ran).sum::<u64>() + self.head_macs * o.heads as u64
+    }
+
+    /// The part of [`Self::frame_macs`] this machine computed: without the
+    /// segments and head evaluations a server ran (offload).
+    pub fn robot_macs(&self, o: &FrameOutcome) -> u64 {
+        let local = o.ran - o.remote_ran;
+        self.segment_macs.iter().take(local).sum::<u64>()
+            + self.head_macs * (o.heads - o.remote_heads) as u64
     }
 
     /// Cumulative MACs of stopping at each exit under the criterion: the
@@ -431,18 +677,7 @@ impl ExitChain {
         policy: ExitPolicy,
         deadline: Option<Instant>,
     ) -> Result<FrameOutcome, ExitChainError> {
-        let mut out = FrameOutcome {
-            exit: 0,
-            ran: 0,
-            deltas: [f32::NAN; MAX_EXITS],
-            scores: [f32::NAN; MAX_EXITS],
-            exit_seconds: [0.0; MAX_EXITS],
-            device_seconds: [f32::NAN; MAX_EXITS],
-            nonfinite: false,
-            stopped: false,
-            heads: 0,
-            deadline_cut: false,
-        };
+        let mut out = FrameOutcome::empty();
         // Device time is read per exit below; drop what came before.
         self.chain.take_device_seconds();
         let fixed = match (policy, self.kind) {
@@ -450,15 +685,138 @@ impl ExitChain {
             (ExitPolicy::Criterion, CriterionKind::Fixed) => Some(self.fixed_exit),
             _ => None,
         };
-        let mut prev_ok = false;
-        let mut last_good: Option<usize> = None;
-        let mut chosen: Option<usize> = None;
-        for i in 0..self.n {
+        // Offloading serves the calibrated criterion only: fixed exits and
+        // calibration's run-everything stay on the robot.
+        let local = match (&self.remote, policy) {
+            (Some(r), ExitPolicy::Criterion) if fixed.is_none() => r.local,
+            _ => self.n,
+        };
+        let mut w = Walk {
+            prev_ok: false,
+            last_good: None,
+            chosen: None,
+        };
+        self.walk(&mut out, &mut w, policy, fixed, deadline, 0..local)?;
+        if fixed.is_none() {
+            self.latency.record_frame(&out.exit_seconds[..out.ran]);
+        }
+        if w.chosen.is_none() && !out.deadline_cut && out.ran == local && local < self.n {
             let t0 = Instant::now();
-            if let (Some(d), Some(_)) = (deadline, last_good) {
+            if self.ask_server(&mut out, &w, deadline)? {
+                self.repartition(&out, Some(t0.elapsed().as_secs_f64()));
+                return Ok(out);
+            }
+            out.fallback = true;
+        }
+        let last_run = out.ran - 1;
+        let pick = match (w.chosen, out.deadline_cut || out.fallback) {
+            (Some(c), _) => c,
+            (None, true) => w.last_good.unwrap_or(last_run),
+            (None, false) => last_run,
+        };
+        // The deepest exit run decides; if it is bad, stop.
+        let pick_ok = finite(&self.actions[pick]) && finite(&self.next_states[pick]);
+        if pick_ok {
+            self.chosen = pick;
+            self.stopped = false;
+            self.state.copy_from_slice(&self.next_states[pick]);
+        } else {
+            self.chosen = w.last_good.unwrap_or(pick);
+            self.stopped = true;
+            self.reset();
+        }
+        out.exit = pick;
+        out.stopped = self.stopped;
+        if self.remote.is_some() && policy == ExitPolicy::Criterion && fixed.is_none() {
+            self.repartition(&out, None);
+        }
+        Ok(out)
+    }
+
+    /// Asks the server for exits `local..`; on a usable answer, commits it
+    /// and fills `out` (true). False: fall back to the local exits, state
+    /// untouched.
+    fn ask_server(
+        &mut self,
+        out: &mut FrameOutcome,
+        w: &Walk,
+        deadline: Option<Instant>,
+    ) -> Result<bool, ExitChainError> {
+        let Some(r) = self.remote.as_mut() else {
+            return Ok(false);
+        };
+        r.frame += 1;
+        r.counters.requests += 1;
+        let local = r.local;
+        let now = Instant::now();
+        let until = deadline.map_or(now + r.timeout, |d| d.min(now + r.timeout));
+        let req = OffloadRequest {
+            frame: r.frame,
+            from: local,
+            carried: self.chain.exit_outputs(local - 1),
+            state: &self.state,
+            prev_action: &self.actions[local - 1],
+            prev_ok: w.prev_ok,
+        };
+        let answered = match r.link.run_remote(&req, until, &mut r.reply) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(error = %e, "offload request not sent");
+                false
+            }
+        };
+        let reply = &r.reply;
+        let usable = answered
+            && reply.frame == r.frame
+            && (local..self.n).contains(&reply.exit)
+            && reply.ran > reply.exit
+            && reply.ran <= self.n
+            && finite(&reply.action)
+            && finite(&reply.next_state);
+        if !usable {
+            r.counters.rejected += answered as u64;
+            r.counters.fallbacks += 1;
+            return Ok(false);
+        }
+        r.counters.answered += 1;
+        let pick = reply.exit;
+        self.actions[pick].copy_from_slice(&reply.action);
+        self.next_states[pick].copy_from_slice(&reply.next_state);
+        self.state.copy_from_slice(&reply.next_state);
+        self.chosen = pick;
+        self.stopped = false;
+        for i in local..reply.ran {
+            out.deltas[i] = reply.deltas[i];
+            out.scores[i] = reply.scores[i];
+            out.exit_seconds[i] = reply.exit_seconds[i];
+        }
+        out.remote_ran = reply.ran - out.ran;
+        out.remote_heads = reply.heads;
+        out.ran = reply.ran;
+        out.heads += reply.heads;
+        out.exit = pick;
+        out.remote = true;
+        out.stopped = false;
+        Ok(true)
+    }
+
+    /// Runs exits `range` (in order) until the criterion, the fixed exit or
+    /// the deadline stops; `w` carries what the previous exits left.
+    fn walk(
+        &mut self,
+        out: &mut FrameOutcome,
+        w: &mut Walk,
+        policy: ExitPolicy,
+        fixed: Option<usize>,
+        deadline: Option<Instant>,
+        range: Range<usize>,
+    ) -> Result<(), ExitChainError> {
+        for i in range {
+            let t0 = Instant::now();
+            if let (Some(d), Some(_)) = (deadline, w.last_good) {
                 // Exit 0 has run (last_good is set), so there is a prediction.
                 let predicted = self.latency.predict(i).unwrap_or(0.0);
-                if t0 + std::time::Duration::from_secs_f32(predicted) > d {
+                if t0 + Duration::from_secs_f32(predicted) > d {
                     out.deadline_cut = true;
                     break;
                 }
@@ -467,7 +825,7 @@ impl ExitChain {
             if let (0, Some(r), None) = (i, self.reference, fixed) {
                 let (a, _) = self.chain.run_head_on(0, r, &self.state)?;
                 self.ref_action.copy_from_slice(a);
-                prev_ok = finite(&self.ref_action);
+                w.prev_ok = finite(&self.ref_action);
                 out.heads += 1;
             }
             let want_head = fixed.is_none_or(|k| k == i);
@@ -485,10 +843,10 @@ impl ExitChain {
             }
             if !ok {
                 out.nonfinite = true;
-                prev_ok = false;
+                w.prev_ok = false;
             } else {
-                last_good = Some(i);
-                if prev_ok {
+                w.last_good = Some(i);
+                if w.prev_ok {
                     let prev = if i == 0 {
                         &self.ref_action
                     } else {
@@ -496,43 +854,21 @@ impl ExitChain {
                     };
                     out.deltas[i] = rms(&self.actions[i], prev, &self.dims);
                 }
-                prev_ok = true;
+                w.prev_ok = true;
                 out.scores[i] = self.score(i, out.deltas[i]);
             }
             let stop_here = match fixed {
                 Some(k) => i == k,
-                None => chosen.is_none() && ok && self.passes(i, out.scores[i]),
+                None => w.chosen.is_none() && ok && self.passes(i, out.scores[i]),
             };
-            if stop_here && chosen.is_none() {
-                chosen = Some(i);
+            if stop_here && w.chosen.is_none() {
+                w.chosen = Some(i);
                 if policy != ExitPolicy::All {
                     break;
                 }
             }
         }
-        if fixed.is_none() {
-            self.latency.record_frame(&out.exit_seconds[..out.ran]);
-        }
-        let last_run = out.ran - 1;
-        let pick = match (chosen, out.deadline_cut) {
-            (Some(c), _) => c,
-            (None, true) => last_good.unwrap_or(last_run),
-            (None, false) => last_run,
-        };
-        // The deepest exit run decides; if it is bad, stop.
-        let pick_ok = finite(&self.actions[pick]) && finite(&self.next_states[pick]);
-        if pick_ok {
-            self.chosen = pick;
-            self.stopped = false;
-            self.state.copy_from_slice(&self.next_states[pick]);
-        } else {
-            self.chosen = last_good.unwrap_or(pick);
-            self.stopped = true;
-            self.reset();
-        }
-        out.exit = pick;
-        out.stopped = self.stopped;
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -816,6 +1152,306 @@ mod tests {
         let mut f = Fixture::new(m);
         let o = f.chain.step(ExitPolicy::Criterion).unwrap();
         assert_eq!((o.exit, o.ran, o.heads), (1, 2, 1));
+    }
+
+    /// An offload link that hands each request to `answer` (a server
+    /// stand-in) and records what it was asked.
+    struct FakeLink {
+        answer: Answer,
+        asked: Asked,
+    }
+
+    /// A server stand-in: fills the reply, or says no answer came.
+    type Answer = Box<dyn FnMut(&OffloadRequest<'_>, Instant, &mut OffloadReply) -> bool + Send>;
+
+    impl Offload for FakeLink {
+        fn run_remote(
+            &mut self,
+            req: &OffloadRequest<'_>,
+            deadline: Instant,
+            reply: &mut OffloadReply,
+        ) -> Result<bool, crate::offload::OffloadError> {
+            self.asked
+                .lock()
+                .unwrap()
+                .push((req.from, req.state[0], req.prev_ok));
+            Ok((self.answer)(req, deadline, reply))
+        }
+    }
+
+    type Asked = Arc<Mutex<Vec<(usize, f32, bool)>>>;
+
+    /// A fixture whose exits 2 and 3 are remote, answered by `answer`.
+    fn offloaded(
+        timeout: Duration,
+        answer: impl FnMut(&OffloadRequest<'_>, Instant, &mut OffloadReply) -> bool + Send + 'static,
+    ) -> (Fixture, Asked) {
+        let mut f = Fixture::new(manifest(
+            CriterionKind::ActionConsistency,
+            true,
+            &[0.1, 0.1, 0.1],
+        ));
+        let asked = Asked::default();
+        f.chain
+            .set_offload(
+                2,
+                Box::new(FakeLink {
+                    answer: Box::new(answer),
+                    asked: asked.clone(),
+                }),
+                timeout,
+            )
+            .unwrap();
+        (f, asked)
+    }
+
+    /// The server's answer: exit 3 with action [7, 7] and next state 40.
+    fn exit3(req: &OffloadRequest<'_>, reply: &mut OffloadReply) {
+        reply.frame = req.frame;
+        reply.exit = 3;
+        reply.ran = 4;
+        reply.action.copy_from_slice(&[7.0, 7.0]);
+        reply.next_state[0] = 40.0;
+        reply.scores[2] = 0.5;
+        reply.heads = 2;
+    }
+
+    #[test]
+    fn a_frame_needing_remote_depth_uses_the_answer_and_commits_its_state() {
+        let (mut f, asked) = offloaded(Duration::from_millis(50), |req, _, reply| {
+            exit3(req, reply);
+            true
+        });
+        f.actions(&with_deltas([1.0, 0.5, 0.0, 0.0]));
+        let o = f.chain.step(ExitPolicy::Criterion).unwrap();
+        assert!(o.remote && !o.fallback && !o.stopped);
+        assert_eq!((o.exit, o.ran, o.heads), (3, 4, 5));
+        assert_eq!((o.remote_ran, o.remote_heads), (2, 2));
+        // The robot computed segments 0 and 1 of the four.
+        assert_eq!(f.chain.robot_macs(&o), 2000);
+        assert_eq!(f.chain.frame_macs(&o), 4000);
+        assert_eq!(o.scores[2], 0.5);
+        assert_eq!(f.chain.action(), &[7.0, 7.0]);
+        assert_eq!(f.state(), 40.0);
+        // The request carried the committed state (0) and a finite exit 1.
+        assert_eq!(*asked.lock().unwrap(), [(2, 0.0, true)]);
+        let c = f.chain.offload_counters().unwrap();
+        assert_eq!((c.requests, c.answered, c.fallbacks), (1, 1, 0));
+        // The next frame sends the state the answer left.
+        f.chain.step(ExitPolicy::Criterion).unwrap();
+        assert_eq!(asked.lock().unwrap()[1], (2, 40.0, true));
+    }
+
+    #[test]
+    fn a_frame_the_local_exits_settle_asks_no_server() {
+        let (mut f, asked) = offloaded(Duration::from_millis(50), |_, _, _| {
+            panic!("no request expected")
+        });
+        f.actions(&with_deltas([1.0, 0.05, 0.0, 0.0]));
+        let o = f.chain.step(ExitPolicy::Criterion).unwrap();
+        assert!(!o.remote && !o.fallback);
+        assert_eq!((o.exit, o.ran), (1, 2));
+        assert!(asked.lock().unwrap().is_empty());
+        // Fixed exits and calibration's run-everything stay local.
+        let o = f.chain.step(ExitPolicy::Fixed(3)).unwrap();
+        assert_eq!((o.exit, o.remote), (3, false));
+        let o = f.chain.step(ExitPolicy::All).unwrap();
+        assert_eq!((o.ran, o.remote), (EXITS, false));
+        assert!(asked.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn without_an_answer_the_deepest_local_exit_is_used_and_the_state_stays_local() {
+        let (mut f, _) = offloaded(Duration::from_millis(50), |_, _, _| false);
+        f.actions(&with_deltas([1.0, 0.5, 0.0, 0.0]));
+        let o = f.chain.step(ExitPolicy::Criterion).unwrap();
+        assert!(o.fallback && !o.remote && !o.stopped);
+        assert_eq!((o.exit, o.ran), (1, 2));
+        assert_eq!(f.chain.action(), &[1.5, 1.5]);
+        // Exit 1's head state: 0 + 1 + 1.
+        assert_eq!(f.state(), 2.0);
+        let c = f.chain.offload_counters().unwrap();
+        assert_eq!((c.requests, c.answered, c.fallbacks), (1, 0, 1));
+    }
+
+    #[test]
+    fn an_answer_for_another_frame_or_not_finite_is_rejected() {
+        let mut n = 0;
+        let (mut f, _) = offloaded(Duration::from_millis(50), move |req, _, reply| {
+            exit3(req, reply);
+            n += 1;
+            match n {
+                1 => reply.frame = req.frame - 1,
+                2 => reply.action[0] = f32::NAN,
+                3 => reply.next_state[0] = f32::INFINITY,
+                4 => reply.exit = 1,
+                _ => {}
+            }
+            true
+        });
+        f.actions(&with_deltas([1.0, 0.5, 0.0, 0.0]));
+        let mut state = 0.0;
+        for _ in 0..4 {
+            let o = f.chain.step(ExitPolicy::Criterion).unwrap();
+            assert!(o.fallback && !o.remote);
+            assert_eq!(o.exit, 1);
+            state += 2.0;
+            assert_eq!(f.state(), state, "the rejected answer's state was kept");
+        }
+        let o = f.chain.step(ExitPolicy::Criterion).unwrap();
+        assert!(o.remote);
+        let c = f.chain.offload_counters().unwrap();
+        assert_eq!((c.rejected, c.fallbacks, c.answered), (4, 4, 1));
+    }
+
+    #[test]
+    fn the_wait_for_a_server_ends_at_the_frame_deadline() {
+        // The link is handed the frame's deadline (not its own 400 ms
+        // timeout) and the step returns once it gives up.
+        let (mut f, _) = offloaded(Duration::from_millis(400), |_, deadline, _| {
+            std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+            false
+        });
+        f.actions(&with_deltas([1.0, 0.5, 0.0, 0.0]));
+        let t0 = Instant::now();
+        let o = f
+            .chain
+            .step_until(ExitPolicy::Criterion, Some(t0 + Duration::from_millis(20)))
+            .unwrap();
+        let took = t0.elapsed();
+        assert!(o.fallback && o.exit == 1, "{o:?}");
+        assert!(took >= Duration::from_millis(20), "{took:?}");
+        assert!(
+            took < Duration::from_millis(300),
+            "waited past the deadline: {took:?}"
+        );
+        // Without a deadline the offload's own timeout bounds the wait.
+        let t0 = Instant::now();
+        f.chain.step(ExitPolicy::Criterion).unwrap();
+        assert!(t0.elapsed() >= Duration::from_millis(400));
+    }
+
+    #[test]
+    fn the_measured_partition_moves_the_cut_with_the_link() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        // Robot: 4 ms per segment. Server: 0.5 ms per exit. Every frame
+        // wants the last exit.
+        let link_ms = Arc::new(AtomicU64::new(1));
+        let delay = link_ms.clone();
+        let (mut f, _) = offloaded(Duration::from_secs(1), move |req, _, reply| {
+            std::thread::sleep(Duration::from_millis(delay.load(Ordering::Relaxed)));
+            exit3(req, reply);
+            reply.heads = EXITS - req.from;
+            reply.exit_seconds = [f32::NAN; MAX_EXITS];
+            for s in &mut reply.exit_seconds[req.from..EXITS] {
+                *s = 0.0005;
+            }
+            true
+        });
+        f.script.lock().unwrap().sleep = vec![Duration::from_millis(4); EXITS];
+        f.actions(&with_deltas([1.0, 1.0, 1.0, 1.0]));
+        f.chain.set_offload_auto(1e9);
+        let step = |f: &mut Fixture, frames: u64| {
+            for _ in 0..frames {
+                f.chain.step(ExitPolicy::Criterion).unwrap();
+            }
+        };
+        // The cut starts after exit 2 (of 4); a fast server and link take
+        // every exit but the first.
+        step(&mut f, REPARTITION_EVERY);
+        assert_eq!(f.chain.local_exits(), Some(1));
+        // The link slows to 30 ms: running everything on the robot (16 ms)
+        // is faster now.
+        link_ms.store(30, Ordering::Relaxed);
+        step(&mut f, 2 * REPARTITION_EVERY);
+        assert_eq!(f.chain.local_exits(), Some(EXITS));
+        let o = f.chain.step(ExitPolicy::Criterion).unwrap();
+        assert!(!o.remote && !o.fallback && o.exit == EXITS - 1);
+        assert_eq!(f.chain.offload_counters().unwrap().cut_changes, 2);
+    }
+
+    #[test]
+    fn offload_needs_a_local_and_a_remote_exit() {
+        let mut f = Fixture::new(manifest(CriterionKind::ActionConsistency, true, &[]));
+        for local in [0, EXITS] {
+            let link = FakeLink {
+                answer: Box::new(|_, _, _| false),
+                asked: Asked::default(),
+            };
+            let e = f
+                .chain
+                .set_offload(local, Box::new(link), Duration::ZERO)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("{local} local exits")), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_server_resumes_the_chain_from_the_carried_tensors_and_the_robots_state() {
+        let mut robot = Fixture::new(manifest(
+            CriterionKind::ActionConsistency,
+            true,
+            &[0.1, 0.1, 0.1],
+        ));
+        let mut server = Fixture::new(manifest(
+            CriterionKind::ActionConsistency,
+            true,
+            &[0.1, 0.1, 0.1],
+        ));
+        // Exit 2 passes against exit 1.
+        let actions = with_deltas([1.0, 0.5, 0.05, 0.0]);
+        robot.actions(&actions);
+        server.actions(&actions);
+        let o = robot.chain.step(ExitPolicy::Criterion).unwrap();
+        assert_eq!(o.exit, 2);
+        let carried = robot.chain.chain.exit_outputs(1).to_vec();
+        let mut reply = OffloadReply::new(2, 1);
+        let req = OffloadRequest {
+            frame: 9,
+            from: 2,
+            carried: &carried,
+            state: &[5.0],
+            prev_action: &actions[1],
+            prev_ok: true,
+        };
+        server.chain.serve(&req, &mut reply).unwrap();
+        assert_eq!(
+            (reply.frame, reply.exit, reply.ran, reply.heads),
+            (9, 2, 3, 1)
+        );
+        assert_eq!(reply.action, actions[2]);
+        // The robot's state, not the server's own: 5 + 2 + 1.
+        assert_eq!(reply.next_state, [8.0]);
+        assert!((reply.scores[2] - 0.05).abs() < 1e-6);
+        assert!(reply.scores[1].is_nan());
+        // Without a finite previous action, exit 2 has no score and the
+        // server runs on to the last exit.
+        let req = OffloadRequest {
+            prev_ok: false,
+            ..req
+        };
+        server.chain.serve(&req, &mut reply).unwrap();
+        assert_eq!(reply.exit, 3);
+        // Wrong sizes are refused, naming them.
+        let short = [vec![0.0f32]];
+        let req = OffloadRequest {
+            carried: &short,
+            ..req
+        };
+        let e = server
+            .chain
+            .serve(&req, &mut reply)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("carried tensors [1]"), "{e}");
+        let req = OffloadRequest { from: 0, ..req };
+        let e = server
+            .chain
+            .serve(&req, &mut reply)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("from 0"), "{e}");
     }
 
     #[test]

@@ -4,11 +4,12 @@
 //! * [`camera`]: frame sources ([`camera::Source`]: replay, V4L2) and the
 //!   newest-frame handoff.
 //! * [`preprocess`]: camera frame → model input, allocation-free. With
-//!   `--features cuda`, `cuda_preprocess` computes the same on the GPU into
-//!   its own device tensor; nothing uses it yet (the pipeline preprocesses on
-//!   the CPU and the TensorRT backend takes host inputs).
+//!   `--features cuda`, `cuda_preprocess` computes the same on the GPU,
+//!   straight into a TensorRT engine's input buffer.
 //! * [`exit_chain`]: the DeeR early-exit loop over an engine set, with the
 //!   per-frame deadline.
+//! * [`offload`]: deep exits on a server, the runtime's side (the network
+//!   is `offramp-link`'s).
 //! * [`pipeline`]: preprocess + exit chain, the one frame step every caller
 //!   uses.
 //! * [`run_loop`]: camera → pipeline → [`run_loop::Actuator`], with stats.
@@ -24,6 +25,7 @@ pub mod camera;
 pub mod cuda_preprocess;
 pub mod exit_chain;
 pub mod npy;
+pub mod offload;
 pub mod pipeline;
 pub mod pixfmt;
 pub mod preprocess;

@@ -39,8 +39,18 @@ impl Pipeline {
         backend: BackendKind,
         frame: (usize, usize),
     ) -> Result<Self, PipelineError> {
+        Self::with_chain(set, ExitChain::new(set, backend)?, frame)
+    }
+
+    /// The same over an exit chain built by the caller (engines of its own,
+    /// an offload link set).
+    pub fn with_chain(
+        set: &EngineSet,
+        chain: ExitChain,
+        frame: (usize, usize),
+    ) -> Result<Self, PipelineError> {
         Ok(Self {
-            chain: ExitChain::new(set, backend)?,
+            chain,
             pre: Preprocessor::for_set(set, frame)?,
             #[cfg(feature = "cuda")]
             gpu: None,

@@ -336,6 +336,10 @@ mod tests {
             stopped: false,
             heads: 2,
             deadline_cut: i % 5 == 0,
+            remote: false,
+            remote_ran: 0,
+            remote_heads: 0,
+            fallback: false,
         }
     }
 

@@ -6,12 +6,15 @@
 //!   `offramp bridge` service).
 //! * [`firmware`]: the serial link's start-up: boot message, protocol
 //!   version, clock sync.
+//! * [`offload`]: deep exits on a second device (`offramp serve`, and the
+//!   runtime's zenoh client with failover).
 //! * [`link_check`]: the model-free check of that link (`offramp firmware
 //!   session`).
 
 pub mod bridge;
 pub mod firmware;
 pub mod link_check;
+pub mod offload;
 pub mod zenoh_link;
 
 pub use firmware::COMMAND_VALIDITY;

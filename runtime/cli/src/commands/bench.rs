@@ -48,6 +48,26 @@ enum BenchCommand {
         python: String,
     },
     #[cfg(feature = "sim")]
+    /// Local-only against offloading the deep exits to a server (in-process,
+    /// zenoh on loopback) on the same closed-loop episodes, the robot's
+    /// engines slowed down by a stated factor. Prints JSON.
+    Offload {
+        #[arg(long, default_value = "engines/models/demo")]
+        engines: PathBuf,
+        #[arg(long, default_value_t = 20, value_parser = at_least(1))]
+        episodes: usize,
+        /// Simulator seeds from here (validation range by default: see
+        /// docs/offload.md).
+        #[arg(long, default_value_t = 1_000_000)]
+        first_seed: u64,
+        /// Exits the robot keeps (1-based); deeper ones are served.
+        #[arg(long, default_value_t = 1, value_parser = at_least(1))]
+        local_exits: usize,
+        /// How many times slower the robot's engines run than the server's.
+        #[arg(long, default_value_t = 4.0, value_parser = slowdown)]
+        robot_slowdown: f64,
+    },
+    #[cfg(feature = "sim")]
     /// Action latency through offramp's zenoh path vs a bare zenoh
     /// put/subscribe of the same payload (interleaved, one run), then the
     /// end-to-end frame -> applied latency of a short demo. Prints JSON.
@@ -60,6 +80,17 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         demo_episodes: usize,
     },
+}
+
+/// A slowdown factor: at least 1.
+#[cfg(feature = "sim")]
+fn slowdown(s: &str) -> Result<f64, String> {
+    match positive(s)? {
+        f if f >= 1.0 => Ok(f),
+        f => Err(format!(
+            "{f} is below 1 (the robot cannot be faster than itself)"
+        )),
+    }
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
@@ -87,6 +118,20 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             tensorrt.as_deref(),
             iters,
             &python,
+        )?)?,
+        #[cfg(feature = "sim")]
+        BenchCommand::Offload {
+            engines,
+            episodes,
+            first_seed,
+            local_exits,
+            robot_slowdown,
+        } => serde_json::to_string_pretty(&super::bench_offload::run(
+            &engines,
+            episodes,
+            first_seed,
+            local_exits,
+            robot_slowdown,
         )?)?,
         #[cfg(feature = "sim")]
         BenchCommand::Zenoh {

@@ -145,6 +145,7 @@ pub fn run(iters: usize, engines: PathBuf, demo_episodes: usize) -> anyhow::Resu
             cmd_vel: false,
             report: None,
             json: true,
+            offload: None,
         })?;
         (r.frame_to_applied_ms, r.frame_to_sent_ms)
     } else {

@@ -5,7 +5,7 @@ use crate::args::at_least_1;
 use crate::heap;
 use crate::progress::progress_bar;
 use anyhow::{bail, Context};
-use offramp_calibrate::calibrate::{calibrate, Budget, Calibration, Frames};
+use offramp_calibrate::calibrate::{calibrate, Budget, Calibration, Frames, OffloadBudget};
 use offramp_calibrate::eval::rollout;
 use offramp_calibrate::memory::Footprints;
 use offramp_calibrate::refine::{race, Objective, Space, RACE_CANDIDATES};
@@ -66,6 +66,21 @@ pub struct Budgets {
     /// loaded at run time.
     #[arg(long)]
     pub max_memory_mb: Option<f64>,
+    /// Exits from K+1 on will run on a server (`offramp run --offload K`):
+    /// the report shows the robot's compute beside both devices'.
+    #[arg(long, value_name = "K", value_parser = at_least_1)]
+    pub offload: Option<usize>,
+    /// With --offload: whether the budget counts the robot's compute only
+    /// (`robot`: served exits are free to it) or both devices' (`both`).
+    #[arg(long, value_enum, default_value = "both", requires = "offload")]
+    pub budget_counts: BudgetCounts,
+}
+
+/// What a compute budget counts when deep exits are offloaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BudgetCounts {
+    Robot,
+    Both,
 }
 
 pub enum Source {
@@ -178,6 +193,15 @@ pub fn run(
             _ => 0,
         },
     };
+    if let Some(k) = budgets.offload {
+        let n = p.chain.exits();
+        if k >= n {
+            bail!(
+                "--offload {k}: the engine set has {n} exits; keep between 1 and {} on the robot",
+                n - 1
+            );
+        }
+    }
     let bar = progress_bar(per_pass * iterations as u64, "calibrating");
     let mut c = calibrate(
         &mut p,
@@ -187,6 +211,10 @@ pub fn run(
             cap,
             latency_cap_ms: budgets.max_latency_ms,
             iterations,
+            offload: budgets.offload.map(|k| OffloadBudget {
+                local_exits: k,
+                robot_only: budgets.budget_counts == BudgetCounts::Robot,
+            }),
         },
         &mut || bar.inc(1),
     )?;
@@ -246,6 +274,16 @@ pub fn run(
                 100.0 * s,
                 c.exit_costs[i] as f64 / 1e6,
                 c.exit_latency_p99_ms[i]
+            );
+        }
+        if let Some(o) = &c.offload {
+            println!(
+                "  with exits {}.. on a server: the robot computes {:.3} MMACs per frame ({:.1}% of the full model), both devices {:.3}; the budget counted {}",
+                o.local_exits + 1,
+                o.predicted_robot.mean_cost / 1e6,
+                100.0 * o.predicted_robot.mean_cost / c.full_macs as f64,
+                c.predicted.mean_cost / 1e6,
+                if o.budget_counts_robot_only { "the robot only" } else { "both" }
             );
         }
         if let Some(r) = &c.refined {

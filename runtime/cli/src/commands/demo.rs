@@ -65,6 +65,20 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Keep exits 1..=K in the runtime and serve the deeper ones from an
+    /// `offramp serve` process (a second device's stand-in, on loopback).
+    #[arg(long, value_name = "K", value_parser = at_least_1)]
+    pub offload: Option<usize>,
+}
+
+/// `offramp serve` as a child process, killed when dropped.
+struct ServerProcess(std::process::Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
@@ -111,6 +125,12 @@ pub struct DemoReport {
     pub timeout_to_stop_ms: Option<f64>,
     pub final_motor_state: String,
     pub wall_seconds: f64,
+    /// With --offload: the robot's share of the compute, and what
+    /// offloading did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub robot_compute_ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offload: Option<offramp_runtime::offload::OffloadCounters>,
 }
 
 /// Per-reason rejection counts between two telemetry reports.
@@ -178,6 +198,10 @@ pub fn run(a: &Args) -> anyhow::Result<DemoReport> {
         ..Default::default()
     })?;
     let keys = Keys::new(&a.robot)?;
+    let _server = match a.offload {
+        Some(k) => Some(start_offload(&mut p, &set, &session, a, &endpoint, k)?),
+        None => None,
+    };
     let mut link = RuntimeLink::open(session, keys, COMMAND_VALIDITY, a.cmd_vel)?;
     let mut bridge = Bridge::spawn(a.bridge, &fw.device, &a.robot, &endpoint)?;
     let first = wait_for_bridge(&link, &mut bridge, Duration::from_secs(20))?;
@@ -192,6 +216,7 @@ pub fn run(a: &Args) -> anyhow::Result<DemoReport> {
         progress_bar(a.episodes as u64, "episodes")
     };
     let (mut frames, mut successes, mut exit_sum, mut macs) = (0u64, 0usize, 0u64, 0u64);
+    let mut robot_macs = 0u64;
     let mut exit_counts = vec![0u64; n];
     let (mut to_sent, mut to_applied) = (Vec::new(), Vec::new());
     let (mut misses, mut sent) = (0u64, 0u64);
@@ -223,6 +248,7 @@ pub fn run(a: &Args) -> anyhow::Result<DemoReport> {
             exit_counts[o.exit] += 1;
             exit_sum += o.exit as u64;
             macs += p.chain.frame_macs(&o);
+            robot_macs += p.chain.robot_macs(&o);
             // Until the next frame: telemetry carries the wheel speeds the
             // firmware applies.
             next += period;
@@ -317,6 +343,10 @@ pub fn run(a: &Args) -> anyhow::Result<DemoReport> {
         timeout_to_stop_ms: Some(stop.firmware.last_timeout_stop_us as f64 / 1e3),
         final_motor_state: format!("{:?}", stop.firmware.state),
         wall_seconds: start.elapsed().as_secs_f64(),
+        robot_compute_ratio: a
+            .offload
+            .map(|_| robot_macs as f64 / (p.chain.full_macs() as f64 * f)),
+        offload: p.chain.offload_counters(),
     };
     if let Some(path) = &a.report {
         plot::chart(
@@ -335,6 +365,43 @@ pub fn run(a: &Args) -> anyhow::Result<DemoReport> {
         )?;
     }
     Ok(report)
+}
+
+/// Starts `offramp serve` for the demo's robot on its zenoh endpoint and
+/// hands the runtime exits K+1.. once the server is seen.
+fn start_offload(
+    p: &mut Pipeline,
+    set: &EngineSet,
+    session: &zenoh::Session,
+    a: &Args,
+    endpoint: &str,
+    k: usize,
+) -> anyhow::Result<ServerProcess> {
+    use offramp_link::offload::{offload_prefix, set_digest, ZenohOffload};
+    let exe = std::env::current_exe().context("locating the offramp binary")?;
+    let child = std::process::Command::new(exe)
+        .args(["--log", "warn", "serve", "--engines"])
+        .arg(&set.dir)
+        .args(["--robot", &a.robot, "--connect", endpoint, "--name", "demo"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .context("starting `offramp serve`")?;
+    let server = ServerProcess(child);
+    let prefix = offload_prefix(&a.robot, &set.manifest.model, &set_digest(set)?)?;
+    let link = ZenohOffload::open(session.clone(), &prefix)?;
+    let t0 = Instant::now();
+    while link.live_servers().is_empty() {
+        if t0.elapsed() > Duration::from_secs(30) {
+            anyhow::bail!("`offramp serve` was not seen on {prefix} within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    p.chain
+        .set_offload(k, Box::new(link), Duration::from_millis(100))
+        .map_err(|e| anyhow::anyhow!("--offload {k}: {e}"))?;
+    Ok(server)
 }
 
 /// One screen for a person.
@@ -365,6 +432,15 @@ pub fn print_human(r: &DemoReport) {
         "  compute saved          {:.0}% vs the full model",
         100.0 * r.compute_saved
     );
+    if let (Some(robot), Some(o)) = (r.robot_compute_ratio, &r.offload) {
+        println!(
+            "  offload                robot computed {:.0}% of the full model; {} requests, {} answered, {} fallbacks",
+            100.0 * robot,
+            o.requests,
+            o.answered,
+            o.fallbacks
+        );
+    }
     if let Some(s) = r.frame_to_applied_ms {
         println!(
             "  frame -> applied       p50 {:.2} ms, p99 {:.2} ms",

@@ -4,6 +4,8 @@
 pub mod bench;
 pub mod bench_engines;
 #[cfg(feature = "sim")]
+pub mod bench_offload;
+#[cfg(feature = "sim")]
 pub mod bench_runtime;
 #[cfg(feature = "sim")]
 pub mod bench_zenoh;
@@ -23,6 +25,7 @@ pub mod firmware_bench;
 pub mod profile;
 pub mod recording;
 pub mod run;
+pub mod serve;
 #[cfg(feature = "sim")]
 pub mod sim;
 #[cfg(feature = "sim")]

@@ -3,6 +3,7 @@
 use crate::args::{at_least_1, positive, print_report, ZenohArgs};
 use indicatif::{ProgressBar, ProgressStyle};
 use offramp_engines::EngineSet;
+use offramp_link::offload::{offload_prefix, set_digest, ZenohOffload};
 use offramp_link::zenoh_link::{open_session, Keys, RuntimeLink};
 use offramp_link::COMMAND_VALIDITY;
 use offramp_runtime::camera::{self, CameraSpec};
@@ -80,6 +81,22 @@ pub struct Args {
     /// Publish every action over zenoh (to `offramp bridge`).
     #[arg(long)]
     pub zenoh: bool,
+    /// Keep exits 1..=K on this machine and ask a server (`offramp serve`)
+    /// for deeper ones when the criterion wants them; without an answer in
+    /// time, exit K's action is used.
+    #[arg(long, value_name = "K", value_parser = at_least_1)]
+    pub offload: Option<usize>,
+    /// With --offload and no --deadline-ms: the longest wait for an answer.
+    #[arg(long, default_value_t = 100.0, value_parser = positive)]
+    pub offload_timeout_ms: f64,
+    /// With --offload: move the cut by measurement (robot and server time
+    /// per exit, the link's round trip), starting from K; it may move to
+    /// the end (no offload) when the link is too slow.
+    #[arg(long, requires = "offload")]
+    pub offload_auto: bool,
+    /// The link's bandwidth for --offload-auto, Mbit/s.
+    #[arg(long, default_value_t = 100.0, value_parser = positive)]
+    pub link_mbps: f64,
     /// With --zenoh: mirror commands as a ROS 2 Twist on `cmd_vel`.
     #[arg(long)]
     pub cmd_vel: bool,
@@ -154,6 +171,9 @@ pub struct RunReport {
     pub sim_episodes: u64,
     pub sim_successes: u64,
     pub wall_seconds: f64,
+    /// With --offload: requests, answers, fallbacks, failovers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offload: Option<offramp_runtime::offload::OffloadCounters>,
 }
 
 pub fn run(a: &Args) -> anyhow::Result<RunReport> {
@@ -196,6 +216,27 @@ pub fn run(a: &Args) -> anyhow::Result<RunReport> {
             set.manifest_path.display()
         );
     }
+    let session = if a.zenoh || a.offload.is_some() {
+        Some(open_session(&a.zenoh_args.options())?)
+    } else {
+        None
+    };
+    if let (Some(k), Some(session)) = (a.offload, &session) {
+        let prefix = offload_prefix(&a.zenoh_args.robot, &set.manifest.model, &set_digest(&set)?)?;
+        let link = ZenohOffload::open(session.clone(), &prefix)?;
+        pipeline
+            .chain
+            .set_offload(
+                k,
+                Box::new(link),
+                Duration::from_secs_f64(a.offload_timeout_ms / 1e3),
+            )
+            .map_err(|e| anyhow::anyhow!("--offload {k}: {e}"))?;
+        if a.offload_auto {
+            pipeline.chain.set_offload_auto(a.link_mbps * 1e6 / 8.0);
+        }
+        tracing::info!(local_exits = k, servers = %prefix, "offloading deeper exits");
+    }
     let deadline = a.deadline_ms.map(|d| Duration::from_secs_f64(d / 1e3));
     let recorder = match &a.record {
         Some(p) => Some(Recorder::create(p)?),
@@ -209,10 +250,9 @@ pub fn run(a: &Args) -> anyhow::Result<RunReport> {
     };
     #[cfg(not(feature = "sim"))]
     let local: Box<dyn Actuator> = Box::new(NoActuator);
-    let mut act: Box<dyn Actuator> = if a.zenoh {
-        let session = open_session(&a.zenoh_args.options())?;
+    let mut act: Box<dyn Actuator> = if let (true, Some(session)) = (a.zenoh, &session) {
         let link = RuntimeLink::open(
-            session,
+            session.clone(),
             Keys::new(&a.zenoh_args.robot)?,
             COMMAND_VALIDITY,
             a.cmd_vel,
@@ -259,6 +299,7 @@ pub fn run(a: &Args) -> anyhow::Result<RunReport> {
     bar.finish_and_clear();
     act.stop();
     let stats = rl.summary();
+    let offload = rl.pipeline.chain.offload_counters();
     // Episodes the simulated robot finished, and how many reached the target.
     #[cfg(feature = "sim")]
     let (sim_episodes, sim_successes) = sim
@@ -274,11 +315,18 @@ pub fn run(a: &Args) -> anyhow::Result<RunReport> {
         sim_episodes,
         sim_successes,
         wall_seconds: start.elapsed().as_secs_f64(),
+        offload,
     })
 }
 
 pub fn print_human(r: &RunReport) {
     let s = &r.stats;
+    if let Some(o) = &r.offload {
+        println!(
+            "offload: {} requests, {} answered, {} fallbacks, {} failovers, {} rejected",
+            o.requests, o.answered, o.fallbacks, o.failovers, o.rejected
+        );
+    }
     println!("offramp run: {} on {} ({})", r.engines, r.camera, r.policy);
     println!(
         "  frames               {} in {:.1} s ({} dropped, {} camera gaps)",

@@ -143,6 +143,7 @@ pub fn run(cfg: &SimConfig, a: &Args) -> anyhow::Result<Sweep> {
                 cap: None,
                 latency_cap_ms: None,
                 iterations: a.iterations,
+                offload: None,
             },
             &mut || bar.inc(1),
         )?;

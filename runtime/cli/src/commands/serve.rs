@@ -1,0 +1,74 @@
+//! `offramp serve`: deep exits for a robot, on a second device.
+
+use crate::args::{positive, ZenohArgs};
+use offramp_engines::EngineSet;
+use offramp_link::offload::{offload_prefix, set_digest, OffloadServer};
+use offramp_link::zenoh_link::open_session;
+use offramp_runtime::exit_chain::ExitChain;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The robot's engine set (the same build: its manifest digest is part
+    /// of the key, so a server with another build is never asked).
+    #[arg(long)]
+    pub engines: PathBuf,
+    /// This server's name, unique among the robot's servers.
+    #[arg(long, default_value = "edge")]
+    pub name: String,
+    /// The robot asks the live server of lowest rank; give standbys a
+    /// higher one (they keep the segments loaded to take over at once).
+    #[arg(long, default_value_t = 0)]
+    pub rank: u32,
+    /// Stop after this many seconds (default: until killed).
+    #[arg(long, value_parser = positive)]
+    pub seconds: Option<f64>,
+    #[command(flatten)]
+    pub zenoh_args: ZenohArgs,
+}
+
+pub fn main(a: Args) -> anyhow::Result<()> {
+    let set = EngineSet::open(&a.engines)?;
+    let chain = ExitChain::new(&set, set.manifest.build.backend)?;
+    let m = &set.manifest;
+    let len = |name: &str| {
+        m.head.output(name).map(|t| t.elements()).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: head has no output {name:?}",
+                set.manifest_path.display()
+            )
+        })
+    };
+    let (action_len, state_len) = (len(&m.head.action_output)?, len(&m.head.state_output)?);
+    let prefix = offload_prefix(&a.zenoh_args.robot, &m.model, &set_digest(&set)?)?;
+    let session = open_session(&a.zenoh_args.options())?;
+    let mut server = OffloadServer::open(
+        session, chain, &prefix, a.rank, &a.name, action_len, state_len,
+    )?;
+    // One line on stdout once the server answers: scripts wait for it.
+    println!("serving {}", server.key());
+    tracing::info!(
+        key = server.key(),
+        exits = set.manifest.exits.len(),
+        "offload server up"
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    if let Some(s) = a.seconds {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs_f64(s));
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    server.run(&stop);
+    let c = server.counters();
+    tracing::info!(
+        served = c.served,
+        refused = c.refused,
+        "offload server done"
+    );
+    Ok(())
+}
