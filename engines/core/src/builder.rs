@@ -28,7 +28,7 @@
 
 use crate::analyze::{analyze, Analysis};
 use crate::manifest::{
-    BackendKind, BuildInfo, Criterion, Head, Manifest, Precision, Preprocess, Segment,
+    BackendKind, BuildInfo, Criterion, Head, Manifest, OffloadSpec, Precision, Preprocess, Segment,
     FORMAT_VERSION,
 };
 use crate::{sha256_file, Chain, EngineSet, Error, Result};
@@ -60,6 +60,8 @@ struct SourceModel {
     criterion: Criterion,
     #[serde(default)]
     preprocess: Option<Preprocess>,
+    #[serde(default)]
+    offload: Option<OffloadSpec>,
 }
 
 /// What to build.
@@ -262,6 +264,7 @@ pub fn build(
         head,
         criterion: src.criterion,
         preprocess: src.preprocess,
+        offload: src.offload,
     };
     EngineSet::write_manifest(&opts.out_dir, &manifest)?;
     let set = EngineSet::open(&opts.out_dir)?;

@@ -230,6 +230,28 @@ pub struct Manifest {
     pub criterion: Criterion,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preprocess: Option<Preprocess>,
+    /// How deep exits served by another device are fed (`offramp serve`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offload: Option<OffloadSpec>,
+}
+
+/// `[offload]`: what crosses the link when exits run on another device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OffloadSpec {
+    /// The tensors carried across the cut: `fp32` (bit for bit, the
+    /// default) or `fp16` (half the bytes; remote exits then differ from
+    /// local ones by the rounding).
+    #[serde(default)]
+    pub carried: CarriedDtype,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CarriedDtype {
+    #[default]
+    Fp32,
+    Fp16,
 }
 
 impl Head {

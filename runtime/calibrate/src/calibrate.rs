@@ -144,6 +144,9 @@ pub struct OffloadCalibration {
     /// cost it only what the cut does.
     pub robot_exit_costs: Vec<u64>,
     pub predicted_robot: Prediction,
+    /// The robot's p99 cumulative latency to each exit, measured here (the
+    /// cut's for exits past it; the link and the server come on top).
+    pub robot_exit_latency_p99_ms: Vec<f64>,
 }
 
 /// Deep exits on a server while calibrating (see [`Budget::offload`]).
@@ -155,9 +158,10 @@ pub struct OffloadBudget {
     pub robot_only: bool,
 }
 
-/// What the robot computes to stop at each exit when exits from
-/// `local_exits` on are served: the cost of the cut for every deeper exit.
-pub fn robot_costs(costs: &[u64], local_exits: usize) -> Vec<u64> {
+/// What the robot spends to stop at each exit when exits from
+/// `local_exits` on are served (MACs, or cumulative latency): the cut's
+/// for every deeper exit.
+pub fn robot_costs<T: Copy>(costs: &[T], local_exits: usize) -> Vec<T> {
     let last = local_exits.clamp(1, costs.len().max(1)) - 1;
     (0..costs.len()).map(|i| costs[i.min(last)]).collect()
 }
@@ -213,7 +217,12 @@ pub fn calibrate(
     let mut last = (Vec::new(), Vec::new());
     for _ in 0..iterations.max(1) {
         last = collect(p, frames, progress)?;
-        let p99 = p99_per_exit(&last.1, n);
+        let mut p99 = p99_per_exit(&last.1, n);
+        if let Some(o) = offload.filter(|o| o.robot_only) {
+            // The cap counts the robot's time only: a served exit costs it
+            // what the cut does.
+            p99 = robot_costs(&p99, o.local_exits);
+        }
         if let Some(l) = latency_cap_ms {
             // Deepest exit whose cumulative p99 latency fits (exit 0 always).
             let fit = (0..n).rev().find(|&i| p99[i] <= l).unwrap_or(0);
@@ -233,6 +242,7 @@ pub fn calibrate(
                 budget_counts_robot_only: o.robot_only,
                 predicted_robot: predict(&last.0, &thresholds, &rc),
                 robot_exit_costs: r,
+                robot_exit_latency_p99_ms: robot_costs(&p99_per_exit(&last.1, n), o.local_exits),
             })
         }
         _ => None,

@@ -184,6 +184,9 @@ fn an_offload_budget_counts_the_robot_or_both_devices() {
         let o = c.offload.as_ref().unwrap();
         assert_eq!(o.robot_exit_costs, robot_costs(&costs, 2));
         assert!(o.predicted_robot.mean_cost <= c.predicted.mean_cost);
+        // The robot's latency to a served exit is the cut's.
+        let l = &o.robot_exit_latency_p99_ms;
+        assert_eq!((l[2], l[3]), (l[1], l[1]), "{l:?}");
     }
     // Counting both devices, the mean lands near the budget; counting the
     // robot only, the robot never computes more than the cut (under the

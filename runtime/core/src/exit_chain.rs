@@ -1020,6 +1020,7 @@ mod tests {
                 exit0_reference: reference.then(|| "ref".to_string()),
             },
             preprocess: None,
+            offload: None,
         }
     }
 

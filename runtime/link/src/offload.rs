@@ -26,6 +26,7 @@
 //! wait never passes the frame's deadline.
 
 use crate::zenoh_link::ZenohError;
+use offramp_engines::manifest::CarriedDtype;
 use offramp_runtime::exit_chain::{ExitChain, MAX_EXITS};
 use offramp_runtime::offload::{
     Offload, OffloadCounters, OffloadError, OffloadReply, OffloadRequest,
@@ -46,13 +47,57 @@ pub const MISSES_BEFORE_SKIP: u32 = 3;
 /// How long a server that stopped answering is skipped.
 pub const SKIP_FOR: Duration = Duration::from_secs(2);
 
+/// The tensors carried across the cut, as the manifest's `[offload]`
+/// `carried` says: fp32 bit for bit, or fp16 (IEEE half, two bytes each,
+/// little endian: postcard would spend up to three on a u16).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Carried {
+    F32(Vec<Vec<f32>>),
+    F16(Vec<Vec<u8>>),
+}
+
+impl Carried {
+    pub fn encode(tensors: &[Vec<f32>], dtype: CarriedDtype) -> Self {
+        match dtype {
+            CarriedDtype::Fp32 => Self::F32(tensors.to_vec()),
+            CarriedDtype::Fp16 => Self::F16(
+                tensors
+                    .iter()
+                    .map(|t| {
+                        t.iter()
+                            .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                            .collect()
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Writes the tensors as f32 into `out` (resized to match).
+    pub fn decode_into(&self, out: &mut Vec<Vec<f32>>) {
+        match self {
+            Self::F32(t) => out.clone_from(t),
+            Self::F16(t) => {
+                out.resize_with(t.len(), Vec::new);
+                for (o, t) in out.iter_mut().zip(t) {
+                    o.clear();
+                    o.extend(
+                        t.chunks_exact(2)
+                            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// The robot's request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestMsg {
     pub version: u8,
     pub frame: u64,
     pub from: u16,
-    pub carried: Vec<Vec<f32>>,
+    pub carried: Carried,
     pub state: Vec<f32>,
     pub prev_action: Vec<f32>,
     pub prev_ok: bool,
@@ -184,6 +229,8 @@ pub struct ServeCounters {
 pub struct OffloadServer {
     chain: ExitChain,
     reply: OffloadReply,
+    /// The carried tensors of the request being served, as f32.
+    carried: Vec<Vec<f32>>,
     key: String,
     counters: ServeCounters,
     queries: zenoh::query::Queryable<zenoh::handlers::FifoChannelHandler<zenoh::query::Query>>,
@@ -226,6 +273,7 @@ impl OffloadServer {
         Ok(Self {
             chain,
             reply: OffloadReply::new(action_len, state_len),
+            carried: Vec::new(),
             key,
             counters: ServeCounters::default(),
             queries: queryable,
@@ -260,10 +308,11 @@ impl OffloadServer {
         let (frame, result) = match RequestMsg::decode(&bytes) {
             Err(e) => (0, Err(e.to_string())),
             Ok(m) => {
+                m.carried.decode_into(&mut self.carried);
                 let req = OffloadRequest {
                     frame: m.frame,
                     from: m.from as usize,
-                    carried: &m.carried,
+                    carried: &self.carried,
                     state: &m.state,
                     prev_action: &m.prev_action,
                     prev_ok: m.prev_ok,
@@ -320,6 +369,7 @@ pub struct ZenohOffload {
     servers: Arc<Mutex<Servers>>,
     _liveliness: zenoh::pubsub::Subscriber<()>,
     active: Option<Server>,
+    carried: CarriedDtype,
     misses: u32,
     skipped: Option<(Server, Instant)>,
     counters: OffloadCounters,
@@ -330,8 +380,9 @@ pub struct ZenohOffload {
 }
 
 impl ZenohOffload {
-    /// Watches the servers under `prefix` (see [`offload_prefix`]).
-    pub fn open(session: Session, prefix: &str) -> Result<Self, ZenohError> {
+    /// Watches the servers under `prefix` (see [`offload_prefix`]); sends
+    /// the carried tensors as `carried` (the manifest's `[offload]`).
+    pub fn open(session: Session, prefix: &str, carried: CarriedDtype) -> Result<Self, ZenohError> {
         let servers = Arc::new(Mutex::new(Servers::default()));
         let pattern = format!("{prefix}/*/*");
         let declare = |what: &'static str| {
@@ -377,6 +428,7 @@ impl ZenohOffload {
             servers,
             _liveliness: sub,
             active: None,
+            carried,
             misses: 0,
             skipped: None,
             counters: OffloadCounters::default(),
@@ -458,7 +510,7 @@ impl Offload for ZenohOffload {
             version: OFFLOAD_VERSION,
             frame: req.frame,
             from: req.from as u16,
-            carried: req.carried.to_vec(),
+            carried: Carried::encode(req.carried, self.carried),
             state: req.state.to_vec(),
             prev_action: req.prev_action.to_vec(),
             prev_ok: req.prev_ok,
@@ -614,7 +666,7 @@ mod tests {
             version: OFFLOAD_VERSION,
             frame: 7,
             from: 2,
-            carried: vec![vec![1.5, -0.0, f32::MIN_POSITIVE], vec![3.25]],
+            carried: Carried::F32(vec![vec![1.5, -0.0, f32::MIN_POSITIVE], vec![3.25]]),
             state: vec![0.1; 4],
             prev_action: vec![f32::from_bits(0x3f80_0001), 2.0],
             prev_ok: true,
@@ -622,7 +674,28 @@ mod tests {
         let back = RequestMsg::decode(&m.encode()).unwrap();
         assert_eq!(back, m);
         assert_eq!(back.prev_action[0].to_bits(), 0x3f80_0001);
-        assert!(back.carried[0][1].is_sign_negative());
+        let mut t = Vec::new();
+        back.carried.decode_into(&mut t);
+        assert!(t[0][1].is_sign_negative());
+        // fp16: half the bytes of the tensors, values to half precision.
+        let x = vec![vec![0.1f32; 256]];
+        let (full, half) = (
+            Carried::encode(&x, CarriedDtype::Fp32),
+            Carried::encode(&x, CarriedDtype::Fp16),
+        );
+        let bytes = |c: &Carried| postcard::to_allocvec(c).unwrap().len();
+        assert!(
+            bytes(&half) * 10 < bytes(&full) * 6,
+            "{} vs {}",
+            bytes(&half),
+            bytes(&full)
+        );
+        half.decode_into(&mut t);
+        assert!(
+            (t[0][0] - 0.1).abs() < 1e-4 && t[0][0] != 0.1,
+            "{}",
+            t[0][0]
+        );
         let mut old = m.clone();
         old.version = OFFLOAD_VERSION + 1;
         let e = RequestMsg::decode(&old.encode()).unwrap_err().to_string();

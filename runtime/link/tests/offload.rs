@@ -2,6 +2,7 @@
 //! demo engine set on the CPU backend: the server is `OffloadServer` (what
 //! `offramp serve` runs), the robot an `ExitChain` with `ZenohOffload`.
 
+use offramp_engines::manifest::{CarriedDtype, OffloadSpec};
 use offramp_engines::{BackendKind, EngineSet};
 use offramp_link::offload::{
     offload_prefix, set_digest, OffloadServer, ServeCounters, ZenohOffload,
@@ -86,7 +87,11 @@ fn robot_link(set: &EngineSet, robot: &str) -> (String, ZenohOffload) {
     })
     .unwrap();
     let prefix = offload_prefix(robot, &set.manifest.model, &set_digest(set).unwrap()).unwrap();
-    (endpoint, ZenohOffload::open(session, &prefix).unwrap())
+    let carried = set.manifest.offload.unwrap_or_default().carried;
+    (
+        endpoint,
+        ZenohOffload::open(session, &prefix, carried).unwrap(),
+    )
 }
 
 fn wait_for_servers(link: &ZenohOffload, n: usize) {
@@ -163,6 +168,50 @@ fn remote_deep_exits_equal_local_ones_bit_for_bit() {
     );
     let c = robot.offload_counters().unwrap();
     assert_eq!((c.requests, c.answered, c.fallbacks), (40, 40, 0));
+}
+
+#[test]
+fn fp16_carried_tensors_stay_close_to_local_exits() {
+    // The demo set with `[offload] carried = "fp16"` in its manifest.
+    let demo = demo_set();
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(&demo.dir).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    let mut m = demo.manifest.clone();
+    m.offload = Some(OffloadSpec {
+        carried: CarriedDtype::Fp16,
+    });
+    EngineSet::write_manifest(dir.path(), &m).unwrap();
+    let set = EngineSet::open(dir.path()).unwrap();
+    assert_ne!(set_digest(&set).unwrap(), set_digest(&demo).unwrap());
+    let (endpoint, link) = robot_link(&set, "half");
+    let _server = Server::start(&set, "half", &endpoint, 0, "edge");
+    wait_for_servers(&link, 1);
+    let mut local = ExitChain::new(&set, BackendKind::Cpu).unwrap();
+    let mut robot = ExitChain::new(&set, BackendKind::Cpu).unwrap();
+    robot
+        .set_offload(1, Box::new(link), Duration::from_secs(10))
+        .unwrap();
+    always_past_exit_0(&set, &mut [&mut local, &mut robot]);
+    let (mut same_exit, mut worst) = (0, 0.0f32);
+    for f in 0..40 {
+        fill(&mut local, f);
+        fill(&mut robot, f);
+        let l = local.step(ExitPolicy::Criterion).unwrap();
+        let r = robot.step(ExitPolicy::Criterion).unwrap();
+        assert!(r.remote, "frame {f}: {r:?}");
+        if l.exit == r.exit {
+            same_exit += 1;
+            for (a, b) in robot.action().iter().zip(local.action()) {
+                worst = worst.max((a - b).abs());
+            }
+        }
+    }
+    eprintln!("fp16: {same_exit}/40 frames at the same exit, worst action difference {worst}");
+    assert!(same_exit >= 36, "{same_exit}/40");
+    assert!(worst < 0.01, "{worst}");
 }
 
 /// One frame at `period`, with the frame's deadline a period from its

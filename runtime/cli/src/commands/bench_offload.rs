@@ -158,7 +158,11 @@ pub fn run(
             server.counters()
         })
     };
-    let link = ZenohOffload::open(robot_session, &prefix)?;
+    let link = ZenohOffload::open(
+        robot_session,
+        &prefix,
+        set.manifest.offload.unwrap_or_default().carried,
+    )?;
     let t0 = Instant::now();
     while link.live_servers().is_empty() {
         if t0.elapsed() > Duration::from_secs(20) {

@@ -70,8 +70,9 @@ pub struct Budgets {
     /// the report shows the robot's compute beside both devices'.
     #[arg(long, value_name = "K", value_parser = at_least_1)]
     pub offload: Option<usize>,
-    /// With --offload: whether the budget counts the robot's compute only
-    /// (`robot`: served exits are free to it) or both devices' (`both`).
+    /// With --offload: whether the compute budget and the latency cap
+    /// count the robot's share only (`robot`: a served exit costs it what
+    /// the cut does) or all of it as measured here (`both`).
     #[arg(long, value_enum, default_value = "both", requires = "offload")]
     pub budget_counts: BudgetCounts,
 }

@@ -390,7 +390,11 @@ fn start_offload(
         .context("starting `offramp serve`")?;
     let server = ServerProcess(child);
     let prefix = offload_prefix(&a.robot, &set.manifest.model, &set_digest(set)?)?;
-    let link = ZenohOffload::open(session.clone(), &prefix)?;
+    let link = ZenohOffload::open(
+        session.clone(),
+        &prefix,
+        set.manifest.offload.unwrap_or_default().carried,
+    )?;
     let t0 = Instant::now();
     while link.live_servers().is_empty() {
         if t0.elapsed() > Duration::from_secs(30) {

@@ -223,7 +223,11 @@ pub fn run(a: &Args) -> anyhow::Result<RunReport> {
     };
     if let (Some(k), Some(session)) = (a.offload, &session) {
         let prefix = offload_prefix(&a.zenoh_args.robot, &set.manifest.model, &set_digest(&set)?)?;
-        let link = ZenohOffload::open(session.clone(), &prefix)?;
+        let link = ZenohOffload::open(
+            session.clone(),
+            &prefix,
+            set.manifest.offload.unwrap_or_default().carried,
+        )?;
         pipeline
             .chain
             .set_offload(
