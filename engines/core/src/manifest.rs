@@ -33,7 +33,7 @@
 //! …
 //!
 //! [criterion]
-//! kind = "action-consistency"   # DeeR; or "max-confidence", "fixed"
+//! kind = "action-consistency"   # DeeR; or "max-confidence", "entropy", "margin", "fixed"
 //! thresholds = []               # one per exit but the last, from `offramp calibrate`
 //! continuous_dims = [0, 1]
 //! ```
@@ -171,8 +171,82 @@ pub enum CriterionKind {
     /// the first exit where 1 − the top probability is below its threshold
     /// (a threshold of 0.1 stops once p_max > 0.9).
     MaxConfidence,
+    /// Discrete heads: the entropy of the class probabilities over its
+    /// largest possible value, ln K (0: certain, 1: uniform).
+    Entropy,
+    /// Discrete heads: 1 − (p_top1 − p_top2), the top-2 margin (0: one
+    /// class has all the mass; 1: the top two tie).
+    Margin,
     /// Always stop at `fixed_exit` (baselines).
     Fixed,
+}
+
+impl CriterionKind {
+    /// A discrete head's score from its class probabilities `p` (lower is
+    /// more confident, in [0, 1]); NaN for the kinds that do not score
+    /// probabilities. Allocation-free.
+    pub fn probability_score(self, p: &[f32]) -> f32 {
+        match self {
+            Self::MaxConfidence => 1.0 - p.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+            Self::Entropy => {
+                if p.len() < 2 {
+                    return 0.0;
+                }
+                let h: f32 = p.iter().filter(|x| **x > 0.0).map(|x| -x * x.ln()).sum();
+                h / (p.len() as f32).ln()
+            }
+            Self::Margin => {
+                let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+                for &x in p {
+                    if x > a {
+                        b = a;
+                        a = x;
+                    } else if x > b {
+                        b = x;
+                    }
+                }
+                if p.len() < 2 {
+                    return 1.0 - a.clamp(0.0, 1.0);
+                }
+                1.0 - (a - b)
+            }
+            Self::ActionConsistency | Self::Fixed => f32::NAN,
+        }
+    }
+}
+
+#[cfg(test)]
+mod criterion_tests {
+    use super::CriterionKind::*;
+
+    #[test]
+    fn probability_scores_rank_confidence() {
+        let certain = [1.0, 0.0, 0.0, 0.0];
+        let uniform = [0.25; 4];
+        let close = [0.45, 0.44, 0.11, 0.0];
+        for k in [MaxConfidence, Entropy, Margin] {
+            let (c, u, t) = (
+                k.probability_score(&certain),
+                k.probability_score(&uniform),
+                k.probability_score(&close),
+            );
+            assert!(c.abs() < 1e-6, "{k:?} certain {c}");
+            assert!(c < t && c < u, "{k:?}: {c} {t} {u}");
+        }
+        assert!((Entropy.probability_score(&uniform) - 1.0).abs() < 1e-6);
+        assert!((Margin.probability_score(&uniform) - 1.0).abs() < 1e-6);
+        assert!((Margin.probability_score(&close) - 0.99).abs() < 1e-6);
+        assert!((MaxConfidence.probability_score(&close) - 0.55).abs() < 1e-6);
+        // The margin sees a near-tie that the top probability alone misses.
+        let tie = [0.5, 0.5, 0.0];
+        let clear = [0.5, 0.1, 0.1, 0.1, 0.1, 0.1];
+        assert_eq!(
+            MaxConfidence.probability_score(&tie),
+            MaxConfidence.probability_score(&clear)
+        );
+        assert!(Margin.probability_score(&tie) > Margin.probability_score(&clear));
+        assert!(ActionConsistency.probability_score(&certain).is_nan());
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,8 +1,8 @@
 //! Each criterion kind is calibrated from its own scores: the thresholds a
 //! calibration writes make the exit chain stop exactly where the solve
 //! predicted, and meet the compute budget. Closed loop in the simulator on
-//! a DeeR (action-consistency) model and on a discrete-action
-//! (max-confidence) model.
+//! a DeeR (action-consistency) model and on a discrete-action model
+//! (max-confidence, entropy, top-2 margin).
 
 use offramp_calibrate::calibrate::{calibrate, collect, Budget, Frames};
 use offramp_calibrate::solve::predict;
@@ -204,4 +204,32 @@ fn an_offload_budget_counts_the_robot_or_both_devices() {
         robot.predicted.exit_shares,
         both.predicted.exit_shares
     );
+}
+
+/// Entropy and top-2 margin, the other scores of a discrete head, are
+/// calibrated from their own scores the same way.
+#[test]
+fn entropy_and_margin_are_calibrated_from_their_own_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    build(
+        &BuildOptions {
+            onnx_dir: models().join("testdata/tiny-discrete"),
+            out_dir: dir.path().to_path_buf(),
+            backend: BackendKind::Cpu,
+            precision: Precision::Fp32,
+            int8_calibration_cache: None,
+            offramp_version: "test".into(),
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    for kind in [CriterionKind::Entropy, CriterionKind::Margin] {
+        let set = EngineSet::open(dir.path()).unwrap();
+        let mut m = set.manifest.clone();
+        m.criterion.kind = kind;
+        m.criterion.thresholds.clear();
+        EngineSet::write_manifest(dir.path(), &m).unwrap();
+        let set = EngineSet::open(dir.path()).unwrap();
+        check(&set, kind, 0.6);
+    }
 }

@@ -639,11 +639,8 @@ impl ExitChain {
         match self.kind {
             CriterionKind::ActionConsistency => delta,
             // Discrete heads: the action vector holds class probabilities.
-            CriterionKind::MaxConfidence => {
-                1.0 - self.actions[i]
-                    .iter()
-                    .copied()
-                    .fold(f32::NEG_INFINITY, f32::max)
+            k @ (CriterionKind::MaxConfidence | CriterionKind::Entropy | CriterionKind::Margin) => {
+                k.probability_score(&self.actions[i])
             }
             CriterionKind::Fixed => f32::NAN,
         }
