@@ -15,6 +15,7 @@ mod commands;
 #[cfg(feature = "sim")]
 mod heap;
 mod held_frames;
+mod mcap_export;
 #[cfg(feature = "plot")]
 mod plot;
 mod progress;
@@ -79,7 +80,8 @@ enum Command {
     /// fixed-exit blocks, then the calibrated thresholds, with a power
     /// sampler running throughout.
     Profile(profile::Args),
-    /// Print a flight record as JSON lines (default) or CSV.
+    /// Print a flight record as JSON lines (default) or CSV, or write it
+    /// as MCAP (`--mcap OUT`).
     Recording(recording::Args),
     /// Benchmarks that print JSON.
     Bench(bench::Args),

@@ -12,7 +12,7 @@
 //! | 8 | frame time, ns since the recorder started (u64) |
 //! | 1 | exit taken (u8) |
 //! | 1 | exits run (u8) |
-//! | 1 | flags: 1 non-finite, 2 stopped, 4 deadline cut, 8 deadline missed |
+//! | 1 | flags: 1 non-finite, 2 stopped, 4 deadline cut, 8 deadline missed, 16 action from a server (offload), 32 offload fell back to the robot |
 //! | 1 | reserved |
 //! | 4 | frame latency, µs (f32) |
 //! | 4 × 16 | per-exit delta (f32, NaN when not computed) |
@@ -34,6 +34,8 @@ pub const FLAG_NONFINITE: u8 = 1;
 pub const FLAG_STOPPED: u8 = 2;
 pub const FLAG_DEADLINE_CUT: u8 = 4;
 pub const FLAG_DEADLINE_MISSED: u8 = 8;
+pub const FLAG_REMOTE: u8 = 16;
+pub const FLAG_FALLBACK: u8 = 32;
 
 /// One frame, as recorded.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -86,6 +88,12 @@ impl Record {
         }
         if missed {
             flags |= FLAG_DEADLINE_MISSED;
+        }
+        if o.remote {
+            flags |= FLAG_REMOTE;
+        }
+        if o.fallback {
+            flags |= FLAG_FALLBACK;
         }
         let mut a = [0.0; ACTION_DIMS];
         for (d, s) in a.iter_mut().zip(action) {

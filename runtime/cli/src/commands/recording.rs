@@ -1,5 +1,6 @@
 //! `offramp recording FILE`: a flight record (`offramp run --record`) as
-//! JSON lines or CSV.
+//! JSON lines or CSV, or converted to MCAP for Foxglove and other robotics
+//! tools.
 
 use offramp_runtime::exit_chain::MAX_EXITS;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,10 @@ pub struct Args {
     /// Exits shown in CSV columns.
     #[arg(long, default_value_t = 4, value_parser = exit_count)]
     exits: usize,
+    /// Write the record to this MCAP file instead (one JSON message per
+    /// frame on `/offramp/frame`, with its JSON schema).
+    #[arg(long, conflicts_with = "csv")]
+    mcap: Option<PathBuf>,
 }
 
 fn exit_count(s: &str) -> Result<usize, String> {
@@ -23,6 +28,12 @@ fn exit_count(s: &str) -> Result<usize, String> {
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
+    if let Some(out) = &a.mcap {
+        let records = offramp_runtime::recorder::read(&a.file)?;
+        crate::mcap_export::write(&records, out)?;
+        eprintln!("wrote {} frames to {}", records.len(), out.display());
+        return Ok(());
+    }
     show_recording(&a.file, a.csv, a.exits)
 }
 

@@ -163,6 +163,52 @@ fn run_on_the_simulator_records_every_frame() {
     assert!(ok);
     let first: serde_json::Value = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
     assert!(first["exit"].as_u64().unwrap() < 4);
+    // The same record as MCAP: one JSON message per frame, in order, with
+    // its schema, as Foxglove reads it.
+    let mcap = dir.path().join("run.mcap");
+    let (ok, _, err) = offramp(&[
+        "recording",
+        rec.to_str().unwrap(),
+        "--mcap",
+        mcap.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let frames = mcap_frames(&mcap);
+    assert_eq!(frames.len(), 100);
+    for (k, (t, f)) in frames.iter().enumerate() {
+        assert_eq!(f["frame"], k as u64);
+        assert_eq!(*t, f["time_ns"].as_u64().unwrap());
+        let exit = f["exit"].as_u64().unwrap();
+        assert!((1..=4).contains(&exit), "{f}");
+        assert_eq!(
+            f["deltas"].as_array().unwrap().len() as u64,
+            f["exits_run"].as_u64().unwrap()
+        );
+        assert_eq!(f["action"].as_array().unwrap().len(), 4);
+    }
+    assert!(
+        frames.windows(2).all(|w| w[0].0 <= w[1].0),
+        "log times go forward"
+    );
+}
+
+/// The `/offramp/frame` messages of an MCAP file: (log time, JSON).
+pub fn mcap_frames(path: &std::path::Path) -> Vec<(u64, serde_json::Value)> {
+    let bytes = std::fs::read(path).unwrap();
+    mcap::MessageStream::new(&bytes)
+        .unwrap()
+        .map(|m| {
+            let m = m.unwrap();
+            assert_eq!(m.channel.topic, "/offramp/frame");
+            assert_eq!(m.channel.message_encoding, "json");
+            let schema = m.channel.schema.as_ref().unwrap();
+            assert_eq!(
+                (schema.name.as_str(), schema.encoding.as_str()),
+                ("offramp.Frame", "jsonschema")
+            );
+            (m.log_time, serde_json::from_slice(&m.data).unwrap())
+        })
+        .collect()
 }
 
 #[test]

@@ -33,6 +33,8 @@ fn serve(robot: &str, connect: &str, rank: u32, name: &str) -> Proc {
 #[test]
 fn a_killed_server_leaves_no_frame_without_an_action() {
     let ep = free_loopback_endpoint().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("offload.rec");
     // The runtime listens; the servers connect, as a second device would.
     let run = Command::new(bin())
         .args(["run", "--engines"])
@@ -40,6 +42,8 @@ fn a_killed_server_leaves_no_frame_without_an_action() {
         .args(["--camera", "sim", "--fps", "10", "--frames", "50", "--json"])
         .args(["--deadline-ms", "100", "--offload", "1"])
         .args(["--robot", "offload-cli", "--listen", &ep])
+        .arg("--record")
+        .arg(&rec)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -82,6 +86,19 @@ fn a_killed_server_leaves_no_frame_without_an_action() {
     assert_eq!(o["failovers"], 1, "{o}");
     // A frame the deadline missed would be the network's fault here.
     assert_eq!(r["deadline_misses"], 0, "{r}");
+    // The flight record marks each frame's source; MCAP carries it.
+    let mcap = dir.path().join("offload.mcap");
+    let (ok, _, err) = offramp(&[
+        "recording",
+        rec.to_str().unwrap(),
+        "--mcap",
+        mcap.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let frames = crate::closed_loop::mcap_frames(&mcap);
+    assert_eq!(frames.len(), 50);
+    let count = |k: &str| frames.iter().filter(|(_, f)| f[k] == true).count() as u64;
+    assert_eq!((count("remote"), count("fallback")), (answered, fallbacks));
 }
 
 #[test]
