@@ -5,8 +5,9 @@
 # robot's build: --no-default-features) but with the TensorRT backend and
 # CUDA preprocessing, both loaded at run time (the TensorRT shim is built on
 # the robot by the bundle's install script). Checks the glibc it needs,
-# smoke-tests it under qemu-aarch64 (the exit chain on replayed frames, the
-# wire protocol against the host build of the firmware, the TensorRT shim
+# smoke-tests it under qemu-aarch64 (the exit chain on replayed frames,
+# recording and calibrating on recorded frames, the wire protocol against
+# the host build of the firmware, the TensorRT shim
 # loader against an aarch64 build of the shim's test double), and bundles it.
 source "$(dirname "$0")/env.sh"
 want=2.31
@@ -33,6 +34,15 @@ qemu_arm=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
   --fps 10 --frames 20 --json | tee "$reports/aarch64-run.json"
 "${qemu_arm[@]}" "$bin" --log warn firmware session --seconds 1 --json |
   tee "$reports/aarch64-firmware-session.json"
+# Calibration on recorded episodes in the robot's build (no simulator): the
+# frames re-recorded through a camera source, thresholds solved on them.
+cal=$reports/aarch64-calibrate
+rm -rf "$cal" && mkdir -p "$cal" && cp engines/models/demo/* "$cal/"
+"${qemu_arm[@]}" "$bin" --log warn record --camera "replay:$replay" --out "$cal/frames" \
+  --frames 1000 --fps 200 --json | tee "$reports/aarch64-record.json"
+"${qemu_arm[@]}" "$bin" --log warn calibrate --engines "$cal" --episodes "$cal/frames" \
+  --budget-ratio 0.5 --iterations 1 --json >"$reports/aarch64-calibrate.json"
+grep -q '"thresholds"' "$reports/aarch64-calibrate.json"
 # The shim loader: the test double built for aarch64 and glibc $want stands in
 # for a shim built on a Jetson; build-shim --check loads it, checks its ABI
 # and opens a "libnvinfer" through it.

@@ -8,6 +8,7 @@
 use crate::solve::{predict, shares, solve_q, thresholds_from_shares, FrameDeltas, Prediction};
 use offramp_runtime::exit_chain::{ExitPolicy, FrameOutcome};
 use offramp_runtime::pipeline::{Pipeline, PipelineError};
+#[cfg(feature = "sim")]
 use offramp_sim::{Sim, SimConfig, Twist};
 use serde::Serialize;
 
@@ -20,6 +21,7 @@ pub enum CalibrateError {
 /// Where calibration frames come from.
 pub enum Frames<'a> {
     /// Closed loop in the simulator: episodes `first_seed..first_seed + n`.
+    #[cfg(feature = "sim")]
     Sim {
         cfg: &'a SimConfig,
         first_seed: u64,
@@ -62,6 +64,7 @@ pub fn collect(
         );
     };
     match frames {
+        #[cfg(feature = "sim")]
         Frames::Sim {
             cfg,
             first_seed,
@@ -132,6 +135,53 @@ pub struct Calibration {
     /// computes to stop at each exit, and the prediction on the robot
     /// (`predicted` is over both devices).
     pub offload: Option<OffloadCalibration>,
+    /// The thresholds on recorded episodes they were not solved on
+    /// ([`held_out`]), when some were given.
+    pub held_out: Option<HeldOut>,
+}
+
+/// What thresholds do on recorded frames they were not solved on.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldOut {
+    pub frames: usize,
+    pub episodes: usize,
+    /// Mean compute per frame over the full model's.
+    pub compute_ratio: f64,
+    pub exit_shares: Vec<f64>,
+}
+
+/// Runs the chain's current criterion over recorded episodes, frame after
+/// frame (the recurrent state carried as at run time, reset per episode),
+/// and measures the compute it spends.
+pub fn held_out(
+    p: &mut Pipeline,
+    frames: &[u8],
+    frame_len: usize,
+    instructions: &[i64],
+    episodes: &[i32],
+) -> Result<HeldOut, CalibrateError> {
+    let n = p.chain.exits();
+    let mut counts = vec![0usize; n];
+    let (mut macs, mut count, mut eps) = (0u64, 0usize, 0usize);
+    let mut last = None;
+    for (k, frame) in frames.chunks_exact(frame_len.max(1)).enumerate() {
+        if last != Some(episodes[k]) {
+            p.begin_episode(instructions[k].max(0) as usize);
+            last = Some(episodes[k]);
+            eps += 1;
+        }
+        let o = p.infer(frame, ExitPolicy::Criterion, None)?;
+        counts[o.exit] += 1;
+        macs += p.chain.frame_macs(&o);
+        count += 1;
+    }
+    let f = count.max(1) as f64;
+    Ok(HeldOut {
+        frames: count,
+        episodes: eps,
+        compute_ratio: macs as f64 / f / p.chain.full_macs() as f64,
+        exit_shares: counts.iter().map(|c| *c as f64 / f).collect(),
+    })
 }
 
 /// The robot's side of a calibration with offloaded deep exits.
@@ -249,6 +299,7 @@ pub fn calibrate(
     };
     Ok(Calibration {
         offload,
+        held_out: None,
         predicted: predict(&last.0, &thresholds, &costs),
         thresholds,
         q,

@@ -4,8 +4,15 @@
 //! against the privileged expert's action at the same state, which says how
 //! often an exit already "gets the frame right".
 
+//!
+//! Without the `sim` feature only the tallies a refinement compares remain.
+
+#[cfg(feature = "sim")]
 use offramp_runtime::exit_chain::{ExitPolicy, MAX_EXITS};
-use offramp_runtime::pipeline::{Pipeline, PipelineError};
+#[cfg(feature = "sim")]
+use offramp_runtime::pipeline::Pipeline;
+use offramp_runtime::pipeline::PipelineError;
+#[cfg(feature = "sim")]
 use offramp_sim::{Sim, SimConfig, Twist};
 use serde::Serialize;
 use thiserror::Error;
@@ -86,6 +93,7 @@ pub struct Failures {
 }
 
 /// Runs `episodes` episodes from `first_seed` with `policy`.
+#[cfg(feature = "sim")]
 pub fn evaluate(
     p: &mut Pipeline,
     cfg: &SimConfig,
@@ -201,6 +209,7 @@ pub fn evaluate(
 
 /// Rolls `thresholds` out with the criterion on `episodes` episodes from
 /// `first_seed`: one call of a refinement search ([`crate::refine`]).
+#[cfg(feature = "sim")]
 pub fn rollout(
     p: &mut Pipeline,
     cfg: &SimConfig,

@@ -2,7 +2,8 @@
 //! subcommand is a module of [`commands`] with its own arguments.
 //!
 //! Features: `sim` (default) brings the simulator and what drives it (demo,
-//! sim, calibrate, calibrate-sweep, bench runtime and zenoh, `--camera sim`);
+//! sim, calibrate in closed loop, calibrate-sweep, bench runtime, zenoh and
+//! offload, `--camera sim`);
 //! `qemu` (default) the firmware image in QEMU; `plot` (default) SVG plots in
 //! reports; `bundle` (default) the bundle for the robot. The robot's build
 //! leaves them out (docs/jetson.md).
@@ -68,8 +69,8 @@ enum Command {
     #[cfg(feature = "tensorrt")]
     BuildShim(build_shim::Args),
     /// Calibrate exit thresholds under compute, latency and memory budgets
-    /// (DeeR) and write them into the engine set's manifest.
-    #[cfg(feature = "sim")]
+    /// (DeeR) and write them into the engine set's manifest: on recorded
+    /// episodes (any build), or closed loop in the simulator.
     Calibrate(calibrate::Args),
     /// The success-vs-compute curve: calibrate for each budget on
     /// calibration episodes, evaluate on held-out ones, with every fixed exit
@@ -80,6 +81,9 @@ enum Command {
     /// fixed-exit blocks, then the calibrated thresholds, with a power
     /// sampler running throughout.
     Profile(profile::Args),
+    /// Record camera episodes into the replay format from any frame source
+    /// (V4L2, replay, simulator), to calibrate on the robot's own frames.
+    Record(record::Args),
     /// Print a flight record as JSON lines (default) or CSV, or write it
     /// as MCAP (`--mcap OUT`).
     Recording(recording::Args),
@@ -137,11 +141,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Build(a) => build_set::main(a),
         #[cfg(feature = "tensorrt")]
         Command::BuildShim(a) => build_shim::main(a),
-        #[cfg(feature = "sim")]
         Command::Calibrate(a) => calibrate::main(a),
         #[cfg(feature = "sim")]
         Command::CalibrateSweep(a) => sweep::main(a),
         Command::Profile(a) => profile::main(a),
+        Command::Record(a) => record::main(a),
         Command::Recording(a) => recording::main(a),
         Command::Bench(a) => bench::main(a),
         #[cfg(feature = "sim")]

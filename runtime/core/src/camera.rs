@@ -94,8 +94,11 @@ impl Latest {
     }
 
     /// Writer side: fills the back buffer with `fill` (outside the lock) and
-    /// makes it the newest frame. Allocates nothing.
-    pub fn publish(&self, meta: FrameMeta, fill: impl FnOnce(&mut [u8])) {
+    /// makes it the newest frame. Allocates nothing. A new episode that
+    /// started on a frame nobody read still starts: the flag passes to the
+    /// frame that replaces it (else the reader would keep the last
+    /// episode's recurrent state).
+    pub fn publish(&self, mut meta: FrameMeta, fill: impl FnOnce(&mut [u8])) {
         let (k, mut buf) = {
             let mut s = self.lock();
             let k = s.back;
@@ -104,10 +107,11 @@ impl Latest {
         fill(&mut buf);
         let mut s = self.lock();
         s.bufs[k] = buf;
-        s.meta[k] = meta;
         if s.fresh {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            meta.new_episode |= s.meta[s.middle].new_episode;
         }
+        s.meta[k] = meta;
         let m = s.middle;
         s.middle = k;
         s.back = m;
@@ -344,6 +348,38 @@ mod tests {
         assert!(l.take(Duration::from_millis(10), |_, _| ()).is_none());
         l.publish(FrameMeta::default(), |b| b.fill(9));
         assert_eq!(l.take(Duration::from_millis(10), |b, _| b[0]), Some(9));
+    }
+
+    #[test]
+    fn an_episode_start_on_a_dropped_frame_passes_to_the_next() {
+        let l = Latest::new(4);
+        let start = FrameMeta {
+            seq: 1,
+            new_episode: true,
+            ..Default::default()
+        };
+        l.publish(start, |b| b.fill(1));
+        l.publish(
+            FrameMeta {
+                seq: 2,
+                ..Default::default()
+            },
+            |b| b.fill(2),
+        );
+        let got = l.take(Duration::from_millis(10), |b, m| {
+            (b[0], m.seq, m.new_episode)
+        });
+        assert_eq!(got, Some((2, 2, true)));
+        // Once read, the flag does not stick to later frames.
+        l.publish(
+            FrameMeta {
+                seq: 3,
+                ..Default::default()
+            },
+            |b| b.fill(3),
+        );
+        let got = l.take(Duration::from_millis(10), |_, m| m.new_episode);
+        assert_eq!(got, Some(false));
     }
 
     #[test]

@@ -2,19 +2,22 @@
 //! written into the engine set's manifest.
 
 use crate::args::at_least_1;
-use crate::heap;
 use crate::progress::progress_bar;
 use anyhow::{bail, Context};
 use offramp_calibrate::calibrate::{calibrate, Budget, Calibration, Frames, OffloadBudget};
-use offramp_calibrate::eval::rollout;
 use offramp_calibrate::memory::Footprints;
-use offramp_calibrate::refine::{race, Objective, Space, RACE_CANDIDATES};
-use offramp_calibrate::solve::predict;
 use offramp_engines::{BackendKind, EngineSet};
 use offramp_runtime::camera::load_replay;
 use offramp_runtime::pipeline::Pipeline;
-use offramp_sim::SimConfig;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+/// The simulator's configuration where there is a simulator.
+#[cfg(feature = "sim")]
+pub type SimCfg = offramp_sim::SimConfig;
+/// Without the simulator (the robot's build) there is none: calibration
+/// runs on recorded episodes only.
+#[cfg(not(feature = "sim"))]
+pub type SimCfg = ();
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -22,14 +25,17 @@ pub struct Args {
     pub engines: PathBuf,
     #[command(flatten)]
     pub budgets: Budgets,
-    /// Recorded episodes (`offramp sim record`); default: closed loop in
-    /// the simulator on --sim-episodes episodes from --first-seed.
+    /// Recorded episodes (`offramp record`, `offramp sim record`); default:
+    /// closed loop in the simulator on --sim-episodes episodes from
+    /// --first-seed. The robot's build (no simulator) needs them.
     #[arg(long)]
     pub episodes: Option<PathBuf>,
+    #[cfg(feature = "sim")]
     #[arg(long, default_value_t = 100, value_parser = at_least_1)]
     pub sim_episodes: usize,
     /// Calibration seeds; keep them apart from evaluation (0..) and
     /// training (100000..) seeds.
+    #[cfg(feature = "sim")]
     #[arg(long, default_value_t = 200_000)]
     pub first_seed: u64,
     /// Solve passes (the committed head state follows the thresholds).
@@ -40,9 +46,15 @@ pub struct Args {
     /// episodes for the final comparison; about 5·N episodes in all.
     #[arg(long, value_name = "N", value_parser = at_least_1)]
     pub refine: Option<usize>,
+    /// Recorded episodes to check the thresholds on, frame after frame:
+    /// the report's `held_out` is the compute they spend on frames they
+    /// were not solved on.
+    #[arg(long, value_name = "DIR")]
+    pub held_out: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
     /// Simulator configuration (TOML); default: the built-in one.
+    #[cfg(feature = "sim")]
     #[arg(long)]
     pub config: Option<PathBuf>,
 }
@@ -86,45 +98,74 @@ pub enum BudgetCounts {
 
 pub enum Source {
     Recorded(PathBuf),
-    Sim { first_seed: u64, episodes: usize },
+    #[cfg(feature = "sim")]
+    Sim {
+        first_seed: u64,
+        episodes: usize,
+    },
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
-    let cfg = SimConfig::load(a.config.as_deref())?;
-    let source = match a.episodes {
+    #[cfg(feature = "sim")]
+    let cfg = offramp_sim::SimConfig::load(a.config.as_deref())?;
+    #[cfg(not(feature = "sim"))]
+    let cfg = ();
+    let source = match a.episodes.clone() {
         Some(dir) => Source::Recorded(dir),
+        #[cfg(feature = "sim")]
         None => Source::Sim {
             first_seed: a.first_seed,
             episodes: a.sim_episodes,
         },
+        #[cfg(not(feature = "sim"))]
+        None => {
+            return Err(crate::args::no_sim(
+                "calibration in the simulator (give recorded episodes: --episodes DIR)",
+            ))
+        }
     };
+    #[cfg(feature = "sim")]
     let refine = a.refine.map(|e| (a.first_seed, e));
-    run(
-        &cfg,
-        &a.engines,
-        &a.budgets,
-        &source,
-        a.iterations,
-        refine,
-        a.json,
-    )?;
+    #[cfg(not(feature = "sim"))]
+    let refine = a.refine.map(|e| (0, e));
+    run(&cfg, &a, &source, refine)?;
     Ok(())
 }
 
 pub fn run(
-    cfg: &SimConfig,
-    engines: &Path,
-    budgets: &Budgets,
+    cfg: &SimCfg,
+    a: &Args,
     source: &Source,
-    iterations: usize,
     refine: Option<(u64, usize)>,
-    json: bool,
 ) -> anyhow::Result<Calibration> {
+    let (engines, budgets, iterations, json) = (&a.engines, &a.budgets, a.iterations, a.json);
+    let held_out = a.held_out.as_deref();
+    #[cfg(not(feature = "sim"))]
+    if refine.is_some() {
+        return Err(crate::args::no_sim(
+            "--refine (closed loop in the simulator)",
+        ));
+    }
     let mut set = EngineSet::open(engines)?;
     // Calibrate the whole model: a cap stored by an earlier calibration is
     // re-decided from this one's budgets.
     set.manifest.criterion.deepest_exit = None;
-    let frame = (cfg.image_width, cfg.image_height);
+    // Recorded frames keep their own size; the simulator renders its own.
+    let recorded = match source {
+        Source::Recorded(dir) => Some(load_replay(dir)?),
+        #[cfg(feature = "sim")]
+        Source::Sim { .. } => None,
+    };
+    let frame = match &recorded {
+        Some(r) => (r.width, r.height),
+        #[cfg(feature = "sim")]
+        None => (cfg.image_width, cfg.image_height),
+        #[cfg(not(feature = "sim"))]
+        None => {
+            let () = cfg;
+            bail!("no calibration frames")
+        }
+    };
     let mut p = Pipeline::open(&set, BackendKind::Cpu, frame)?;
     let full = p.chain.full_macs() as f64;
     let budget_macs = match (budgets.ratio, budgets.mflops) {
@@ -134,16 +175,24 @@ pub fn run(
         (None, None) => bail!("a compute budget is needed: --budget-ratio R or --budget-mflops F"),
         (r, f) => bail!("the budget must be a positive number (got ratio {r:?}, MFLOPs {f:?})"),
     };
-    let footprints = match budgets.max_memory_mb {
-        Some(mb) if mb > 0.0 && mb.is_finite() => Some(Footprints::measure(
-            &set,
-            BackendKind::Cpu,
-            frame,
-            &heap::live_bytes,
-        )?),
-        Some(mb) => bail!("--max-memory-mb {mb}: must be a positive number of megabytes"),
-        None => None,
-    };
+    let footprints: Option<Footprints> =
+        match budgets.max_memory_mb {
+            #[cfg(feature = "sim")]
+            Some(mb) if mb > 0.0 && mb.is_finite() => Some(Footprints::measure(
+                &set,
+                BackendKind::Cpu,
+                frame,
+                &crate::heap::live_bytes,
+            )?),
+            // The robot's build keeps the plain system allocator: nothing counts
+            // the heap.
+            #[cfg(not(feature = "sim"))]
+            Some(mb) if mb > 0.0 && mb.is_finite() => return Err(crate::args::no_sim(
+                "--max-memory-mb (the heap is measured by the tools build's counting allocator)",
+            )),
+            Some(mb) => bail!("--max-memory-mb {mb}: must be a positive number of megabytes"),
+            None => None,
+        };
     let cap = match (&footprints, budgets.max_memory_mb) {
         (Some(f), Some(mb)) => Some(f.cap((mb * 1e6) as u64).with_context(|| {
             format!(
@@ -153,46 +202,36 @@ pub fn run(
         })?),
         _ => None,
     };
-    let recorded;
-    let frames = match source {
-        Source::Sim {
-            first_seed,
-            episodes,
-        } => Frames::Sim {
+    let frames = match (source, &recorded) {
+        #[cfg(feature = "sim")]
+        (
+            Source::Sim {
+                first_seed,
+                episodes,
+            },
+            _,
+        ) => Frames::Sim {
             cfg,
             first_seed: *first_seed,
             episodes: *episodes,
         },
-        Source::Recorded(dir) => {
-            recorded = load_replay(dir)?;
-            if (recorded.width, recorded.height) != (cfg.image_width, cfg.image_height) {
-                bail!(
-                    "{}: frames are {}x{}, the simulator config says {}x{}",
-                    dir.display(),
-                    recorded.width,
-                    recorded.height,
-                    cfg.image_width,
-                    cfg.image_height
-                );
-            }
-            Frames::Replay {
-                frames: &recorded.frames,
-                frame_len: recorded.frame_len(),
-                instructions: &recorded.instructions,
-                episodes: &recorded.episodes,
-            }
-        }
-    };
-    let per_pass = match source {
-        Source::Sim { episodes, .. } => *episodes as u64,
-        Source::Recorded(_) => match &frames {
-            Frames::Replay { episodes, .. } => episodes
-                .iter()
-                .map(|e| *e as i64)
-                .max()
-                .map_or(0, |m| m + 1) as u64,
-            _ => 0,
+        (Source::Recorded(_), Some(r)) => Frames::Replay {
+            frames: &r.frames,
+            frame_len: r.frame_len(),
+            instructions: &r.instructions,
+            episodes: &r.episodes,
         },
+        (Source::Recorded(dir), None) => bail!("{}: not loaded", dir.display()),
+    };
+    let per_pass = match &recorded {
+        Some(r) => r.episode_count() as u64,
+        #[cfg(feature = "sim")]
+        None => match source {
+            Source::Sim { episodes, .. } => *episodes as u64,
+            Source::Recorded(_) => 0,
+        },
+        #[cfg(not(feature = "sim"))]
+        None => 0,
     };
     if let Some(k) = budgets.offload {
         let n = p.chain.exits();
@@ -220,7 +259,11 @@ pub fn run(
         &mut || bar.inc(1),
     )?;
     bar.finish_and_clear();
+    #[cfg(feature = "sim")]
     if let Some((first_seed, episodes)) = refine {
+        use offramp_calibrate::eval::rollout;
+        use offramp_calibrate::refine::{race, Objective, Space, RACE_CANDIDATES};
+        use offramp_calibrate::solve::predict;
         let costs = c.exit_costs_f64();
         let space = Space {
             deltas: &c.deltas,
@@ -243,6 +286,27 @@ pub fn run(
         c.predicted = predict(&c.deltas, &r.best.thresholds, &costs);
         c.thresholds = r.best.thresholds.clone();
         c.refined = Some(r);
+    }
+    if let Some(dir) = held_out {
+        let h = load_replay(dir)?;
+        if (h.width, h.height) != frame {
+            bail!(
+                "--held-out {}: frames are {}x{}, the calibration frames {}x{}",
+                dir.display(),
+                h.width,
+                h.height,
+                frame.0,
+                frame.1
+            );
+        }
+        p.chain.set_thresholds(&c.thresholds);
+        c.held_out = Some(offramp_calibrate::calibrate::held_out(
+            &mut p,
+            &h.frames,
+            h.frame_len(),
+            &h.instructions,
+            &h.episodes,
+        )?);
     }
     let mut m = set.manifest.clone();
     m.criterion.thresholds = c.thresholds.clone();
@@ -275,6 +339,12 @@ pub fn run(
                 100.0 * s,
                 c.exit_costs[i] as f64 / 1e6,
                 c.exit_latency_p99_ms[i]
+            );
+        }
+        if let Some(h) = &c.held_out {
+            println!(
+                "  held out: {:.3} of the full model on {} frames ({} episodes) the thresholds were not solved on",
+                h.compute_ratio, h.frames, h.episodes
             );
         }
         if let Some(o) = &c.offload {

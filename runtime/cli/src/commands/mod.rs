@@ -15,7 +15,6 @@ pub mod build_set;
 pub mod build_shim;
 #[cfg(feature = "bundle")]
 pub mod bundle;
-#[cfg(feature = "sim")]
 pub mod calibrate;
 #[cfg(feature = "sim")]
 pub mod demo;
@@ -23,6 +22,7 @@ pub mod firmware;
 #[cfg(feature = "qemu")]
 pub mod firmware_bench;
 pub mod profile;
+pub mod record;
 pub mod recording;
 pub mod run;
 pub mod serve;

@@ -15,5 +15,6 @@ mod closed_loop;
 mod faults;
 mod offload;
 mod profile;
+mod recorded;
 mod sweep;
 mod zenoh_interop;

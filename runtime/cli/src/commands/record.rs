@@ -1,0 +1,154 @@
+//! `offramp record`: camera episodes into the replay format, from any frame
+//! source, so that a robot's own frames calibrate its thresholds
+//! (`offramp calibrate --episodes DIR`) without a simulator.
+//!
+//! The directory holds, for N frames: `frames.npy` u8 [N, H, W, 3],
+//! `instructions.npy` i64 [N], `episodes.npy` i32 [N] (what `replay:DIR`
+//! and calibration read), `timestamps_ns.npy` i64 [N] (capture time since
+//! the first frame) and `meta.json`. Episodes start where the source says
+//! (a replay's episode boundaries, the simulator's resets) and every
+//! `--episode-frames` frames.
+
+use crate::args::{at_least_1, positive};
+use anyhow::{bail, Context};
+use offramp_runtime::camera::{self, CameraSpec};
+use offramp_runtime::npy;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// replay:DIR | v4l:/dev/videoN | sim
+    #[arg(long)]
+    pub camera: CameraSpec,
+    /// The recording directory (created; must not hold a recording).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Stop after this many frames.
+    #[arg(long, value_parser = at_least_1)]
+    pub frames: usize,
+    /// Camera rate (sim and replay play at it; a V4L2 camera runs at its own).
+    #[arg(long, default_value_t = 10.0, value_parser = positive)]
+    pub fps: f64,
+    /// Start a new episode every this many frames, besides where the
+    /// source starts one.
+    #[arg(long, value_parser = at_least_1)]
+    pub episode_frames: Option<usize>,
+    /// The instruction of every frame, where the source has none to give
+    /// (a V4L2 camera); a replay's or the simulator's own is kept.
+    #[arg(long)]
+    pub instruction: Option<usize>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+pub struct RecordReport {
+    pub camera: String,
+    pub out: String,
+    pub frames: usize,
+    pub episodes: usize,
+    pub width: usize,
+    pub height: usize,
+    /// Frames the source published that the recorder missed (it keeps the
+    /// newest, as the runtime does).
+    pub dropped: u64,
+    pub seconds: f64,
+}
+
+pub fn main(a: Args) -> anyhow::Result<()> {
+    let r = record(&a)?;
+    crate::args::print_report(a.json, &r, |r| {
+        println!(
+            "recorded {} frames ({}x{}) in {} episodes into {} ({} dropped, {:.1} s)",
+            r.frames, r.width, r.height, r.episodes, r.out, r.dropped, r.seconds
+        )
+    })
+}
+
+pub fn record(a: &Args) -> anyhow::Result<RecordReport> {
+    if a.out.join("frames.npy").exists() {
+        bail!("{}: already holds a recording", a.out.display());
+    }
+    let source: Box<dyn camera::Source> = match &a.camera {
+        #[cfg(feature = "sim")]
+        CameraSpec::Sim => Box::new(offramp_sim::camera::SimCamera::new(
+            &offramp_sim::SimConfig::default(),
+            0,
+        )),
+        #[cfg(not(feature = "sim"))]
+        CameraSpec::Sim => return Err(crate::args::no_sim("--camera sim")),
+        spec => camera::open(spec)?,
+    };
+    let capture = camera::start(source, a.fps)?;
+    let (w, h) = (capture.width, capture.height);
+    let len = w * h * 3;
+    let mut frames = Vec::with_capacity(a.frames.min(4096) * len);
+    let (mut instructions, mut episodes, mut stamps) = (Vec::new(), Vec::new(), Vec::new());
+    let timeout = Duration::from_secs_f64(3.0 / a.fps).max(Duration::from_secs(1));
+    let start = Instant::now();
+    let mut first: Option<Instant> = None;
+    let mut episode: i32 = -1;
+    let mut in_episode = 0usize;
+    while instructions.len() < a.frames {
+        let got = capture.latest.take(timeout, |buf, meta| {
+            let at = meta.captured.unwrap_or_else(Instant::now);
+            let t0 = *first.get_or_insert(at);
+            let split = a.episode_frames.is_some_and(|n| in_episode >= n);
+            if meta.new_episode || split || episode < 0 {
+                episode += 1;
+                in_episode = 0;
+            }
+            in_episode += 1;
+            frames.extend_from_slice(buf);
+            instructions.push(a.instruction.unwrap_or(meta.instruction) as i64);
+            episodes.push(episode);
+            stamps.push(at.saturating_duration_since(t0).as_nanos() as i64);
+        });
+        if got.is_none() {
+            if capture
+                .latest
+                .closed
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                break;
+            }
+            bail!("{:?}: no frame for {timeout:?}", a.camera);
+        }
+    }
+    let n = instructions.len();
+    if n == 0 {
+        bail!("{:?}: the source gave no frame", a.camera);
+    }
+    let dropped = capture
+        .latest
+        .dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    drop(capture);
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let io = |name: &str| format!("writing {}", a.out.join(name).display());
+    npy::write(&a.out.join("frames.npy"), &[n, h, w, 3], &frames)
+        .with_context(|| io("frames.npy"))?;
+    npy::write(&a.out.join("instructions.npy"), &[n], &instructions)
+        .with_context(|| io("instructions.npy"))?;
+    npy::write(&a.out.join("episodes.npy"), &[n], &episodes).with_context(|| io("episodes.npy"))?;
+    npy::write(&a.out.join("timestamps_ns.npy"), &[n], &stamps)
+        .with_context(|| io("timestamps_ns.npy"))?;
+    let report = RecordReport {
+        camera: format!("{:?}", a.camera),
+        out: a.out.display().to_string(),
+        frames: n,
+        episodes: (episode + 1) as usize,
+        width: w,
+        height: h,
+        dropped,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    std::fs::write(
+        a.out.join("meta.json"),
+        serde_json::to_string_pretty(&report)?,
+    )
+    .with_context(|| io("meta.json"))?;
+    Ok(report)
+}
