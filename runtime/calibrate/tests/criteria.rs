@@ -90,14 +90,8 @@ fn check(set: &EngineSet, kind: CriterionKind, ratio: f64) {
     );
 }
 
-#[test]
-fn action_consistency_is_calibrated_from_action_deltas() {
-    let set = EngineSet::open(models().join("demo")).unwrap();
-    check(&set, CriterionKind::ActionConsistency, 0.5);
-}
-
-#[test]
-fn max_confidence_is_calibrated_from_class_probabilities() {
+/// The tiny discrete-action model, built into a temporary directory.
+fn tiny_discrete() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     build(
         &BuildOptions {
@@ -111,6 +105,18 @@ fn max_confidence_is_calibrated_from_class_probabilities() {
         &mut |_| {},
     )
     .unwrap();
+    dir
+}
+
+#[test]
+fn action_consistency_is_calibrated_from_action_deltas() {
+    let set = EngineSet::open(models().join("demo")).unwrap();
+    check(&set, CriterionKind::ActionConsistency, 0.5);
+}
+
+#[test]
+fn max_confidence_is_calibrated_from_class_probabilities() {
+    let dir = tiny_discrete();
     let set = EngineSet::open(dir.path()).unwrap();
     check(&set, CriterionKind::MaxConfidence, 0.6);
     // Exit 0 stops on its own confidence: no reference needed.
@@ -210,19 +216,7 @@ fn an_offload_budget_counts_the_robot_or_both_devices() {
 /// calibrated from their own scores the same way.
 #[test]
 fn entropy_and_margin_are_calibrated_from_their_own_scores() {
-    let dir = tempfile::tempdir().unwrap();
-    build(
-        &BuildOptions {
-            onnx_dir: models().join("testdata/tiny-discrete"),
-            out_dir: dir.path().to_path_buf(),
-            backend: BackendKind::Cpu,
-            precision: Precision::Fp32,
-            int8_calibration_cache: None,
-            offramp_version: "test".into(),
-        },
-        &mut |_| {},
-    )
-    .unwrap();
+    let dir = tiny_discrete();
     for kind in [CriterionKind::Entropy, CriterionKind::Margin] {
         let set = EngineSet::open(dir.path()).unwrap();
         let mut m = set.manifest.clone();

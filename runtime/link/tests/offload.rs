@@ -129,18 +129,25 @@ fn always_past_exit_0(set: &EngineSet, chains: &mut [&mut ExitChain]) {
     }
 }
 
+/// A server for `robot`, and two chains of `set`: one local, one with
+/// exits 2.. offloaded to it; every frame past exit 1 on both.
+fn local_and_offloaded(set: &EngineSet, robot: &str) -> (Server, ExitChain, ExitChain) {
+    let (endpoint, link) = robot_link(set, robot);
+    let server = Server::start(set, robot, &endpoint, 0, "edge");
+    wait_for_servers(&link, 1);
+    let mut local = ExitChain::new(set, BackendKind::Cpu).unwrap();
+    let mut offloaded = ExitChain::new(set, BackendKind::Cpu).unwrap();
+    offloaded
+        .set_offload(1, Box::new(link), Duration::from_secs(10))
+        .unwrap();
+    always_past_exit_0(set, &mut [&mut local, &mut offloaded]);
+    (server, local, offloaded)
+}
+
 #[test]
 fn remote_deep_exits_equal_local_ones_bit_for_bit() {
     let set = demo_set();
-    let (endpoint, link) = robot_link(&set, "bit-exact");
-    let _server = Server::start(&set, "bit-exact", &endpoint, 0, "edge");
-    wait_for_servers(&link, 1);
-    let mut local = ExitChain::new(&set, BackendKind::Cpu).unwrap();
-    let mut robot = ExitChain::new(&set, BackendKind::Cpu).unwrap();
-    robot
-        .set_offload(1, Box::new(link), Duration::from_secs(10))
-        .unwrap();
-    always_past_exit_0(&set, &mut [&mut local, &mut robot]);
+    let (_server, mut local, mut robot) = local_and_offloaded(&set, "bit-exact");
     let mut exits = vec![0usize; set.manifest.exits.len()];
     for f in 0..40 {
         fill(&mut local, f);
@@ -186,15 +193,7 @@ fn fp16_carried_tensors_stay_close_to_local_exits() {
     EngineSet::write_manifest(dir.path(), &m).unwrap();
     let set = EngineSet::open(dir.path()).unwrap();
     assert_ne!(set_digest(&set).unwrap(), set_digest(&demo).unwrap());
-    let (endpoint, link) = robot_link(&set, "half");
-    let _server = Server::start(&set, "half", &endpoint, 0, "edge");
-    wait_for_servers(&link, 1);
-    let mut local = ExitChain::new(&set, BackendKind::Cpu).unwrap();
-    let mut robot = ExitChain::new(&set, BackendKind::Cpu).unwrap();
-    robot
-        .set_offload(1, Box::new(link), Duration::from_secs(10))
-        .unwrap();
-    always_past_exit_0(&set, &mut [&mut local, &mut robot]);
+    let (_server, mut local, mut robot) = local_and_offloaded(&set, "half");
     let (mut same_exit, mut worst) = (0, 0.0f32);
     for f in 0..40 {
         fill(&mut local, f);

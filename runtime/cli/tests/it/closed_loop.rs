@@ -165,15 +165,7 @@ fn run_on_the_simulator_records_every_frame() {
     assert!(first["exit"].as_u64().unwrap() < 4);
     // The same record as MCAP: one JSON message per frame, in order, with
     // its schema, as Foxglove reads it.
-    let mcap = dir.path().join("run.mcap");
-    let (ok, _, err) = offramp(&[
-        "recording",
-        rec.to_str().unwrap(),
-        "--mcap",
-        mcap.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
-    let frames = mcap_frames(&mcap);
+    let frames = mcap_frames(&rec);
     assert_eq!(frames.len(), 100);
     for (k, (t, f)) in frames.iter().enumerate() {
         assert_eq!(f["frame"], k as u64);
@@ -192,9 +184,18 @@ fn run_on_the_simulator_records_every_frame() {
     );
 }
 
-/// The `/offramp/frame` messages of an MCAP file: (log time, JSON).
-pub fn mcap_frames(path: &std::path::Path) -> Vec<(u64, serde_json::Value)> {
-    let bytes = std::fs::read(path).unwrap();
+/// A flight record through `offramp recording --mcap`, read back: the
+/// `/offramp/frame` messages as (log time, JSON).
+pub fn mcap_frames(rec: &std::path::Path) -> Vec<(u64, serde_json::Value)> {
+    let path = rec.with_extension("mcap");
+    let (ok, _, err) = offramp(&[
+        "recording",
+        rec.to_str().unwrap(),
+        "--mcap",
+        path.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let bytes = std::fs::read(&path).unwrap();
     mcap::MessageStream::new(&bytes)
         .unwrap()
         .map(|m| {
