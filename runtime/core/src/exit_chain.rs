@@ -123,7 +123,6 @@ struct Remote {
     reply: OffloadReply,
     /// Longest wait for an answer when the frame has no deadline.
     timeout: Duration,
-    frame: u64,
     /// Frames seen by the partition.
     frames: u64,
     counters: OffloadCounters,
@@ -388,9 +387,8 @@ impl ExitChain {
         self.remote = Some(Remote {
             local,
             link,
-            reply: OffloadReply::new(self.stop.len(), self.state.len()),
+            reply: self.offload_reply(),
             timeout,
-            frame: 0,
             frames: 0,
             counters: OffloadCounters::default(),
             auto: None,
@@ -450,6 +448,12 @@ impl ExitChain {
             r.local = k;
             r.counters.cut_changes += 1;
         }
+    }
+
+    /// Reply buffers sized for this chain's action and state: what a
+    /// server's answer is written into.
+    pub fn offload_reply(&self) -> OffloadReply {
+        OffloadReply::new(self.stop.len(), self.state.len())
     }
 
     /// What offloading did so far; `None` without offload.
@@ -684,8 +688,9 @@ impl ExitChain {
         };
         // Offloading serves the calibrated criterion only: fixed exits and
         // calibration's run-everything stay on the robot.
-        let local = match (&self.remote, policy) {
-            (Some(r), ExitPolicy::Criterion) if fixed.is_none() => r.local,
+        let offloading = policy == ExitPolicy::Criterion && fixed.is_none();
+        let local = match &self.remote {
+            Some(r) if offloading => r.local,
             _ => self.n,
         };
         let mut w = Walk {
@@ -724,7 +729,7 @@ impl ExitChain {
         }
         out.exit = pick;
         out.stopped = self.stopped;
-        if self.remote.is_some() && policy == ExitPolicy::Criterion && fixed.is_none() {
+        if offloading {
             self.repartition(&out, None);
         }
         Ok(out)
@@ -742,13 +747,13 @@ impl ExitChain {
         let Some(r) = self.remote.as_mut() else {
             return Ok(false);
         };
-        r.frame += 1;
+        // The request number is the frame id an answer must carry.
         r.counters.requests += 1;
         let local = r.local;
         let now = Instant::now();
         let until = deadline.map_or(now + r.timeout, |d| d.min(now + r.timeout));
         let req = OffloadRequest {
-            frame: r.frame,
+            frame: r.counters.requests,
             from: local,
             carried: self.chain.exit_outputs(local - 1),
             state: &self.state,
@@ -764,7 +769,7 @@ impl ExitChain {
         };
         let reply = &r.reply;
         let usable = answered
-            && reply.frame == r.frame
+            && reply.frame == r.counters.requests
             && (local..self.n).contains(&reply.exit)
             && reply.ran > reply.exit
             && reply.ran <= self.n

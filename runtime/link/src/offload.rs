@@ -190,6 +190,11 @@ pub fn offload_prefix(robot: &str, model: &str, digest: &str) -> Result<String, 
     ))
 }
 
+/// [`offload_prefix`] for `robot` and engine set `set`.
+pub fn set_prefix(robot: &str, set: &offramp_engines::EngineSet) -> Result<String, ZenohError> {
+    offload_prefix(robot, &set.manifest.model, &set_digest(set)?)
+}
+
 /// The first 16 hex digits of the manifest's SHA-256.
 pub fn set_digest(set: &offramp_engines::EngineSet) -> Result<String, ZenohError> {
     offramp_engines::sha256_file(&set.manifest_path)
@@ -241,15 +246,13 @@ pub struct OffloadServer {
 
 impl OffloadServer {
     /// Declares the queryable and the liveliness token for `chain` (every
-    /// exit of `set` loaded) under `prefix` with `rank` and `name`.
+    /// exit of its set loaded) under `prefix` with `rank` and `name`.
     pub fn open(
         session: Session,
         chain: ExitChain,
         prefix: &str,
         rank: u32,
         name: &str,
-        action_len: usize,
-        state_len: usize,
     ) -> Result<Self, ZenohError> {
         let key = server_key(prefix, rank, name)?;
         let declare = |what: &'static str| {
@@ -271,8 +274,8 @@ impl OffloadServer {
             .wait()
             .map_err(declare("liveliness token"))?;
         Ok(Self {
+            reply: chain.offload_reply(),
             chain,
-            reply: OffloadReply::new(action_len, state_len),
             carried: Vec::new(),
             key,
             counters: ServeCounters::default(),
@@ -372,7 +375,7 @@ pub struct ZenohOffload {
     carried: CarriedDtype,
     misses: u32,
     skipped: Option<(Server, Instant)>,
-    counters: OffloadCounters,
+    failovers: u64,
     /// Requests without an answer, by cause.
     pub no_server: u64,
     pub timeouts: u64,
@@ -412,13 +415,12 @@ impl ZenohOffload {
                 }
             }
         };
-        let on_sample = watch.clone();
         let sub = session
             .liveliness()
             .declare_subscriber(pattern.clone())
             .history(true)
             .callback(move |s| {
-                on_sample(s.key_expr().as_str(), s.kind() == SampleKind::Put);
+                watch(s.key_expr().as_str(), s.kind() == SampleKind::Put);
             })
             .wait()
             .map_err(declare("liveliness subscriber"))?;
@@ -431,11 +433,42 @@ impl ZenohOffload {
             carried,
             misses: 0,
             skipped: None,
-            counters: OffloadCounters::default(),
+            failovers: 0,
             no_server: 0,
             timeouts: 0,
             refused: 0,
         })
+    }
+
+    /// Watches the servers of `robot` for engine set `set`, sending the
+    /// carried tensors as its manifest's `[offload]` says.
+    pub fn for_set(
+        session: Session,
+        robot: &str,
+        set: &offramp_engines::EngineSet,
+    ) -> Result<Self, ZenohError> {
+        let carried = set.manifest.offload.unwrap_or_default().carried;
+        Self::open(session, &set_prefix(robot, set)?, carried)
+    }
+
+    /// Waits until `n` servers are announced; false after `timeout`.
+    pub fn wait_for_servers(&self, n: usize, timeout: Duration) -> bool {
+        let t0 = Instant::now();
+        loop {
+            let seen = self
+                .servers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .alive
+                .len();
+            if seen >= n {
+                return true;
+            }
+            if t0.elapsed() >= timeout {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Live servers' keys, preferred first.
@@ -480,7 +513,7 @@ impl ZenohOffload {
         drop(all);
         if best != self.active {
             if lost && best.is_some() {
-                self.counters.failovers += 1;
+                self.failovers += 1;
                 tracing::warn!(to = ?best, from = ?self.active, "offload failover");
             }
             self.active = best.clone();
@@ -558,7 +591,10 @@ impl Offload for ZenohOffload {
     }
 
     fn counters(&self) -> OffloadCounters {
-        self.counters
+        OffloadCounters {
+            failovers: self.failovers,
+            ..OffloadCounters::default()
+        }
     }
 }
 

@@ -4,9 +4,7 @@
 
 use offramp_engines::manifest::{CarriedDtype, OffloadSpec};
 use offramp_engines::{BackendKind, EngineSet};
-use offramp_link::offload::{
-    offload_prefix, set_digest, OffloadServer, ServeCounters, ZenohOffload,
-};
+use offramp_link::offload::{set_digest, set_prefix, OffloadServer, ServeCounters, ZenohOffload};
 use offramp_link::zenoh_link::{free_loopback_endpoint, open_session, ZenohOptions};
 use offramp_runtime::exit_chain::{ExitChain, ExitPolicy, FrameOutcome};
 use offramp_runtime::offload::{Offload, OffloadError, OffloadReply, OffloadRequest};
@@ -19,14 +17,6 @@ use std::time::{Duration, Instant};
 fn demo_set() -> EngineSet {
     EngineSet::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../engines/models/demo"))
         .unwrap()
-}
-
-fn lens(set: &EngineSet) -> (usize, usize) {
-    let h = &set.manifest.head;
-    (
-        h.output(&h.action_output).unwrap().elements(),
-        h.output(&h.state_output).unwrap().elements(),
-    )
 }
 
 /// A server in its own thread with its own session, until stopped: the
@@ -49,11 +39,8 @@ impl Server {
             })
             .unwrap();
             let chain = ExitChain::new(&set, BackendKind::Cpu).unwrap();
-            let prefix =
-                offload_prefix(&robot, &set.manifest.model, &set_digest(&set).unwrap()).unwrap();
-            let (a, s) = lens(&set);
-            let mut server =
-                OffloadServer::open(session, chain, &prefix, rank, &name, a, s).unwrap();
+            let prefix = set_prefix(&robot, &set).unwrap();
+            let mut server = OffloadServer::open(session, chain, &prefix, rank, &name).unwrap();
             server.run(&flag);
             server.counters()
         });
@@ -86,24 +73,18 @@ fn robot_link(set: &EngineSet, robot: &str) -> (String, ZenohOffload) {
         ..Default::default()
     })
     .unwrap();
-    let prefix = offload_prefix(robot, &set.manifest.model, &set_digest(set).unwrap()).unwrap();
-    let carried = set.manifest.offload.unwrap_or_default().carried;
     (
         endpoint,
-        ZenohOffload::open(session, &prefix, carried).unwrap(),
+        ZenohOffload::for_set(session, robot, set).unwrap(),
     )
 }
 
 fn wait_for_servers(link: &ZenohOffload, n: usize) {
-    let t0 = Instant::now();
-    while link.live_servers().len() < n {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "servers seen: {:?}",
-            link.live_servers()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        link.wait_for_servers(n, Duration::from_secs(20)),
+        "servers seen: {:?}",
+        link.live_servers()
+    );
 }
 
 /// A deterministic image and instruction for frame `f`.

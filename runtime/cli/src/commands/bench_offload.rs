@@ -9,7 +9,7 @@ use crate::progress::progress_bar;
 use offramp_calibrate::eval::{evaluate, EvalReport};
 use offramp_engines::cpu::CpuEngine;
 use offramp_engines::{Chain, Engine, EngineSet};
-use offramp_link::offload::{offload_prefix, set_digest, OffloadServer, ZenohOffload};
+use offramp_link::offload::{set_prefix, OffloadServer, ZenohOffload};
 use offramp_link::zenoh_link::{free_loopback_endpoint, open_session, ZenohOptions};
 use offramp_runtime::exit_chain::{ExitChain, ExitPolicy};
 use offramp_runtime::offload::OffloadCounters;
@@ -125,7 +125,7 @@ pub fn run(
     let set = EngineSet::open(engines)?;
     let size = (cfg.image_width, cfg.image_height);
     let robot = "bench-offload";
-    let prefix = offload_prefix(robot, &set.manifest.model, &set_digest(&set)?)?;
+    let prefix = set_prefix(robot, &set)?;
     let endpoint = free_loopback_endpoint()?;
     let robot_session = open_session(&ZenohOptions {
         listen: vec![endpoint.clone()],
@@ -134,41 +134,21 @@ pub fn run(
     // The server: every exit loaded, unthrottled, in its own thread.
     let stop = Arc::new(AtomicBool::new(false));
     let server = {
-        let (set, stop, prefix) = (set.clone(), stop.clone(), prefix.clone());
-        let h = &set.manifest.head;
-        let lens = (
-            h.output(&h.action_output).map(|t| t.elements()),
-            h.output(&h.state_output).map(|t| t.elements()),
-        );
-        let (Some(action_len), Some(state_len)) = lens else {
-            anyhow::bail!(
-                "{}: the head lacks its action or state output",
-                set.manifest_path.display()
-            );
-        };
+        let stop = stop.clone();
         let session = open_session(&ZenohOptions {
             connect: vec![endpoint],
             ..Default::default()
         })?;
         let chain = ExitChain::new(&set, set.manifest.build.backend)?;
-        let mut server =
-            OffloadServer::open(session, chain, &prefix, 0, "bench", action_len, state_len)?;
+        let mut server = OffloadServer::open(session, chain, &prefix, 0, "bench")?;
         std::thread::spawn(move || {
             server.run(&stop);
             server.counters()
         })
     };
-    let link = ZenohOffload::open(
-        robot_session,
-        &prefix,
-        set.manifest.offload.unwrap_or_default().carried,
-    )?;
-    let t0 = Instant::now();
-    while link.live_servers().is_empty() {
-        if t0.elapsed() > Duration::from_secs(20) {
-            anyhow::bail!("the in-process offload server was not seen within 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    let link = ZenohOffload::for_set(robot_session, robot, &set)?;
+    if !link.wait_for_servers(1, Duration::from_secs(20)) {
+        anyhow::bail!("the in-process offload server was not seen within 20 s");
     }
     let mut local = throttled_pipeline(&set, slowdown, size)?;
     let mut offload = throttled_pipeline(&set, slowdown, size)?;

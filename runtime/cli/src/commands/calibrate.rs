@@ -97,12 +97,10 @@ pub enum BudgetCounts {
 }
 
 pub enum Source {
-    Recorded(PathBuf),
+    /// Recorded episodes, loaded.
+    Recorded(offramp_runtime::camera::Replay),
     #[cfg(feature = "sim")]
-    Sim {
-        first_seed: u64,
-        episodes: usize,
-    },
+    Sim { first_seed: u64, episodes: usize },
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
@@ -110,8 +108,14 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     let cfg = offramp_sim::SimConfig::load(a.config.as_deref())?;
     #[cfg(not(feature = "sim"))]
     let cfg = ();
-    let source = match a.episodes.clone() {
-        Some(dir) => Source::Recorded(dir),
+    #[cfg(not(feature = "sim"))]
+    if a.refine.is_some() {
+        return Err(crate::args::no_sim(
+            "--refine (closed loop in the simulator)",
+        ));
+    }
+    let source = match &a.episodes {
+        Some(dir) => Source::Recorded(load_replay(dir)?),
         #[cfg(feature = "sim")]
         None => Source::Sim {
             first_seed: a.first_seed,
@@ -124,47 +128,45 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             ))
         }
     };
-    #[cfg(feature = "sim")]
-    let refine = a.refine.map(|e| (a.first_seed, e));
-    #[cfg(not(feature = "sim"))]
-    let refine = a.refine.map(|e| (0, e));
-    run(&cfg, &a, &source, refine)?;
+    run(&cfg, &a, &source)?;
     Ok(())
 }
 
-pub fn run(
-    cfg: &SimCfg,
-    a: &Args,
-    source: &Source,
-    refine: Option<(u64, usize)>,
-) -> anyhow::Result<Calibration> {
+// Without the simulator `cfg` is `()` and unused.
+#[cfg_attr(not(feature = "sim"), allow(unused_variables))]
+pub fn run(cfg: &SimCfg, a: &Args, source: &Source) -> anyhow::Result<Calibration> {
     let (engines, budgets, iterations, json) = (&a.engines, &a.budgets, a.iterations, a.json);
     let held_out = a.held_out.as_deref();
-    #[cfg(not(feature = "sim"))]
-    if refine.is_some() {
-        return Err(crate::args::no_sim(
-            "--refine (closed loop in the simulator)",
-        ));
-    }
     let mut set = EngineSet::open(engines)?;
     // Calibrate the whole model: a cap stored by an earlier calibration is
     // re-decided from this one's budgets.
     set.manifest.criterion.deepest_exit = None;
-    // Recorded frames keep their own size; the simulator renders its own.
-    let recorded = match source {
-        Source::Recorded(dir) => Some(load_replay(dir)?),
+    // The frames, their size (recorded frames keep their own; the simulator
+    // renders its own) and the episodes in one pass.
+    let (frames, frame, per_pass) = match source {
+        Source::Recorded(r) => (
+            Frames::Replay {
+                frames: &r.frames,
+                frame_len: r.frame_len(),
+                instructions: &r.instructions,
+                episodes: &r.episodes,
+            },
+            (r.width, r.height),
+            r.episode_count() as u64,
+        ),
         #[cfg(feature = "sim")]
-        Source::Sim { .. } => None,
-    };
-    let frame = match &recorded {
-        Some(r) => (r.width, r.height),
-        #[cfg(feature = "sim")]
-        None => (cfg.image_width, cfg.image_height),
-        #[cfg(not(feature = "sim"))]
-        None => {
-            let () = cfg;
-            bail!("no calibration frames")
-        }
+        Source::Sim {
+            first_seed,
+            episodes,
+        } => (
+            Frames::Sim {
+                cfg,
+                first_seed: *first_seed,
+                episodes: *episodes,
+            },
+            (cfg.image_width, cfg.image_height),
+            *episodes as u64,
+        ),
     };
     let mut p = Pipeline::open(&set, BackendKind::Cpu, frame)?;
     let full = p.chain.full_macs() as f64;
@@ -202,37 +204,6 @@ pub fn run(
         })?),
         _ => None,
     };
-    let frames = match (source, &recorded) {
-        #[cfg(feature = "sim")]
-        (
-            Source::Sim {
-                first_seed,
-                episodes,
-            },
-            _,
-        ) => Frames::Sim {
-            cfg,
-            first_seed: *first_seed,
-            episodes: *episodes,
-        },
-        (Source::Recorded(_), Some(r)) => Frames::Replay {
-            frames: &r.frames,
-            frame_len: r.frame_len(),
-            instructions: &r.instructions,
-            episodes: &r.episodes,
-        },
-        (Source::Recorded(dir), None) => bail!("{}: not loaded", dir.display()),
-    };
-    let per_pass = match &recorded {
-        Some(r) => r.episode_count() as u64,
-        #[cfg(feature = "sim")]
-        None => match source {
-            Source::Sim { episodes, .. } => *episodes as u64,
-            Source::Recorded(_) => 0,
-        },
-        #[cfg(not(feature = "sim"))]
-        None => 0,
-    };
     if let Some(k) = budgets.offload {
         let n = p.chain.exits();
         if k >= n {
@@ -260,7 +231,8 @@ pub fn run(
     )?;
     bar.finish_and_clear();
     #[cfg(feature = "sim")]
-    if let Some((first_seed, episodes)) = refine {
+    if let Some(episodes) = a.refine {
+        let first_seed = a.first_seed;
         use offramp_calibrate::eval::rollout;
         use offramp_calibrate::refine::{race, Objective, Space, RACE_CANDIDATES};
         use offramp_calibrate::solve::predict;

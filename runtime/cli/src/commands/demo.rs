@@ -377,7 +377,7 @@ fn start_offload(
     endpoint: &str,
     k: usize,
 ) -> anyhow::Result<ServerProcess> {
-    use offramp_link::offload::{offload_prefix, set_digest, ZenohOffload};
+    use offramp_link::offload::ZenohOffload;
     let exe = std::env::current_exe().context("locating the offramp binary")?;
     let child = std::process::Command::new(exe)
         .args(["--log", "warn", "serve", "--engines"])
@@ -389,18 +389,12 @@ fn start_offload(
         .spawn()
         .context("starting `offramp serve`")?;
     let server = ServerProcess(child);
-    let prefix = offload_prefix(&a.robot, &set.manifest.model, &set_digest(set)?)?;
-    let link = ZenohOffload::open(
-        session.clone(),
-        &prefix,
-        set.manifest.offload.unwrap_or_default().carried,
-    )?;
-    let t0 = Instant::now();
-    while link.live_servers().is_empty() {
-        if t0.elapsed() > Duration::from_secs(30) {
-            anyhow::bail!("`offramp serve` was not seen on {prefix} within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let link = ZenohOffload::for_set(session.clone(), &a.robot, set)?;
+    if !link.wait_for_servers(1, Duration::from_secs(30)) {
+        anyhow::bail!(
+            "`offramp serve` for robot {:?} was not seen within 30 s",
+            a.robot
+        );
     }
     p.chain
         .set_offload(k, Box::new(link), Duration::from_millis(100))

@@ -3,7 +3,7 @@
 use crate::args::{at_least_1, positive, print_report, ZenohArgs};
 use indicatif::{ProgressBar, ProgressStyle};
 use offramp_engines::EngineSet;
-use offramp_link::offload::{offload_prefix, set_digest, ZenohOffload};
+use offramp_link::offload::ZenohOffload;
 use offramp_link::zenoh_link::{open_session, Keys, RuntimeLink};
 use offramp_link::COMMAND_VALIDITY;
 use offramp_runtime::camera::{self, CameraSpec};
@@ -222,12 +222,7 @@ pub fn run(a: &Args) -> anyhow::Result<RunReport> {
         None
     };
     if let (Some(k), Some(session)) = (a.offload, &session) {
-        let prefix = offload_prefix(&a.zenoh_args.robot, &set.manifest.model, &set_digest(&set)?)?;
-        let link = ZenohOffload::open(
-            session.clone(),
-            &prefix,
-            set.manifest.offload.unwrap_or_default().carried,
-        )?;
+        let link = ZenohOffload::for_set(session.clone(), &a.zenoh_args.robot, &set)?;
         pipeline
             .chain
             .set_offload(
@@ -239,7 +234,7 @@ pub fn run(a: &Args) -> anyhow::Result<RunReport> {
         if a.offload_auto {
             pipeline.chain.set_offload_auto(a.link_mbps * 1e6 / 8.0);
         }
-        tracing::info!(local_exits = k, servers = %prefix, "offloading deeper exits");
+        tracing::info!(local_exits = k, robot = %a.zenoh_args.robot, "offloading deeper exits");
     }
     let deadline = a.deadline_ms.map(|d| Duration::from_secs_f64(d / 1e3));
     let recorder = match &a.record {

@@ -2,7 +2,7 @@
 
 use crate::args::{positive, ZenohArgs};
 use offramp_engines::EngineSet;
-use offramp_link::offload::{offload_prefix, set_digest, OffloadServer};
+use offramp_link::offload::{set_prefix, OffloadServer};
 use offramp_link::zenoh_link::open_session;
 use offramp_runtime::exit_chain::ExitChain;
 use std::path::PathBuf;
@@ -33,21 +33,9 @@ pub struct Args {
 pub fn main(a: Args) -> anyhow::Result<()> {
     let set = EngineSet::open(&a.engines)?;
     let chain = ExitChain::new(&set, set.manifest.build.backend)?;
-    let m = &set.manifest;
-    let len = |name: &str| {
-        m.head.output(name).map(|t| t.elements()).ok_or_else(|| {
-            anyhow::anyhow!(
-                "{}: head has no output {name:?}",
-                set.manifest_path.display()
-            )
-        })
-    };
-    let (action_len, state_len) = (len(&m.head.action_output)?, len(&m.head.state_output)?);
-    let prefix = offload_prefix(&a.zenoh_args.robot, &m.model, &set_digest(&set)?)?;
+    let prefix = set_prefix(&a.zenoh_args.robot, &set)?;
     let session = open_session(&a.zenoh_args.options())?;
-    let mut server = OffloadServer::open(
-        session, chain, &prefix, a.rank, &a.name, action_len, state_len,
-    )?;
+    let mut server = OffloadServer::open(session, chain, &prefix, a.rank, &a.name)?;
     // One line on stdout once the server answers: scripts wait for it.
     println!("serving {}", server.key());
     tracing::info!(
