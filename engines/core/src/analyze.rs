@@ -3,7 +3,7 @@
 //! decluttered graph), parameters (initializer elements) and peak activation
 //! memory (live intermediate tensors, simulated in execution order).
 
-use crate::manifest::{Cost, TensorSpec};
+use crate::manifest::{Cost, DType, TensorSpec};
 use crate::{Error, Result};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -27,20 +27,27 @@ fn err(path: &Path, message: impl Into<String>) -> Error {
     }
 }
 
-fn spec_of(path: &Path, v: &pb::ValueInfoProto) -> Result<TensorSpec> {
+/// A graph input or output as a tensor spec. Every tensor is f32, but a
+/// graph input may hold int64 token ids (`allow_ids`).
+fn spec_of(path: &Path, v: &pb::ValueInfoProto, allow_ids: bool) -> Result<TensorSpec> {
+    use pb::tensor_proto::DataType;
     use pb::type_proto::Value;
     let Some(Value::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
         return Err(err(path, format!("{:?} is not a tensor", v.name)));
     };
-    if t.elem_type != pb::tensor_proto::DataType::Float as i32 {
+    let dtype = if t.elem_type == DataType::Float as i32 {
+        DType::F32
+    } else if allow_ids && t.elem_type == DataType::Int64 as i32 {
+        DType::I64
+    } else {
         return Err(err(
             path,
             format!(
-                "{:?} has ONNX element type {}; offramp engines take f32",
+                "{:?} has ONNX element type {}; offramp engines take f32 tensors (and int64 token ids as a model input)",
                 v.name, t.elem_type
             ),
         ));
-    }
+    };
     let dims = t
         .shape
         .as_ref()
@@ -63,7 +70,11 @@ fn spec_of(path: &Path, v: &pb::ValueInfoProto) -> Result<TensorSpec> {
             }
         }
     }
-    Ok(TensorSpec::f32(&v.name, &shape))
+    Ok(TensorSpec {
+        name: v.name.clone(),
+        shape,
+        dtype,
+    })
 }
 
 /// Analyses one ONNX file.
@@ -80,12 +91,12 @@ pub fn analyze(path: &Path) -> Result<Analysis> {
         .input
         .iter()
         .filter(|v| !initializers.contains(v.name.as_str()))
-        .map(|v| spec_of(path, v))
+        .map(|v| spec_of(path, v, true))
         .collect::<Result<Vec<_>>>()?;
     let outputs = graph
         .output
         .iter()
-        .map(|v| spec_of(path, v))
+        .map(|v| spec_of(path, v, false))
         .collect::<Result<Vec<_>>>()?;
     // Parameters are the floating-point initializers; integer ones are shapes
     // and indices (Reshape, Slice).

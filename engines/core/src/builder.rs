@@ -28,8 +28,8 @@
 
 use crate::analyze::{analyze, Analysis};
 use crate::manifest::{
-    BackendKind, BuildInfo, Criterion, Head, Manifest, OffloadSpec, Precision, Preprocess, Segment,
-    FORMAT_VERSION,
+    ActionSpec, BackendKind, BuildInfo, Criterion, Head, Manifest, OffloadSpec, Precision,
+    Preprocess, Segment, FORMAT_VERSION,
 };
 use crate::{sha256_file, Chain, EngineSet, Error, Result};
 use serde::Deserialize;
@@ -45,8 +45,10 @@ use tract_onnx::prelude::Framework;
 struct SourceHead {
     artifact: String,
     feature_input: String,
-    state_input: String,
-    state_output: String,
+    #[serde(default)]
+    state_input: Option<String>,
+    #[serde(default)]
+    state_output: Option<String>,
     action_output: String,
 }
 
@@ -55,8 +57,16 @@ struct SourceHead {
 struct SourceModel {
     model: String,
     exits: Vec<String>,
-    feature: String,
-    head: SourceHead,
+    /// With a `[head]`: the output of each segment the head reads.
+    #[serde(default)]
+    feature: Option<String>,
+    /// Without a head: the output of each segment that is its action.
+    #[serde(default)]
+    action_output: Option<String>,
+    #[serde(default)]
+    head: Option<SourceHead>,
+    #[serde(default)]
+    action: ActionSpec,
     criterion: Criterion,
     #[serde(default)]
     preprocess: Option<Preprocess>,
@@ -126,6 +136,37 @@ fn read_source(dir: &Path) -> Result<(PathBuf, SourceModel)> {
     if src.exits.is_empty() {
         return Err(invalid(&path, "exits", "list at least one exit segment"));
     }
+    match (&src.head, &src.feature, &src.action_output) {
+        (Some(_), Some(_), None) | (None, None, Some(_)) => {}
+        (Some(_), None, _) => {
+            return Err(invalid(
+                &path,
+                "feature",
+                "missing: a model with a [head] names the output of each segment the head reads",
+            ))
+        }
+        (Some(_), Some(_), Some(_)) => {
+            return Err(invalid(
+                &path,
+                "action_output",
+                "a model with a [head] takes its actions from the head; drop action_output (or the [head])",
+            ))
+        }
+        (None, _, None) => {
+            return Err(invalid(
+                &path,
+                "action_output",
+                "missing: without a [head], name the output of each segment that is its action",
+            ))
+        }
+        (None, Some(_), Some(_)) => {
+            return Err(invalid(
+                &path,
+                "feature",
+                "a feature is what a head reads, and this model has no [head]",
+            ))
+        }
+    }
     Ok((path, src))
 }
 
@@ -136,7 +177,7 @@ pub fn build(
     opts: &BuildOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(Manifest, Vec<Row>)> {
-    let (source_path, src) = read_source(&opts.onnx_dir)?;
+    let (source_path, mut src) = read_source(&opts.onnx_dir)?;
     if opts.backend == BackendKind::Cpu && opts.precision != Precision::Fp32 {
         return Err(invalid(
             &source_path,
@@ -154,12 +195,24 @@ pub fn build(
     if let (Some(t), Some(c)) = (&trt, &calibration) {
         c.check_version(t)?;
     }
+    if let Some(p) = src.preprocess.as_mut().filter(|p| p.tokenizer.is_some()) {
+        let first = analyze(&opts.onnx_dir.join(&src.exits[0]))?;
+        tokenize_instructions(&opts.onnx_dir, &source_path, p, &first.inputs)?;
+    } else if let Some(p) = &src.preprocess {
+        if !p.instruction_texts.is_empty() && p.instruction_ids.is_empty() {
+            return Err(invalid(
+                &source_path,
+                "preprocess.tokenizer",
+                "instruction_texts need the tokenizer.json that turns them into ids",
+            ));
+        }
+    }
     std::fs::create_dir_all(&opts.out_dir).map_err(|source| Error::Io {
         path: opts.out_dir.clone(),
         source,
     })?;
     progress(Progress::Start {
-        total: src.exits.len() + 1,
+        total: src.exits.len() + src.head.is_some() as usize,
     });
 
     let mut tools = BTreeMap::new();
@@ -220,20 +273,26 @@ pub fn build(
             inputs: a.inputs,
             outputs: a.outputs,
             feature: src.feature.clone(),
+            action: src.action_output.clone(),
             cost: a.cost,
         });
     }
-    let (a, artifact, sha256) = produce(&src.head.artifact, "head.artifact")?;
-    let head = Head {
-        artifact,
-        sha256,
-        inputs: a.inputs,
-        outputs: a.outputs,
-        feature_input: src.head.feature_input,
-        state_input: src.head.state_input,
-        state_output: src.head.state_output,
-        action_output: src.head.action_output,
-        cost: a.cost,
+    let head = match src.head {
+        Some(h) => {
+            let (a, artifact, sha256) = produce(&h.artifact, "head.artifact")?;
+            Some(Head {
+                artifact,
+                sha256,
+                inputs: a.inputs,
+                outputs: a.outputs,
+                feature_input: h.feature_input,
+                state_input: h.state_input,
+                state_output: h.state_output,
+                action_output: h.action_output,
+                cost: a.cost,
+            })
+        }
+        None => None,
     };
     if let Some(o) = opset {
         tools.insert("onnx_opset".to_string(), o.to_string());
@@ -262,6 +321,7 @@ pub fn build(
         inputs,
         exits,
         head,
+        action: src.action,
         criterion: src.criterion,
         preprocess: src.preprocess,
         offload: src.offload,
@@ -274,6 +334,92 @@ pub fn build(
     progress(Progress::Done);
     let rows = summary(&set.manifest);
     Ok((set.manifest, rows))
+}
+
+/// Turns `instruction_texts` into `instruction_ids` with the model's
+/// `tokenizer.json`, padded to the instruction input's length L with the
+/// tokenizer's pad id (0 if it sets none). A text longer than L is refused:
+/// cutting an instruction short changes what it says.
+fn tokenize_instructions(
+    dir: &Path,
+    source_path: &Path,
+    p: &mut Preprocess,
+    inputs: &[crate::manifest::TensorSpec],
+) -> Result<()> {
+    let Some(file) = p.tokenizer.take() else {
+        return Ok(());
+    };
+    if !p.instruction_ids.is_empty() {
+        return Err(invalid(
+            source_path,
+            "preprocess.instruction_ids",
+            "give the ids or a tokenizer with instruction_texts, not both",
+        ));
+    }
+    if p.instruction_texts.is_empty() {
+        return Err(invalid(
+            source_path,
+            "preprocess.instruction_texts",
+            "a tokenizer needs the instruction texts to tokenize, instruction 0 first",
+        ));
+    }
+    let name = p.instruction.as_deref().unwrap_or_default();
+    let Some(len) = inputs
+        .iter()
+        .find(|t| t.name == name)
+        .and_then(|t| match t.shape.as_slice() {
+            [1, l] => Some(*l),
+            _ => None,
+        })
+    else {
+        return Err(invalid(
+            source_path,
+            "preprocess.instruction",
+            format!("{name:?} is not a [1, L] input of segment 0, for the token ids"),
+        ));
+    };
+    let path = dir.join(&file);
+    let tok = tokenizers::Tokenizer::from_file(&path).map_err(|e| {
+        invalid(
+            source_path,
+            "preprocess.tokenizer",
+            format!("{}: not a readable tokenizer.json: {e}", path.display()),
+        )
+    })?;
+    let pad = tok.get_padding().map_or(0, |pp| i64::from(pp.pad_id));
+    let mut ids = Vec::with_capacity(p.instruction_texts.len());
+    for (k, text) in p.instruction_texts.iter().enumerate() {
+        let enc = tok.encode(text.as_str(), false).map_err(|e| {
+            invalid(
+                source_path,
+                &format!("preprocess.instruction_texts[{k}]"),
+                format!("{text:?}: {e}"),
+            )
+        })?;
+        // Without padding or truncation the ids are the text's own.
+        let own: Vec<i64> = enc
+            .get_ids()
+            .iter()
+            .zip(enc.get_attention_mask())
+            .filter(|(_, m)| **m == 1)
+            .map(|(id, _)| i64::from(*id))
+            .collect();
+        if own.len() > len || !enc.get_overflowing().is_empty() {
+            return Err(invalid(
+                source_path,
+                &format!("preprocess.instruction_texts[{k}]"),
+                format!(
+                    "{text:?} is {} tokens or more; {name:?} takes {len}",
+                    own.len().max(len + 1)
+                ),
+            ));
+        }
+        let mut row = own;
+        row.resize(len, pad);
+        ids.push(row);
+    }
+    p.instruction_ids = ids;
+    Ok(())
 }
 
 /// The option that names a calibration cache, for error messages.
@@ -390,7 +536,11 @@ fn int8_calibration(
         .iter()
         .enumerate()
         .map(|(i, f)| (f, format!("exits[{i}]")))
-        .chain([(&src.head.artifact, "head.artifact".to_string())]);
+        .chain(
+            src.head
+                .iter()
+                .map(|h| (&h.artifact, "head.artifact".to_string())),
+        );
     let mut unquantized = Vec::new();
     for (file, field) in artifacts {
         let onnx = opts.onnx_dir.join(file);
@@ -469,14 +619,16 @@ pub fn summary(m: &Manifest) -> Vec<Row> {
             peak_activation_bytes: s.cost.peak_activation_bytes,
         })
         .collect();
-    rows.push(Row {
-        name: "head".into(),
-        artifact: m.head.artifact.clone(),
-        macs: m.head.cost.macs,
-        cumulative_macs: 0,
-        params: m.head.cost.params,
-        peak_activation_bytes: m.head.cost.peak_activation_bytes,
-    });
+    if let Some(h) = &m.head {
+        rows.push(Row {
+            name: "head".into(),
+            artifact: h.artifact.clone(),
+            macs: h.cost.macs,
+            cumulative_macs: 0,
+            params: h.cost.params,
+            peak_activation_bytes: h.cost.peak_activation_bytes,
+        });
+    }
     rows
 }
 

@@ -15,7 +15,19 @@ struct Stage {
     sources: Vec<Source>,
     outputs: Vec<Vec<f32>>,
     names: Vec<String>,
+    /// The output the head reads, or, in a set without a head, the output
+    /// that is this exit's action.
     feature: usize,
+}
+
+/// The shared head, when the set has one.
+struct HeadStage {
+    engine: Box<dyn Engine>,
+    feature_first: bool,
+    action: usize,
+    /// Output index of the next recurrent state (`None`: stateless).
+    state: Option<usize>,
+    outputs: Vec<Vec<f32>>,
 }
 
 /// Runs segment after segment of an engine set, and the shared head on any
@@ -24,11 +36,7 @@ struct Stage {
 pub struct Chain {
     inputs: Vec<Vec<f32>>,
     stages: Vec<Stage>,
-    head: Box<dyn Engine>,
-    head_feature_first: bool,
-    head_action: usize,
-    head_state: usize,
-    head_outputs: Vec<Vec<f32>>,
+    head: Option<HeadStage>,
     /// Time spent inside engines since the last `take_engine_time`.
     engine_time: std::time::Duration,
     /// Device time (CUDA events) since the last `take_device_seconds`;
@@ -115,10 +123,11 @@ impl Chain {
             .iter()
             .enumerate()
             .map(|(i, s)| (format!("exits[{i}]"), s.inputs.len().max(s.outputs.len())))
-            .chain(std::iter::once((
-                "head".to_string(),
-                m.head.outputs.len().max(m.head.inputs.len()),
-            )))
+            .chain(
+                m.head
+                    .iter()
+                    .map(|h| ("head".to_string(), h.outputs.len().max(h.inputs.len()))),
+            )
             .find(|(_, n)| *n > MAX_IO);
         if let Some((field, n)) = too_many {
             return Err(Error::Invalid {
@@ -148,14 +157,18 @@ impl Chain {
                     }
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let (field, name) = match &m.head {
+                Some(_) => ("feature", &seg.feature),
+                None => ("action", &seg.action),
+            };
             let feature = seg
                 .outputs
                 .iter()
-                .position(|t| t.name == seg.feature)
+                .position(|t| Some(&t.name) == name.as_ref())
                 .ok_or_else(|| Error::Invalid {
                     path: set.manifest_path.clone(),
-                    field: format!("exits[{i}].feature"),
-                    message: format!("{:?} is not an output", seg.feature),
+                    field: format!("exits[{i}].{field}"),
+                    message: format!("{name:?} is not an output"),
                 })?;
             stages.push(Stage {
                 engine: make(
@@ -171,33 +184,41 @@ impl Chain {
             });
             prev = &seg.outputs;
         }
-        let h = &m.head;
-        let pos = |list: &[TensorSpec], name: &str| list.iter().position(|t| t.name == name);
-        let (Some(feat), Some(action), Some(state)) = (
-            pos(&h.inputs, &h.feature_input),
-            pos(&h.outputs, &h.action_output),
-            pos(&h.outputs, &h.state_output),
-        ) else {
-            return Err(Error::Invalid {
-                path: set.manifest_path.clone(),
-                field: "head".into(),
-                message: "feature, action or state tensor not found".into(),
-            });
+        let head = match &m.head {
+            Some(h) => {
+                let pos =
+                    |list: &[TensorSpec], name: &str| list.iter().position(|t| t.name == name);
+                let state = h.state_output.as_deref().map(|name| pos(&h.outputs, name));
+                let (Some(feat), Some(action), None | Some(Some(_))) = (
+                    pos(&h.inputs, &h.feature_input),
+                    pos(&h.outputs, &h.action_output),
+                    state,
+                ) else {
+                    return Err(Error::Invalid {
+                        path: set.manifest_path.clone(),
+                        field: "head".into(),
+                        message: "feature, action or state tensor not found".into(),
+                    });
+                };
+                Some(HeadStage {
+                    engine: make(
+                        Role::Head,
+                        &set.artifact_path(&h.artifact),
+                        &h.inputs,
+                        &h.outputs,
+                    )?,
+                    feature_first: feat == 0,
+                    action,
+                    state: state.flatten(),
+                    outputs: buffers(&h.outputs),
+                })
+            }
+            None => None,
         };
-        let head = make(
-            Role::Head,
-            &set.artifact_path(&h.artifact),
-            &h.inputs,
-            &h.outputs,
-        )?;
         Ok(Self {
             inputs: buffers(&m.inputs),
             stages,
             head,
-            head_feature_first: feat == 0,
-            head_action: action,
-            head_state: state,
-            head_outputs: buffers(&h.outputs),
             engine_time: std::time::Duration::ZERO,
             device_time: -1.0,
         })
@@ -296,15 +317,17 @@ impl Chain {
         self.stages.get(i)?.names.iter().position(|n| n == name)
     }
 
-    /// Runs the head on exit `i`'s feature with recurrent state `state_in`.
-    /// Returns (action, next state); the caller decides whether to commit it.
+    /// Exit `i`'s action and next recurrent state, from the head run on
+    /// its feature with state `state_in` (the state is empty for a
+    /// stateless head), or, without a head, the segment's own action
+    /// output. The caller decides whether to commit the state.
     pub fn run_head(&mut self, i: usize, state_in: &[f32]) -> Result<(&[f32], &[f32])> {
         let k = self.stages[i].feature;
         self.run_head_on(i, k, state_in)
     }
 
-    /// Runs the head on output `k` of segment `i` (a feature-shaped tensor,
-    /// e.g. DeeR's exit-0 reference).
+    /// The same for output `k` of segment `i` (e.g. DeeR's exit-0
+    /// reference): the head run on it, or the output itself without a head.
     pub fn run_head_on(
         &mut self,
         i: usize,
@@ -312,26 +335,34 @@ impl Chain {
         state_in: &[f32],
     ) -> Result<(&[f32], &[f32])> {
         let feature: &[f32] = &self.stages[i].outputs[k];
-        let ins: [&[f32]; 2] = if self.head_feature_first {
+        let Some(head) = self.head.as_mut() else {
+            return Ok((feature, &[]));
+        };
+        let ins: [&[f32]; 2] = if head.feature_first {
             [feature, state_in]
         } else {
             [state_in, feature]
         };
+        let ins = match head.state {
+            Some(_) => &ins[..],
+            None => std::slice::from_ref(&feature),
+        };
         let mut outs: [&mut [f32]; MAX_IO] = Default::default();
-        let n = self.head_outputs.len().min(outs.len());
-        for (slot, buf) in outs.iter_mut().zip(self.head_outputs.iter_mut()) {
+        let n = head.outputs.len().min(outs.len());
+        for (slot, buf) in outs.iter_mut().zip(head.outputs.iter_mut()) {
             *slot = buf;
         }
         let t0 = std::time::Instant::now();
-        let r = self.head.run(&ins, &mut outs[..n]);
+        let r = head.engine.run(ins, &mut outs[..n]);
         self.engine_time += t0.elapsed();
-        if let Some(d) = self.head.device_seconds() {
+        if let Some(d) = head.engine.device_seconds() {
             self.device_time = self.device_time.max(0.0) + d;
         }
         r?;
-        Ok((
-            &self.head_outputs[self.head_action],
-            &self.head_outputs[self.head_state],
-        ))
+        let state: &[f32] = match head.state {
+            Some(s) => &head.outputs[s],
+            None => &[],
+        };
+        Ok((&head.outputs[head.action], state))
     }
 }

@@ -4,7 +4,7 @@
 //! thread pool (tract has none by default), so a frame never waits on pool
 //! threads that compete with the rest of the robot's work for the same cores.
 
-use crate::manifest::TensorSpec;
+use crate::manifest::{DType, TensorSpec};
 use crate::{Engine, Error, Result};
 use std::path::{Path, PathBuf};
 use tract_onnx::prelude::*;
@@ -26,7 +26,11 @@ pub struct CpuEngine {
 pub(crate) fn typed_model(path: &Path, inputs: &[TensorSpec]) -> TractResult<TypedModel> {
     let mut model = tract_onnx::onnx().model_for_path(path)?;
     for (i, spec) in inputs.iter().enumerate() {
-        model.set_input_fact(i, f32::fact(spec.shape.clone()).into())?;
+        let fact = match spec.dtype {
+            DType::F32 => f32::fact(spec.shape.clone()),
+            DType::I64 => i64::fact(spec.shape.clone()),
+        };
+        model.set_input_fact(i, fact.into())?;
     }
     model.into_typed()?.into_decluttered()
 }
@@ -73,7 +77,13 @@ impl CpuEngine {
         let state = plan.spawn().map_err(|e| err(format!("{e:#}")))?;
         let input_values = inputs
             .iter()
-            .map(|spec| Tensor::zero::<f32>(&spec.shape).map(Arc::new))
+            .map(|spec| {
+                match spec.dtype {
+                    DType::F32 => Tensor::zero::<f32>(&spec.shape),
+                    DType::I64 => Tensor::zero::<i64>(&spec.shape),
+                }
+                .map(Arc::new)
+            })
             .collect::<TractResult<Vec<_>>>()
             .map_err(|e| err(format!("{e:#}")))?;
         Ok(Self {
@@ -140,18 +150,29 @@ impl Engine for CpuEngine {
             let mut view = Arc::make_mut(value)
                 .try_as_plain_ram_mut()
                 .map_err(|e| err(format!("input {:?}: {e}", spec.name)))?;
-            let dst = view
-                .as_slice_mut::<f32>()
-                .map_err(|e| err(format!("input {:?}: {e}", spec.name)))?;
-            if dst.len() != data.len() {
+            let len = view.len();
+            if len != data.len() {
                 return Err(err(format!(
-                    "input {:?} has {} values, the engine takes {}",
+                    "input {:?} has {} values, the engine takes {len}",
                     spec.name,
                     data.len(),
-                    dst.len()
                 )));
             }
-            dst.copy_from_slice(data);
+            match spec.dtype {
+                DType::F32 => view
+                    .as_slice_mut::<f32>()
+                    .map_err(|e| err(format!("input {:?}: {e}", spec.name)))?
+                    .copy_from_slice(data),
+                // Token ids, held as exact f32 integers (checked < 2^24).
+                DType::I64 => {
+                    let dst = view
+                        .as_slice_mut::<i64>()
+                        .map_err(|e| err(format!("input {:?}: {e}", spec.name)))?;
+                    for (d, x) in dst.iter_mut().zip(data.iter()) {
+                        *d = *x as i64;
+                    }
+                }
+            }
         }
         let ran = self.exec(outputs);
         // Drops tract's references to the inputs and every value of the turn.

@@ -25,6 +25,8 @@ pub mod analyze;
 pub mod builder;
 #[cfg(feature = "cpu")]
 pub mod cpu;
+#[cfg(feature = "cpu")]
+pub mod split;
 #[cfg(feature = "tensorrt")]
 pub mod tensorrt;
 

@@ -39,7 +39,17 @@
 //! ```
 //!
 //! Segment `i > 0` reads the outputs of segment `i - 1` whose names match its
-//! inputs; segment 0 reads the model `inputs`.
+//! inputs (any number of carried tensors per boundary); segment 0 reads the
+//! model `inputs`.
+//!
+//! Three layouts are accepted (docs/model-format.md has an example of each):
+//! - a shared head with a recurrent state (above, DeeR's layout);
+//! - a stateless shared head (no `state_input` / `state_output`);
+//! - no head: each segment names its own action output (`action = "..."`).
+//!
+//! The action is continuous, or discrete tokens (`[action] kind = "tokens"`,
+//! a [1, D, B] tensor of logits or probabilities and the B bin centres of
+//! each of the D dimensions).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -47,10 +57,24 @@ use std::collections::BTreeMap;
 /// The manifest format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Element type of a tensor. Every tensor between engines is f32; an i64
+/// model input holds token ids (an instruction), which the runtime keeps as
+/// f32 values (exact up to 2^24) and each backend converts when it copies
+/// them in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DType {
     F32,
+    I64,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::I64 => 8,
+        }
+    }
 }
 
 /// Name, static shape and element type of one tensor.
@@ -76,7 +100,7 @@ impl TensorSpec {
     }
 
     pub fn bytes(&self) -> usize {
-        self.elements() * 4
+        self.elements() * self.dtype.size()
     }
 }
 
@@ -140,8 +164,13 @@ pub struct Segment {
     pub sha256: String,
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
-    /// The output the action head reads at this exit.
-    pub feature: String,
+    /// The output the action head reads at this exit (sets with a head).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature: Option<String>,
+    /// The output that is this exit's action (sets without a head, where
+    /// every segment emits its own action).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
     #[serde(flatten)]
     pub cost: Cost,
 }
@@ -154,11 +183,65 @@ pub struct Head {
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
     pub feature_input: String,
-    pub state_input: String,
-    pub state_output: String,
+    /// The recurrent state's input and output; both absent for a stateless
+    /// head (whose only input is the feature).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_input: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_output: Option<String>,
     pub action_output: String,
     #[serde(flatten)]
     pub cost: Cost,
+}
+
+/// `[action]`: what an exit's action tensor holds.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionSpec {
+    #[serde(default)]
+    pub kind: ActionKind,
+    /// Tokens: per action dimension, the continuous value of each bin
+    /// (its centre); the action tensor is [1, D, B] with D = `bins.len()`
+    /// and B bins per dimension.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bins: Vec<Vec<f32>>,
+    /// Tokens: whether the tensor holds logits (the runtime applies a
+    /// softmax per dimension) or probabilities.
+    #[serde(default)]
+    pub scores: TokenScores,
+}
+
+impl ActionSpec {
+    pub fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
+
+    /// Bins per dimension of a token action (0 for continuous actions).
+    pub fn bins_per_dim(&self) -> usize {
+        match self.kind {
+            ActionKind::Tokens => self.bins.first().map_or(0, Vec::len),
+            ActionKind::Continuous => 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    /// The tensor is the action itself (e.g. [1, 2] for (v, ω)).
+    #[default]
+    Continuous,
+    /// Discrete action tokens, one distribution over bins per dimension
+    /// (RT-2 / OpenVLA style); the action is the top bin's centre.
+    Tokens,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenScores {
+    #[default]
+    Logits,
+    Probabilities,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -281,7 +364,9 @@ pub struct Criterion {
 /// How a camera frame becomes the model's image input: 8-bit RGB scaled to
 /// [0, 1], then `(x - mean) / std` per channel, HWC → NCHW, resized to the
 /// image input's height and width. The image input is the first model input
-/// of shape [1, 3, H, W]; `instruction`, if set, names a one-hot input.
+/// of shape [1, 3, H, W]; `instruction`, if set, names the instruction
+/// input: one-hot (f32 [1, K], instruction k sets element k) or token ids
+/// (i64 [1, L], instruction k is `instruction_ids[k]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Preprocess {
@@ -289,6 +374,17 @@ pub struct Preprocess {
     pub std: [f32; 3],
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instruction: Option<String>,
+    /// `model.toml` only: the `tokenizer.json` (beside the ONNX files) that
+    /// `offramp build` turns `instruction_texts` into ids with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
+    /// Token-id instructions: the texts, instruction k first...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instruction_texts: Vec<String>,
+    /// ...and their ids, padded to L (written by `offramp build` from the
+    /// texts and the model's `tokenizer.json`, or given in `model.toml`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instruction_ids: Vec<Vec<i64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -300,7 +396,12 @@ pub struct Manifest {
     /// Inputs of segment 0 (the preprocessed frame and any instruction).
     pub inputs: Vec<TensorSpec>,
     pub exits: Vec<Segment>,
-    pub head: Head,
+    /// The action head shared by every exit; absent when each segment
+    /// emits its own action (`exits[i].action`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<Head>,
+    #[serde(default, skip_serializing_if = "ActionSpec::is_default")]
+    pub action: ActionSpec,
     pub criterion: Criterion,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preprocess: Option<Preprocess>,
@@ -329,7 +430,7 @@ pub enum CarriedDtype {
 }
 
 impl Head {
-    /// The head input called `name` (e.g. `self.state_input`).
+    /// The head input called `name` (e.g. `self.feature_input`).
     pub fn input(&self, name: &str) -> Option<&TensorSpec> {
         self.inputs.iter().find(|t| t.name == name)
     }
@@ -347,13 +448,49 @@ impl Manifest {
         self.criterion.deepest_exit.map_or(n, |d| (d + 1).min(n))
     }
 
+    /// MACs of one run of the head (0 without one).
+    pub fn head_macs(&self) -> u64 {
+        self.head.as_ref().map_or(0, |h| h.cost.macs)
+    }
+
     /// MACs of running segments `0..=exit` and the head once per exit.
     pub fn cumulative_macs(&self, exit: usize) -> u64 {
         self.exits
             .iter()
             .take(exit + 1)
-            .map(|s| s.cost.macs + self.head.cost.macs)
+            .map(|s| s.cost.macs + self.head_macs())
             .sum()
+    }
+
+    /// Elements of the recurrent state (0: stateless or no head).
+    pub fn state_len(&self) -> usize {
+        self.head
+            .as_ref()
+            .and_then(|h| h.input(h.state_input.as_deref()?))
+            .map_or(0, TensorSpec::elements)
+    }
+
+    /// The tensor an exit's action is read from (the head's action output,
+    /// or exit 0's own action output); `None` if the manifest names none.
+    pub fn action_tensor(&self) -> Option<&TensorSpec> {
+        match &self.head {
+            Some(h) => h.output(&h.action_output),
+            None => {
+                let s = self.exits.first()?;
+                s.outputs
+                    .iter()
+                    .find(|t| Some(&t.name) == s.action.as_ref())
+            }
+        }
+    }
+
+    /// Dimensions of the action the runtime hands on: the tensor's elements
+    /// for continuous actions, one per token dimension for tokens.
+    pub fn action_dims(&self) -> usize {
+        match self.action.kind {
+            ActionKind::Tokens => self.action.bins.len(),
+            ActionKind::Continuous => self.action_tensor().map_or(0, TensorSpec::elements),
+        }
     }
 
     pub fn to_toml(&self) -> Result<String, toml::ser::Error> {

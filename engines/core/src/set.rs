@@ -1,6 +1,8 @@
 //! Opening an engine set: everything is checked before any engine is built.
 
-use crate::manifest::{CriterionKind, Manifest, Segment, TensorSpec, FORMAT_VERSION};
+use crate::manifest::{
+    ActionKind, CriterionKind, DType, Manifest, Segment, TensorSpec, FORMAT_VERSION,
+};
 use crate::{sha256_file, Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -73,11 +75,11 @@ impl EngineSet {
             .iter()
             .enumerate()
             .map(|(i, s)| (format!("exits[{i}]"), &s.artifact, &s.sha256))
-            .chain(std::iter::once((
-                "head".to_string(),
-                &m.head.artifact,
-                &m.head.sha256,
-            )));
+            .chain(
+                m.head
+                    .iter()
+                    .map(|h| ("head".to_string(), &h.artifact, &h.sha256)),
+            );
         for (field, artifact, sha) in entries {
             // Artifacts live inside the set: no absolute paths or `..`.
             if Path::new(artifact)
@@ -141,7 +143,27 @@ impl EngineSet {
             available = &seg.outputs;
             source = format!("exits[{}] ({})", i, seg.name);
         }
-        let h = &m.head;
+        self.check_head()?;
+        let action = self.check_action()?;
+        self.check_criterion(action)?;
+        self.check_preprocess()
+    }
+
+    /// A head reads a feature and, if recurrent, a state whose input and
+    /// output agree; a set without a head reads every exit's own action.
+    fn check_head(&self) -> Result<()> {
+        let m = &self.manifest;
+        let Some(h) = &m.head else {
+            for (i, seg) in m.exits.iter().enumerate() {
+                if seg.feature.is_some() {
+                    return Err(self.invalid(
+                        format!("exits[{i}].feature"),
+                        "a feature is what a head reads, and this set has no [head]: name the segment's action output (`action = ...`) instead",
+                    ));
+                }
+            }
+            return Ok(());
+        };
         let spec = |list: &[TensorSpec], name: &str, field: &str| -> Result<TensorSpec> {
             list.iter()
                 .find(|t| t.name == name)
@@ -153,27 +175,151 @@ impl EngineSet {
                     )
                 })
         };
-        let state_in = spec(&h.inputs, &h.state_input, "state_input")?;
-        let state_out = spec(&h.outputs, &h.state_output, "state_output")?;
-        let action = spec(&h.outputs, &h.action_output, "action_output")?;
+        spec(&h.outputs, &h.action_output, "action_output")?;
         spec(&h.inputs, &h.feature_input, "feature_input")?;
-        if state_in.shape != state_out.shape {
-            return Err(self.invalid(
-                "head.state_output",
-                format!(
-                    "state output {:?} has shape {:?} but the state input {:?} has {:?}: the recurrent state cannot carry over",
-                    state_out.name, state_out.shape, state_in.name, state_in.shape
-                ),
-            ));
+        match (&h.state_input, &h.state_output) {
+            (Some(i), Some(o)) => {
+                let state_in = spec(&h.inputs, i, "state_input")?;
+                let state_out = spec(&h.outputs, o, "state_output")?;
+                if state_in.shape != state_out.shape {
+                    return Err(self.invalid(
+                        "head.state_output",
+                        format!(
+                            "state output {:?} has shape {:?} but the state input {:?} has {:?}: the recurrent state cannot carry over",
+                            state_out.name, state_out.shape, state_in.name, state_in.shape
+                        ),
+                    ));
+                }
+                if h.inputs.len() != 2 {
+                    return Err(self.invalid(
+                        "head.inputs",
+                        format!(
+                            "a recurrent head takes exactly a feature and a state; this one has {} inputs",
+                            h.inputs.len()
+                        ),
+                    ));
+                }
+            }
+            (None, None) => {
+                if h.inputs.len() != 1 {
+                    return Err(self.invalid(
+                        "head.inputs",
+                        format!(
+                            "a stateless head takes only the feature; this one has {} inputs (a recurrent head names state_input and state_output)",
+                            h.inputs.len()
+                        ),
+                    ));
+                }
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(self.invalid(
+                    "head",
+                    "state_input and state_output go together: name both (recurrent head) or neither (stateless)",
+                ))
+            }
         }
-        if h.inputs.len() != 2 {
-            return Err(self.invalid(
-                "head.inputs",
-                "the head takes exactly a feature and a state",
-            ));
+        for (i, seg) in m.exits.iter().enumerate() {
+            if seg.action.is_some() {
+                return Err(self.invalid(
+                    format!("exits[{i}].action"),
+                    "this set's actions come from its [head]; a segment's own action output is for sets without a head",
+                ));
+            }
         }
-        self.check_criterion(action.elements())?;
-        self.check_preprocess()
+        Ok(())
+    }
+
+    /// Every exit's action tensor has the same shape, and a token action
+    /// matches its bins; returns the dimensions the runtime hands on.
+    fn check_action(&self) -> Result<usize> {
+        let m = &self.manifest;
+        let Some(tensor) = m.action_tensor() else {
+            return Err(self.invalid(
+                "exits[0].action",
+                "a set without a [head] names each segment's action output (`action = ...`)",
+            ));
+        };
+        if m.head.is_none() {
+            for (i, seg) in m.exits.iter().enumerate() {
+                let Some(name) = &seg.action else {
+                    return Err(self.invalid(
+                        format!("exits[{i}].action"),
+                        "missing: a set without a [head] names each segment's action output",
+                    ));
+                };
+                match seg.outputs.iter().find(|t| &t.name == name) {
+                    Some(t) if t.shape == tensor.shape => {}
+                    Some(t) => {
+                        return Err(self.invalid(
+                            format!("exits[{i}].action"),
+                            format!(
+                                "{name:?} is {:?} but exit 0's action is {:?}: every exit must emit the same action",
+                                t.shape, tensor.shape
+                            ),
+                        ))
+                    }
+                    None => {
+                        return Err(self.invalid(
+                            format!("exits[{i}].action"),
+                            format!("{name:?} is not an output of this segment"),
+                        ))
+                    }
+                }
+            }
+        }
+        let a = &m.action;
+        match a.kind {
+            ActionKind::Continuous => {
+                if !a.bins.is_empty() {
+                    return Err(self.invalid(
+                        "action.bins",
+                        "bins are for token actions (`kind = \"tokens\"`)",
+                    ));
+                }
+                Ok(tensor.elements())
+            }
+            ActionKind::Tokens => {
+                let b = a.bins_per_dim();
+                if a.bins.is_empty() || b < 2 {
+                    return Err(self.invalid(
+                        "action.bins",
+                        "token actions need the bin centres of each dimension, at least 2 per dimension",
+                    ));
+                }
+                if let Some(d) = a.bins.iter().position(|row| row.len() != b) {
+                    return Err(self.invalid(
+                        format!("action.bins[{d}]"),
+                        format!(
+                            "{} bins but dimension 0 has {b}: every dimension has the same number",
+                            a.bins[d].len()
+                        ),
+                    ));
+                }
+                if let Some((d, k)) =
+                    a.bins.iter().enumerate().find_map(|(d, row)| {
+                        row.iter().position(|x| !x.is_finite()).map(|k| (d, k))
+                    })
+                {
+                    return Err(self.invalid(
+                        format!("action.bins[{d}][{k}]"),
+                        format!("{} is not a number", a.bins[d][k]),
+                    ));
+                }
+                let want = [1, a.bins.len(), b];
+                if tensor.shape != want {
+                    return Err(self.invalid(
+                        "action.bins",
+                        format!(
+                            "{} dimensions of {b} bins need an action tensor {want:?}, but {:?} is {:?}",
+                            a.bins.len(),
+                            tensor.name,
+                            tensor.shape
+                        ),
+                    ));
+                }
+                Ok(a.bins.len())
+            }
+        }
     }
 
     /// The image input must be [1, 3, H, W]; the instruction input must exist
@@ -205,31 +351,86 @@ impl EngineSet {
             ));
         }
         if let Some(name) = &p.instruction {
-            match m.inputs.iter().find(|t| &t.name == name) {
-                Some(t) if t.shape.len() == 2 && t.shape[0] == 1 && t.shape[1] > 0 => {}
-                Some(t) => {
+            let Some(t) = m.inputs.iter().find(|t| &t.name == name) else {
+                return Err(self.invalid(
+                    "preprocess.instruction",
+                    format!("{name:?} is not a model input"),
+                ));
+            };
+            let len = match t.shape.as_slice() {
+                [1, n] if *n > 0 => *n,
+                _ => {
                     return Err(self.invalid(
                         "preprocess.instruction",
-                        format!("{name:?} is {:?}; a one-hot instruction is [1, K]", t.shape),
+                        format!(
+                            "{name:?} is {:?}; an instruction is [1, K] (one-hot) or [1, L] (token ids)",
+                            t.shape
+                        ),
                     ))
                 }
-                None => {
+            };
+            match t.dtype {
+                DType::F32 if !p.instruction_ids.is_empty() => {
                     return Err(self.invalid(
-                        "preprocess.instruction",
-                        format!("{name:?} is not a model input"),
+                        "preprocess.instruction_ids",
+                        format!("{name:?} is a one-hot f32 input; token ids need an i64 input"),
                     ))
+                }
+                DType::F32 => {}
+                DType::I64 => {
+                    if p.instruction_ids.is_empty() {
+                        return Err(self.invalid(
+                            "preprocess.instruction_ids",
+                            format!(
+                                "{name:?} takes token ids: list each instruction's ids (or its text and a tokenizer in model.toml)"
+                            ),
+                        ));
+                    }
+                    for (k, ids) in p.instruction_ids.iter().enumerate() {
+                        if ids.len() != len {
+                            return Err(self.invalid(
+                                format!("preprocess.instruction_ids[{k}]"),
+                                format!("{} ids; {name:?} takes {len}", ids.len()),
+                            ));
+                        }
+                        if let Some(id) = ids.iter().find(|id| !(0..1 << 24).contains(*id)) {
+                            return Err(self.invalid(
+                                format!("preprocess.instruction_ids[{k}]"),
+                                format!("token id {id} is outside 0..2^24"),
+                            ));
+                        }
+                    }
                 }
             }
+        }
+        if let Some((k, t)) = m.inputs.iter().enumerate().find(|(k, t)| {
+            t.dtype != DType::F32 && Some(&t.name) != p.instruction.as_ref() && *k > 0
+        }) {
+            return Err(self.invalid(
+                format!("inputs[{k}]"),
+                format!(
+                    "{:?} is {:?}; only the instruction input may hold token ids (i64)",
+                    t.name, t.dtype
+                ),
+            ));
         }
         Ok(())
     }
 
     fn check_feature(&self, i: usize, seg: &Segment) -> Result<()> {
-        let h = &self.manifest.head;
-        let Some(feature) = seg.outputs.iter().find(|t| t.name == seg.feature) else {
+        let Some(h) = &self.manifest.head else {
+            return Ok(());
+        };
+        let Some(name) = &seg.feature else {
             return Err(self.invalid(
                 format!("exits[{i}].feature"),
-                format!("{:?} is not an output of this segment", seg.feature),
+                "missing: name the output of this segment that the head reads",
+            ));
+        };
+        let Some(feature) = seg.outputs.iter().find(|t| &t.name == name) else {
+            return Err(self.invalid(
+                format!("exits[{i}].feature"),
+                format!("{name:?} is not an output of this segment"),
             ));
         };
         if let Some(head_in) = h.input(&h.feature_input) {
@@ -283,16 +484,18 @@ impl EngineSet {
                 .exits
                 .first()
                 .and_then(|s| s.outputs.iter().find(|t| &t.name == r));
-            let head_feature = m.head.input(&m.head.feature_input);
-            match (seg0, head_feature) {
+            // With a head, the reference is a feature the head turns into
+            // an action; without one it is an action itself.
+            let (want, what) = match &m.head {
+                Some(h) => (h.input(&h.feature_input), "the head's feature"),
+                None => (m.action_tensor(), "exit 0's action"),
+            };
+            match (seg0, want) {
                 (Some(t), Some(f)) if t.shape == f.shape => {}
                 (Some(t), Some(f)) => {
                     return Err(self.invalid(
                         "criterion.exit0_reference",
-                        format!(
-                            "{r:?} is {:?} but the head's feature is {:?}",
-                            t.shape, f.shape
-                        ),
+                        format!("{r:?} is {:?} but {what} is {:?}", t.shape, f.shape),
                     ))
                 }
                 _ => {

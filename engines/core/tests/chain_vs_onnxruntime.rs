@@ -18,7 +18,8 @@ fn chain_matches_onnxruntime() {
     let mut chain = Chain::load(&set, BackendKind::Cpu).unwrap();
     assert_eq!(chain.exits(), 3);
 
-    let state_len = m.head.input(&m.head.state_input).unwrap().elements();
+    let state_len = m.state_len();
+    let head = m.head.as_ref().unwrap();
     let mut flat = Vec::new();
     for (k, buf) in chain.inputs_mut().iter_mut().enumerate() {
         let v = pattern(buf.len(), 11 + k as u32);
@@ -37,8 +38,8 @@ fn chain_matches_onnxruntime() {
         let (action, next) = chain.run_head(i, &state).unwrap();
         // Head outputs in manifest order.
         let (a, s) = (action.to_vec(), next.to_vec());
-        for spec in &m.head.outputs {
-            if spec.name == m.head.action_output {
+        for spec in &head.outputs {
+            if spec.name == head.action_output {
                 ours.extend_from_slice(&a);
             } else {
                 ours.extend_from_slice(&s);
@@ -109,11 +110,11 @@ fn manifest_records_costs_and_build_info() {
     assert!((157_760..=157_760 * 115 / 100).contains(&macs), "{macs}");
     assert_eq!(
         m.cumulative_macs(1),
-        m.exits[0].cost.macs + m.exits[1].cost.macs + 2 * m.head.cost.macs
+        m.exits[0].cost.macs + m.exits[1].cost.macs + 2 * m.head_macs()
     );
     // qkv 32·96+96, proj 32·32+32, mlp 32·64+64 + 64·32+32, two LayerNorms
     // 4·32, and four scalar constants (GELU, attention scale).
     assert_eq!(m.exits[1].cost.params, 8_548);
     assert!(m.exits[1].cost.peak_activation_bytes >= 17 * 96 * 4);
-    assert!(m.head.cost.macs > 0);
+    assert!(m.head_macs() > 0);
 }

@@ -101,7 +101,10 @@ fn unknown_dtype() {
         e.contains("manifest.toml: not a valid engine-set manifest"),
         "{e}"
     );
-    assert!(e.contains("unknown variant `f16`, expected `f32`"), "{e}");
+    assert!(
+        e.contains("unknown variant `f16`, expected `f32` or `i64`"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -152,14 +152,15 @@ mod with_feature {
             .unwrap();
             seg.sha256 = sha256_file(&path).unwrap();
         }
-        m.head.artifact = "head.plan".into();
+        let head = m.head.as_mut().unwrap();
+        head.artifact = "head.plan".into();
         let path = dir.path().join("head.plan");
         std::fs::write(
             &path,
-            plan_text(Role::Head, &m.head.inputs, &m.head.outputs, built),
+            plan_text(Role::Head, &head.inputs, &head.outputs, built),
         )
         .unwrap();
-        m.head.sha256 = sha256_file(&path).unwrap();
+        head.sha256 = sha256_file(&path).unwrap();
         EngineSet::write_manifest(dir.path(), &m).unwrap();
         let set = EngineSet::open(dir.path()).unwrap();
         (dir, set)
@@ -217,12 +218,7 @@ mod with_feature {
     }
 
     fn head_state_len(set: &EngineSet) -> usize {
-        let h = &set.manifest.head;
-        h.inputs
-            .iter()
-            .find(|t| t.name == h.state_input)
-            .unwrap()
-            .elements()
+        set.manifest.state_len()
     }
 
     #[test]
@@ -308,11 +304,12 @@ mod with_feature {
             }
             largest = largest.max(scratch(Role::Segment(i), &seg.outputs));
         }
-        for t in m.head.inputs.iter().chain(&m.head.outputs) {
+        let head = m.head.as_ref().unwrap();
+        for t in head.inputs.iter().chain(&head.outputs) {
             tensors += 1;
             tensor_bytes += t.bytes() as i64;
         }
-        largest = largest.max(scratch(Role::Head, &m.head.outputs));
+        largest = largest.max(scratch(Role::Head, &head.outputs));
         let [allocations, bytes, ..] = stats(&library);
         assert_eq!(
             allocations,

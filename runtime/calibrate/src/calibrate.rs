@@ -278,9 +278,21 @@ pub fn calibrate(
             let fit = (0..n).rev().find(|&i| p99[i] <= l).unwrap_or(0);
             deepest = deepest.min(fit);
         }
-        let costs: Vec<f64> = budgeted[..=deepest].iter().map(|c| *c as f64).collect();
+        // Exits with no score on any frame never stop (exit 0 of a model
+        // without a reference to compare with): the shares go to the exits
+        // from the first that can, or the budget would be overshot by what
+        // those exits were meant to take.
+        let first = (0..deepest)
+            .find(|&i| last.0.iter().any(|f| f.get(i).is_some_and(|d| !d.is_nan())))
+            .unwrap_or(deepest);
+        let costs: Vec<f64> = budgeted[first..=deepest]
+            .iter()
+            .map(|c| *c as f64)
+            .collect();
         q = solve_q(&costs, budget_macs);
-        thresholds = thresholds_from_shares(&last.0, &shares(q, deepest + 1), n, deepest);
+        let mut target = vec![0.0; first];
+        target.extend(shares(q, deepest + 1 - first));
+        thresholds = thresholds_from_shares(&last.0, &target, n, deepest);
         p.chain.set_thresholds(&thresholds);
     }
     let costs: Vec<f64> = costs_u.iter().map(|c| *c as f64).collect();

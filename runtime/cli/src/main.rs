@@ -61,6 +61,9 @@ enum Command {
     /// zenoh <-> the motor controller's serial link: forwards actions as
     /// wire-protocol commands, publishes firmware telemetry, reconnects.
     Bridge(bridge::Args),
+    /// Cut a full ONNX export of a multi-exit model into one segment per
+    /// exit (checked against the full model) and write its model.toml.
+    Split(split::Args),
     /// Build an engine set from ONNX segments (a directory with model.toml).
     Build(build_set::Args),
     /// Compile the TensorRT shim on this machine, against its TensorRT and
@@ -138,6 +141,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => run::main(a),
         Command::Serve(a) => serve::main(a),
         Command::Bridge(a) => bridge::main(a),
+        Command::Split(a) => split::main(a),
         Command::Build(a) => build_set::main(a),
         #[cfg(feature = "tensorrt")]
         Command::BuildShim(a) => build_shim::main(a),

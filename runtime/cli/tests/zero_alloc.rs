@@ -175,8 +175,10 @@ impl TractOnly {
             .iter()
             .map(|s| TractEngine::load(&set.artifact_path(&s.artifact), &s.inputs).unwrap())
             .collect();
-        let mut head =
-            TractEngine::load(&set.artifact_path(&m.head.artifact), &m.head.inputs).unwrap();
+        let mut head = {
+            let h = m.head.as_ref().unwrap();
+            TractEngine::load(&set.artifact_path(&h.artifact), &h.inputs).unwrap()
+        };
         for _ in 0..WARM_UP {
             segments.iter_mut().for_each(TractEngine::run);
             head.run();

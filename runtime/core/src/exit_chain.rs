@@ -18,7 +18,7 @@
 //! allocates nothing in this code.
 
 use crate::offload::{Offload, OffloadCounters, OffloadReply, OffloadRequest, Partitioner};
-use offramp_engines::manifest::CriterionKind;
+use offramp_engines::manifest::{ActionKind, CriterionKind, TokenScores};
 use offramp_engines::{BackendKind, Chain, EngineSet};
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -259,6 +259,10 @@ pub struct ExitChain {
     actions: Vec<Vec<f32>>,
     ref_action: Vec<f32>,
     stop: Vec<f32>,
+    /// Token actions: how the head's distributions become actions.
+    tokens: Option<Tokens>,
+    /// Token-id instructions, instruction k first (empty: one-hot).
+    instruction_ids: Vec<Vec<i64>>,
     chosen: usize,
     stopped: bool,
     instruction: Option<usize>,
@@ -267,6 +271,85 @@ pub struct ExitChain {
     full_macs: u64,
     latency: LatencyModel,
     remote: Option<Remote>,
+}
+
+/// Discrete action tokens: per dimension, a distribution over bins whose
+/// top bin's centre is the action.
+struct Tokens {
+    /// Bin centres, dimension-major (`per_dim` per dimension).
+    bins: Vec<f32>,
+    per_dim: usize,
+    /// The head emits logits (softmax here) rather than probabilities.
+    logits: bool,
+    /// Each exit's probabilities, for the probability criteria.
+    probs: Vec<Vec<f32>>,
+    /// The exit-0 reference's probabilities.
+    ref_probs: Vec<f32>,
+}
+
+impl Tokens {
+    /// Turns `raw` ([D × B] logits or probabilities) into probabilities and
+    /// the action (each dimension's top bin centre). A dimension with a
+    /// non-finite score gets a NaN action, which the chain never uses.
+    fn decode(
+        bins: &[f32],
+        b: usize,
+        logits: bool,
+        raw: &[f32],
+        probs: &mut [f32],
+        action: &mut [f32],
+    ) {
+        for (d, ((row, p), a)) in raw
+            .chunks_exact(b)
+            .zip(probs.chunks_exact_mut(b))
+            .zip(action.iter_mut())
+            .enumerate()
+        {
+            if !finite(row) {
+                p.fill(f32::NAN);
+                *a = f32::NAN;
+                continue;
+            }
+            if logits {
+                let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0;
+                for (q, x) in p.iter_mut().zip(row) {
+                    *q = (x - m).exp();
+                    sum += *q;
+                }
+                p.iter_mut().for_each(|q| *q /= sum);
+            } else {
+                p.copy_from_slice(row);
+            }
+            let mut top = 0;
+            for (k, q) in p.iter().enumerate() {
+                if *q > p[top] {
+                    top = k;
+                }
+            }
+            *a = bins[d * b + top];
+        }
+    }
+
+    /// The least confident dimension's score.
+    fn score(kind: CriterionKind, b: usize, probs: &[f32]) -> f32 {
+        probs
+            .chunks_exact(b)
+            .map(|row| {
+                if finite(row) {
+                    kind.probability_score(row)
+                } else {
+                    f32::NAN
+                }
+            })
+            .fold(f32::NEG_INFINITY, |acc, x| {
+                if x.is_nan() || acc.is_nan() {
+                    f32::NAN
+                } else {
+                    acc.max(x)
+                }
+            })
+    }
 }
 
 fn finite(v: &[f32]) -> bool {
@@ -312,16 +395,29 @@ impl ExitChain {
         if n == 0 {
             return Err(bad("no exits".into()));
         }
-        let state_len = m
-            .head
-            .input(&m.head.state_input)
-            .ok_or_else(|| bad("head.state_input is not a head input".into()))?
+        let state_len = m.state_len();
+        let raw_len = m
+            .action_tensor()
+            .ok_or_else(|| {
+                bad("no action tensor: name the head's action_output or each exit's action".into())
+            })?
             .elements();
-        let action_len = m
-            .head
-            .output(&m.head.action_output)
-            .ok_or_else(|| bad("head.action_output is not a head output".into()))?
-            .elements();
+        let action_len = m.action_dims();
+        let tokens = match m.action.kind {
+            ActionKind::Continuous => None,
+            ActionKind::Tokens => Some(Tokens {
+                bins: m.action.bins.concat(),
+                per_dim: m.action.bins_per_dim(),
+                logits: m.action.scores == TokenScores::Logits,
+                probs: vec![vec![0.0; raw_len]; n],
+                ref_probs: vec![0.0; raw_len],
+            }),
+        };
+        if tokens.is_none() && raw_len != action_len {
+            return Err(bad(format!(
+                "the action tensor has {raw_len} values but the action {action_len}"
+            )));
+        }
         let reference = match &m.criterion.exit0_reference {
             Some(r) => Some(chain.output_index(0, r).ok_or_else(|| {
                 bad(format!(
@@ -335,8 +431,13 @@ impl ExitChain {
             .as_ref()
             .and_then(|p| p.instruction.as_ref())
             .and_then(|name| m.inputs.iter().position(|t| &t.name == name));
+        let instruction_ids = m
+            .preprocess
+            .as_ref()
+            .map(|p| p.instruction_ids.clone())
+            .unwrap_or_default();
         let segment_macs: Vec<u64> = m.exits.iter().take(n).map(|s| s.cost.macs).collect();
-        let head_macs = m.head.cost.macs;
+        let head_macs = m.head_macs();
         let exit_cost: Vec<u64> = segment_macs
             .iter()
             .enumerate()
@@ -356,6 +457,8 @@ impl ExitChain {
             actions: vec![vec![0.0; action_len]; n],
             ref_action: vec![0.0; action_len],
             stop: vec![0.0; action_len],
+            tokens,
+            instruction_ids,
             chosen: n - 1,
             stopped: false,
             instruction,
@@ -600,13 +703,22 @@ impl ExitChain {
         self.chain.device_input(0)
     }
 
-    /// Sets the one-hot instruction input, if the model has one.
+    /// Sets instruction `k`, if the model has an instruction input: one-hot
+    /// element k, or the token ids of instruction k (all zero, the padding,
+    /// for an instruction the model does not list).
     pub fn set_instruction(&mut self, k: usize) {
         if let Some(i) = self.instruction {
             let buf = &mut self.chain.inputs_mut()[i];
             buf.iter_mut().for_each(|x| *x = 0.0);
-            if let Some(x) = buf.get_mut(k) {
-                *x = 1.0;
+            if self.instruction_ids.is_empty() {
+                if let Some(x) = buf.get_mut(k) {
+                    *x = 1.0;
+                }
+            } else if let Some(ids) = self.instruction_ids.get(k) {
+                // Exact: ids are checked < 2^24 when the set is opened.
+                for (x, id) in buf.iter_mut().zip(ids) {
+                    *x = *id as f32;
+                }
             }
         }
     }
@@ -632,7 +744,17 @@ impl ExitChain {
 
     fn head(&mut self, i: usize) -> Result<bool, ExitChainError> {
         let (a, h) = self.chain.run_head(i, &self.state)?;
-        self.actions[i].copy_from_slice(a);
+        match &mut self.tokens {
+            None => self.actions[i].copy_from_slice(a),
+            Some(t) => Tokens::decode(
+                &t.bins,
+                t.per_dim,
+                t.logits,
+                a,
+                &mut t.probs[i],
+                &mut self.actions[i],
+            ),
+        }
         self.next_states[i].copy_from_slice(h);
         Ok(finite(&self.actions[i]) && finite(&self.next_states[i]))
     }
@@ -642,9 +764,13 @@ impl ExitChain {
     fn score(&self, i: usize, delta: f32) -> f32 {
         match self.kind {
             CriterionKind::ActionConsistency => delta,
-            // Discrete heads: the action vector holds class probabilities.
+            // Discrete heads: token actions score their distributions; a
+            // continuous action vector is read as class probabilities.
             k @ (CriterionKind::MaxConfidence | CriterionKind::Entropy | CriterionKind::Margin) => {
-                k.probability_score(&self.actions[i])
+                match &self.tokens {
+                    Some(t) => Tokens::score(k, t.per_dim, &t.probs[i]),
+                    None => k.probability_score(&self.actions[i]),
+                }
             }
             CriterionKind::Fixed => f32::NAN,
         }
@@ -826,7 +952,17 @@ impl ExitChain {
             self.chain.run_exit(i)?;
             if let (0, Some(r), None) = (i, self.reference, fixed) {
                 let (a, _) = self.chain.run_head_on(0, r, &self.state)?;
-                self.ref_action.copy_from_slice(a);
+                match &mut self.tokens {
+                    None => self.ref_action.copy_from_slice(a),
+                    Some(t) => Tokens::decode(
+                        &t.bins,
+                        t.per_dim,
+                        t.logits,
+                        a,
+                        &mut t.ref_probs,
+                        &mut self.ref_action,
+                    ),
+                }
                 w.prev_ok = finite(&self.ref_action);
                 out.heads += 1;
             }
@@ -997,22 +1133,24 @@ mod tests {
                             spec("hidden", 1)
                         }],
                         outputs,
-                        feature: "feature".into(),
+                        feature: Some("feature".into()),
+                        action: None,
                         cost,
                     }
                 })
                 .collect(),
-            head: Head {
+            head: Some(Head {
                 artifact: "head".into(),
                 sha256: String::new(),
                 inputs: vec![spec("feature", 2), spec("h_in", 1)],
                 outputs: vec![spec("action", 2), spec("h_out", 1)],
                 feature_input: "feature".into(),
-                state_input: "h_in".into(),
-                state_output: "h_out".into(),
+                state_input: Some("h_in".into()),
+                state_output: Some("h_out".into()),
                 action_output: "action".into(),
                 cost: Cost { macs: 0, ..cost },
-            },
+            }),
+            action: Default::default(),
             criterion: Criterion {
                 kind,
                 thresholds: thresholds.to_vec(),
@@ -1079,6 +1217,69 @@ mod tests {
                 [acc, acc]
             })
             .collect()
+    }
+
+    #[test]
+    fn token_actions_decode_to_bin_centres_and_score_the_least_confident_dimension() {
+        // Two dimensions of three bins: centres [-1, 0, 1] and [10, 20, 30].
+        let bins = [-1.0, 0.0, 1.0, 10.0, 20.0, 30.0];
+        let (mut p, mut a) = ([0.0; 6], [0.0; 2]);
+        // Logits: dimension 0 sure of bin 2, dimension 1 torn between 0 and 1.
+        let raw = [0.0, 0.0, 9.0, 2.0, 2.0, -5.0];
+        Tokens::decode(&bins, 3, true, &raw, &mut p, &mut a);
+        assert_eq!(a[0], 1.0);
+        assert!(a[1] == 10.0 || a[1] == 20.0, "{a:?}");
+        assert!((p[..3].iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(p[2] > 0.99 && (p[3] - p[4]).abs() < 1e-6, "{p:?}");
+        // The torn dimension decides: its margin score is ~1 (a tie).
+        let m = Tokens::score(CriterionKind::Margin, 3, &p);
+        assert!(m > 0.99, "{m}");
+        let sure = Tokens::score(CriterionKind::Margin, 3, &p[..3]);
+        assert!(sure < 0.01, "{sure}");
+        // Probabilities are taken as they are.
+        let probs = [0.1, 0.8, 0.1, 0.6, 0.3, 0.1];
+        Tokens::decode(&bins, 3, false, &probs, &mut p, &mut a);
+        assert_eq!(a, [0.0, 10.0]);
+        assert_eq!(p, probs);
+        let c = Tokens::score(CriterionKind::MaxConfidence, 3, &p);
+        assert!((c - 0.4).abs() < 1e-6, "{c}");
+        // A non-finite score makes that dimension's action NaN (never used).
+        let bad = [0.0, f32::NAN, 1.0, 0.0, 1.0, 2.0];
+        Tokens::decode(&bins, 3, true, &bad, &mut p, &mut a);
+        assert!(a[0].is_nan() && a[1] == 30.0, "{a:?}");
+        assert!(Tokens::score(CriterionKind::Entropy, 3, &p).is_nan());
+    }
+
+    /// The fake set without a head: segment i's second output, [i, 0], is
+    /// its own action.
+    fn headless(thresholds: &[f32]) -> Manifest {
+        let mut m = manifest(CriterionKind::ActionConsistency, false, thresholds);
+        m.head = None;
+        for s in &mut m.exits {
+            s.outputs[1].name = "action".into();
+            s.feature = None;
+            s.action = Some("action".into());
+        }
+        m
+    }
+
+    #[test]
+    fn a_set_without_a_head_stops_on_its_exits_own_actions_and_keeps_no_state() {
+        // Consecutive exits differ by 1 in dimension 0: RMS 0.707.
+        let mut f = Fixture::new(headless(&[0.8, 0.8, 0.8]));
+        assert!(f.chain.state.is_empty() && f.chain.head_macs == 0);
+        let o = f.chain.step(ExitPolicy::Criterion).unwrap();
+        // Exit 0 has no reference to compare with, so exit 1 is the first
+        // that can stop.
+        assert_eq!((o.exit, o.ran), (1, 2));
+        assert!((o.scores[1] - 0.5f32.sqrt()).abs() < 1e-6, "{:?}", o.scores);
+        assert_eq!(f.chain.action(), [1.0, 0.0]);
+        // Tighter thresholds: nothing stops early, the deepest decides.
+        let mut f = Fixture::new(headless(&[0.5, 0.5, 0.5]));
+        let o = f.chain.step(ExitPolicy::Criterion).unwrap();
+        assert_eq!((o.exit, o.ran), (3, 4));
+        assert_eq!(f.chain.action(), [3.0, 0.0]);
+        assert_eq!(f.chain.frame_macs(&o), 4000);
     }
 
     #[test]

@@ -303,6 +303,14 @@ fn check_io(io: &[Io], inputs: &[TensorSpec], outputs: &[TensorSpec]) -> Result<
             ));
         }
         for spec in specs {
+            if spec.dtype != crate::manifest::DType::F32 {
+                return Err(format!(
+                    "{side} {:?} is {:?} token ids; the tensorrt backend feeds f32 tensors only \
+                     (run a model with token-id inputs on the cpu backend, or feed the \
+                     instruction as a one-hot f32 input)",
+                    spec.name, spec.dtype
+                ));
+            }
             let t = io
                 .iter()
                 .find(|t| t.name == spec.name && t.is_input == is_input)

@@ -102,19 +102,13 @@ fn time_tensorrt(
     for input in chain.inputs_mut() {
         input.fill(0.1);
     }
-    let state = m
-        .head
-        .inputs
-        .iter()
-        .find(|t| t.name == m.head.state_input)
-        .map_or(0, TensorSpec::elements);
-    let state = vec![0.0f32; state];
+    let state = vec![0.0f32; m.state_len()];
     let exits = chain.exits();
     for i in 0..exits {
         chain.run_exit(i)?;
     }
     let mut out = Vec::new();
-    for part in 0..=exits {
+    for part in 0..exits + m.head.is_some() as usize {
         let (mut wall, mut device) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
         for k in 0..iters + iters / 10 {
             let t = Instant::now();
@@ -176,12 +170,14 @@ pub fn run(
             )
         })
         .collect();
-    parts.push((
-        set.artifact_path(&m.head.artifact),
-        &m.head.inputs,
-        &m.head.outputs,
-        m.head.cost.macs,
-    ));
+    if let Some(h) = &m.head {
+        parts.push((
+            set.artifact_path(&h.artifact),
+            &h.inputs,
+            &h.outputs,
+            h.cost.macs,
+        ));
+    }
 
     // onnxruntime first, in its own process, then tract: same files, same run.
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/onnx/ort_bench.py");

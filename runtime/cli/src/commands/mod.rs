@@ -28,5 +28,6 @@ pub mod run;
 pub mod serve;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod split;
 #[cfg(feature = "sim")]
 pub mod sweep;

@@ -67,7 +67,7 @@ fn check_exits(v: &serde_json::Value, frames: u64) {
     // Stopping at exit i costs segments 0..=i and a head evaluation per exit
     // plus one on the exit-0 reference feature; the full model is every
     // segment and the head once. (No deadline in the demo: nothing is cut.)
-    let head = m.head.cost.macs as f64;
+    let head = m.head_macs() as f64;
     let reference = m.criterion.exit0_reference.is_some() as usize as f64;
     let full: f64 = m.exits.iter().map(|s| s.cost.macs as f64).sum::<f64>() + head;
     let mut segments = 0.0;

@@ -16,5 +16,6 @@ mod faults;
 mod offload;
 mod profile;
 mod recorded;
+mod shapes;
 mod sweep;
 mod zenoh_interop;

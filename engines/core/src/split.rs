@@ -1,0 +1,657 @@
+//! `offramp split`: one full ONNX export of a multi-exit model → one segment
+//! per exit, plus the `model.toml` that `offramp build` reads.
+//!
+//! A PyTorch user exports the whole model once, with every exit's output (its
+//! action, or the feature a shared head reads) as a named graph output, and
+//! names the tensors that cross each boundary (the cuts). Segment `k` is every
+//! node needed to compute cut `k` and exit `k`'s output from cut `k - 1` (or
+//! the model inputs, for segment 0). Exit outputs are renamed to one name
+//! (`action` or `feature`), as the engine-set contract wants; carried tensors
+//! keep theirs. The segments are then run in a chain with tract and compared
+//! with the full model on the same seeded inputs: a split that changes what
+//! the model computes is refused, not written.
+
+use crate::analyze::analyze;
+use crate::manifest::{DType, TensorSpec};
+use crate::{Error, Result};
+use prost::Message;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+
+/// What to split.
+#[derive(Debug, Clone)]
+pub struct SplitOptions {
+    /// The full export.
+    pub onnx: PathBuf,
+    /// One graph output per exit: the action (no head) or the feature the
+    /// head reads (`head` set).
+    pub exit_outputs: Vec<String>,
+    /// Per boundary (one fewer than exits), the tensors carried across it.
+    pub cuts: Vec<Vec<String>>,
+    /// The shared head's ONNX file, copied beside the segments.
+    pub head: Option<PathBuf>,
+    /// A `model.toml` without `exits`: the rest of the model description
+    /// (model name, preprocessing, `[head]`, `[action]`, `[criterion]`).
+    pub with: Option<PathBuf>,
+    pub out: PathBuf,
+    /// Largest difference allowed between the chain and the full model.
+    pub tolerance: f32,
+}
+
+/// What a split wrote and how closely the chain matches the full model.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SplitReport {
+    pub segments: Vec<String>,
+    /// Per exit, the largest |chain − full| over its output.
+    pub max_abs_diff: Vec<f32>,
+    /// Per boundary, the carried tensors and their values.
+    pub carried: Vec<Vec<(String, usize)>>,
+    pub model_toml: PathBuf,
+}
+
+fn invalid(path: &Path, field: &str, message: impl Into<String>) -> Error {
+    Error::Invalid {
+        path: path.to_path_buf(),
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn value_info(spec: &TensorSpec) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::{dimension, Dimension};
+    let elem_type = match spec.dtype {
+        DType::F32 => pb::tensor_proto::DataType::Float,
+        DType::I64 => pb::tensor_proto::DataType::Int64,
+    } as i32;
+    pb::ValueInfoProto {
+        name: spec.name.clone(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type,
+                shape: Some(pb::TensorShapeProto {
+                    dim: spec
+                        .shape
+                        .iter()
+                        .map(|&d| Dimension {
+                            value: Some(dimension::Value::DimValue(d as i64)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The name every segment gives its exit output.
+fn exit_name(head: bool) -> &'static str {
+    if head {
+        "feature"
+    } else {
+        "action"
+    }
+}
+
+/// Splits, verifies and writes; nothing is written if a check fails.
+pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
+    let path = &opts.onnx;
+    let n = opts.exit_outputs.len();
+    if n < 2 {
+        return Err(invalid(
+            path,
+            "--exit-outputs",
+            "name at least two exit outputs (one per exit, shallowest first)",
+        ));
+    }
+    if opts.cuts.len() != n - 1 {
+        return Err(invalid(
+            path,
+            "--cuts",
+            format!(
+                "{} boundaries given for {n} exits: name the tensors crossing each of the {} boundaries",
+                opts.cuts.len(),
+                n - 1
+            ),
+        ));
+    }
+    let proto = tract_onnx::onnx()
+        .proto_model_for_path(path)
+        .map_err(|e| invalid(path, "onnx", format!("not a readable ONNX model: {e:#}")))?;
+    let graph = proto
+        .graph
+        .as_ref()
+        .ok_or_else(|| invalid(path, "graph", "the model has no graph"))?;
+    let full = analyze(path)?;
+    let rename = exit_name(opts.head.is_some());
+
+    // Who produces each tensor, and which are weights.
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (k, node) in graph.node.iter().enumerate() {
+        if node
+            .attribute
+            .iter()
+            .any(|a| a.g.is_some() || !a.graphs.is_empty())
+        {
+            return Err(invalid(
+                path,
+                &format!("node {:?}", node.name),
+                format!(
+                    "{} has a subgraph; export control flow unrolled (split cuts a flat graph)",
+                    node.op_type
+                ),
+            ));
+        }
+        for o in &node.output {
+            producer.insert(o.as_str(), k);
+        }
+    }
+    let weights: HashMap<&str, &pb::TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    if let Some(t) = graph
+        .initializer
+        .iter()
+        .find(|t| t.data_location == Some(1))
+    {
+        return Err(invalid(
+            path,
+            &format!("initializer {:?}", t.name),
+            "stored as external data: save the export with its weights inside the .onnx file",
+        ));
+    }
+    let model_inputs: Vec<&TensorSpec> = full.inputs.iter().collect();
+    let known =
+        |name: &str| producer.contains_key(name) || model_inputs.iter().any(|t| t.name == name);
+    for (i, name) in opts.exit_outputs.iter().enumerate() {
+        if !known(name) {
+            return Err(invalid(
+                path,
+                &format!("--exit-outputs[{i}]"),
+                format!("{name:?} is not a tensor of the graph"),
+            ));
+        }
+        if name == rename {
+            continue;
+        }
+        if known(rename) {
+            return Err(invalid(
+                path,
+                "--exit-outputs",
+                format!("the graph already has a tensor {rename:?}, the name each segment gives its exit output: rename it in the export"),
+            ));
+        }
+    }
+    for (b, cut) in opts.cuts.iter().enumerate() {
+        if cut.is_empty() {
+            return Err(invalid(
+                path,
+                &format!("--cuts[{b}]"),
+                "empty: name the tensors segment {b} hands to the next",
+            ));
+        }
+        for name in cut {
+            if !producer.contains_key(name.as_str()) {
+                return Err(invalid(
+                    path,
+                    &format!("--cuts[{b}]"),
+                    format!("{name:?} is not computed by any node of the graph"),
+                ));
+            }
+        }
+    }
+
+    // Shapes and values of every cut and exit output, from one tract run of
+    // the full model on seeded inputs (the reference for the check below).
+    let inputs = seeded_inputs(&full.inputs);
+    let mut watched: Vec<&str> = Vec::new();
+    for name in opts.exit_outputs.iter().chain(opts.cuts.iter().flatten()) {
+        if !watched.contains(&name.as_str()) {
+            watched.push(name);
+        }
+    }
+    let reference = run_full(path, &full.inputs, &watched, &inputs)?;
+
+    // Cut the graph, segment by segment.
+    std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
+    let mut segments = Vec::with_capacity(n);
+    let mut seg_inputs: Vec<TensorSpec> = full.inputs.clone();
+    let mut carried = Vec::with_capacity(n - 1);
+    let mut protos = Vec::with_capacity(n);
+    // Which segment computes each node so far: a later segment reaching one
+    // of them needs that tensor carried.
+    let mut computed_by: HashMap<usize, usize> = HashMap::new();
+    for k in 0..n {
+        let available: HashSet<&str> = seg_inputs.iter().map(|t| t.name.as_str()).collect();
+        let exit = opts.exit_outputs[k].as_str();
+        let cut: &[String] = opts.cuts.get(k).map_or(&[], Vec::as_slice);
+        let mut wanted: Vec<&str> = cut.iter().map(String::as_str).collect();
+        wanted.push(exit);
+        let mut needed: HashSet<usize> = HashSet::new();
+        let mut used_weights: HashSet<&str> = HashSet::new();
+        let mut used_inputs: HashSet<&str> = HashSet::new();
+        let mut stack: Vec<&str> = wanted.clone();
+        let mut seen: HashSet<&str> = HashSet::new();
+        while let Some(t) = stack.pop() {
+            if t.is_empty() || !seen.insert(t) {
+                continue;
+            }
+            if available.contains(t) {
+                if cut.iter().any(|c| c == t) {
+                    return Err(invalid(
+                        path,
+                        &format!("--cuts[{k}]"),
+                        format!("{t:?} is already an input of segment {k}: each boundary carries tensors its segment computes"),
+                    ));
+                }
+                used_inputs.insert(t);
+                continue;
+            }
+            if weights.contains_key(t) {
+                used_weights.insert(t);
+                continue;
+            }
+            let cut_field = || format!("--cuts[{}]", k.saturating_sub(1));
+            match producer.get(t) {
+                Some(&p) if computed_by.contains_key(&p) => {
+                    return Err(invalid(
+                        path,
+                        &cut_field(),
+                        format!(
+                            "segment {k} needs {t:?}, which segment {} computes but no boundary carries: add it to the tensors carried into segment {k}",
+                            computed_by[&p]
+                        ),
+                    ));
+                }
+                Some(&p) => {
+                    needed.insert(p);
+                    stack.extend(graph.node[p].input.iter().map(String::as_str));
+                }
+                None => {
+                    let field = if k == 0 {
+                        "--exit-outputs".to_string()
+                    } else {
+                        format!("--cuts[{}]", k - 1)
+                    };
+                    return Err(invalid(
+                        path,
+                        &field,
+                        format!(
+                            "segment {k} needs {t:?}, which {}: add it to the tensors carried into segment {k}",
+                            if model_inputs.iter().any(|m| m.name == t) {
+                                "is a model input that only segment 0 reads"
+                            } else {
+                                "no earlier boundary carries"
+                            }
+                        ),
+                    ));
+                }
+            }
+        }
+        if k == 0 {
+            if let Some(t) = full
+                .inputs
+                .iter()
+                .find(|t| !used_inputs.contains(t.name.as_str()))
+            {
+                return Err(invalid(
+                    path,
+                    "inputs",
+                    format!("segment 0 does not read model input {:?}; every model input feeds segment 0", t.name),
+                ));
+            }
+        }
+        for &p in &needed {
+            computed_by.insert(p, k);
+        }
+        let mut nodes: Vec<pb::NodeProto> = graph
+            .node
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| needed.contains(i))
+            .map(|(_, n)| n.clone())
+            .collect();
+        let spec_of = |name: &str| -> Result<TensorSpec> {
+            let (shape, _) = reference.get(name).ok_or_else(|| {
+                invalid(
+                    path,
+                    "onnx",
+                    format!("tract computed no value for {name:?}"),
+                )
+            })?;
+            Ok(TensorSpec::f32(name, shape))
+        };
+        let mut outputs: Vec<TensorSpec> = cut.iter().map(|c| spec_of(c)).collect::<Result<_>>()?;
+        let mut exit_spec = spec_of(exit)?;
+        if exit != rename {
+            nodes.push(pb::NodeProto {
+                input: vec![exit.to_string()],
+                output: vec![rename.to_string()],
+                name: format!("offramp_exit{k}"),
+                op_type: "Identity".into(),
+                ..Default::default()
+            });
+            exit_spec.name = rename.to_string();
+        }
+        outputs.push(exit_spec);
+        let seg_graph = pb::GraphProto {
+            node: nodes,
+            name: format!("segment{k}"),
+            initializer: graph
+                .initializer
+                .iter()
+                .filter(|t| used_weights.contains(t.name.as_str()))
+                .cloned()
+                .collect(),
+            input: seg_inputs.iter().map(value_info).collect(),
+            output: outputs.iter().map(value_info).collect(),
+            ..Default::default()
+        };
+        let file = format!("segment{k}.onnx");
+        protos.push((
+            file.clone(),
+            pb::ModelProto {
+                graph: Some(seg_graph),
+                ..proto.clone()
+            },
+        ));
+        segments.push(file);
+        if k + 1 < n {
+            carried.push(cut.iter().map(|c| spec_of(c)).collect::<Result<Vec<_>>>()?);
+            seg_inputs = carried[k].clone();
+        }
+    }
+
+    // Write, then run the chain of written segments against the reference.
+    for (file, p) in &protos {
+        let dst = opts.out.join(file);
+        std::fs::write(&dst, p.encode_to_vec()).map_err(io(&dst))?;
+    }
+    let max_abs_diff = check_chain(opts, &segments, &full.inputs, &inputs, &reference, rename)?;
+    if let Some((i, d)) = max_abs_diff
+        .iter()
+        .enumerate()
+        .find(|(_, d)| d.is_nan() || **d > opts.tolerance)
+    {
+        for s in &segments {
+            let _ = std::fs::remove_file(opts.out.join(s));
+        }
+        return Err(invalid(
+            path,
+            &format!("--exit-outputs[{i}]"),
+            format!(
+                "the chained segments differ from the full model by {d} at exit {i} (tolerance {}): the cuts do not carry everything later segments need",
+                opts.tolerance
+            ),
+        ));
+    }
+    let model_toml = write_description(opts, &segments, rename)?;
+    Ok(SplitReport {
+        segments,
+        max_abs_diff,
+        carried: carried
+            .iter()
+            .map(|c| c.iter().map(|t| (t.name.clone(), t.elements())).collect())
+            .collect(),
+        model_toml,
+    })
+}
+
+/// Deterministic inputs: f32 in [-1, 1), token ids 0 or 1 (valid in any
+/// vocabulary).
+fn seeded_inputs(specs: &[TensorSpec]) -> Vec<Tensor> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    specs
+        .iter()
+        .map(|s| match s.dtype {
+            DType::F32 => {
+                let v: Vec<f32> = (0..s.elements())
+                    .map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
+                    .collect();
+                tract_ndarray::Array::from_shape_vec(s.shape.clone(), v)
+                    .map(Tensor::from)
+                    .unwrap_or_else(|_| Tensor::from(0.0f32))
+            }
+            DType::I64 => {
+                let v: Vec<i64> = (0..s.elements()).map(|_| (next() >> 63) as i64).collect();
+                tract_ndarray::Array::from_shape_vec(s.shape.clone(), v)
+                    .map(Tensor::from)
+                    .unwrap_or_else(|_| Tensor::from(0i64))
+            }
+        })
+        .collect()
+}
+
+type Values = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+fn load(
+    path: &Path,
+    inputs: &[TensorSpec],
+    outputs: Option<&[&str]>,
+) -> TractResult<Arc<TypedRunnableModel>> {
+    let mut model = tract_onnx::onnx().model_for_path(path)?;
+    for (i, spec) in inputs.iter().enumerate() {
+        let fact = match spec.dtype {
+            DType::F32 => f32::fact(spec.shape.clone()),
+            DType::I64 => i64::fact(spec.shape.clone()),
+        };
+        model.set_input_fact(i, fact.into())?;
+    }
+    if let Some(names) = outputs {
+        let outlets = names
+            .iter()
+            .map(|n| {
+                model
+                    .find_outlet_label(n)
+                    .ok_or_else(|| TractError::msg(format!("no tensor {n:?}")))
+            })
+            .collect::<TractResult<Vec<_>>>()?;
+        model.select_output_outlets(&outlets)?;
+    }
+    model.into_typed()?.into_decluttered()?.into_runnable()
+}
+
+fn values(names: &[&str], out: TVec<TValue>) -> TractResult<Values> {
+    names
+        .iter()
+        .zip(out)
+        .map(|(n, v)| {
+            let v = v.cast_to::<f32>()?;
+            let data = v.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+            Ok((n.to_string(), (v.shape().to_vec(), data)))
+        })
+        .collect()
+}
+
+fn run_full(
+    path: &Path,
+    specs: &[TensorSpec],
+    watched: &[&str],
+    inputs: &[Tensor],
+) -> Result<Values> {
+    let err = |e: TractError| invalid(path, "onnx", format!("running the full model: {e:#}"));
+    let model = load(path, specs, Some(watched)).map_err(err)?;
+    let out = model
+        .run(inputs.iter().cloned().map(TValue::from).collect())
+        .map_err(err)?;
+    values(watched, out).map_err(err)
+}
+
+/// Runs the written segments in a chain; per exit, the largest difference
+/// from the full model.
+fn check_chain(
+    opts: &SplitOptions,
+    segments: &[String],
+    model_inputs: &[TensorSpec],
+    inputs: &[Tensor],
+    reference: &Values,
+    rename: &str,
+) -> Result<Vec<f32>> {
+    let mut carried: Vec<(String, Tensor)> = model_inputs
+        .iter()
+        .map(|t| t.name.clone())
+        .zip(inputs.iter().cloned())
+        .collect();
+    let mut diffs = Vec::with_capacity(segments.len());
+    for (k, file) in segments.iter().enumerate() {
+        let path = opts.out.join(file);
+        let a = analyze(&path)?;
+        let err = |e: TractError| invalid(&path, "onnx", format!("running the segment: {e:#}"));
+        let model = load(&path, &a.inputs, None).map_err(err)?;
+        let ins: TVec<TValue> = a
+            .inputs
+            .iter()
+            .map(|spec| {
+                carried
+                    .iter()
+                    .find(|(n, _)| *n == spec.name)
+                    .map(|(_, t)| TValue::from(t.clone()))
+                    .ok_or_else(|| {
+                        invalid(&path, "inputs", format!("nothing carries {:?}", spec.name))
+                    })
+            })
+            .collect::<Result<_>>()?;
+        let out = model.run(ins).map_err(err)?;
+        let names: Vec<&str> = a.outputs.iter().map(|t| t.name.as_str()).collect();
+        let mut next = Vec::new();
+        for (name, v) in names.iter().zip(out) {
+            if *name == rename {
+                let got = v.cast_to::<f32>().map_err(err)?;
+                let got = got
+                    .try_as_plain_ram()
+                    .and_then(|r| Ok(r.as_slice::<f32>()?.to_vec()))
+                    .map_err(err)?;
+                let want = &reference[&opts.exit_outputs[k]].1;
+                let d = got
+                    .iter()
+                    .zip(want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, |m, x| {
+                        if x.is_nan() || m.is_nan() {
+                            f32::NAN
+                        } else {
+                            m.max(x)
+                        }
+                    });
+                diffs.push(if got.len() == want.len() { d } else { f32::NAN });
+            } else {
+                next.push((name.to_string(), v.into_tensor()));
+            }
+        }
+        carried = next;
+    }
+    Ok(diffs)
+}
+
+/// `model.toml` for `offramp build`: the `--with` description plus the
+/// segments, the exit output name, and the head and tokenizer files copied.
+fn write_description(opts: &SplitOptions, segments: &[String], rename: &str) -> Result<PathBuf> {
+    let mut table = match &opts.with {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(io(p))?;
+            toml::from_str::<toml::Table>(&text).map_err(|e| Error::SourceSyntax {
+                path: p.clone(),
+                message: e.to_string().trim_end().to_string(),
+            })?
+        }
+        None => toml::Table::new(),
+    };
+    let with_dir = opts
+        .with
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    if table.contains_key("exits") {
+        return Err(invalid(
+            opts.with.as_deref().unwrap_or(&opts.onnx),
+            "exits",
+            "split writes the exits; leave them out of --with",
+        ));
+    }
+    table.entry("model").or_insert_with(|| {
+        toml::Value::String(
+            opts.onnx
+                .file_stem()
+                .map_or("model".into(), |s| s.to_string_lossy().into_owned()),
+        )
+    });
+    table.insert(
+        "exits".into(),
+        toml::Value::Array(
+            segments
+                .iter()
+                .map(|s| toml::Value::String(s.clone()))
+                .collect(),
+        ),
+    );
+    let key = if opts.head.is_some() {
+        "feature"
+    } else {
+        "action_output"
+    };
+    table.insert(key.into(), toml::Value::String(rename.into()));
+    if let Some(head) = &opts.head {
+        let name = head
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "head.onnx".into());
+        let dst = opts.out.join(&name);
+        if head.canonicalize().ok() != dst.canonicalize().ok() {
+            std::fs::copy(head, &dst).map_err(io(head))?;
+        }
+        match table.get_mut("head").and_then(toml::Value::as_table_mut) {
+            Some(h) => {
+                h.insert("artifact".into(), toml::Value::String(name));
+            }
+            None => {
+                return Err(invalid(
+                    opts.with.as_deref().unwrap_or(&opts.onnx),
+                    "head",
+                    "--head needs a [head] table in --with naming its feature, state and action tensors",
+                ))
+            }
+        }
+    }
+    let tokenizer = table
+        .get("preprocess")
+        .and_then(|p| p.get("tokenizer"))
+        .and_then(toml::Value::as_str)
+        .map(str::to_string);
+    if let Some(t) = tokenizer {
+        let src = with_dir.join(&t);
+        let dst = opts.out.join(&t);
+        if src.canonicalize().ok() != dst.canonicalize().ok() {
+            std::fs::copy(&src, &dst).map_err(io(&src))?;
+        }
+    }
+    let path = opts.out.join("model.toml");
+    let text = format!(
+        "# Source description read by `offramp build --onnx`; written by `offramp split`\n# from {}.\n{}",
+        opts.onnx.display(),
+        toml::to_string(&table).map_err(|e| Error::SourceSyntax {
+            path: path.clone(),
+            message: e.to_string(),
+        })?
+    );
+    std::fs::write(&path, text).map_err(io(&path))?;
+    Ok(path)
+}

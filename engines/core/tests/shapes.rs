@@ -1,0 +1,420 @@
+//! The model shapes a user brings (engines/models/testdata/shapes, written by
+//! tools/onnx/make_shapes.py): each full export is split by `offramp split`,
+//! built, and run as a chain that computes what the full model computes; and
+//! a model that does not fit is refused, naming the file, the field and what
+//! was expected.
+
+mod common;
+use common::*;
+use offramp_engines::builder::{build, BuildOptions};
+use offramp_engines::manifest::{ActionKind, DType};
+use offramp_engines::split::{split, SplitOptions, SplitReport};
+use offramp_engines::{BackendKind, Chain, EngineSet, Precision};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Shape {
+    name: &'static str,
+    exits: &'static str,
+    cuts: &'static str,
+    head: bool,
+}
+
+const PER_EXIT: Shape = Shape {
+    name: "per-exit",
+    exits: "a0,a1,a2,a3",
+    cuts: "hidden0,pooled0;hidden1;hidden2",
+    head: false,
+};
+const RECURRENT: Shape = Shape {
+    name: "recurrent",
+    exits: "f0,f1,f2,f3",
+    cuts: "hidden0;hidden1;hidden2",
+    head: true,
+};
+const TOKENS: Shape = Shape {
+    name: "tokens",
+    exits: "t0,t1,t2,t3",
+    cuts: "hidden0;hidden1;hidden2",
+    head: false,
+};
+
+fn shape_dir(name: &str) -> PathBuf {
+    repo().join("engines/models/testdata/shapes").join(name)
+}
+
+fn options(s: &Shape, out: &Path) -> SplitOptions {
+    let dir = shape_dir(s.name);
+    SplitOptions {
+        onnx: dir.join("full.onnx"),
+        exit_outputs: s.exits.split(',').map(str::to_string).collect(),
+        cuts: s
+            .cuts
+            .split(';')
+            .map(|b| b.split(',').map(str::to_string).collect())
+            .collect(),
+        head: s.head.then(|| dir.join("head.onnx")),
+        with: Some(dir.join("with.toml")),
+        out: out.to_path_buf(),
+        tolerance: 1e-5,
+    }
+}
+
+fn build_dir(src: &Path, out: &Path) -> offramp_engines::Result<()> {
+    let opts = BuildOptions {
+        onnx_dir: src.to_path_buf(),
+        out_dir: out.to_path_buf(),
+        backend: BackendKind::Cpu,
+        precision: Precision::Fp32,
+        int8_calibration_cache: None,
+        offramp_version: "test".into(),
+    };
+    build(&opts, &mut |_| {}).map(|_| ())
+}
+
+/// Splits and builds one shape into a fresh directory (`src/`, `set/`).
+fn split_and_build(s: &Shape) -> (tempfile::TempDir, EngineSet, SplitReport) {
+    let dir = tempfile::tempdir().unwrap();
+    let report = split(&options(s, &dir.path().join("src"))).expect("splits");
+    build_dir(&dir.path().join("src"), &dir.path().join("set")).expect("builds");
+    let set = EngineSet::open(dir.path().join("set")).expect("opens");
+    (dir, set, report)
+}
+
+#[test]
+fn each_shape_splits_into_a_chain_equal_to_the_full_model() {
+    for s in [PER_EXIT, RECURRENT, TOKENS] {
+        let (_dir, set, r) = split_and_build(&s);
+        assert_eq!(r.segments.len(), 4, "{}", s.name);
+        for (i, d) in r.max_abs_diff.iter().enumerate() {
+            assert!(*d <= 1e-5, "{} exit {i}: {d}", s.name);
+        }
+        let m = &set.manifest;
+        assert_eq!(m.exits.len(), 4);
+        assert_eq!(m.head.is_some(), s.head, "{}", s.name);
+        let mut chain = Chain::load(&set, BackendKind::Cpu).unwrap();
+        let state = vec![0.0; m.state_len()];
+        for i in 0..4 {
+            chain.run_exit(i).unwrap();
+            let (a, _) = chain.run_head(i, &state).unwrap();
+            assert_eq!(a.len(), m.action_tensor().unwrap().elements());
+            assert!(a.iter().all(|x| x.is_finite()), "{} exit {i}", s.name);
+        }
+    }
+    // Two tensors cross the first boundary of the per-exit model.
+    let (_dir, set, r) = split_and_build(&PER_EXIT);
+    assert_eq!(r.carried[0].len(), 2);
+    let names: Vec<&str> = set.manifest.exits[1]
+        .inputs
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    assert_eq!(names, ["hidden0", "pooled0"]);
+    // The token model: ids from its tokenizer, padded to the input's 6.
+    let (_dir, set, _) = split_and_build(&TOKENS);
+    let m = &set.manifest;
+    assert_eq!(m.action.kind, ActionKind::Tokens);
+    assert_eq!(m.action_dims(), 2);
+    assert_eq!(m.inputs[1].dtype, DType::I64);
+    let p = m.preprocess.as_ref().unwrap();
+    assert_eq!(p.instruction_ids[0], [2, 3, 4, 5, 9, 0]);
+    assert_eq!(p.instruction_ids[3], [2, 3, 4, 8, 9, 0]);
+    assert_eq!(p.tokenizer, None);
+}
+
+fn f32s_to_file(path: &Path, data: &[f32]) {
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+#[ignore = "needs the Python test environment (scripts/test.sh sets OFFRAMP_PYTHON)"]
+fn chained_segments_equal_onnxruntimes_full_model() {
+    for s in [PER_EXIT, RECURRENT, TOKENS] {
+        let (dir, set, _) = split_and_build(&s);
+        let m = &set.manifest;
+        let mut chain = Chain::load(&set, BackendKind::Cpu).unwrap();
+        let mut flat = Vec::new();
+        for (k, buf) in chain.inputs_mut().iter_mut().enumerate() {
+            let v = match m.inputs[k].dtype {
+                // Instruction 2's token ids.
+                DType::I64 => m.preprocess.as_ref().unwrap().instruction_ids[2]
+                    .iter()
+                    .map(|&id| id as f32)
+                    .collect(),
+                DType::F32 => pattern(buf.len(), 5 + k as u32),
+            };
+            buf.copy_from_slice(&v);
+            flat.extend_from_slice(&v);
+        }
+        let mut ours = Vec::new();
+        for i in 0..4 {
+            chain.run_exit(i).unwrap();
+            // The exit outputs of the full graph: the action (or logits)
+            // without a head, the feature with one.
+            if s.head {
+                ours.extend_from_slice(chain.feature(i));
+            } else {
+                ours.extend_from_slice(chain.run_head(i, &[]).unwrap().0);
+            }
+        }
+        let input = dir.path().join("in.f32");
+        let output = dir.path().join("out.f32");
+        f32s_to_file(&input, &flat);
+        let run = Command::new(python())
+            .arg(repo().join("tools/onnx/ort_full.py"))
+            .arg("--onnx")
+            .arg(shape_dir(s.name).join("full.onnx"))
+            .arg("--input")
+            .arg(&input)
+            .arg("--outputs")
+            .arg(s.exits)
+            .arg("--output")
+            .arg(&output)
+            .output()
+            .expect("python runs");
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let theirs: Vec<f32> = std::fs::read(&output)
+            .unwrap()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        assert_eq!(ours.len(), theirs.len(), "{}", s.name);
+        let worst = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("{}: max |chain - onnxruntime full| = {worst:e}", s.name);
+        assert!(worst <= 1e-5, "{}: {worst}", s.name);
+    }
+}
+
+// ---- refusals: each names the file, the field, and what was expected ----
+
+fn edit(dir: &Path, f: impl FnOnce(&mut toml::Table)) {
+    let path = dir.join("manifest.toml");
+    let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    f(&mut t);
+    std::fs::write(&path, toml::to_string(&t).unwrap()).unwrap();
+}
+
+fn table<'a>(t: &'a mut toml::Table, key: &str) -> &'a mut toml::Table {
+    t.get_mut(key).unwrap().as_table_mut().unwrap()
+}
+
+fn exit(t: &mut toml::Table, i: usize) -> &mut toml::Table {
+    t["exits"].as_array_mut().unwrap()[i]
+        .as_table_mut()
+        .unwrap()
+}
+
+/// Edits a built set of `s` and returns the error opening it gives.
+fn refused(s: &Shape, f: impl FnOnce(&mut toml::Table)) -> String {
+    let (dir, _, _) = split_and_build(s);
+    let set = dir.path().join("set");
+    edit(&set, f);
+    let e = EngineSet::open(&set)
+        .expect_err("must be refused")
+        .to_string();
+    assert!(e.contains("manifest.toml: field `"), "{e}");
+    e
+}
+
+#[test]
+fn a_set_without_a_head_needs_every_exits_action() {
+    let e = refused(&PER_EXIT, |t| {
+        exit(t, 2).remove("action");
+    });
+    assert!(e.contains("`exits[2].action`"), "{e}");
+    assert!(e.contains("names each segment's action output"), "{e}");
+    let e = refused(&PER_EXIT, |t| {
+        exit(t, 1)["action"] = "nope".into();
+    });
+    assert!(e.contains("`exits[1].action`"), "{e}");
+    assert!(
+        e.contains("\"nope\" is not an output of this segment"),
+        "{e}"
+    );
+}
+
+#[test]
+fn every_exit_emits_the_same_action() {
+    let e = refused(&PER_EXIT, |t| {
+        // Exit 3's action pointed at its carried input's shape instead.
+        let seg = exit(t, 2);
+        seg["action"] = "hidden2".into();
+    });
+    assert!(e.contains("`exits[2].action`"), "{e}");
+    assert!(
+        e.contains("\"hidden2\" is [1, 17, 32] but exit 0's action is [1, 2]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_feature_is_for_a_head() {
+    let e = refused(&PER_EXIT, |t| {
+        exit(t, 0).insert("feature".into(), "action".into());
+    });
+    assert!(e.contains("`exits[0].feature`"), "{e}");
+    assert!(e.contains("this set has no [head]"), "{e}");
+}
+
+#[test]
+fn token_bins_must_match_the_action_tensor() {
+    let e = refused(&TOKENS, |t| {
+        for row in table(t, "action")["bins"].as_array_mut().unwrap() {
+            row.as_array_mut().unwrap().pop();
+        }
+    });
+    assert!(e.contains("`action.bins`"), "{e}");
+    assert!(
+        e.contains(
+            "2 dimensions of 6 bins need an action tensor [1, 2, 6], but \"action\" is [1, 2, 7]"
+        ),
+        "{e}"
+    );
+    let e = refused(&TOKENS, |t| {
+        table(t, "action")["bins"].as_array_mut().unwrap()[1]
+            .as_array_mut()
+            .unwrap()
+            .pop();
+    });
+    assert!(e.contains("`action.bins[1]`"), "{e}");
+    assert!(e.contains("6 bins but dimension 0 has 7"), "{e}");
+}
+
+#[test]
+fn a_recurrent_state_needs_both_ends_and_a_stateless_head_one_input() {
+    let e = refused(&RECURRENT, |t| {
+        table(t, "head").remove("state_output");
+    });
+    assert!(e.contains("`head`"), "{e}");
+    assert!(
+        e.contains("state_input and state_output go together"),
+        "{e}"
+    );
+    let e = refused(&RECURRENT, |t| {
+        let h = table(t, "head");
+        h.remove("state_output");
+        h.remove("state_input");
+    });
+    assert!(e.contains("`head.inputs`"), "{e}");
+    assert!(
+        e.contains("a stateless head takes only the feature; this one has 2 inputs"),
+        "{e}"
+    );
+}
+
+#[test]
+fn token_id_instructions_need_ids_of_the_inputs_length() {
+    let e = refused(&TOKENS, |t| {
+        table(t, "preprocess").remove("instruction_ids");
+    });
+    assert!(e.contains("`preprocess.instruction_ids`"), "{e}");
+    assert!(e.contains("\"instruction\" takes token ids"), "{e}");
+    let e = refused(&TOKENS, |t| {
+        table(t, "preprocess")["instruction_ids"]
+            .as_array_mut()
+            .unwrap()[2]
+            .as_array_mut()
+            .unwrap()
+            .pop();
+    });
+    assert!(e.contains("`preprocess.instruction_ids[2]`"), "{e}");
+    assert!(e.contains("5 ids; \"instruction\" takes 6"), "{e}");
+    let e = refused(&TOKENS, |t| {
+        table(t, "preprocess")["instruction_ids"]
+            .as_array_mut()
+            .unwrap()[0]
+            .as_array_mut()
+            .unwrap()[0] = (-3).into();
+    });
+    assert!(e.contains("token id -3 is outside 0..2^24"), "{e}");
+}
+
+fn split_err(s: &Shape, f: impl FnOnce(&mut SplitOptions)) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(s, &dir.path().join("src"));
+    f(&mut o);
+    let e = split(&o).expect_err("must be refused").to_string();
+    assert!(e.contains("full.onnx: field `"), "{e}");
+    assert!(
+        !dir.path().join("src/model.toml").exists(),
+        "a refused split writes no description"
+    );
+    e
+}
+
+#[test]
+fn split_refuses_cuts_that_do_not_fit() {
+    let e = split_err(&PER_EXIT, |o| {
+        o.cuts.pop();
+    });
+    assert!(e.contains("`--cuts`"), "{e}");
+    assert!(e.contains("2 boundaries given for 4 exits"), "{e}");
+    // Segment 1 runs a block on hidden0, which this cut leaves behind.
+    let e = split_err(&PER_EXIT, |o| {
+        o.cuts[0] = vec!["pooled0".into()];
+    });
+    assert!(e.contains("`--cuts[0]`"), "{e}");
+    assert!(
+        e.contains("segment 1 needs \"hidden0\", which segment 0 computes but no boundary carries"),
+        "{e}"
+    );
+    let e = split_err(&PER_EXIT, |o| {
+        o.exit_outputs[3] = "a9".into();
+    });
+    assert!(e.contains("`--exit-outputs[3]`"), "{e}");
+    assert!(e.contains("\"a9\" is not a tensor of the graph"), "{e}");
+    let e = split_err(&PER_EXIT, |o| {
+        o.cuts[1] = vec!["nowhere".into()];
+    });
+    assert!(e.contains("`--cuts[1]`"), "{e}");
+    assert!(e.contains("\"nowhere\" is not computed by any node"), "{e}");
+}
+
+#[test]
+fn build_refuses_an_instruction_longer_than_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    split(&options(&TOKENS, &src)).unwrap();
+    let path = src.join("model.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "go to the red landmark",
+        "go to the red landmark and then to the blue one",
+    );
+    std::fs::write(&path, text).unwrap();
+    let e = build_dir(&src, &dir.path().join("set"))
+        .expect_err("must be refused")
+        .to_string();
+    assert!(
+        e.contains("model.toml: field `preprocess.instruction_texts[0]`"),
+        "{e}"
+    );
+    assert!(e.contains("\"instruction\" takes 6"), "{e}");
+    assert!(
+        !dir.path().join("set").exists(),
+        "a refused build writes nothing"
+    );
+}
+
+#[test]
+fn build_refuses_a_description_with_both_a_head_and_exit_actions() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    split(&options(&RECURRENT, &src)).unwrap();
+    let path = src.join("model.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("action_output = \"action\"\n{text}")).unwrap();
+    let e = build_dir(&src, &dir.path().join("set"))
+        .expect_err("must be refused")
+        .to_string();
+    assert!(e.contains("model.toml: field `action_output`"), "{e}");
+    assert!(e.contains("takes its actions from the head"), "{e}");
+}

@@ -1,0 +1,88 @@
+//! `offramp split`: a full ONNX export → one segment per exit and the
+//! `model.toml` that `offramp build` reads, checked against the full model.
+
+use anyhow::Context;
+use offramp_engines::split::{split, SplitOptions};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The full model, exported once with every exit's output as a named
+    /// graph output.
+    #[arg(long)]
+    onnx: PathBuf,
+    /// One graph output per exit, shallowest first: the exit's action, or,
+    /// with --head, the feature the head reads (e.g. `a0,a1,a2,a3`).
+    #[arg(long, value_delimiter = ',', required = true)]
+    exit_outputs: Vec<String>,
+    /// The tensors carried across each boundary: boundaries separated by
+    /// `;`, tensors within one by `,` (e.g. `hidden0,pooled0;hidden1;hidden2`).
+    #[arg(long)]
+    cuts: String,
+    /// The shared head's ONNX file (a separate export: it runs once per
+    /// exit, with a state), copied beside the segments.
+    #[arg(long)]
+    head: Option<PathBuf>,
+    /// The rest of the model description: a model.toml without `exits`
+    /// (model name, [preprocess], [head], [action], [criterion]).
+    #[arg(long, value_name = "TOML")]
+    with: Option<PathBuf>,
+    /// Output directory: the segments and model.toml, ready for
+    /// `offramp build --onnx`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Largest difference allowed between the chained segments and the full
+    /// model, per exit output.
+    #[arg(long, default_value_t = 1e-5)]
+    tolerance: f32,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn main(a: Args) -> anyhow::Result<()> {
+    let cuts = a
+        .cuts
+        .split(';')
+        .map(|b| {
+            b.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .collect();
+    let opts = SplitOptions {
+        onnx: a.onnx,
+        exit_outputs: a.exit_outputs,
+        cuts,
+        head: a.head,
+        with: a.with,
+        out: a.out,
+        tolerance: a.tolerance,
+    };
+    let r = split(&opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r).context("report")?);
+        return Ok(());
+    }
+    for (k, (s, d)) in r.segments.iter().zip(&r.max_abs_diff).enumerate() {
+        let carried = r
+            .carried
+            .get(k)
+            .map(|c| {
+                c.iter()
+                    .map(|(n, len)| format!("{n} ({len})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_else(|| "-".into());
+        println!("{s:<16} exit {k}: max |chain - full| = {d:.2e}; carries {carried}");
+    }
+    println!(
+        "wrote {}; next: offramp build --onnx {} --out <engine set>",
+        r.model_toml.display(),
+        opts.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Writes one full-model ONNX export per model shape offramp accepts, for tests.
+
+    python3 tools/onnx/make_shapes.py --out engines/models/testdata/shapes --seed 11
+
+Each shape is what a PyTorch user exports in one go: the whole multi-exit
+model in one graph, every exit's output a named graph output. `offramp split`
+cuts it into segments (the commands are in each directory's `split.txt`), and
+`offramp build` turns those into an engine set. Writes, per shape directory:
+
+- `per-exit/full.onnx`: the usual early-exit layout, no head. Inputs image
+  [1,3,16,16] and a one-hot instruction [1,4]; four transformer blocks; exit i
+  emits its own action `a<i>` [1,2]. Two tensors cross the first boundary
+  (`hidden0` and the pooled `pooled0`, which segment 1 adds back).
+- `recurrent/full.onnx` + `head.onnx`: DeeR's layout. The blocks emit a
+  feature `f<i>` per exit; a GRU head shared by all exits (its own file, since
+  it runs once per exit with a state) turns feature + state into the action.
+- `tokens/full.onnx` + `tokenizer.json`: discrete action tokens (RT-2 style).
+  The instruction is token ids (int64 [1,6]) embedded by a Gather; exit i
+  emits logits `t<i>` [1,2,7] over 7 bins of each of v and omega.
+
+Weights are random (seeded): these models check the contract, not driving.
+Needs only `onnx` and `numpy`.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+from onnx import TensorProto, helper
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_tiny_model as tiny  # noqa: E402
+from make_tiny_model import D, PATCH, TOKENS, Graph, tensor  # noqa: E402
+
+EXITS = 4
+BINS = 7
+IDS = 6
+VOCAB = ["[PAD]", "[UNK]", "go", "to", "the", "red", "green", "blue", "yellow", "landmark"]
+INSTRUCTIONS = [f"go to the {c} landmark" for c in ["red", "green", "blue", "yellow"]]
+
+
+def patches(g):
+    grid = 16 // PATCH
+    p = g.op("Reshape", ["image", g.const([1, 3, grid, PATCH, grid, PATCH], np.int64)])
+    p = g.op("Transpose", [p], perm=[0, 2, 4, 1, 3, 5])
+    p = g.op("Reshape", [p, g.const([1, grid * grid, 3 * PATCH * PATCH], np.int64)])
+    return g.linear(p, 3 * PATCH * PATCH, D)
+
+
+def name(g, x, out):
+    g.nodes.append(helper.make_node("Identity", [x], [out]))
+    return out
+
+
+def pooled(g, x):
+    return g.op("ReduceMean", [x], axes=[1], keepdims=0)
+
+
+def stem(g, token):
+    x = g.op("Concat", [token, patches(g)], axis=1)
+    return g.op("Add", [x, g.weight([1, TOKENS, D], 0.02)])
+
+
+def one_hot_token(g):
+    return g.op("Reshape", [g.op("MatMul", ["instruction", g.weight([4, D])]), g.const([1, 1, D], np.int64)])
+
+
+def per_exit(rng, out):
+    g = Graph(rng, "")
+    x = name(g, g.block(stem(g, one_hot_token(g))), "hidden0")
+    p0 = name(g, pooled(g, x), "pooled0")
+    outs = [name(g, g.op("Tanh", [g.linear(p0, D, 2)]), "a0")]
+    # Segment 1 reads both carried tensors: the tokens and their mean.
+    x = g.op("Add", [g.block(x), g.op("Reshape", [p0, g.const([1, 1, D], np.int64)])])
+    for i in range(1, EXITS):
+        if i > 1:
+            x = g.block(x)
+        x = name(g, x, f"hidden{i}")
+        outs.append(name(g, g.op("Tanh", [g.linear(pooled(g, x), D, 2)]), f"a{i}"))
+    g.save(os.path.join(out, "full.onnx"), [tensor("image", [1, 3, 16, 16]), tensor("instruction", [1, 4])],
+           [tensor(a, [1, 2]) for a in outs])
+
+
+def recurrent(rng, out):
+    g = Graph(rng, "")
+    x = g.block(stem(g, one_hot_token(g)))
+    feats = []
+    for i in range(EXITS):
+        if i > 0:
+            x = g.block(x)
+        x = name(g, x, f"hidden{i}")
+        feats.append(name(g, pooled(g, x), f"f{i}"))
+    g.save(os.path.join(out, "full.onnx"), [tensor("image", [1, 3, 16, 16]), tensor("instruction", [1, 4])],
+           [tensor(f, [1, D]) for f in feats])
+    tiny.head(rng, os.path.join(out, "head.onnx"))
+
+
+def tokens(rng, out):
+    g = Graph(rng, "")
+    emb = g.op("Gather", [g.weight([len(VOCAB), D], 1.0), "instruction"], axis=0)  # [1, IDS, D]
+    token = g.op("ReduceMean", [emb], axes=[1], keepdims=1)  # [1, 1, D]
+    x = g.block(stem(g, token))
+    outs = []
+    for i in range(EXITS):
+        if i > 0:
+            x = g.block(x)
+        x = name(g, x, f"hidden{i}")
+        logits = g.op("Mul", [g.linear(pooled(g, x), D, 2 * BINS), g.const(3.0)])
+        outs.append(name(g, g.op("Reshape", [logits, g.const([1, 2, BINS], np.int64)]), f"t{i}"))
+    ids = helper.make_tensor_value_info("instruction", TensorProto.INT64, [1, IDS])
+    g.save(os.path.join(out, "full.onnx"), [tensor("image", [1, 3, 16, 16]), ids],
+           [tensor(t, [1, 2, BINS]) for t in outs])
+    tokenizer = {
+        "version": "1.0",
+        "truncation": {"direction": "Right", "max_length": IDS, "strategy": "LongestFirst", "stride": 0},
+        "padding": {"strategy": {"Fixed": IDS}, "direction": "Right", "pad_to_multiple_of": None,
+                    "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"},
+        "added_tokens": [],
+        "normalizer": {"type": "Lowercase"},
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": None,
+        "decoder": None,
+        "model": {"type": "WordLevel", "vocab": {w: i for i, w in enumerate(VOCAB)}, "unk_token": "[UNK]"},
+    }
+    with open(os.path.join(out, "tokenizer.json"), "w") as f:
+        json.dump(tokenizer, f, indent=1)
+
+
+PREPROCESS = """[preprocess]
+mean = [0.5, 0.5, 0.5]
+std = [0.25, 0.25, 0.25]
+instruction = "instruction"
+"""
+
+WITH = {
+    "per-exit": (
+        "--exit-outputs a0,a1,a2,a3 --cuts 'hidden0,pooled0;hidden1;hidden2'",
+        f"""model = "per-exit-test"
+{PREPROCESS}
+[criterion]
+kind = "action-consistency"
+continuous_dims = [0, 1]
+""",
+    ),
+    "recurrent": (
+        "--exit-outputs f0,f1,f2,f3 --cuts 'hidden0;hidden1;hidden2' --head head.onnx",
+        f"""model = "recurrent-test"
+{PREPROCESS}
+[head]
+artifact = "head.onnx"
+feature_input = "feature"
+state_input = "h_in"
+state_output = "h_out"
+action_output = "action"
+
+[criterion]
+kind = "action-consistency"
+continuous_dims = [0, 1]
+""",
+    ),
+    "tokens": (
+        "--exit-outputs t0,t1,t2,t3 --cuts 'hidden0;hidden1;hidden2'",
+        f"""model = "tokens-test"
+{PREPROCESS}tokenizer = "tokenizer.json"
+instruction_texts = {json.dumps(INSTRUCTIONS)}
+
+[action]
+kind = "tokens"
+scores = "logits"
+bins = [{[round(float(v), 4) for v in np.linspace(-0.1, 0.5, BINS)]}, {[round(float(v), 4) for v in np.linspace(-1.2, 1.2, BINS)]}]
+
+[criterion]
+kind = "margin"
+""",
+    ),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seed", type=int, default=11)
+    args = ap.parse_args()
+    rng = np.random.default_rng(args.seed)
+    for shape, make in [("per-exit", per_exit), ("recurrent", recurrent), ("tokens", tokens)]:
+        out = os.path.join(args.out, shape)
+        os.makedirs(out, exist_ok=True)
+        make(rng, out)
+        flags, with_toml = WITH[shape]
+        with open(os.path.join(out, "with.toml"), "w") as f:
+            f.write("# The model description `offramp split --with` completes (exits, exit outputs).\n")
+            f.write(with_toml)
+        with open(os.path.join(out, "split.txt"), "w") as f:
+            f.write(f"offramp split --onnx full.onnx {flags} --with with.toml --out <dir>\n")
+
+
+if __name__ == "__main__":
+    main()
