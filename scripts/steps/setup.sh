@@ -35,6 +35,8 @@ command -v qemu-aarch64 >/dev/null || missing+=(qemu-user)
 [ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ] || missing+=(libc6-arm64-cross)
 command -v readelf >/dev/null || missing+=(binutils)
 command -v file >/dev/null || missing+=(file)
+# `import-lerobot` decodes LeRobot's mp4 videos (its test encodes some).
+command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo

@@ -16,6 +16,8 @@ mod commands;
 #[cfg(feature = "sim")]
 mod heap;
 mod held_frames;
+#[cfg(feature = "lerobot")]
+mod lerobot;
 mod mcap_export;
 #[cfg(feature = "plot")]
 mod plot;
@@ -66,6 +68,10 @@ enum Command {
     Split(split::Args),
     /// Build an engine set from ONNX segments (a directory with model.toml).
     Build(build_set::Args),
+    /// Import a LeRobot dataset (v2.x or v3.0: parquet + mp4) into the
+    /// replay format, to calibrate on or replay as a camera.
+    #[cfg(feature = "lerobot")]
+    ImportLerobot(import_lerobot::Args),
     /// Compile the TensorRT shim on this machine, against its TensorRT and
     /// CUDA headers, and check that it opens TensorRT (the bundle's install
     /// script runs it on the robot).
@@ -143,6 +149,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bridge(a) => bridge::main(a),
         Command::Split(a) => split::main(a),
         Command::Build(a) => build_set::main(a),
+        #[cfg(feature = "lerobot")]
+        Command::ImportLerobot(a) => import_lerobot::main(a),
         #[cfg(feature = "tensorrt")]
         Command::BuildShim(a) => build_shim::main(a),
         Command::Calibrate(a) => calibrate::main(a),

@@ -339,6 +339,33 @@ pub struct RuntimeLink {
     session: Session,
 }
 
+/// Subscribes to the firmware telemetry the bridge publishes on `key`; each
+/// report arrives on the channel with the local time it came.
+pub fn telemetry_subscriber(
+    session: &Session,
+    key: &str,
+) -> Result<(Subscriber<()>, Receiver<Received>), ZenohError> {
+    let (tx, rx) = mpsc::channel();
+    let sub = session
+        .declare_subscriber(key.to_string())
+        .callback(move |s| {
+            let at = Instant::now();
+            match TelemetryMsg::decode(&s.payload().to_bytes()) {
+                Ok(m) => {
+                    let _ = tx.send((m, at));
+                }
+                Err(e) => tracing::warn!("{e}"),
+            }
+        })
+        .wait()
+        .map_err(|e| ZenohError::Declare {
+            what: "subscriber",
+            key: key.to_string(),
+            why: e.to_string(),
+        })?;
+    Ok((sub, rx))
+}
+
 /// Declares the action publisher with offramp's QoS.
 pub fn action_publisher(session: &Session, key: &str) -> Result<Publisher<'static>, ZenohError> {
     session
@@ -380,20 +407,7 @@ impl RuntimeLink {
             .declare_token(keys.alive_runtime.clone())
             .wait()
             .map_err(declare("liveliness token", &keys.alive_runtime))?;
-        let (tx, rx) = mpsc::channel();
-        let sub = session
-            .declare_subscriber(keys.telemetry.clone())
-            .callback(move |s| {
-                let at = Instant::now();
-                match TelemetryMsg::decode(&s.payload().to_bytes()) {
-                    Ok(m) => {
-                        let _ = tx.send((m, at));
-                    }
-                    Err(e) => tracing::warn!("{e}"),
-                }
-            })
-            .wait()
-            .map_err(declare("subscriber", &keys.telemetry))?;
+        let (sub, rx) = telemetry_subscriber(&session, &keys.telemetry)?;
         Ok(Self {
             keys,
             action,

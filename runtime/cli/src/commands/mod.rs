@@ -21,6 +21,8 @@ pub mod demo;
 pub mod firmware;
 #[cfg(feature = "qemu")]
 pub mod firmware_bench;
+#[cfg(feature = "lerobot")]
+pub mod import_lerobot;
 pub mod profile;
 pub mod record;
 pub mod recording;

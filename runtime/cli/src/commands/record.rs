@@ -8,9 +8,16 @@
 //! the first frame) and `meta.json`. Episodes start where the source says
 //! (a replay's episode boundaries, the simulator's resets) and every
 //! `--episode-frames` frames.
+//!
+//! With `--telemetry`, the action the robot executed is recorded too:
+//! `executed.npy` f32 [N, 2], the wheel speeds (m/s, left and right) the
+//! motor controller last reported applying (its telemetry through `offramp
+//! bridge`, on `<robot>/telemetry`), NaN for a frame with no report in the
+//! `--telemetry-max-age-ms` before it.
 
-use crate::args::{at_least_1, positive};
+use crate::args::{at_least_1, positive, ZenohArgs};
 use anyhow::{bail, Context};
+use offramp_link::zenoh_link::{open_session, telemetry_subscriber, Keys, TelemetryMsg};
 use offramp_runtime::camera::{self, CameraSpec};
 use offramp_runtime::npy;
 use serde::Serialize;
@@ -39,6 +46,16 @@ pub struct Args {
     /// (a V4L2 camera); a replay's or the simulator's own is kept.
     #[arg(long)]
     pub instruction: Option<usize>,
+    /// Record the executed action from the robot's telemetry
+    /// (`executed.npy`), over zenoh (see the zenoh options).
+    #[arg(long)]
+    pub telemetry: bool,
+    /// A telemetry report older than this when a frame arrives is not that
+    /// frame's executed action.
+    #[arg(long, default_value_t = 500.0, value_parser = positive)]
+    pub telemetry_max_age_ms: f64,
+    #[command(flatten)]
+    pub zenoh_args: ZenohArgs,
     #[arg(long)]
     pub json: bool,
 }
@@ -55,6 +72,12 @@ pub struct RecordReport {
     /// newest, as the runtime does).
     pub dropped: u64,
     pub seconds: f64,
+    /// With --telemetry: frames with an executed action, and the reports
+    /// received.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executed_frames: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telemetry_reports: Option<u64>,
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
@@ -65,6 +88,33 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             r.frames, r.width, r.height, r.episodes, r.out, r.dropped, r.seconds
         )
     })
+}
+
+/// Writes the replay format's arrays into `out` (created): `frames` u8
+/// [N, H, W, 3], `instructions`, `episodes` and `timestamps_ns` [N], and an
+/// optional f32 [N, D] array (`(file, D, values)`).
+pub fn write_replay(
+    out: &std::path::Path,
+    (h, w): (usize, usize),
+    frames: &[u8],
+    instructions: &[i64],
+    episodes: &[i32],
+    stamps: &[i64],
+    extra: Option<(&str, usize, &[f32])>,
+) -> anyhow::Result<()> {
+    let n = instructions.len();
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let io = |name: &str| format!("writing {}", out.join(name).display());
+    npy::write(&out.join("frames.npy"), &[n, h, w, 3], frames).with_context(|| io("frames.npy"))?;
+    npy::write(&out.join("instructions.npy"), &[n], instructions)
+        .with_context(|| io("instructions.npy"))?;
+    npy::write(&out.join("episodes.npy"), &[n], episodes).with_context(|| io("episodes.npy"))?;
+    npy::write(&out.join("timestamps_ns.npy"), &[n], stamps)
+        .with_context(|| io("timestamps_ns.npy"))?;
+    if let Some((name, d, values)) = extra {
+        npy::write(&out.join(name), &[n, d], values).with_context(|| io(name))?;
+    }
+    Ok(())
 }
 
 pub fn record(a: &Args) -> anyhow::Result<RecordReport> {
@@ -81,6 +131,20 @@ pub fn record(a: &Args) -> anyhow::Result<RecordReport> {
         CameraSpec::Sim => return Err(crate::args::no_sim("--camera sim")),
         spec => camera::open(spec)?,
     };
+    // Subscribed before the camera starts, so the first frames find the
+    // robot's reports already coming.
+    let telemetry = if a.telemetry {
+        let session = open_session(&a.zenoh_args.options())?;
+        let key = Keys::new(&a.zenoh_args.robot)?.telemetry;
+        let (sub, rx) = telemetry_subscriber(&session, &key)?;
+        Some((session, sub, rx))
+    } else {
+        None
+    };
+    let max_age = Duration::from_secs_f64(a.telemetry_max_age_ms / 1000.0);
+    let mut latest: Option<(TelemetryMsg, Instant)> = None;
+    let mut reports = 0u64;
+    let mut executed: Vec<f32> = Vec::new();
     let capture = camera::start(source, a.fps)?;
     let (w, h) = (capture.width, capture.height);
     let len = w * h * 3;
@@ -102,6 +166,17 @@ pub fn record(a: &Args) -> anyhow::Result<RecordReport> {
             }
             in_episode += 1;
             frames.extend_from_slice(buf);
+            if let Some((_, _, rx)) = &telemetry {
+                for r in rx.try_iter() {
+                    reports += 1;
+                    latest = Some(r);
+                }
+                match latest {
+                    Some((m, t)) if at.saturating_duration_since(t) <= max_age => executed
+                        .extend_from_slice(&[m.firmware.applied_left, m.firmware.applied_right]),
+                    _ => executed.extend_from_slice(&[f32::NAN; 2]),
+                }
+            }
             instructions.push(a.instruction.unwrap_or(meta.instruction) as i64);
             episodes.push(episode);
             stamps.push(at.saturating_duration_since(t0).as_nanos() as i64);
@@ -126,15 +201,19 @@ pub fn record(a: &Args) -> anyhow::Result<RecordReport> {
         .dropped
         .load(std::sync::atomic::Ordering::Relaxed);
     drop(capture);
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let extra = telemetry
+        .is_some()
+        .then_some(("executed.npy", 2, &executed[..]));
+    write_replay(
+        &a.out,
+        (h, w),
+        &frames,
+        &instructions,
+        &episodes,
+        &stamps,
+        extra,
+    )?;
     let io = |name: &str| format!("writing {}", a.out.join(name).display());
-    npy::write(&a.out.join("frames.npy"), &[n, h, w, 3], &frames)
-        .with_context(|| io("frames.npy"))?;
-    npy::write(&a.out.join("instructions.npy"), &[n], &instructions)
-        .with_context(|| io("instructions.npy"))?;
-    npy::write(&a.out.join("episodes.npy"), &[n], &episodes).with_context(|| io("episodes.npy"))?;
-    npy::write(&a.out.join("timestamps_ns.npy"), &[n], &stamps)
-        .with_context(|| io("timestamps_ns.npy"))?;
     let report = RecordReport {
         camera: format!("{:?}", a.camera),
         out: a.out.display().to_string(),
@@ -144,6 +223,13 @@ pub fn record(a: &Args) -> anyhow::Result<RecordReport> {
         height: h,
         dropped,
         seconds: start.elapsed().as_secs_f64(),
+        executed_frames: telemetry.is_some().then(|| {
+            executed
+                .chunks_exact(2)
+                .filter(|e| e[0].is_finite())
+                .count()
+        }),
+        telemetry_reports: telemetry.is_some().then_some(reports),
     };
     std::fs::write(
         a.out.join("meta.json"),

@@ -462,3 +462,90 @@ fn a_stop_action_stops_the_motors_at_once_and_driving_resumes_after_it() {
         t.firmware.counters
     );
 }
+
+/// `offramp record --telemetry` keeps, per frame, the wheel speeds the motor
+/// controller reported applying: the runtime drives the firmware through the
+/// bridge while the recorder listens to the bridge's telemetry.
+#[test]
+fn a_recording_keeps_the_action_the_motor_controller_executed() {
+    let dir = tempfile::tempdir().unwrap();
+    let board = Board::new(dir.path());
+    let r = robot("record-executed");
+    let (ep_runtime, ep_bridge) = (
+        free_loopback_endpoint().unwrap(),
+        free_loopback_endpoint().unwrap(),
+    );
+    let _rt = runtime(&r, &ep_runtime);
+    // The recorder connects to the bridge, which listens besides.
+    let _b = Proc(
+        Command::new(bin())
+            .args(["--log", "warn", "bridge", "--serial"])
+            .arg(&board.link)
+            .args([
+                "--robot",
+                &r,
+                "--connect",
+                &ep_runtime,
+                "--listen",
+                &ep_bridge,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    board.wait_running(Duration::from_secs(30));
+    let out = dir.path().join("rec");
+    let run = Command::new(bin())
+        .args(["--log", "warn", "record", "--camera", "sim", "--fps", "20"])
+        .args(["--frames", "40", "--telemetry", "--json", "--out"])
+        .arg(&out)
+        .args(["--robot", &r, "--connect", &ep_bridge])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    eprintln!("{report}");
+    // The bridge reports at its telemetry rate; the first frames may come
+    // before the link is up.
+    let with = report["executed_frames"].as_u64().unwrap();
+    assert!(with >= 30, "{report}");
+    // The bridge reports at about the camera's rate here (20 Hz).
+    assert!(
+        report["telemetry_reports"].as_u64().unwrap() >= 20,
+        "{report}"
+    );
+    let (shape, executed) = offramp_runtime::npy::read::<f32>(&out.join("executed.npy")).unwrap();
+    assert_eq!(shape, [40, 2]);
+    let driven = executed
+        .chunks_exact(2)
+        .filter(|w| w[0].is_finite() && (w[0] != 0.0 || w[1] != 0.0))
+        .count();
+    assert!(driven >= 20, "{executed:?}");
+    // Wheel speeds within the firmware's limits.
+    let max = Config::DEFAULT.max_wheel_speed;
+    assert!(
+        executed
+            .iter()
+            .filter(|x| x.is_finite())
+            .all(|x| x.abs() <= max + 1e-6),
+        "{executed:?}"
+    );
+    // Without --telemetry there is no executed.npy.
+    let plain = dir.path().join("plain");
+    let (ok, _, err) = common::offramp(&[
+        "record",
+        "--camera",
+        "sim",
+        "--frames",
+        "3",
+        "--out",
+        plain.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(!plain.join("executed.npy").exists());
+}
