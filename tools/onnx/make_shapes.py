@@ -15,6 +15,8 @@ cuts it into segments (the commands are in each directory's `split.txt`), and
 - `recurrent/full.onnx` + `head.onnx`: DeeR's layout. The blocks emit a
   feature `f<i>` per exit; a GRU head shared by all exits (its own file, since
   it runs once per exit with a state) turns feature + state into the action.
+- `recurrent/stateless-head.onnx` + `with-stateless.toml`: the same export
+  with a stateless head (feature -> action, no state), the third layout.
 - `tokens/full.onnx` + `tokenizer.json`: discrete action tokens (RT-2 style).
   The instruction is token ids (int64 [1,6]) embedded by a Gather; exit i
   emits logits `t<i>` [1,2,7] over 7 bins of each of v and omega.
@@ -95,6 +97,13 @@ def recurrent(rng, out):
     g.save(os.path.join(out, "full.onnx"), [tensor("image", [1, 3, 16, 16]), tensor("instruction", [1, 4])],
            [tensor(f, [1, D]) for f in feats])
     tiny.head(rng, os.path.join(out, "head.onnx"))
+
+
+def stateless_head(rng, path):
+    g = Graph(rng, "head_")
+    h = g.op("Relu", [g.linear("feature", D, 32)])
+    g.nodes.append(helper.make_node("Tanh", [g.linear(h, 32, 2)], ["action"]))
+    g.save(path, [tensor("feature", [1, D])], [tensor("action", [1, 2])])
 
 
 def tokens(rng, out):
@@ -194,6 +203,17 @@ def main():
             f.write(with_toml)
         with open(os.path.join(out, "split.txt"), "w") as f:
             f.write(f"offramp split --onnx full.onnx {flags} --with with.toml --out <dir>\n")
+    # The stateless head: its own generator, so the files above stay as
+    # they are.
+    out = os.path.join(args.out, "recurrent")
+    stateless_head(np.random.default_rng(args.seed + 1), os.path.join(out, "stateless-head.onnx"))
+    with open(os.path.join(out, "with-stateless.toml"), "w") as f:
+        f.write("# The model description `offramp split --with` completes, for the stateless head.\n")
+        f.write(WITH["recurrent"][1].replace('"recurrent-test"', '"stateless-test"')
+                .replace('artifact = "head.onnx"', 'artifact = "stateless-head.onnx"')
+                .replace('state_input = "h_in"\nstate_output = "h_out"\n', ""))
+    with open(os.path.join(out, "split.txt"), "a") as f:
+        f.write(f"offramp split --onnx full.onnx {WITH['recurrent'][0].replace('head.onnx', 'stateless-head.onnx')} --with with-stateless.toml --out <dir>\n")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,11 @@ def main():
         o.inter_op_num_threads = 1
         o.add_session_config_entry("session.intra_op.allow_spinning", "0")
         s = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
-        feeds = {i.name: np.full(i.shape, 0.1, dtype=np.float32) for i in s.get_inputs()}
+        # Token-id inputs (int64) get id 0, valid in any vocabulary.
+        feeds = {
+            i.name: np.zeros(i.shape, dtype=np.int64) if i.type == "tensor(int64)" else np.full(i.shape, 0.1, dtype=np.float32)
+            for i in s.get_inputs()
+        }
         for _ in range(a.warmup):
             s.run(None, feeds)
         t = []

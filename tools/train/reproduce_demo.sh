@@ -6,8 +6,8 @@
 # 6.5x operating point (the criterion calibrated for a 0.154 budget, which
 # stops ~93% of frames at exit 1), and exit 1's auxiliary loss counts 3x:
 # that is the policy a low budget deploys, so its states need labels.
-# CPU only; about 140 minutes on 2 cores (ROUNDS=3, 105 minutes, is the
-# session-9 model). Needs PyTorch, onnx and numpy in $PYTHON (pip install
+# CPU only; about 140 minutes on 2 cores (ROUNDS=3, 105 minutes, gives the
+# three-round model). Needs PyTorch, onnx and numpy in $PYTHON (pip install
 # torch onnx numpy).
 #
 #   PYTHON=~/venv/bin/python tools/train/reproduce_demo.sh [WORK_DIR]
@@ -20,8 +20,8 @@ py=${PYTHON:-python3}
 work=${1:-/tmp/offramp-train-work}
 rounds=${ROUNDS:-4}
 # Channels per exit segment. The committed model narrows only exit 1's
-# segment (24 wide, 13 % of the full model's MACs); 48 throughout is the
-# session-5 model.
+# segment (24 wide, 13 % of the full model's MACs); 48 throughout gives
+# the earlier, uniformly wide model.
 widths=${WIDTHS:-24,48,48,48}
 mkdir -p "$work"
 off() { cargo run -q --release -p offramp -- "$@"; }

@@ -389,7 +389,10 @@ fn tokenize_instructions(
     let pad = tok.get_padding().map_or(0, |pp| i64::from(pp.pad_id));
     let mut ids = Vec::with_capacity(p.instruction_texts.len());
     for (k, text) in p.instruction_texts.iter().enumerate() {
-        let enc = tok.encode(text.as_str(), false).map_err(|e| {
+        // With the special tokens (BOS, CLS, EOS) the tokenizer's post-
+        // processor adds: what `tokenizer(text)` gives in Python, and so
+        // what the model was trained on.
+        let enc = tok.encode(text.as_str(), true).map_err(|e| {
             invalid(
                 source_path,
                 &format!("preprocess.instruction_texts[{k}]"),

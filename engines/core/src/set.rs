@@ -118,6 +118,23 @@ impl EngineSet {
         if m.exits.is_empty() {
             return Err(self.invalid("exits", "an engine set needs at least one exit"));
         }
+        // Token ids (i64) feed only the instruction input; the image and
+        // every tensor between segments are f32.
+        let instruction = m.preprocess.as_ref().and_then(|p| p.instruction.as_ref());
+        if let Some((k, t)) = m
+            .inputs
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.dtype != DType::F32 && Some(&t.name) != instruction)
+        {
+            return Err(self.invalid(
+                format!("inputs[{k}]"),
+                format!(
+                    "{:?} is {:?}; only the instruction input ([preprocess] instruction) may hold token ids (i64)",
+                    t.name, t.dtype
+                ),
+            ));
+        }
         let mut available: &[TensorSpec] = &m.inputs;
         let mut source = "inputs".to_string();
         for (i, seg) in m.exits.iter().enumerate() {
@@ -234,10 +251,11 @@ impl EngineSet {
     fn check_action(&self) -> Result<usize> {
         let m = &self.manifest;
         let Some(tensor) = m.action_tensor() else {
-            return Err(self.invalid(
-                "exits[0].action",
-                "a set without a [head] names each segment's action output (`action = ...`)",
-            ));
+            let message = match m.exits.first().and_then(|s| s.action.as_ref()) {
+                Some(name) => format!("{name:?} is not an output of this segment"),
+                None => "missing: a set without a [head] names each segment's action output (`action = ...`)".into(),
+            };
+            return Err(self.invalid("exits[0].action", message));
         };
         if m.head.is_none() {
             for (i, seg) in m.exits.iter().enumerate() {
@@ -402,17 +420,6 @@ impl EngineSet {
                     }
                 }
             }
-        }
-        if let Some((k, t)) = m.inputs.iter().enumerate().find(|(k, t)| {
-            t.dtype != DType::F32 && Some(&t.name) != p.instruction.as_ref() && *k > 0
-        }) {
-            return Err(self.invalid(
-                format!("inputs[{k}]"),
-                format!(
-                    "{:?} is {:?}; only the instruction input may hold token ids (i64)",
-                    t.name, t.dtype
-                ),
-            ));
         }
         Ok(())
     }

@@ -103,7 +103,8 @@ fn exit_name(head: bool) -> &'static str {
     }
 }
 
-/// Splits, verifies and writes; nothing is written if a check fails.
+/// Splits, verifies and writes; a refused split leaves no segment or
+/// description behind.
 pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
     let path = &opts.onnx;
     let n = opts.exit_outputs.len();
@@ -374,30 +375,22 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
         }
     }
 
-    // Write, then run the chain of written segments against the reference.
-    for (file, p) in &protos {
-        let dst = opts.out.join(file);
-        std::fs::write(&dst, p.encode_to_vec()).map_err(io(&dst))?;
-    }
-    let max_abs_diff = check_chain(opts, &segments, &full.inputs, &inputs, &reference, rename)?;
-    if let Some((i, d)) = max_abs_diff
-        .iter()
-        .enumerate()
-        .find(|(_, d)| d.is_nan() || **d > opts.tolerance)
-    {
+    // Write, then run the chain of written segments against the reference;
+    // a refused split leaves neither segments nor a description behind.
+    let written = || -> Result<(Vec<f32>, PathBuf)> {
+        for (file, p) in &protos {
+            let dst = opts.out.join(file);
+            std::fs::write(&dst, p.encode_to_vec()).map_err(io(&dst))?;
+        }
+        let diffs = check_chain(opts, &segments, &full.inputs, &inputs, &reference, rename)?;
+        check_tolerance(path, opts.tolerance, &diffs)?;
+        Ok((diffs, write_description(opts, &segments, rename)?))
+    };
+    let (max_abs_diff, model_toml) = written().inspect_err(|_| {
         for s in &segments {
             let _ = std::fs::remove_file(opts.out.join(s));
         }
-        return Err(invalid(
-            path,
-            &format!("--exit-outputs[{i}]"),
-            format!(
-                "the chained segments differ from the full model by {d} at exit {i} (tolerance {}): the cuts do not carry everything later segments need",
-                opts.tolerance
-            ),
-        ));
-    }
-    let model_toml = write_description(opts, &segments, rename)?;
+    })?;
     Ok(SplitReport {
         segments,
         max_abs_diff,
@@ -407,6 +400,24 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
             .collect(),
         model_toml,
     })
+}
+
+/// Refuses a chain that differs from the full model by more than `tolerance`.
+fn check_tolerance(path: &Path, tolerance: f32, diffs: &[f32]) -> Result<()> {
+    if let Some((i, d)) = diffs
+        .iter()
+        .enumerate()
+        .find(|(_, d)| d.is_nan() || **d > tolerance)
+    {
+        return Err(invalid(
+            path,
+            &format!("--exit-outputs[{i}]"),
+            format!(
+                "the chained segments differ from the full model by {d} at exit {i} (tolerance {tolerance}): the cuts do not carry everything later segments need",
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Deterministic inputs: f32 in [-1, 1), token ids 0 or 1 (valid in any
@@ -492,6 +503,20 @@ fn run_full(
     let out = model
         .run(inputs.iter().cloned().map(TValue::from).collect())
         .map_err(err)?;
+    if let Some((name, v)) = watched
+        .iter()
+        .zip(&out)
+        .find(|(_, v)| v.datum_type() != f32::datum_type())
+    {
+        return Err(invalid(
+            path,
+            "--cuts",
+            format!(
+                "{name:?} is {:?}; exit outputs and the tensors carried between segments are f32",
+                v.datum_type()
+            ),
+        ));
+    }
     values(watched, out).map_err(err)
 }
 

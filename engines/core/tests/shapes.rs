@@ -14,29 +14,42 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 struct Shape {
+    /// The directory under engines/models/testdata/shapes.
     name: &'static str,
     exits: &'static str,
     cuts: &'static str,
-    head: bool,
+    /// The head's ONNX file, if the shape has one.
+    head: Option<&'static str>,
+    with: &'static str,
 }
 
 const PER_EXIT: Shape = Shape {
     name: "per-exit",
     exits: "a0,a1,a2,a3",
     cuts: "hidden0,pooled0;hidden1;hidden2",
-    head: false,
+    head: None,
+    with: "with.toml",
 };
 const RECURRENT: Shape = Shape {
     name: "recurrent",
     exits: "f0,f1,f2,f3",
     cuts: "hidden0;hidden1;hidden2",
-    head: true,
+    head: Some("head.onnx"),
+    with: "with.toml",
+};
+const STATELESS: Shape = Shape {
+    name: "recurrent",
+    exits: "f0,f1,f2,f3",
+    cuts: "hidden0;hidden1;hidden2",
+    head: Some("stateless-head.onnx"),
+    with: "with-stateless.toml",
 };
 const TOKENS: Shape = Shape {
     name: "tokens",
     exits: "t0,t1,t2,t3",
     cuts: "hidden0;hidden1;hidden2",
-    head: false,
+    head: None,
+    with: "with.toml",
 };
 
 fn shape_dir(name: &str) -> PathBuf {
@@ -53,8 +66,8 @@ fn options(s: &Shape, out: &Path) -> SplitOptions {
             .split(';')
             .map(|b| b.split(',').map(str::to_string).collect())
             .collect(),
-        head: s.head.then(|| dir.join("head.onnx")),
-        with: Some(dir.join("with.toml")),
+        head: s.head.map(|h| dir.join(h)),
+        with: Some(dir.join(s.with)),
         out: out.to_path_buf(),
         tolerance: 1e-5,
     }
@@ -83,7 +96,7 @@ fn split_and_build(s: &Shape) -> (tempfile::TempDir, EngineSet, SplitReport) {
 
 #[test]
 fn each_shape_splits_into_a_chain_equal_to_the_full_model() {
-    for s in [PER_EXIT, RECURRENT, TOKENS] {
+    for s in [PER_EXIT, RECURRENT, STATELESS, TOKENS] {
         let (_dir, set, r) = split_and_build(&s);
         assert_eq!(r.segments.len(), 4, "{}", s.name);
         for (i, d) in r.max_abs_diff.iter().enumerate() {
@@ -91,7 +104,7 @@ fn each_shape_splits_into_a_chain_equal_to_the_full_model() {
         }
         let m = &set.manifest;
         assert_eq!(m.exits.len(), 4);
-        assert_eq!(m.head.is_some(), s.head, "{}", s.name);
+        assert_eq!(m.head.is_some(), s.head.is_some(), "{}", s.name);
         let mut chain = Chain::load(&set, BackendKind::Cpu).unwrap();
         let state = vec![0.0; m.state_len()];
         for i in 0..4 {
@@ -101,6 +114,10 @@ fn each_shape_splits_into_a_chain_equal_to_the_full_model() {
             assert!(a.iter().all(|x| x.is_finite()), "{} exit {i}", s.name);
         }
     }
+    // The stateless head: no state, and its action from the feature alone.
+    let (_dir, set, _) = split_and_build(&STATELESS);
+    assert_eq!(set.manifest.state_len(), 0);
+    assert_eq!(set.manifest.head.as_ref().unwrap().inputs.len(), 1);
     // Two tensors cross the first boundary of the per-exit model.
     let (_dir, set, r) = split_and_build(&PER_EXIT);
     assert_eq!(r.carried[0].len(), 2);
@@ -130,7 +147,7 @@ fn f32s_to_file(path: &Path, data: &[f32]) {
 #[test]
 #[ignore = "needs the Python test environment (scripts/test.sh sets OFFRAMP_PYTHON)"]
 fn chained_segments_equal_onnxruntimes_full_model() {
-    for s in [PER_EXIT, RECURRENT, TOKENS] {
+    for s in [PER_EXIT, RECURRENT, STATELESS, TOKENS] {
         let (dir, set, _) = split_and_build(&s);
         let m = &set.manifest;
         let mut chain = Chain::load(&set, BackendKind::Cpu).unwrap();
@@ -152,7 +169,7 @@ fn chained_segments_equal_onnxruntimes_full_model() {
             chain.run_exit(i).unwrap();
             // The exit outputs of the full graph: the action (or logits)
             // without a head, the feature with one.
-            if s.head {
+            if s.head.is_some() {
                 ours.extend_from_slice(chain.feature(i));
             } else {
                 ours.extend_from_slice(chain.run_head(i, &[]).unwrap().0);
@@ -307,6 +324,20 @@ fn a_recurrent_state_needs_both_ends_and_a_stateless_head_one_input() {
     assert!(e.contains("`head.inputs`"), "{e}");
     assert!(
         e.contains("a stateless head takes only the feature; this one has 2 inputs"),
+        "{e}"
+    );
+}
+
+#[test]
+fn only_the_instruction_input_holds_token_ids() {
+    let e = refused(&TOKENS, |t| {
+        t["inputs"].as_array_mut().unwrap()[0]
+            .as_table_mut()
+            .unwrap()["dtype"] = "i64".into();
+    });
+    assert!(e.contains("`inputs[0]`"), "{e}");
+    assert!(
+        e.contains("\"image\" is I64; only the instruction input ([preprocess] instruction) may hold token ids"),
         "{e}"
     );
 }

@@ -5,7 +5,9 @@
 //! collection and solve repeat (the first pass commits the full model's
 //! state).
 
-use crate::solve::{predict, shares, solve_q, thresholds_from_shares, FrameDeltas, Prediction};
+use crate::solve::{
+    first_stoppable, predict, shares, solve_q, thresholds_from_shares, FrameDeltas, Prediction,
+};
 use offramp_runtime::exit_chain::{ExitPolicy, FrameOutcome};
 use offramp_runtime::pipeline::{Pipeline, PipelineError};
 #[cfg(feature = "sim")]
@@ -74,7 +76,7 @@ pub fn collect(
             for e in 0..*episodes {
                 let mut sim = Sim::new(cfg, first_seed + e as u64);
                 buf.resize(sim.frame_len(), 0);
-                p.begin_episode(sim.instruction() as usize);
+                p.begin_episode(sim.instruction() as usize)?;
                 loop {
                     sim.render(&mut buf);
                     let o = p.infer(&buf, ExitPolicy::All, None)?;
@@ -96,7 +98,7 @@ pub fn collect(
             let mut last_episode = None;
             for (k, frame) in frames.chunks_exact(*frame_len).enumerate() {
                 if last_episode != Some(episodes[k]) {
-                    p.begin_episode(instructions[k].max(0) as usize);
+                    p.begin_episode(instructions[k].max(0) as usize)?;
                     last_episode = Some(episodes[k]);
                     progress();
                 }
@@ -166,7 +168,7 @@ pub fn held_out(
     let mut last = None;
     for (k, frame) in frames.chunks_exact(frame_len.max(1)).enumerate() {
         if last != Some(episodes[k]) {
-            p.begin_episode(instructions[k].max(0) as usize);
+            p.begin_episode(instructions[k].max(0) as usize)?;
             last = Some(episodes[k]);
             eps += 1;
         }
@@ -278,13 +280,7 @@ pub fn calibrate(
             let fit = (0..n).rev().find(|&i| p99[i] <= l).unwrap_or(0);
             deepest = deepest.min(fit);
         }
-        // Exits with no score on any frame never stop (exit 0 of a model
-        // without a reference to compare with): the shares go to the exits
-        // from the first that can, or the budget would be overshot by what
-        // those exits were meant to take.
-        let first = (0..deepest)
-            .find(|&i| last.0.iter().any(|f| f.get(i).is_some_and(|d| !d.is_nan())))
-            .unwrap_or(deepest);
+        let first = first_stoppable(&last.0, deepest);
         let costs: Vec<f64> = budgeted[first..=deepest]
             .iter()
             .map(|c| *c as f64)

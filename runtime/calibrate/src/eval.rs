@@ -125,7 +125,7 @@ pub fn evaluate(
             .iter()
             .position(|(_, lo, hi)| (*lo..*hi).contains(&sim.world.difficulty))
             .unwrap_or(BUCKETS.len() - 1);
-        p.begin_episode(sim.instruction() as usize);
+        p.begin_episode(sim.instruction() as usize)?;
         let mut seen = false;
         loop {
             seen |= sim.target_in_view();

@@ -75,7 +75,15 @@ impl Space<'_> {
     /// Exit shares on the budget with shape `(b, c)`; `(0, 0)` is DeeR's
     /// geometric solution.
     pub fn shaped_shares(&self, shape: [f64; 2]) -> Vec<f64> {
-        shaped_shares(&self.costs[..=self.deepest], self.budget_macs, shape)
+        // Exits that never stop take no share (as in calibrate's solve).
+        let first = crate::solve::first_stoppable(self.deltas, self.deepest);
+        let mut s = vec![0.0; first];
+        s.extend(shaped_shares(
+            &self.costs[first..=self.deepest],
+            self.budget_macs,
+            shape,
+        ));
+        s
     }
 
     pub fn thresholds_for_shape(&self, shape: [f64; 2]) -> Vec<f32> {

@@ -102,6 +102,16 @@ pub fn thresholds_from_shares(
     t
 }
 
+/// The first exit (up to `deepest`) with a score on any frame: the exits
+/// before it never stop (exit 0 of a model without a reference to compare
+/// with), so the shares go to the exits from it on, or the budget would be
+/// overshot by what those exits were meant to take.
+pub fn first_stoppable(deltas: &[FrameDeltas], deepest: usize) -> usize {
+    (0..deepest)
+        .find(|&i| deltas.iter().any(|f| f.get(i).is_some_and(|d| !d.is_nan())))
+        .unwrap_or(deepest)
+}
+
 /// Applies a deepest-exit cap: exits at or past `cap` all stop at `cap`.
 pub fn cap_thresholds(thresholds: &mut [f32], cap: usize) {
     if cap < thresholds.len() {

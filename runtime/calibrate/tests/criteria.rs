@@ -29,7 +29,7 @@ fn realized_shares(p: &mut Pipeline, cfg: &SimConfig) -> Vec<f64> {
     for e in 0..EPISODES {
         let mut sim = Sim::new(cfg, SEED + e as u64);
         buf.resize(sim.frame_len(), 0);
-        p.begin_episode(sim.instruction() as usize);
+        p.begin_episode(sim.instruction() as usize).unwrap();
         loop {
             sim.render(&mut buf);
             let o = p.infer(&buf, ExitPolicy::Criterion, None).unwrap();

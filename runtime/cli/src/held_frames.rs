@@ -38,7 +38,7 @@ pub fn run_frame(
     deadline: Option<Instant>,
 ) -> anyhow::Result<FrameOutcome> {
     if f.2 {
-        p.begin_episode(f.1);
+        p.begin_episode(f.1)?;
     }
     Ok(p.infer(&f.0, policy, deadline)?)
 }

@@ -41,6 +41,9 @@ pub struct Feature {
     pub names: Option<serde_json::Value>,
 }
 
+/// The largest task index a dataset may use (its task list is made dense).
+const MAX_TASKS: i64 = 1 << 20;
+
 /// One frame's row.
 #[derive(Debug, Clone)]
 pub struct FrameRow {
@@ -199,6 +202,12 @@ impl Dataset {
         if !(info.fps.is_finite() && info.fps > 0.0) {
             bail!("{}: fps {} is not a frame rate", path.display(), info.fps);
         }
+        if info.chunks_size == 0 {
+            bail!(
+                "{}: chunks_size 0 (episodes per chunk must be at least 1)",
+                path.display()
+            );
+        }
         Ok(Self {
             root: root.to_path_buf(),
             info,
@@ -231,7 +240,7 @@ impl Dataset {
             .and_then(|n| n.as_str())
             .is_some_and(|n| n.starts_with("channel"));
         match (f.shape.as_slice(), channels_first) {
-            ([3, h, w], true) | ([h, w, 3], false) => Ok((*h, *w)),
+            ([3, h, w], true) | ([h, w, 3], false) if *h > 0 && *w > 0 => Ok((*h, *w)),
             (s, _) => bail!("feature {key:?} has shape {s:?}; an RGB camera is [H, W, 3]"),
         }
     }
@@ -314,7 +323,13 @@ impl Dataset {
                 by_index.insert(i, text.unwrap_or_default());
             }
         }
-        let n = by_index.keys().next_back().map_or(0, |k| *k + 1).max(0) as usize;
+        if let Some((&i, _)) = by_index.iter().find(|(i, _)| !(0..=MAX_TASKS).contains(*i)) {
+            bail!(
+                "{}: task_index {i} is outside 0..={MAX_TASKS}",
+                self.root.join("meta/tasks").display()
+            );
+        }
+        let n = by_index.keys().next_back().map_or(0, |k| *k + 1) as usize;
         let mut out = vec![String::new(); n];
         for (i, t) in by_index {
             if let Some(slot) = usize::try_from(i).ok().and_then(|i| out.get_mut(i)) {

@@ -338,7 +338,7 @@ fn every_exit() {
         Pipeline::open(&set, BackendKind::Cpu, (cfg.image_width, cfg.image_height)).unwrap();
     let mut sim = Sim::new(&cfg, 3);
     let mut image = vec![0u8; sim.frame_len()];
-    p.begin_episode(sim.instruction() as usize);
+    p.begin_episode(sim.instruction() as usize).unwrap();
     let n = p.chain.exits();
     assert_only_tract_allocates("Pipeline::infer, ExitPolicy::All", &tract, || {
         sim.render(&mut image);

@@ -37,6 +37,8 @@ pub enum ExitChainError {
     Offload(#[from] crate::offload::OffloadError),
     #[error("offload request: {0}")]
     Request(String),
+    #[error("instruction {k}: the model knows instructions 0..{known} (preprocess.instruction_ids, or the one-hot input's width)")]
+    Instruction { k: usize, known: usize },
 }
 
 /// Which exit a frame stops at.
@@ -704,23 +706,31 @@ impl ExitChain {
     }
 
     /// Sets instruction `k`, if the model has an instruction input: one-hot
-    /// element k, or the token ids of instruction k (all zero, the padding,
-    /// for an instruction the model does not list).
-    pub fn set_instruction(&mut self, k: usize) {
-        if let Some(i) = self.instruction {
-            let buf = &mut self.chain.inputs_mut()[i];
-            buf.iter_mut().for_each(|x| *x = 0.0);
-            if self.instruction_ids.is_empty() {
-                if let Some(x) = buf.get_mut(k) {
-                    *x = 1.0;
-                }
-            } else if let Some(ids) = self.instruction_ids.get(k) {
-                // Exact: ids are checked < 2^24 when the set is opened.
-                for (x, id) in buf.iter_mut().zip(ids) {
-                    *x = *id as f32;
-                }
+    /// element k, or the token ids of instruction k. An instruction the
+    /// model does not know is refused (the input keeps no stale one).
+    pub fn set_instruction(&mut self, k: usize) -> Result<(), ExitChainError> {
+        let Some(i) = self.instruction else {
+            return Ok(());
+        };
+        let buf = &mut self.chain.inputs_mut()[i];
+        buf.iter_mut().for_each(|x| *x = 0.0);
+        let known = if self.instruction_ids.is_empty() {
+            buf.len()
+        } else {
+            self.instruction_ids.len()
+        };
+        if k >= known {
+            return Err(ExitChainError::Instruction { k, known });
+        }
+        if self.instruction_ids.is_empty() {
+            buf[k] = 1.0;
+        } else {
+            // Exact: ids are checked < 2^24 when the set is opened.
+            for (x, id) in buf.iter_mut().zip(&self.instruction_ids[k]) {
+                *x = *id as f32;
             }
         }
+        Ok(())
     }
 
     /// Forgets the recurrent state (new episode).
@@ -1248,6 +1258,38 @@ mod tests {
         Tokens::decode(&bins, 3, true, &bad, &mut p, &mut a);
         assert!(a[0].is_nan() && a[1] == 30.0, "{a:?}");
         assert!(Tokens::score(CriterionKind::Entropy, 3, &p).is_nan());
+    }
+
+    #[test]
+    fn an_instruction_the_model_does_not_know_is_refused() {
+        use offramp_engines::manifest::Preprocess;
+        let mut m = manifest(CriterionKind::ActionConsistency, false, &[]);
+        m.preprocess = Some(Preprocess {
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            instruction: Some("x".into()),
+            tokenizer: None,
+            instruction_texts: Vec::new(),
+            instruction_ids: Vec::new(),
+        });
+        // One-hot: the input "x" is [1, 1], so only instruction 0 exists.
+        let mut f = Fixture::new(m.clone());
+        f.chain.set_instruction(0).unwrap();
+        assert_eq!(f.chain.chain.inputs_mut()[0], [1.0]);
+        let e = f.chain.set_instruction(1).unwrap_err().to_string();
+        assert!(
+            e.contains("instruction 1: the model knows instructions 0..1"),
+            "{e}"
+        );
+        assert_eq!(f.chain.chain.inputs_mut()[0], [0.0], "no stale instruction");
+        // Token ids: instruction k is its ids; past the list is refused.
+        if let Some(p) = m.preprocess.as_mut() {
+            p.instruction_ids = vec![vec![7], vec![9]];
+        }
+        let mut f = Fixture::new(m);
+        f.chain.set_instruction(1).unwrap();
+        assert_eq!(f.chain.chain.inputs_mut()[0], [9.0]);
+        assert!(f.chain.set_instruction(2).is_err());
     }
 
     /// The fake set without a head: segment i's second output, [i, 0], is

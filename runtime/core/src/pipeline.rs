@@ -77,10 +77,11 @@ impl Pipeline {
         Ok(())
     }
 
-    /// A new episode: forget the recurrent state, set the instruction.
-    pub fn begin_episode(&mut self, instruction: usize) {
+    /// A new episode: forget the recurrent state, set the instruction
+    /// (refused if the model does not know it).
+    pub fn begin_episode(&mut self, instruction: usize) -> Result<(), PipelineError> {
         self.chain.reset();
-        self.chain.set_instruction(instruction);
+        Ok(self.chain.set_instruction(instruction)?)
     }
 
     /// Runs one frame (HWC RGB of the preprocessor's source size) under

@@ -145,7 +145,7 @@ impl RunLoop {
     ) -> Result<FrameOutcome, RunError> {
         let t0 = meta.captured.unwrap_or_else(Instant::now);
         if meta.new_episode {
-            self.pipeline.begin_episode(meta.instruction);
+            self.pipeline.begin_episode(meta.instruction)?;
         }
         let deadline = self.deadline.map(|d| t0 + d);
         let o = self.pipeline.infer(frame, self.policy, deadline)?;

@@ -96,7 +96,7 @@ fn fill(chain: &mut ExitChain, f: u32) {
         x ^= x << 5;
         *v = (x % 2000) as f32 / 1000.0 - 1.0;
     }
-    chain.set_instruction(f as usize % 3);
+    chain.set_instruction(f as usize % 3).unwrap();
 }
 
 /// Thresholds under which exit 0 never stops (every frame wants a deeper

@@ -230,7 +230,7 @@ pub fn run(a: &Args) -> anyhow::Result<DemoReport> {
     for e in 0..a.episodes {
         let mut sim = Sim::new(&cfg, a.first_seed + e as u64);
         frame.resize(sim.frame_len(), 0);
-        p.begin_episode(sim.instruction() as usize);
+        p.begin_episode(sim.instruction() as usize)?;
         loop {
             let t_frame = Instant::now();
             sim.render(&mut frame);

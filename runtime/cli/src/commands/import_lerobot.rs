@@ -13,7 +13,6 @@ use super::record::write_replay;
 use crate::lerobot::{decode_video, Dataset};
 use anyhow::{bail, Context};
 use serde::Serialize;
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -97,7 +96,9 @@ pub fn import(a: &Args) -> anyhow::Result<ImportReport> {
     }
     let videos = ds.episode_videos(&key, &order)?;
     let frame_len = h * w * 3;
-    let mut decoded: HashMap<PathBuf, Vec<u8>> = HashMap::new();
+    // One decoded video at a time: rows come in episode order, and an
+    // episode's frames lie in one file.
+    let mut decoded: Option<(PathBuf, Vec<u8>)> = None;
     let n = rows.len();
     let mut frames = Vec::with_capacity(n * frame_len);
     let (mut instructions, mut episodes, mut stamps) = (
@@ -117,11 +118,10 @@ pub fn import(a: &Args) -> anyhow::Result<ImportReport> {
                 r.episode
             )
         })?;
-        if !decoded.contains_key(path) {
-            let v = decode_video(path, h, w)?;
-            decoded.insert(path.clone(), v);
-        }
-        let video = &decoded[path];
+        let video = match &decoded {
+            Some((p, v)) if p == path => v,
+            _ => &decoded.insert((path.clone(), decode_video(path, h, w)?)).1,
+        };
         let index = ((from + r.timestamp) * ds.info.fps).round();
         let count = video.len() / frame_len;
         if !(index >= 0.0 && (index as usize) < count) {

@@ -143,6 +143,7 @@ pub fn record(a: &Args) -> anyhow::Result<RecordReport> {
     };
     let max_age = Duration::from_secs_f64(a.telemetry_max_age_ms / 1000.0);
     let mut latest: Option<(TelemetryMsg, Instant)> = None;
+    let mut later: Vec<(TelemetryMsg, Instant)> = Vec::new();
     let mut reports = 0u64;
     let mut executed: Vec<f32> = Vec::new();
     let capture = camera::start(source, a.fps)?;
@@ -167,12 +168,22 @@ pub fn record(a: &Args) -> anyhow::Result<RecordReport> {
             in_episode += 1;
             frames.extend_from_slice(buf);
             if let Some((_, _, rx)) = &telemetry {
+                // The newest report from before the frame; one that came
+                // after it tells what was executed later, and waits for a
+                // later frame.
                 for r in rx.try_iter() {
                     reports += 1;
-                    latest = Some(r);
+                    later.push(r);
                 }
+                later.retain(|r| {
+                    let due = r.1 <= at;
+                    if due && latest.is_none_or(|(_, t)| t <= r.1) {
+                        latest = Some(*r);
+                    }
+                    !due
+                });
                 match latest {
-                    Some((m, t)) if at.saturating_duration_since(t) <= max_age => executed
+                    Some((m, t)) if at.duration_since(t) <= max_age => executed
                         .extend_from_slice(&[m.firmware.applied_left, m.firmware.applied_right]),
                     _ => executed.extend_from_slice(&[f32::NAN; 2]),
                 }

@@ -154,7 +154,9 @@ struct ChainLearner {
 
 impl offramp_sim::record::Learner for ChainLearner {
     fn start(&mut self, sim: &Sim) {
-        self.p.begin_episode(sim.instruction() as usize);
+        if let Err(e) = self.p.begin_episode(sim.instruction() as usize) {
+            self.error.get_or_insert(e.into());
+        }
         // The coin is drawn only when the criterion may drive, so recordings
         // without it keep the exact exit sequence of earlier rounds
         // (reproduce_demo.sh replays them).

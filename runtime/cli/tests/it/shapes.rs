@@ -21,17 +21,43 @@ fn each_model_shape_splits_builds_runs_on_replayed_frames_and_calibrates() {
     ]);
     assert!(ok, "{err}");
     let shapes = repo().join("engines/models/testdata/shapes");
-    for (shape, exits, cuts, head) in [
+    // (name, directory, exit outputs, cuts, head file, --with file)
+    let recurrent = ("f0,f1,f2,f3", "hidden0;hidden1;hidden2");
+    for (shape, dir, exits, cuts, head, with) in [
         (
+            "per-exit",
             "per-exit",
             "a0,a1,a2,a3",
             "hidden0,pooled0;hidden1;hidden2",
-            false,
+            None,
+            "with.toml",
         ),
-        ("recurrent", "f0,f1,f2,f3", "hidden0;hidden1;hidden2", true),
-        ("tokens", "t0,t1,t2,t3", "hidden0;hidden1;hidden2", false),
+        (
+            "recurrent",
+            "recurrent",
+            recurrent.0,
+            recurrent.1,
+            Some("head.onnx"),
+            "with.toml",
+        ),
+        (
+            "stateless",
+            "recurrent",
+            recurrent.0,
+            recurrent.1,
+            Some("stateless-head.onnx"),
+            "with-stateless.toml",
+        ),
+        (
+            "tokens",
+            "tokens",
+            "t0,t1,t2,t3",
+            "hidden0;hidden1;hidden2",
+            None,
+            "with.toml",
+        ),
     ] {
-        let src = shapes.join(shape);
+        let src = shapes.join(dir);
         let s = |f: &str| src.join(f).to_str().unwrap().to_string();
         let (out_dir, set) = (p(&format!("{shape}-src")), p(shape));
         let mut args = vec![
@@ -43,13 +69,13 @@ fn each_model_shape_splits_builds_runs_on_replayed_frames_and_calibrates() {
             "--cuts".into(),
             cuts.into(),
             "--with".into(),
-            s("with.toml"),
+            s(with),
             "--out".into(),
             out_dir.clone(),
             "--json".into(),
         ];
-        if head {
-            args.extend(["--head".into(), s("head.onnx")]);
+        if let Some(h) = head {
+            args.extend(["--head".into(), s(h)]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (ok, out, err) = offramp(&args);
