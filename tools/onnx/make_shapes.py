@@ -17,6 +17,10 @@ cuts it into segments (the commands are in each directory's `split.txt`), and
   it runs once per exit with a state) turns feature + state into the action.
 - `recurrent/stateless-head.onnx` + `with-stateless.toml`: the same export
   with a stateless head (feature -> action, no state), the third layout.
+- `skip/full.onnx`: per-exit actions from four MLP blocks that each read an
+  instruction embedding computed once in the stem, and the last block the
+  instruction input itself: tensors a segment reads from two or more
+  segments back, which `split` passes through.
 - `tokens/full.onnx` + `tokenizer.json`: discrete action tokens (RT-2 style).
   The instruction is token ids (int64 [1,6]) embedded by a Gather; exit i
   emits logits `t<i>` [1,2,7] over 7 bins of each of v and omega.
@@ -97,6 +101,24 @@ def recurrent(rng, out):
     g.save(os.path.join(out, "full.onnx"), [tensor("image", [1, 3, 16, 16]), tensor("instruction", [1, 4])],
            [tensor(f, [1, D]) for f in feats])
     tiny.head(rng, os.path.join(out, "head.onnx"))
+
+
+def skip(rng, out):
+    g = Graph(rng, "")
+    x = g.op("Reshape", ["image", g.const([1, 3 * 16 * 16], np.int64)])
+    emb = name(g, g.op("MatMul", ["instruction", g.weight([4, D])]), "emb")
+    h = g.op("Relu", [g.op("Add", [g.linear(x, 3 * 16 * 16, D), emb])])
+    outs = []
+    for i in range(EXITS):
+        if i > 0:
+            h = g.op("Add", [g.linear(h, D, D), emb])
+            if i == EXITS - 1:
+                h = g.op("Add", [h, g.op("MatMul", ["instruction", g.weight([4, D])])])
+            h = g.op("Relu", [h])
+        h = name(g, h, f"h{i}")
+        outs.append(name(g, g.op("Tanh", [g.linear(h, D, 2)]), f"a{i}"))
+    g.save(os.path.join(out, "full.onnx"), [tensor("image", [1, 3, 16, 16]), tensor("instruction", [1, 4])],
+           [tensor(a, [1, 2]) for a in outs])
 
 
 def stateless_head(rng, path):
@@ -212,6 +234,14 @@ def main():
         f.write(WITH["recurrent"][1].replace('"recurrent-test"', '"stateless-test"')
                 .replace('artifact = "head.onnx"', 'artifact = "stateless-head.onnx"')
                 .replace('state_input = "h_in"\nstate_output = "h_out"\n', ""))
+    out_skip = os.path.join(args.out, "skip")
+    os.makedirs(out_skip, exist_ok=True)
+    skip(np.random.default_rng(args.seed + 2), out_skip)
+    with open(os.path.join(out_skip, "with.toml"), "w") as f:
+        f.write("# The model description `offramp split --with` completes (exits, exit outputs).\n")
+        f.write(WITH["per-exit"][1].replace('"per-exit-test"', '"skip-test"'))
+    with open(os.path.join(out_skip, "split.txt"), "w") as f:
+        f.write("offramp split --onnx full.onnx --exit-outputs a0,a1,a2,a3 --with with.toml --out <dir>\n")
     with open(os.path.join(out, "split.txt"), "a") as f:
         f.write(f"offramp split --onnx full.onnx {WITH['recurrent'][0].replace('head.onnx', 'stateless-head.onnx')} --with with-stateless.toml --out <dir>\n")
 

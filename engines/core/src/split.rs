@@ -2,14 +2,19 @@
 //! per exit, plus the `model.toml` that `offramp build` reads.
 //!
 //! A PyTorch user exports the whole model once, with every exit's output (its
-//! action, or the feature a shared head reads) as a named graph output, and
-//! names the tensors that cross each boundary (the cuts). Segment `k` is every
-//! node needed to compute cut `k` and exit `k`'s output from cut `k - 1` (or
-//! the model inputs, for segment 0). Exit outputs are renamed to one name
-//! (`action` or `feature`), as the engine-set contract wants; carried tensors
-//! keep theirs. The segments are then run in a chain with tract and compared
-//! with the full model on the same seeded inputs: a split that changes what
-//! the model computes is refused, not written.
+//! action, or the feature a shared head reads) as a named graph output.
+//! Segment `k` is every node needed for exit `k`'s output (and the tensors
+//! the user names in cut `k`, if any) that no earlier segment computes. Every
+//! tensor a later segment reads from an earlier one is carried across the
+//! boundaries between: under its own name across the boundary right after
+//! the segment that computes it, and passed through (an Identity, named
+//! `<tensor>__b<k>`) across later ones, since one graph cannot take and give
+//! the same name; so a language embedding every block reads, or a model
+//! input, reaches the segments that need it. Exit outputs are renamed to one
+//! name (`action` or `feature`), as the engine-set contract wants. The
+//! segments are then run in a chain with tract and compared with the full
+//! model on the same seeded inputs: a split that changes what the model
+//! computes is refused, and leaves no segments behind.
 
 use crate::analyze::analyze;
 use crate::manifest::{DType, TensorSpec};
@@ -28,7 +33,9 @@ pub struct SplitOptions {
     /// One graph output per exit: the action (no head) or the feature the
     /// head reads (`head` set).
     pub exit_outputs: Vec<String>,
-    /// Per boundary (one fewer than exits), the tensors carried across it.
+    /// Per boundary (one fewer than exits), tensors to carry across it
+    /// besides those the later segments need (which are always carried);
+    /// empty: none.
     pub cuts: Vec<Vec<String>>,
     /// The shared head's ONNX file, copied beside the segments.
     pub head: Option<PathBuf>,
@@ -115,13 +122,19 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
             "name at least two exit outputs (one per exit, shallowest first)",
         ));
     }
-    if opts.cuts.len() != n - 1 {
+    let no_cuts = vec![Vec::new(); n - 1];
+    let cuts = if opts.cuts.is_empty() {
+        &no_cuts
+    } else {
+        &opts.cuts
+    };
+    if cuts.len() != n - 1 {
         return Err(invalid(
             path,
             "--cuts",
             format!(
                 "{} boundaries given for {n} exits: name the tensors crossing each of the {} boundaries",
-                opts.cuts.len(),
+                cuts.len(),
                 n - 1
             ),
         ));
@@ -195,14 +208,7 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
             ));
         }
     }
-    for (b, cut) in opts.cuts.iter().enumerate() {
-        if cut.is_empty() {
-            return Err(invalid(
-                path,
-                &format!("--cuts[{b}]"),
-                "empty: name the tensors segment {b} hands to the next",
-            ));
-        }
+    for (b, cut) in cuts.iter().enumerate() {
         for name in cut {
             if !producer.contains_key(name.as_str()) {
                 return Err(invalid(
@@ -218,146 +224,212 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
     // the full model on seeded inputs (the reference for the check below).
     let inputs = seeded_inputs(&full.inputs);
     let mut watched: Vec<&str> = Vec::new();
-    for name in opts.exit_outputs.iter().chain(opts.cuts.iter().flatten()) {
+    for name in opts.exit_outputs.iter().chain(cuts.iter().flatten()) {
         if !watched.contains(&name.as_str()) {
             watched.push(name);
         }
     }
     let reference = run_full(path, &full.inputs, &watched, &inputs)?;
 
-    // Cut the graph, segment by segment.
+    // Cut the graph, segment by segment. A tensor a later segment reads
+    // that an earlier one computed (or a model input) is passed through the
+    // segments between: each boundary carries it under its own name, since
+    // one graph cannot take and give the same name.
     std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
-    let mut segments = Vec::with_capacity(n);
-    let mut seg_inputs: Vec<TensorSpec> = full.inputs.clone();
-    let mut carried = Vec::with_capacity(n - 1);
-    let mut protos = Vec::with_capacity(n);
-    // Which segment computes each node so far: a later segment reaching one
-    // of them needs that tensor carried.
+    let mut segs: Vec<Seg> = Vec::with_capacity(n);
+    // Which segment computes each node: a later segment reaching one of them
+    // gets that tensor passed through.
     let mut computed_by: HashMap<usize, usize> = HashMap::new();
     for k in 0..n {
-        let available: HashSet<&str> = seg_inputs.iter().map(|t| t.name.as_str()).collect();
+        let mut seg = Seg::default();
+        if k == 0 {
+            seg.inputs = full
+                .inputs
+                .iter()
+                .map(|t| (t.name.clone(), t.name.clone()))
+                .collect();
+        } else {
+            // What the previous segment hands on (its exit output aside).
+            seg.inputs = segs[k - 1]
+                .outputs
+                .iter()
+                .filter(|(name, _)| name != rename)
+                .cloned()
+                .collect();
+        }
+        segs.push(seg);
         let exit = opts.exit_outputs[k].as_str();
-        let cut: &[String] = opts.cuts.get(k).map_or(&[], Vec::as_slice);
+        let cut: &[String] = cuts.get(k).map_or(&[], Vec::as_slice);
         let mut wanted: Vec<&str> = cut.iter().map(String::as_str).collect();
         wanted.push(exit);
         let mut needed: HashSet<usize> = HashSet::new();
-        let mut used_weights: HashSet<&str> = HashSet::new();
-        let mut used_inputs: HashSet<&str> = HashSet::new();
         let mut stack: Vec<&str> = wanted.clone();
         let mut seen: HashSet<&str> = HashSet::new();
         while let Some(t) = stack.pop() {
-            if t.is_empty() || !seen.insert(t) {
-                continue;
-            }
-            if available.contains(t) {
-                if cut.iter().any(|c| c == t) {
-                    return Err(invalid(
-                        path,
-                        &format!("--cuts[{k}]"),
-                        format!("{t:?} is already an input of segment {k}: each boundary carries tensors its segment computes"),
-                    ));
-                }
-                used_inputs.insert(t);
+            if t.is_empty() || !seen.insert(t) || segs[k].input_name(t).is_some() {
                 continue;
             }
             if weights.contains_key(t) {
-                used_weights.insert(t);
+                segs[k].weights.insert(t.to_string());
                 continue;
             }
-            let cut_field = || format!("--cuts[{}]", k.saturating_sub(1));
-            match producer.get(t) {
-                Some(&p) if computed_by.contains_key(&p) => {
-                    return Err(invalid(
-                        path,
-                        &cut_field(),
-                        format!(
-                            "segment {k} needs {t:?}, which segment {} computes but no boundary carries: add it to the tensors carried into segment {k}",
-                            computed_by[&p]
-                        ),
-                    ));
-                }
-                Some(&p) => {
-                    needed.insert(p);
-                    stack.extend(graph.node[p].input.iter().map(String::as_str));
-                }
+            let from = match producer.get(t) {
+                Some(&p) => match computed_by.get(&p) {
+                    Some(&j) => j,
+                    None => {
+                        needed.insert(p);
+                        stack.extend(graph.node[p].input.iter().map(String::as_str));
+                        continue;
+                    }
+                },
+                // Only segment 0 takes model inputs; later ones get them
+                // passed through.
+                None if k > 0 && model_inputs.iter().any(|m| m.name == t) => 0,
                 None => {
-                    let field = if k == 0 {
-                        "--exit-outputs".to_string()
-                    } else {
-                        format!("--cuts[{}]", k - 1)
-                    };
                     return Err(invalid(
                         path,
-                        &field,
+                        "onnx",
                         format!(
-                            "segment {k} needs {t:?}, which {}: add it to the tensors carried into segment {k}",
-                            if model_inputs.iter().any(|m| m.name == t) {
-                                "is a model input that only segment 0 reads"
-                            } else {
-                                "no earlier boundary carries"
-                            }
+                            "segment {k} needs {t:?}, which no node computes and no input provides"
                         ),
-                    ));
+                    ))
                 }
-            }
-        }
-        if k == 0 {
-            if let Some(t) = full
-                .inputs
+            };
+            if let Some(m) = model_inputs
                 .iter()
-                .find(|t| !used_inputs.contains(t.name.as_str()))
+                .find(|m| m.name == t && m.dtype != DType::F32)
             {
                 return Err(invalid(
                     path,
-                    "inputs",
-                    format!("segment 0 does not read model input {:?}; every model input feeds segment 0", t.name),
+                    &format!("--cuts[{}]", k - 1),
+                    format!(
+                        "segment {k} reads model input {t:?} ({:?}); only segment 0 may read token ids: embed them there and let the embedding be carried",
+                        m.dtype
+                    ),
                 ));
+            }
+            for m in from..k {
+                let name = segs[m].hand_on(t, m);
+                if segs[m + 1].input_name(t).is_none() {
+                    segs[m + 1].inputs.push((name, t.to_string()));
+                }
             }
         }
         for &p in &needed {
             computed_by.insert(p, k);
         }
-        let mut nodes: Vec<pb::NodeProto> = graph
+        let seg = &mut segs[k];
+        seg.nodes = graph
             .node
             .iter()
             .enumerate()
             .filter(|(i, _)| needed.contains(i))
             .map(|(_, n)| n.clone())
             .collect();
-        let spec_of = |name: &str| -> Result<TensorSpec> {
-            let (shape, _) = reference.get(name).ok_or_else(|| {
-                invalid(
-                    path,
-                    "onnx",
-                    format!("tract computed no value for {name:?}"),
-                )
-            })?;
-            Ok(TensorSpec::f32(name, shape))
-        };
-        let mut outputs: Vec<TensorSpec> = cut.iter().map(|c| spec_of(c)).collect::<Result<_>>()?;
-        let mut exit_spec = spec_of(exit)?;
-        if exit != rename {
-            nodes.push(pb::NodeProto {
-                input: vec![exit.to_string()],
-                output: vec![rename.to_string()],
-                name: format!("offramp_exit{k}"),
-                op_type: "Identity".into(),
-                ..Default::default()
-            });
-            exit_spec.name = rename.to_string();
+        // Inputs passed through under another name are read under it.
+        let renames: HashMap<String, String> = seg
+            .inputs
+            .iter()
+            .filter(|(name, orig)| name != orig)
+            .map(|(name, orig)| (orig.clone(), name.clone()))
+            .collect();
+        for node in &mut seg.nodes {
+            for i in &mut node.input {
+                if let Some(r) = renames.get(i.as_str()) {
+                    *i = r.clone();
+                }
+            }
         }
-        outputs.push(exit_spec);
+        for c in cut {
+            seg.hand_on(c, k);
+        }
+        let exit_in = seg.input_name(exit).unwrap_or(exit).to_string();
+        seg.nodes.push(pb::NodeProto {
+            input: vec![exit_in],
+            output: vec![rename.to_string()],
+            name: format!("offramp_exit{k}"),
+            op_type: "Identity".into(),
+            ..Default::default()
+        });
+        seg.outputs.push((rename.to_string(), exit.to_string()));
+        if k == 0 {
+            if let Some(t) = full.inputs.iter().find(|t| {
+                !seg.nodes.iter().any(|n| n.input.contains(&t.name))
+                    && !seg.outputs.iter().any(|(_, o)| *o == t.name)
+            }) {
+                return Err(invalid(
+                    path,
+                    "inputs",
+                    format!(
+                        "no segment reads model input {:?}; every model input feeds the model",
+                        t.name
+                    ),
+                ));
+            }
+        }
+    }
+
+    // Shapes of every tensor crossing a boundary: the reference run has the
+    // cuts and exits; tensors passed through are added by a second run.
+    let extra: Vec<&str> = segs
+        .iter()
+        .flat_map(|s| s.inputs.iter().map(|(_, o)| o.as_str()))
+        .filter(|o| !reference.contains_key(*o) && !model_inputs.iter().any(|m| m.name == *o))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let reference = if extra.is_empty() {
+        reference
+    } else {
+        let mut all = watched.clone();
+        all.extend(extra);
+        run_full(path, &full.inputs, &all, &inputs)?
+    };
+    let spec_of = |name: &str, orig: &str| -> Result<TensorSpec> {
+        if let Some(m) = model_inputs.iter().find(|m| m.name == orig) {
+            return Ok(TensorSpec {
+                name: name.to_string(),
+                ..(*m).clone()
+            });
+        }
+        let (shape, _) = reference.get(orig).ok_or_else(|| {
+            invalid(
+                path,
+                "onnx",
+                format!("tract computed no value for {orig:?}"),
+            )
+        })?;
+        Ok(TensorSpec::f32(name, shape))
+    };
+    let mut segments = Vec::with_capacity(n);
+    let mut protos = Vec::with_capacity(n);
+    let mut carried = Vec::with_capacity(n - 1);
+    for (k, seg) in segs.into_iter().enumerate() {
+        let specs = |list: &[(String, String)]| -> Result<Vec<TensorSpec>> {
+            list.iter()
+                .map(|(name, orig)| spec_of(name, orig))
+                .collect()
+        };
+        let (ins, outs) = (specs(&seg.inputs)?, specs(&seg.outputs)?);
+        if k + 1 < n {
+            carried.push(
+                outs.iter()
+                    .filter(|t| t.name != rename)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+        }
         let seg_graph = pb::GraphProto {
-            node: nodes,
+            node: seg.nodes,
             name: format!("segment{k}"),
             initializer: graph
                 .initializer
                 .iter()
-                .filter(|t| used_weights.contains(t.name.as_str()))
+                .filter(|t| seg.weights.contains(&t.name))
                 .cloned()
                 .collect(),
-            input: seg_inputs.iter().map(value_info).collect(),
-            output: outputs.iter().map(value_info).collect(),
+            input: ins.iter().map(value_info).collect(),
+            output: outs.iter().map(value_info).collect(),
             ..Default::default()
         };
         let file = format!("segment{k}.onnx");
@@ -369,10 +441,6 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
             },
         ));
         segments.push(file);
-        if k + 1 < n {
-            carried.push(cut.iter().map(|c| spec_of(c)).collect::<Result<Vec<_>>>()?);
-            seg_inputs = carried[k].clone();
-        }
     }
 
     // Write, then run the chain of written segments against the reference;
@@ -418,6 +486,51 @@ fn check_tolerance(path: &Path, tolerance: f32, diffs: &[f32]) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// One segment being cut: its nodes, weights, and the tensors it takes and
+/// hands on, each as (its name in this graph, the full graph's tensor).
+#[derive(Default)]
+struct Seg {
+    nodes: Vec<pb::NodeProto>,
+    weights: HashSet<String>,
+    inputs: Vec<(String, String)>,
+    outputs: Vec<(String, String)>,
+}
+
+impl Seg {
+    /// The name tensor `orig` has as an input of this segment.
+    fn input_name(&self, orig: &str) -> Option<&str> {
+        self.inputs
+            .iter()
+            .find(|(_, o)| o == orig)
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// Hands tensor `orig` on across boundary `k` (this is segment `k`):
+    /// under its own name if this segment computes it, else passed through
+    /// from its input by an Identity under `<orig>__b<k>`. Returns the name.
+    fn hand_on(&mut self, orig: &str, k: usize) -> String {
+        if let Some((name, _)) = self.outputs.iter().find(|(_, o)| o == orig) {
+            return name.clone();
+        }
+        let name = match self.input_name(orig).map(str::to_string) {
+            Some(input) => {
+                let name = format!("{orig}__b{k}");
+                self.nodes.push(pb::NodeProto {
+                    input: vec![input],
+                    output: vec![name.clone()],
+                    name: format!("offramp_pass_{name}"),
+                    op_type: "Identity".into(),
+                    ..Default::default()
+                });
+                name
+            }
+            None => orig.to_string(),
+        };
+        self.outputs.push((name.clone(), orig.to_string()));
+        name
+    }
 }
 
 /// Deterministic inputs: f32 in [-1, 1), token ids 0 or 1 (valid in any

@@ -44,6 +44,14 @@ const STATELESS: Shape = Shape {
     head: Some("stateless-head.onnx"),
     with: "with-stateless.toml",
 };
+/// Blocks that read a stem embedding and a model input: no cuts given.
+const SKIP: Shape = Shape {
+    name: "skip",
+    exits: "a0,a1,a2,a3",
+    cuts: "",
+    head: None,
+    with: "with.toml",
+};
 const TOKENS: Shape = Shape {
     name: "tokens",
     exits: "t0,t1,t2,t3",
@@ -61,11 +69,13 @@ fn options(s: &Shape, out: &Path) -> SplitOptions {
     SplitOptions {
         onnx: dir.join("full.onnx"),
         exit_outputs: s.exits.split(',').map(str::to_string).collect(),
-        cuts: s
-            .cuts
-            .split(';')
-            .map(|b| b.split(',').map(str::to_string).collect())
-            .collect(),
+        cuts: match s.cuts {
+            "" => Vec::new(),
+            c => c
+                .split(';')
+                .map(|b| b.split(',').map(str::to_string).collect())
+                .collect(),
+        },
         head: s.head.map(|h| dir.join(h)),
         with: Some(dir.join(s.with)),
         out: out.to_path_buf(),
@@ -96,7 +106,7 @@ fn split_and_build(s: &Shape) -> (tempfile::TempDir, EngineSet, SplitReport) {
 
 #[test]
 fn each_shape_splits_into_a_chain_equal_to_the_full_model() {
-    for s in [PER_EXIT, RECURRENT, STATELESS, TOKENS] {
+    for s in [PER_EXIT, RECURRENT, STATELESS, SKIP, TOKENS] {
         let (_dir, set, r) = split_and_build(&s);
         assert_eq!(r.segments.len(), 4, "{}", s.name);
         for (i, d) in r.max_abs_diff.iter().enumerate() {
@@ -147,7 +157,7 @@ fn f32s_to_file(path: &Path, data: &[f32]) {
 #[test]
 #[ignore = "needs the Python test environment (scripts/test.sh sets OFFRAMP_PYTHON)"]
 fn chained_segments_equal_onnxruntimes_full_model() {
-    for s in [PER_EXIT, RECURRENT, STATELESS, TOKENS] {
+    for s in [PER_EXIT, RECURRENT, STATELESS, SKIP, TOKENS] {
         let (dir, set, _) = split_and_build(&s);
         let m = &set.manifest;
         let mut chain = Chain::load(&set, BackendKind::Cpu).unwrap();
@@ -389,15 +399,6 @@ fn split_refuses_cuts_that_do_not_fit() {
     });
     assert!(e.contains("`--cuts`"), "{e}");
     assert!(e.contains("2 boundaries given for 4 exits"), "{e}");
-    // Segment 1 runs a block on hidden0, which this cut leaves behind.
-    let e = split_err(&PER_EXIT, |o| {
-        o.cuts[0] = vec!["pooled0".into()];
-    });
-    assert!(e.contains("`--cuts[0]`"), "{e}");
-    assert!(
-        e.contains("segment 1 needs \"hidden0\", which segment 0 computes but no boundary carries"),
-        "{e}"
-    );
     let e = split_err(&PER_EXIT, |o| {
         o.exit_outputs[3] = "a9".into();
     });
@@ -408,6 +409,43 @@ fn split_refuses_cuts_that_do_not_fit() {
     });
     assert!(e.contains("`--cuts[1]`"), "{e}");
     assert!(e.contains("\"nowhere\" is not computed by any node"), "{e}");
+}
+
+/// What later segments read is carried whether or not the cuts name it:
+/// across the next boundary under its own name, and passed through the
+/// segments between under `<name>__b<k>` (a graph cannot take and give one
+/// name), model inputs included.
+#[test]
+fn tensors_read_segments_later_are_passed_through() {
+    let (_dir, set, r) = split_and_build(&SKIP);
+    let carried: Vec<Vec<&str>> = r
+        .carried
+        .iter()
+        .map(|b| {
+            let mut v: Vec<&str> = b.iter().map(|(n, _)| n.as_str()).collect();
+            v.sort();
+            v
+        })
+        .collect();
+    assert_eq!(
+        carried,
+        [
+            vec!["emb", "h0", "instruction__b0"],
+            vec!["emb__b1", "h1", "instruction__b1"],
+            vec!["emb__b2", "h2", "instruction__b2"],
+        ]
+    );
+    assert!(r.max_abs_diff.iter().all(|d| *d <= 1e-5), "{r:?}");
+    assert_eq!(set.manifest.exits[3].inputs.len(), 3);
+    // The per-exit model without its cuts: the same boundaries.
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(&PER_EXIT, dir.path());
+    o.cuts.clear();
+    let r = split(&o).unwrap();
+    let mut first: Vec<&str> = r.carried[0].iter().map(|(n, _)| n.as_str()).collect();
+    first.sort();
+    assert_eq!(first, ["hidden0", "pooled0"]);
+    assert_eq!(r.carried[1][0].0, "hidden1");
 }
 
 #[test]

@@ -44,6 +44,7 @@
 
 mod common;
 use common::demo_set;
+use offramp_engines::manifest::DType;
 use offramp_engines::{BackendKind, EngineSet, TensorSpec};
 use offramp_runtime::camera::{FrameMeta, Latest};
 use offramp_runtime::exit_chain::{ExitPolicy, FrameOutcome};
@@ -114,14 +115,24 @@ impl TractEngine {
     fn load(path: &std::path::Path, inputs: &[TensorSpec]) -> TractResult<Self> {
         let mut model = tract_onnx::onnx().model_for_path(path)?;
         for (i, spec) in inputs.iter().enumerate() {
-            model.set_input_fact(i, f32::fact(spec.shape.clone()).into())?;
+            let fact = match spec.dtype {
+                DType::F32 => f32::fact(spec.shape.clone()),
+                DType::I64 => i64::fact(spec.shape.clone()),
+            };
+            model.set_input_fact(i, fact.into())?;
         }
         let model = model.into_typed()?.into_decluttered()?.into_optimized()?;
         let outputs = model.outputs.len();
         let state = tract_onnx::tract_core::plan::SimplePlan::new(model)?.spawn()?;
         let inputs = inputs
             .iter()
-            .map(|spec| Tensor::zero::<f32>(&spec.shape).map(Arc::new))
+            .map(|spec| {
+                match spec.dtype {
+                    DType::F32 => Tensor::zero::<f32>(&spec.shape),
+                    DType::I64 => Tensor::zero::<i64>(&spec.shape),
+                }
+                .map(Arc::new)
+            })
             .collect::<TractResult<_>>()?;
         Ok(Self {
             state,
@@ -175,13 +186,13 @@ impl TractOnly {
             .iter()
             .map(|s| TractEngine::load(&set.artifact_path(&s.artifact), &s.inputs).unwrap())
             .collect();
-        let mut head = {
-            let h = m.head.as_ref().unwrap();
-            TractEngine::load(&set.artifact_path(&h.artifact), &h.inputs).unwrap()
-        };
+        let mut head = m
+            .head
+            .as_ref()
+            .map(|h| TractEngine::load(&set.artifact_path(&h.artifact), &h.inputs).unwrap());
         for _ in 0..WARM_UP {
             segments.iter_mut().for_each(TractEngine::run);
-            head.run();
+            head.iter_mut().for_each(TractEngine::run);
         }
         let t = Self {
             segments: segments
@@ -189,7 +200,8 @@ impl TractOnly {
                 .enumerate()
                 .map(|(i, e)| e.allocs_per_run(&format!("segment {i}")))
                 .collect(),
-            head: head.allocs_per_run("head"),
+            // Without a head nothing runs for it.
+            head: head.as_mut().map_or(0, |h| h.allocs_per_run("head")),
         };
         eprintln!(
             "tract allocates per run: segments {:?}, head {}",
@@ -331,7 +343,51 @@ fn assert_only_tract_allocates(
 
 #[test]
 fn every_exit() {
-    let set = demo_set();
+    every_exit_of(&demo_set());
+}
+
+/// A set without a head, with token actions (softmax, bin centres) and a
+/// token-id instruction: the test shape `offramp split` cuts and builds.
+#[test]
+fn every_exit_of_a_token_model_without_a_head() {
+    use offramp_engines::builder::{build, BuildOptions};
+    use offramp_engines::split::{split, SplitOptions};
+    let shape = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../engines/models/testdata/shapes/tokens");
+    let dir = tempfile::tempdir().unwrap();
+    split(&SplitOptions {
+        onnx: shape.join("full.onnx"),
+        exit_outputs: ["t0", "t1", "t2", "t3"].map(String::from).to_vec(),
+        cuts: ["hidden0", "hidden1", "hidden2"]
+            .map(|c| vec![c.to_string()])
+            .to_vec(),
+        head: None,
+        with: Some(shape.join("with.toml")),
+        out: dir.path().join("src"),
+        tolerance: 1e-5,
+    })
+    .unwrap();
+    build(
+        &BuildOptions {
+            onnx_dir: dir.path().join("src"),
+            out_dir: dir.path().join("set"),
+            backend: BackendKind::Cpu,
+            precision: offramp_engines::Precision::Fp32,
+            int8_calibration_cache: None,
+            offramp_version: "test".into(),
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    let set = EngineSet::open(dir.path().join("set")).unwrap();
+    assert!(set.manifest.head.is_none());
+    every_exit_of(&set);
+}
+
+/// Every exit of every frame, on the simulator's frames: only tract
+/// allocates.
+fn every_exit_of(set: &EngineSet) {
+    let set = set.clone();
     let tract = TractOnly::measure(&set);
     let cfg = SimConfig::default();
     let mut p =

@@ -15,9 +15,10 @@ pub struct Args {
     /// with --head, the feature the head reads (e.g. `a0,a1,a2,a3`).
     #[arg(long, value_delimiter = ',', required = true)]
     exit_outputs: Vec<String>,
-    /// The tensors carried across each boundary: boundaries separated by
-    /// `;`, tensors within one by `,` (e.g. `hidden0,pooled0;hidden1;hidden2`).
-    #[arg(long)]
+    /// Tensors to carry across each boundary besides those later segments
+    /// read (which are always carried): boundaries separated by `;`, tensors
+    /// within one by `,` (e.g. `hidden0,pooled0;hidden1;hidden2`).
+    #[arg(long, default_value = "")]
     cuts: String,
     /// The shared head's ONNX file (a separate export: it runs once per
     /// exit, with a state), copied beside the segments.
@@ -41,17 +42,20 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
-    let cuts = a
-        .cuts
-        .split(';')
-        .map(|b| {
-            b.split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .collect();
+    let cuts = if a.cuts.trim().is_empty() {
+        Vec::new()
+    } else {
+        a.cuts
+            .split(';')
+            .map(|b| {
+                b.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .collect()
+    };
     let opts = SplitOptions {
         onnx: a.onnx,
         exit_outputs: a.exit_outputs,

@@ -48,6 +48,9 @@ fn each_model_shape_splits_builds_runs_on_replayed_frames_and_calibrates() {
             Some("stateless-head.onnx"),
             "with-stateless.toml",
         ),
+        // No cuts: split carries what later segments read. (Its stem holds
+        // most of its compute, so the budget below is raised for it.)
+        ("skip", "skip", "a0,a1,a2,a3", "", None, "with.toml"),
         (
             "tokens",
             "tokens",
@@ -57,6 +60,9 @@ fn each_model_shape_splits_builds_runs_on_replayed_frames_and_calibrates() {
             "with.toml",
         ),
     ] {
+        // Exit 1 of the skip model already costs 0.92 of the full model (and
+        // exit 0 cannot stop without a reference), so 0.7 is out of reach.
+        let budget = if shape == "skip" { "0.95" } else { "0.7" };
         let src = shapes.join(dir);
         let s = |f: &str| src.join(f).to_str().unwrap().to_string();
         let (out_dir, set) = (p(&format!("{shape}-src")), p(shape));
@@ -66,8 +72,6 @@ fn each_model_shape_splits_builds_runs_on_replayed_frames_and_calibrates() {
             s("full.onnx"),
             "--exit-outputs".into(),
             exits.into(),
-            "--cuts".into(),
-            cuts.into(),
             "--with".into(),
             s(with),
             "--out".into(),
@@ -76,6 +80,9 @@ fn each_model_shape_splits_builds_runs_on_replayed_frames_and_calibrates() {
         ];
         if let Some(h) = head {
             args.extend(["--head".into(), s(h)]);
+        }
+        if !cuts.is_empty() {
+            args.extend(["--cuts".into(), cuts.into()]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (ok, out, err) = offramp(&args);
@@ -116,17 +123,17 @@ fn each_model_shape_splits_builds_runs_on_replayed_frames_and_calibrates() {
             "--episodes",
             &p("rec"),
             "--budget-ratio",
-            "0.7",
+            budget,
             "--json",
         ]);
         assert!(ok, "{shape}: {err}");
         let c: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(c["thresholds"].as_array().unwrap().len(), 3, "{c}");
-        let budget = c["budget_macs"].as_f64().unwrap();
+        let budget_macs = c["budget_macs"].as_f64().unwrap();
         let predicted = c["predicted"]["mean_cost"].as_f64().unwrap();
         assert!(
-            predicted <= budget * 1.01,
-            "{shape}: {predicted} > {budget}"
+            predicted <= budget_macs * 1.01,
+            "{shape}: {predicted} > {budget_macs}"
         );
 
         // With the thresholds, frames stop early and compute falls.
@@ -135,7 +142,7 @@ fn each_model_shape_splits_builds_runs_on_replayed_frames_and_calibrates() {
             .map(|i| after["exit_counts"][i].as_u64().unwrap())
             .sum();
         eprintln!(
-            "{shape}: exits {} compute {:.3} after calibration for 0.7",
+            "{shape}: exits {} compute {:.3} after calibration for {budget}",
             after["exit_counts"], after["compute_ratio"]
         );
         assert!(shallow > 0, "{shape}: {after}");
