@@ -25,6 +25,16 @@ pub struct CpuEngine {
 /// static input shapes (shared with [`crate::analyze`]).
 pub(crate) fn typed_model(path: &Path, inputs: &[TensorSpec]) -> TractResult<TypedModel> {
     let mut model = tract_onnx::onnx().model_for_path(path)?;
+    set_input_facts(&mut model, inputs)?;
+    model.into_typed()?.into_decluttered()
+}
+
+/// Gives an ONNX model the manifest's static input shapes and element types
+/// (shared with [`crate::split`]).
+pub(crate) fn set_input_facts(
+    model: &mut InferenceModel,
+    inputs: &[TensorSpec],
+) -> TractResult<()> {
     for (i, spec) in inputs.iter().enumerate() {
         let fact = match spec.dtype {
             DType::F32 => f32::fact(spec.shape.clone()),
@@ -32,7 +42,7 @@ pub(crate) fn typed_model(path: &Path, inputs: &[TensorSpec]) -> TractResult<Typ
         };
         model.set_input_fact(i, fact.into())?;
     }
-    model.into_typed()?.into_decluttered()
+    Ok(())
 }
 
 impl CpuEngine {

@@ -572,13 +572,7 @@ fn load(
     outputs: Option<&[&str]>,
 ) -> TractResult<Arc<TypedRunnableModel>> {
     let mut model = tract_onnx::onnx().model_for_path(path)?;
-    for (i, spec) in inputs.iter().enumerate() {
-        let fact = match spec.dtype {
-            DType::F32 => f32::fact(spec.shape.clone()),
-            DType::I64 => i64::fact(spec.shape.clone()),
-        };
-        model.set_input_fact(i, fact.into())?;
-    }
+    crate::cpu::set_input_facts(&mut model, inputs)?;
     if let Some(names) = outputs {
         let outlets = names
             .iter()
