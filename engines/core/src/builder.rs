@@ -195,17 +195,8 @@ pub fn build(
     if let (Some(t), Some(c)) = (&trt, &calibration) {
         c.check_version(t)?;
     }
-    if let Some(p) = src.preprocess.as_mut().filter(|p| p.tokenizer.is_some()) {
-        let first = analyze(&opts.onnx_dir.join(&src.exits[0]))?;
-        tokenize_instructions(&opts.onnx_dir, &source_path, p, &first.inputs)?;
-    } else if let Some(p) = &src.preprocess {
-        if !p.instruction_texts.is_empty() && p.instruction_ids.is_empty() {
-            return Err(invalid(
-                &source_path,
-                "preprocess.tokenizer",
-                "instruction_texts need the tokenizer.json that turns them into ids",
-            ));
-        }
+    if let Some(p) = src.preprocess.as_mut() {
+        tokenize_instructions(&opts.onnx_dir, &source_path, p, &src.exits[0])?;
     }
     std::fs::create_dir_all(&opts.out_dir).map_err(|source| Error::Io {
         path: opts.out_dir.clone(),
@@ -337,16 +328,24 @@ pub fn build(
 }
 
 /// Turns `instruction_texts` into `instruction_ids` with the model's
-/// `tokenizer.json`, padded to the instruction input's length L with the
-/// tokenizer's pad id (0 if it sets none). A text longer than L is refused:
-/// cutting an instruction short changes what it says.
+/// `tokenizer.json`, padded to the instruction input's length L (read from
+/// `first_segment`) with the tokenizer's pad id (0 if it sets none). A text
+/// longer than L is refused: cutting an instruction short changes what it
+/// says.
 fn tokenize_instructions(
     dir: &Path,
     source_path: &Path,
     p: &mut Preprocess,
-    inputs: &[crate::manifest::TensorSpec],
+    first_segment: &str,
 ) -> Result<()> {
     let Some(file) = p.tokenizer.take() else {
+        if !p.instruction_texts.is_empty() && p.instruction_ids.is_empty() {
+            return Err(invalid(
+                source_path,
+                "preprocess.tokenizer",
+                "instruction_texts need the tokenizer.json that turns them into ids",
+            ));
+        }
         return Ok(());
     };
     if !p.instruction_ids.is_empty() {
@@ -364,6 +363,7 @@ fn tokenize_instructions(
         ));
     }
     let name = p.instruction.as_deref().unwrap_or_default();
+    let inputs = analyze(&dir.join(first_segment))?.inputs;
     let Some(len) = inputs
         .iter()
         .find(|t| t.name == name)

@@ -170,11 +170,7 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
             producer.insert(o.as_str(), k);
         }
     }
-    let weights: HashMap<&str, &pb::TensorProto> = graph
-        .initializer
-        .iter()
-        .map(|t| (t.name.as_str(), t))
-        .collect();
+    let weights: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     if let Some(t) = graph
         .initializer
         .iter()
@@ -186,7 +182,7 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
             "stored as external data: save the export with its weights inside the .onnx file",
         ));
     }
-    let model_inputs: Vec<&TensorSpec> = full.inputs.iter().collect();
+    let model_inputs = &full.inputs;
     let known =
         |name: &str| producer.contains_key(name) || model_inputs.iter().any(|t| t.name == name);
     for (i, name) in opts.exit_outputs.iter().enumerate() {
@@ -220,22 +216,10 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
         }
     }
 
-    // Shapes and values of every cut and exit output, from one tract run of
-    // the full model on seeded inputs (the reference for the check below).
-    let inputs = seeded_inputs(&full.inputs);
-    let mut watched: Vec<&str> = Vec::new();
-    for name in opts.exit_outputs.iter().chain(cuts.iter().flatten()) {
-        if !watched.contains(&name.as_str()) {
-            watched.push(name);
-        }
-    }
-    let reference = run_full(path, &full.inputs, &watched, &inputs)?;
-
     // Cut the graph, segment by segment. A tensor a later segment reads
     // that an earlier one computed (or a model input) is passed through the
     // segments between: each boundary carries it under its own name, since
     // one graph cannot take and give the same name.
-    std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
     let mut segs: Vec<Seg> = Vec::with_capacity(n);
     // Which segment computes each node: a later segment reaching one of them
     // gets that tensor passed through.
@@ -269,7 +253,7 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
             if t.is_empty() || !seen.insert(t) || segs[k].input_name(t).is_some() {
                 continue;
             }
-            if weights.contains_key(t) {
+            if weights.contains(t) {
                 segs[k].weights.insert(t.to_string());
                 continue;
             }
@@ -369,27 +353,32 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
         }
     }
 
-    // Shapes of every tensor crossing a boundary: the reference run has the
-    // cuts and exits; tensors passed through are added by a second run.
-    let extra: Vec<&str> = segs
+    // One tract run of the full model on seeded inputs: the values of every
+    // exit output (the reference for the check below) and the shapes of
+    // every tensor crossing a boundary.
+    let inputs = seeded_inputs(&full.inputs);
+    let mut watched: Vec<&str> = Vec::new();
+    // Model inputs crossing a boundary have their shapes already.
+    let crossing = segs
         .iter()
-        .flat_map(|s| s.inputs.iter().map(|(_, o)| o.as_str()))
-        .filter(|o| !reference.contains_key(*o) && !model_inputs.iter().any(|m| m.name == *o))
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let reference = if extra.is_empty() {
-        reference
-    } else {
-        let mut all = watched.clone();
-        all.extend(extra);
-        run_full(path, &full.inputs, &all, &inputs)?
-    };
+        .flat_map(|s| s.inputs.iter().map(|(_, o)| o))
+        .filter(|o| !model_inputs.iter().any(|m| m.name == **o));
+    for name in opts
+        .exit_outputs
+        .iter()
+        .chain(cuts.iter().flatten())
+        .chain(crossing)
+    {
+        if !watched.contains(&name.as_str()) {
+            watched.push(name);
+        }
+    }
+    let reference = run_full(path, &full.inputs, &watched, &inputs)?;
     let spec_of = |name: &str, orig: &str| -> Result<TensorSpec> {
         if let Some(m) = model_inputs.iter().find(|m| m.name == orig) {
             return Ok(TensorSpec {
                 name: name.to_string(),
-                ..(*m).clone()
+                ..m.clone()
             });
         }
         let (shape, _) = reference.get(orig).ok_or_else(|| {
@@ -403,7 +392,7 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
     };
     let mut segments = Vec::with_capacity(n);
     let mut protos = Vec::with_capacity(n);
-    let mut carried = Vec::with_capacity(n - 1);
+    let mut carried: Vec<Vec<(String, usize)>> = Vec::with_capacity(n - 1);
     for (k, seg) in segs.into_iter().enumerate() {
         let specs = |list: &[(String, String)]| -> Result<Vec<TensorSpec>> {
             list.iter()
@@ -415,8 +404,8 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
             carried.push(
                 outs.iter()
                     .filter(|t| t.name != rename)
-                    .cloned()
-                    .collect::<Vec<_>>(),
+                    .map(|t| (t.name.clone(), t.elements()))
+                    .collect(),
             );
         }
         let seg_graph = pb::GraphProto {
@@ -446,6 +435,7 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
     // Write, then run the chain of written segments against the reference;
     // a refused split leaves neither segments nor a description behind.
     let written = || -> Result<(Vec<f32>, PathBuf)> {
+        std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
         for (file, p) in &protos {
             let dst = opts.out.join(file);
             std::fs::write(&dst, p.encode_to_vec()).map_err(io(&dst))?;
@@ -462,10 +452,7 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
     Ok(SplitReport {
         segments,
         max_abs_diff,
-        carried: carried
-            .iter()
-            .map(|c| c.iter().map(|t| (t.name.clone(), t.elements())).collect())
-            .collect(),
+        carried,
         model_toml,
     })
 }

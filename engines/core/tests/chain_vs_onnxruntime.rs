@@ -5,11 +5,6 @@ use common::*;
 use offramp_engines::{BackendKind, Chain};
 use std::process::Command;
 
-fn f32s_to_file(path: &std::path::Path, data: &[f32]) {
-    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    std::fs::write(path, bytes).unwrap();
-}
-
 #[test]
 #[ignore = "needs the Python test environment (scripts/test.sh sets OFFRAMP_PYTHON)"]
 fn chain_matches_onnxruntime() {
@@ -66,11 +61,7 @@ fn chain_matches_onnxruntime() {
         "onnxruntime reference failed (needs `pip install onnxruntime numpy`; scripts/test.sh sets it up): {}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let reference: Vec<f32> = std::fs::read(&output)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let reference: Vec<f32> = f32s_from_file(&output);
     assert_eq!(reference.len(), ours.len());
     let worst = ours
         .iter()

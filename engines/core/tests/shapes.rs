@@ -149,11 +149,6 @@ fn each_shape_splits_into_a_chain_equal_to_the_full_model() {
     assert_eq!(p.tokenizer, None);
 }
 
-fn f32s_to_file(path: &Path, data: &[f32]) {
-    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    std::fs::write(path, bytes).unwrap();
-}
-
 #[test]
 #[ignore = "needs the Python test environment (scripts/test.sh sets OFFRAMP_PYTHON)"]
 fn chained_segments_equal_onnxruntimes_full_model() {
@@ -205,11 +200,7 @@ fn chained_segments_equal_onnxruntimes_full_model() {
             "{}",
             String::from_utf8_lossy(&run.stderr)
         );
-        let theirs: Vec<f32> = std::fs::read(&output)
-            .unwrap()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let theirs: Vec<f32> = f32s_from_file(&output);
         assert_eq!(ours.len(), theirs.len(), "{}", s.name);
         let worst = ours
             .iter()

@@ -47,3 +47,18 @@ pub fn pattern(n: usize, seed: u32) -> Vec<f32> {
         })
         .collect()
 }
+
+/// Writes raw little-endian f32 (the Python references' input format).
+pub fn f32s_to_file(path: &Path, data: &[f32]) {
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Reads raw little-endian f32 (the Python references' output format).
+pub fn f32s_from_file(path: &Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}

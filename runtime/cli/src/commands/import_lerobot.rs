@@ -110,7 +110,8 @@ pub fn import(a: &Args) -> anyhow::Result<ImportReport> {
     let mut actions = Vec::with_capacity(n * action_dims);
     let step = 1.0 / ds.info.fps;
     let (mut offset, mut last_end) = (0.0f64, 0.0f64);
-    let mut current = None;
+    // The episode of the previous row, and its number in the import.
+    let (mut current, mut episode) = (None, -1i32);
     for r in &rows {
         let (path, from) = videos.get(&r.episode).with_context(|| {
             format!(
@@ -137,13 +138,14 @@ pub fn import(a: &Args) -> anyhow::Result<ImportReport> {
         frames.extend_from_slice(&video[k * frame_len..(k + 1) * frame_len]);
         if current != Some(r.episode) {
             current = Some(r.episode);
+            episode += 1;
             offset = last_end;
         }
         let t = offset + r.timestamp;
         last_end = last_end.max(t + step);
         stamps.push((t * 1e9).round() as i64);
         instructions.push(r.task);
-        episodes.push((order.iter().position(|e| *e == r.episode).unwrap_or(0)) as i32);
+        episodes.push(episode);
         if r.action.len() != action_dims {
             bail!(
                 "episode {} frame {}: action has {} values, earlier frames {action_dims}",
