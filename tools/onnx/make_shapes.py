@@ -21,9 +21,14 @@ cuts it into segments (the commands are in each directory's `split.txt`), and
   instruction embedding computed once in the stem, and the last block the
   instruction input itself: tensors a segment reads from two or more
   segments back, which `split` passes through.
+- `cameras/full.onnx`: two cameras, each with its own preprocessing: a
+  front image [1,3,16,16] patchified as above and a wrist image [1,3,8,8]
+  embedded into the instruction's token; exit 2 reads the wrist image again (a model
+  input passed through). Per-exit actions, one-hot instruction.
 - `tokens/full.onnx` + `tokenizer.json`: discrete action tokens (RT-2 style).
-  The instruction is token ids (int64 [1,6]) embedded by a Gather; exit i
-  emits logits `t<i>` [1,2,7] over 7 bins of each of v and omega.
+  The instruction is token ids (int64 [1,6]) embedded by a Gather, and again
+  by the last block; exit i emits logits `t<i>` [1,2,7] over 7 bins of each
+  of v and omega.
 
 Weights are random (seeded): these models check the contract, not driving.
 Needs only `onnx` and `numpy`.
@@ -47,9 +52,9 @@ VOCAB = ["[PAD]", "[UNK]", "go", "to", "the", "red", "green", "blue", "yellow", 
 INSTRUCTIONS = [f"go to the {c} landmark" for c in ["red", "green", "blue", "yellow"]]
 
 
-def patches(g):
+def patches(g, image="image"):
     grid = 16 // PATCH
-    p = g.op("Reshape", ["image", g.const([1, 3, grid, PATCH, grid, PATCH], np.int64)])
+    p = g.op("Reshape", [image, g.const([1, 3, grid, PATCH, grid, PATCH], np.int64)])
     p = g.op("Transpose", [p], perm=[0, 2, 4, 1, 3, 5])
     p = g.op("Reshape", [p, g.const([1, grid * grid, 3 * PATCH * PATCH], np.int64)])
     return g.linear(p, 3 * PATCH * PATCH, D)
@@ -121,6 +126,47 @@ def skip(rng, out):
            [tensor(a, [1, 2]) for a in outs])
 
 
+def cameras(rng, out):
+    g = Graph(rng, "")
+    wrist = g.op("Reshape", ["wrist", g.const([1, 3 * 8 * 8], np.int64)])
+    w_tok = g.op("Reshape", [g.linear(wrist, 3 * 8 * 8, D), g.const([1, 1, D], np.int64)])
+    token = g.op("Add", [one_hot_token(g), w_tok])
+    x = g.op("Concat", [token, patches(g, "front")], axis=1)
+    x = g.op("Add", [x, g.weight([1, TOKENS, D], 0.02)])
+    outs = []
+    for i in range(EXITS):
+        x = g.block(x)
+        if i == 2:
+            again = g.op("Reshape", ["wrist", g.const([1, 3 * 8 * 8], np.int64)])
+            x = g.op("Add", [x, g.op("Reshape", [g.linear(again, 3 * 8 * 8, D), g.const([1, 1, D], np.int64)])])
+        x = name(g, x, f"hidden{i}")
+        outs.append(name(g, g.op("Tanh", [g.linear(pooled(g, x), D, 2)]), f"a{i}"))
+    g.save(os.path.join(out, "full.onnx"),
+           [tensor("front", [1, 3, 16, 16]), tensor("wrist", [1, 3, 8, 8]), tensor("instruction", [1, 4])],
+           [tensor(a, [1, 2]) for a in outs])
+
+
+CAMERAS = """model = "cameras-test"
+[preprocess]
+instruction = "instruction"
+
+# View k of a frame feeds images[k]: the front camera, then the wrist camera.
+[[preprocess.images]]
+input = "front"
+mean = [0.5, 0.5, 0.5]
+std = [0.25, 0.25, 0.25]
+
+[[preprocess.images]]
+input = "wrist"
+mean = [0.485, 0.456, 0.406]
+std = [0.229, 0.224, 0.225]
+
+[criterion]
+kind = "action-consistency"
+continuous_dims = [0, 1]
+"""
+
+
 def stateless_head(rng, path):
     g = Graph(rng, "head_")
     h = g.op("Relu", [g.linear("feature", D, 32)])
@@ -137,6 +183,11 @@ def tokens(rng, out):
     for i in range(EXITS):
         if i > 0:
             x = g.block(x)
+        if i == EXITS - 1:
+            # The last block reads the token ids again, through an embedding
+            # of its own: `split` carries them to it as f32 and casts back.
+            again = g.op("Gather", [g.weight([len(VOCAB), D], 1.0), "instruction"], axis=0)
+            x = g.op("Add", [x, g.op("ReduceMean", [again], axes=[1], keepdims=1)])
         x = name(g, x, f"hidden{i}")
         logits = g.op("Mul", [g.linear(pooled(g, x), D, 2 * BINS), g.const(3.0)])
         outs.append(name(g, g.op("Reshape", [logits, g.const([1, 2, BINS], np.int64)]), f"t{i}"))
@@ -242,6 +293,15 @@ def main():
         f.write(WITH["per-exit"][1].replace('"per-exit-test"', '"skip-test"'))
     with open(os.path.join(out_skip, "split.txt"), "w") as f:
         f.write("offramp split --onnx full.onnx --exit-outputs a0,a1,a2,a3 --with with.toml --out <dir>\n")
+    out_cameras = os.path.join(args.out, "cameras")
+    os.makedirs(out_cameras, exist_ok=True)
+    cameras(np.random.default_rng(args.seed + 3), out_cameras)
+    with open(os.path.join(out_cameras, "with.toml"), "w") as f:
+        f.write("# The model description `offramp split --with` completes (exits, exit outputs).\n")
+        f.write(CAMERAS)
+    with open(os.path.join(out_cameras, "split.txt"), "w") as f:
+        f.write("offramp split --onnx full.onnx --exit-outputs a0,a1,a2,a3 --cuts 'hidden0;hidden1;hidden2' "
+                "--with with.toml --out <dir>\n")
     with open(os.path.join(out, "split.txt"), "a") as f:
         f.write(f"offramp split --onnx full.onnx {WITH['recurrent'][0].replace('head.onnx', 'stateless-head.onnx')} --with with-stateless.toml --out <dir>\n")
 

@@ -361,17 +361,26 @@ pub struct Criterion {
     pub exit0_reference: Option<String>,
 }
 
-/// How a camera frame becomes the model's image input: 8-bit RGB scaled to
+/// How camera frames become the model's image inputs: 8-bit RGB scaled to
 /// [0, 1], then `(x - mean) / std` per channel, HWC → NCHW, resized to the
-/// image input's height and width. The image input is the first model input
-/// of shape [1, 3, H, W]; `instruction`, if set, names the instruction
-/// input: one-hot (f32 [1, K], instruction k sets element k) or token ids
-/// (i64 [1, L], instruction k is `instruction_ids[k]`).
+/// image input's height and width. One camera: `mean` and `std` here, and
+/// the image input is the first model input ([1, 3, H, W]). Several cameras
+/// (a front and a wrist camera): `[[preprocess.images]]`, one per image
+/// input, each with its own normalisation; camera view k of a frame feeds
+/// `images[k]`. `instruction`, if set, names the instruction input: one-hot
+/// (f32 [1, K], instruction k sets element k) or token ids (i64 [1, L],
+/// instruction k is `instruction_ids[k]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Preprocess {
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<[f32; 3]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<[f32; 3]>,
+    /// The image inputs of a model with several cameras, in camera order
+    /// (instead of `mean` and `std`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageInput>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instruction: Option<String>,
     /// `model.toml` only: the `tokenizer.json` (beside the ONNX files) that
@@ -385,6 +394,36 @@ pub struct Preprocess {
     /// texts and the model's `tokenizer.json`, or given in `model.toml`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instruction_ids: Vec<Vec<i64>>,
+}
+
+/// One image input and the normalisation of the camera that feeds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageInput {
+    /// The model input ([1, 3, H, W] f32).
+    pub input: String,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Preprocess {
+    /// The image inputs in camera order: `images`, or the first model input
+    /// with `mean` and `std` (a set that opened has one or the other; a
+    /// missing `mean`/`std` reads as 0/1 here, refused by the set's check).
+    pub fn image_inputs(&self, inputs: &[TensorSpec]) -> Vec<ImageInput> {
+        if !self.images.is_empty() {
+            return self.images.clone();
+        }
+        inputs
+            .first()
+            .map(|t| ImageInput {
+                input: t.name.clone(),
+                mean: self.mean.unwrap_or([0.0; 3]),
+                std: self.std.unwrap_or([1.0; 3]),
+            })
+            .into_iter()
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

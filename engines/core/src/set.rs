@@ -340,33 +340,88 @@ impl EngineSet {
         }
     }
 
-    /// The image input must be [1, 3, H, W]; the instruction input must exist
-    /// and be [1, K]; std must be positive.
+    /// Each image input must be an f32 model input [1, 3, H, W] with a
+    /// positive std; the instruction input must exist and be [1, K].
     fn check_preprocess(&self) -> Result<()> {
         let m = &self.manifest;
         let Some(p) = &m.preprocess else {
             return Ok(());
         };
-        if let Some(k) = p.std.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
-            return Err(self.invalid(
-                format!("preprocess.std[{k}]"),
-                format!("{} is not a positive number", p.std[k]),
-            ));
+        match (p.images.is_empty(), p.mean.is_some(), p.std.is_some()) {
+            (true, true, true) => {}
+            (true, _, _) => {
+                return Err(self.invalid(
+                    if p.mean.is_none() { "preprocess.mean" } else { "preprocess.std" },
+                    "missing: give mean and std (one camera) or [[preprocess.images]] (one per image input)",
+                ))
+            }
+            (false, false, false) => {}
+            (false, _, _) => {
+                return Err(self.invalid(
+                    "preprocess.images",
+                    "with [[preprocess.images]] each image input has its own mean and std; remove preprocess.mean and preprocess.std",
+                ))
+            }
         }
-        if let Some(k) = p.mean.iter().position(|s| !s.is_finite()) {
-            return Err(self.invalid(
-                format!("preprocess.mean[{k}]"),
-                format!("{} is not a number", p.mean[k]),
-            ));
-        }
-        let image = m.inputs.first().map(|t| t.shape.as_slice());
-        if !matches!(image, Some([1, 3, h, w]) if *h > 0 && *w > 0) {
-            return Err(self.invalid(
-                "inputs[0].shape",
-                format!(
-                    "preprocessing writes an image [1, 3, H, W], but the first input is {image:?}"
-                ),
-            ));
+        let images = p.image_inputs(&m.inputs);
+        for (k, img) in images.iter().enumerate() {
+            let at = |f: &str| {
+                if p.images.is_empty() {
+                    format!("preprocess.{f}")
+                } else {
+                    format!("preprocess.images[{k}].{f}")
+                }
+            };
+            if let Some(c) = img.std.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
+                return Err(self.invalid(
+                    format!("{}[{c}]", at("std")),
+                    format!("{} is not a positive number", img.std[c]),
+                ));
+            }
+            if let Some(c) = img.mean.iter().position(|s| !s.is_finite()) {
+                return Err(self.invalid(
+                    format!("{}[{c}]", at("mean")),
+                    format!("{} is not a number", img.mean[c]),
+                ));
+            }
+            let Some(t) = m.inputs.iter().find(|t| t.name == img.input) else {
+                return Err(self.invalid(
+                    at("input"),
+                    format!(
+                        "{:?} is not a model input (the inputs are {:?})",
+                        img.input,
+                        m.inputs.iter().map(|t| &t.name).collect::<Vec<_>>()
+                    ),
+                ));
+            };
+            if images[..k].iter().any(|o| o.input == img.input) {
+                return Err(self.invalid(
+                    at("input"),
+                    format!("{:?} is fed by two cameras", img.input),
+                ));
+            }
+            if p.instruction.as_deref() == Some(img.input.as_str()) {
+                return Err(self.invalid(
+                    at("input"),
+                    format!("{:?} is the instruction input", img.input),
+                ));
+            }
+            let ok = t.dtype == DType::F32
+                && matches!(t.shape.as_slice(), [1, 3, h, w] if *h > 0 && *w > 0);
+            if !ok {
+                let which = if p.images.is_empty() {
+                    "inputs[0].shape".to_string()
+                } else {
+                    at("input")
+                };
+                return Err(self.invalid(
+                    which,
+                    format!(
+                        "preprocessing writes an f32 image [1, 3, H, W], but {:?} is {:?} {:?}",
+                        t.name, t.dtype, t.shape
+                    ),
+                ));
+            }
         }
         if let Some(name) = &p.instruction {
             let Some(t) = m.inputs.iter().find(|t| &t.name == name) else {

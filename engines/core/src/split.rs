@@ -279,21 +279,13 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
                     ))
                 }
             };
-            if let Some(m) = model_inputs
+            // Token ids cross boundaries as f32 (exact below 2^24, the
+            // limit the set checks): every tensor between segments is f32.
+            let ids = model_inputs
                 .iter()
-                .find(|m| m.name == t && m.dtype != DType::F32)
-            {
-                return Err(invalid(
-                    path,
-                    &format!("--cuts[{}]", k - 1),
-                    format!(
-                        "segment {k} reads model input {t:?} ({:?}); only segment 0 may read token ids: embed them there and let the embedding be carried",
-                        m.dtype
-                    ),
-                ));
-            }
+                .any(|m| m.name == t && m.dtype != DType::F32);
             for m in from..k {
-                let name = segs[m].hand_on(t, m);
+                let name = segs[m].hand_on(t, m, ids);
                 if segs[m + 1].input_name(t).is_none() {
                     segs[m + 1].inputs.push((name, t.to_string()));
                 }
@@ -310,13 +302,22 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
             .filter(|(i, _)| needed.contains(i))
             .map(|(_, n)| n.clone())
             .collect();
-        // Inputs passed through under another name are read under it.
-        let renames: HashMap<String, String> = seg
-            .inputs
-            .iter()
-            .filter(|(name, orig)| name != orig)
-            .map(|(name, orig)| (orig.clone(), name.clone()))
-            .collect();
+        // Inputs passed through under another name are read under it; token
+        // ids, carried as f32, are cast back to int64 first.
+        let mut renames: HashMap<String, String> = HashMap::new();
+        let mut casts = Vec::new();
+        for (name, orig) in seg.inputs.iter().filter(|(name, orig)| name != orig) {
+            if model_inputs
+                .iter()
+                .any(|m| m.name == *orig && m.dtype != DType::F32)
+            {
+                let ids = format!("{orig}__ids{k}");
+                casts.push(cast(name, &ids, pb::tensor_proto::DataType::Int64));
+                renames.insert(orig.clone(), ids);
+            } else {
+                renames.insert(orig.clone(), name.clone());
+            }
+        }
         for node in &mut seg.nodes {
             for i in &mut node.input {
                 if let Some(r) = renames.get(i.as_str()) {
@@ -324,8 +325,9 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
                 }
             }
         }
+        seg.nodes.splice(0..0, casts);
         for c in cut {
-            seg.hand_on(c, k);
+            seg.hand_on(c, k, false);
         }
         let exit_in = seg.input_name(exit).unwrap_or(exit).to_string();
         seg.nodes.push(pb::NodeProto {
@@ -376,9 +378,12 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
     let reference = run_full(path, &full.inputs, &watched, &inputs)?;
     let spec_of = |name: &str, orig: &str| -> Result<TensorSpec> {
         if let Some(m) = model_inputs.iter().find(|m| m.name == orig) {
+            // A model input carried between segments travels as f32.
+            let dtype = if name == orig { m.dtype } else { DType::F32 };
             return Ok(TensorSpec {
                 name: name.to_string(),
-                ..m.clone()
+                shape: m.shape.clone(),
+                dtype,
             });
         }
         let (shape, _) = reference.get(orig).ok_or_else(|| {
@@ -496,20 +501,26 @@ impl Seg {
 
     /// Hands tensor `orig` on across boundary `k` (this is segment `k`):
     /// under its own name if this segment computes it, else passed through
-    /// from its input by an Identity under `<orig>__b<k>`. Returns the name.
-    fn hand_on(&mut self, orig: &str, k: usize) -> String {
+    /// from its input by an Identity under `<orig>__b<k>`; token ids
+    /// (`ids`) leave as f32 (a Cast where this segment reads the int64
+    /// model input). Returns the name.
+    fn hand_on(&mut self, orig: &str, k: usize, ids: bool) -> String {
         if let Some((name, _)) = self.outputs.iter().find(|(_, o)| o == orig) {
             return name.clone();
         }
         let name = match self.input_name(orig).map(str::to_string) {
             Some(input) => {
                 let name = format!("{orig}__b{k}");
-                self.nodes.push(pb::NodeProto {
-                    input: vec![input],
-                    output: vec![name.clone()],
-                    name: format!("offramp_pass_{name}"),
-                    op_type: "Identity".into(),
-                    ..Default::default()
+                self.nodes.push(if ids && input == orig {
+                    cast(&input, &name, pb::tensor_proto::DataType::Float)
+                } else {
+                    pb::NodeProto {
+                        input: vec![input],
+                        output: vec![name.clone()],
+                        name: format!("offramp_pass_{name}"),
+                        op_type: "Identity".into(),
+                        ..Default::default()
+                    }
                 });
                 name
             }
@@ -517,6 +528,23 @@ impl Seg {
         };
         self.outputs.push((name.clone(), orig.to_string()));
         name
+    }
+}
+
+/// A Cast node from `input` to `output` of element type `to`.
+fn cast(input: &str, output: &str, to: pb::tensor_proto::DataType) -> pb::NodeProto {
+    pb::NodeProto {
+        input: vec![input.to_string()],
+        output: vec![output.to_string()],
+        name: format!("offramp_cast_{output}"),
+        op_type: "Cast".into(),
+        attribute: vec![pb::AttributeProto {
+            name: "to".into(),
+            r#type: pb::attribute_proto::AttributeType::Int as i32,
+            i: to as i64,
+            ..Default::default()
+        }],
+        ..Default::default()
     }
 }
 

@@ -52,6 +52,15 @@ const SKIP: Shape = Shape {
     head: None,
     with: "with.toml",
 };
+/// Two cameras with their own preprocessing; exit 2 reads the wrist
+/// image again.
+const CAMERAS: Shape = Shape {
+    name: "cameras",
+    exits: "a0,a1,a2,a3",
+    cuts: "hidden0;hidden1;hidden2",
+    head: None,
+    with: "with.toml",
+};
 const TOKENS: Shape = Shape {
     name: "tokens",
     exits: "t0,t1,t2,t3",
@@ -106,7 +115,7 @@ fn split_and_build(s: &Shape) -> (tempfile::TempDir, EngineSet, SplitReport) {
 
 #[test]
 fn each_shape_splits_into_a_chain_equal_to_the_full_model() {
-    for s in [PER_EXIT, RECURRENT, STATELESS, SKIP, TOKENS] {
+    for s in [PER_EXIT, RECURRENT, STATELESS, SKIP, CAMERAS, TOKENS] {
         let (_dir, set, r) = split_and_build(&s);
         assert_eq!(r.segments.len(), 4, "{}", s.name);
         for (i, d) in r.max_abs_diff.iter().enumerate() {
@@ -147,12 +156,38 @@ fn each_shape_splits_into_a_chain_equal_to_the_full_model() {
     assert_eq!(p.instruction_ids[0], [2, 3, 4, 5, 9, 0]);
     assert_eq!(p.instruction_ids[3], [2, 3, 4, 8, 9, 0]);
     assert_eq!(p.tokenizer, None);
+    // Its last block reads the ids again: carried as f32 to segment 3.
+    let carried = |i: usize| {
+        m.exits[i]
+            .inputs
+            .iter()
+            .find(|t| t.name.starts_with("instruction"))
+            .map(|t| (t.name.clone(), t.dtype))
+    };
+    assert_eq!(carried(1), Some(("instruction__b0".into(), DType::F32)));
+    assert_eq!(carried(3), Some(("instruction__b2".into(), DType::F32)));
+    // Two cameras: each image input with its own normalisation, and the
+    // wrist image passed through to the segment that reads it again.
+    let (_dir, set, _) = split_and_build(&CAMERAS);
+    let m = &set.manifest;
+    let images = m.preprocess.as_ref().unwrap().image_inputs(&m.inputs);
+    let names: Vec<&str> = images.iter().map(|i| i.input.as_str()).collect();
+    assert_eq!(names, ["front", "wrist"]);
+    assert_eq!(images[1].std, [0.229, 0.224, 0.225]);
+    assert!(
+        m.exits[2]
+            .inputs
+            .iter()
+            .any(|t| t.name.starts_with("wrist")),
+        "{:?}",
+        m.exits[2].inputs
+    );
 }
 
 #[test]
 #[ignore = "needs the Python test environment (scripts/test.sh sets OFFRAMP_PYTHON)"]
 fn chained_segments_equal_onnxruntimes_full_model() {
-    for s in [PER_EXIT, RECURRENT, STATELESS, SKIP, TOKENS] {
+    for s in [PER_EXIT, RECURRENT, STATELESS, SKIP, CAMERAS, TOKENS] {
         let (dir, set, _) = split_and_build(&s);
         let m = &set.manifest;
         let mut chain = Chain::load(&set, BackendKind::Cpu).unwrap();
@@ -241,6 +276,59 @@ fn refused(s: &Shape, f: impl FnOnce(&mut toml::Table)) -> String {
         .to_string();
     assert!(e.contains("manifest.toml: field `"), "{e}");
     e
+}
+
+#[test]
+fn image_inputs_are_model_images_each_fed_by_one_camera() {
+    fn image(t: &mut toml::Table, k: usize) -> &mut toml::Table {
+        table(t, "preprocess")["images"].as_array_mut().unwrap()[k]
+            .as_table_mut()
+            .unwrap()
+    }
+    type Case = (&'static str, fn(&mut toml::Table), &'static [&'static str]);
+    let cases: [Case; 5] = [
+        (
+            "unknown input",
+            |t| image(t, 1)["input"] = "nope".into(),
+            &[
+                "`preprocess.images[1].input`",
+                "\"nope\" is not a model input",
+            ],
+        ),
+        (
+            "two cameras, one input",
+            |t| image(t, 1)["input"] = "front".into(),
+            &["`preprocess.images[1].input`", "fed by two cameras"],
+        ),
+        (
+            "the instruction as an image",
+            |t| image(t, 1)["input"] = "instruction".into(),
+            &["`preprocess.images[1].input`", "is the instruction input"],
+        ),
+        (
+            "a zero std",
+            |t| image(t, 0)["std"].as_array_mut().unwrap()[2] = 0.0.into(),
+            &["`preprocess.images[0].std[2]`", "not a positive number"],
+        ),
+        (
+            "mean beside images",
+            |t| {
+                table(t, "preprocess").insert("mean".into(), vec![0.5; 3].into());
+            },
+            &["`preprocess.images`", "remove preprocess.mean"],
+        ),
+    ];
+    for (what, f, want) in cases {
+        let e = refused(&CAMERAS, f);
+        for w in want {
+            assert!(e.contains(w), "{what}: {e}");
+        }
+    }
+    // One camera: mean and std are both needed.
+    let e = refused(&PER_EXIT, |t| {
+        table(t, "preprocess").remove("std");
+    });
+    assert!(e.contains("`preprocess.std`: missing"), "{e}");
 }
 
 #[test]

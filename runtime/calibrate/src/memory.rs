@@ -8,6 +8,7 @@
 //! capped at each exit and running one frame.
 
 use offramp_engines::{BackendKind, EngineSet};
+use offramp_runtime::camera::Views;
 use offramp_runtime::exit_chain::ExitPolicy;
 use offramp_runtime::pipeline::{Pipeline, PipelineError};
 use serde::Serialize;
@@ -26,16 +27,17 @@ impl Footprints {
     pub fn measure(
         set: &EngineSet,
         backend: BackendKind,
-        frame: (usize, usize),
+        frame: impl Into<Views>,
         live_bytes: &dyn Fn() -> i64,
     ) -> Result<Self, PipelineError> {
-        let image = vec![0u8; frame.0 * frame.1 * 3];
+        let frame: Views = frame.into();
+        let image = vec![0u8; frame.frame_len()];
         let mut bytes = Vec::with_capacity(set.manifest.exits.len());
         for k in 0..set.manifest.exits.len() {
             let mut capped = set.clone();
             capped.manifest.criterion.deepest_exit = Some(k);
             let before = live_bytes();
-            let mut p = Pipeline::open(&capped, backend, frame)?;
+            let mut p = Pipeline::open(&capped, backend, frame.clone())?;
             p.infer(&image, ExitPolicy::All, None)?;
             bytes.push((live_bytes() - before).max(0) as u64);
         }

@@ -346,31 +346,30 @@ fn every_exit() {
     every_exit_of(&demo_set());
 }
 
-/// A set without a head, with token actions (softmax, bin centres) and a
-/// token-id instruction: the test shape `offramp split` cuts and builds.
-#[test]
-fn every_exit_of_a_token_model_without_a_head() {
+/// Splits and builds a test shape (engines/models/testdata/shapes) the way
+/// `offramp split` and `offramp build` do.
+fn shape_set(name: &str, exits: [&str; 4], dir: &std::path::Path) -> EngineSet {
     use offramp_engines::builder::{build, BuildOptions};
     use offramp_engines::split::{split, SplitOptions};
     let shape = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../engines/models/testdata/shapes/tokens");
-    let dir = tempfile::tempdir().unwrap();
+        .join("../../engines/models/testdata/shapes")
+        .join(name);
     split(&SplitOptions {
         onnx: shape.join("full.onnx"),
-        exit_outputs: ["t0", "t1", "t2", "t3"].map(String::from).to_vec(),
+        exit_outputs: exits.map(String::from).to_vec(),
         cuts: ["hidden0", "hidden1", "hidden2"]
             .map(|c| vec![c.to_string()])
             .to_vec(),
         head: None,
         with: Some(shape.join("with.toml")),
-        out: dir.path().join("src"),
+        out: dir.join("src"),
         tolerance: 1e-5,
     })
     .unwrap();
     build(
         &BuildOptions {
-            onnx_dir: dir.path().join("src"),
-            out_dir: dir.path().join("set"),
+            onnx_dir: dir.join("src"),
+            out_dir: dir.join("set"),
             backend: BackendKind::Cpu,
             precision: offramp_engines::Precision::Fp32,
             int8_calibration_cache: None,
@@ -379,8 +378,25 @@ fn every_exit_of_a_token_model_without_a_head() {
         &mut |_| {},
     )
     .unwrap();
-    let set = EngineSet::open(dir.path().join("set")).unwrap();
+    EngineSet::open(dir.join("set")).unwrap()
+}
+
+/// A set without a head, with token actions (softmax, bin centres) and a
+/// token-id instruction (read again, carried as f32, by the last segment).
+#[test]
+fn every_exit_of_a_token_model_without_a_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = shape_set("tokens", ["t0", "t1", "t2", "t3"], dir.path());
     assert!(set.manifest.head.is_none());
+    every_exit_of(&set);
+}
+
+/// A model with two cameras: frames of two views, each preprocessed into
+/// its own image input.
+#[test]
+fn every_exit_of_a_two_camera_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = shape_set("cameras", ["a0", "a1", "a2", "a3"], dir.path());
     every_exit_of(&set);
 }
 
@@ -390,14 +406,28 @@ fn every_exit_of(set: &EngineSet) {
     let set = set.clone();
     let tract = TractOnly::measure(&set);
     let cfg = SimConfig::default();
-    let mut p =
-        Pipeline::open(&set, BackendKind::Cpu, (cfg.image_width, cfg.image_height)).unwrap();
+    // The simulator's camera, and for a second image input a 16x16 view of
+    // the same scene.
+    let cameras = set
+        .manifest
+        .preprocess
+        .as_ref()
+        .map_or(1, |p| p.image_inputs(&set.manifest.inputs).len());
+    let mut views = vec![(cfg.image_width, cfg.image_height)];
+    views.extend(std::iter::repeat_n((16, 16), cameras - 1));
+    let views = offramp_runtime::camera::Views::new(views);
+    let mut p = Pipeline::open(&set, BackendKind::Cpu, views.clone()).unwrap();
     let mut sim = Sim::new(&cfg, 3);
-    let mut image = vec![0u8; sim.frame_len()];
+    let mut image = vec![0u8; views.frame_len()];
     p.begin_episode(sim.instruction() as usize).unwrap();
     let n = p.chain.exits();
+    let len = sim.frame_len();
     assert_only_tract_allocates("Pipeline::infer, ExitPolicy::All", &tract, || {
-        sim.render(&mut image);
+        let (first, rest) = image.split_at_mut(len);
+        sim.render(first);
+        for (k, v) in rest.iter_mut().enumerate() {
+            *v = first[(k * 5) % len];
+        }
         let before = allocs();
         let o = p.infer(&image, ExitPolicy::All, None).unwrap();
         let count = allocs() - before;

@@ -22,12 +22,60 @@ use std::time::{Duration, Instant};
 pub enum CameraError {
     #[error("{what}: {why}")]
     Source { what: String, why: String },
-    #[error("camera {spec:?}: expected sim, replay:DIR or v4l:/dev/videoN")]
+    #[error("camera {spec:?}: expected sim, replay:DIR or v4l:/dev/videoN, or several of replay: and v4l: separated by commas (one camera per image input)")]
     Spec { spec: String },
     #[error(
         "{0}: this offramp was built without the `v4l` feature; rebuild with `--features v4l`"
     )]
     NoV4l(String),
+}
+
+/// The camera views one frame holds, in order, each (width, height): a
+/// frame is their HWC RGB bytes end to end. One camera is one view; a
+/// model with a front and a wrist camera reads frames of two views, view k
+/// feeding `preprocess.images[k]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Views(Vec<(usize, usize)>);
+
+impl Views {
+    pub fn new(sizes: Vec<(usize, usize)>) -> Self {
+        Self(sizes)
+    }
+
+    /// Each view's (width, height).
+    pub fn sizes(&self) -> &[(usize, usize)] {
+        &self.0
+    }
+
+    /// Bytes of one frame: every view's.
+    pub fn frame_len(&self) -> usize {
+        self.0.iter().map(|(w, h)| w * h * 3).sum()
+    }
+
+    /// The views of `frame` (of [`Self::frame_len`] bytes), in order.
+    pub fn split<'a>(&'a self, frame: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let mut at = 0;
+        self.0.iter().map(move |(w, h)| {
+            let v = frame.get(at..at + w * h * 3).unwrap_or(&[]);
+            at += w * h * 3;
+            v
+        })
+    }
+}
+
+impl From<(usize, usize)> for Views {
+    fn from(size: (usize, usize)) -> Self {
+        Self(vec![size])
+    }
+}
+
+impl std::fmt::Display for Views {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (k, (w, h)) in self.0.iter().enumerate() {
+            write!(f, "{}{w}x{h}", if k > 0 { " + " } else { "" })?;
+        }
+        Ok(())
+    }
 }
 
 /// Metadata of one published frame.
@@ -150,17 +198,32 @@ impl Latest {
     }
 }
 
-/// Which camera.
+/// Which camera, or cameras.
 #[derive(Debug, Clone)]
 pub enum CameraSpec {
     Sim,
     Replay(PathBuf),
     V4l(PathBuf),
+    /// Several cameras, one per image input, in `preprocess.images` order
+    /// (`v4l:/dev/video0,v4l:/dev/video2`): frames follow the first.
+    Several(Vec<CameraSpec>),
 }
 
 impl std::str::FromStr for CameraSpec {
     type Err = CameraError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.contains(',') {
+            let specs = s
+                .split(',')
+                .map(|p| match p.parse()? {
+                    CameraSpec::Sim => Err(CameraError::Spec {
+                        spec: format!("{p} (the simulator has one camera; it cannot be combined)"),
+                    }),
+                    spec => Ok(spec),
+                })
+                .collect::<Result<_, _>>()?;
+            return Ok(Self::Several(specs));
+        }
         match s.split_once(':') {
             None if s == "sim" => Ok(Self::Sim),
             Some(("replay", p)) if !p.is_empty() => Ok(Self::Replay(p.into())),
@@ -174,8 +237,7 @@ impl std::str::FromStr for CameraSpec {
 pub struct Capture {
     pub latest: Arc<Latest>,
     pub stop: Arc<AtomicBool>,
-    pub width: usize,
-    pub height: usize,
+    pub views: Views,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -188,19 +250,31 @@ impl Drop for Capture {
     }
 }
 
-/// Recorded episodes (`offramp sim record`), loaded whole: frames HWC RGB,
-/// one instruction and episode index per frame.
+/// Recorded episodes (`offramp sim record`, `offramp record`), loaded
+/// whole: frames of one or more camera views (see [`Views`]), one
+/// instruction and episode index per frame.
 pub struct Replay {
+    /// Frame k is `frames[k * frame_len ..][.. frame_len]`, its views end to
+    /// end.
     pub frames: Vec<u8>,
     pub instructions: Vec<i64>,
     pub episodes: Vec<i32>,
-    pub width: usize,
-    pub height: usize,
+    pub views: Views,
+}
+
+/// The file holding camera view `k` of a recording: `frames.npy` for the
+/// first, `frames.1.npy`, `frames.2.npy`... for more cameras.
+pub fn view_file(k: usize) -> String {
+    if k == 0 {
+        "frames.npy".into()
+    } else {
+        format!("frames.{k}.npy")
+    }
 }
 
 impl Replay {
     pub fn frame_len(&self) -> usize {
-        self.width * self.height * 3
+        self.views.frame_len()
     }
 
     /// Number of episodes (indices are 0-based and in order).
@@ -218,7 +292,7 @@ pub fn load_replay(dir: &Path) -> Result<Replay, CameraError> {
         what: dir.display().to_string(),
         why,
     };
-    let (shape, frames) =
+    let (shape, mut frames) =
         npy::read::<u8>(&dir.join("frames.npy")).map_err(|e| err(e.to_string()))?;
     let (_, instructions) =
         npy::read::<i64>(&dir.join("instructions.npy")).map_err(|e| err(e.to_string()))?;
@@ -233,27 +307,55 @@ pub fn load_replay(dir: &Path) -> Result<Replay, CameraError> {
             "frames.npy is {shape:?}; expected [N, H, W, 3] with one instruction and episode per frame"
         )));
     }
+    let mut views = vec![(shape[2], shape[1])];
+    let mut more = Vec::new();
+    while dir.join(view_file(views.len())).exists() {
+        let file = view_file(views.len());
+        let (s, v) = npy::read::<u8>(&dir.join(&file)).map_err(|e| err(e.to_string()))?;
+        if s.len() != 4 || s[3] != 3 || s[0] != shape[0] {
+            return Err(err(format!(
+                "{file} is {s:?}; expected [{}, H, W, 3] (one image per frame of frames.npy)",
+                shape[0]
+            )));
+        }
+        views.push((s[2], s[1]));
+        more.push(v);
+    }
+    let views = Views::new(views);
+    if !more.is_empty() {
+        // Interleave: frame k holds every view's image k.
+        let first = frames;
+        frames = Vec::with_capacity(shape[0] * views.frame_len());
+        let arrays: Vec<&[u8]> = std::iter::once(&first[..])
+            .chain(more.iter().map(|v| &v[..]))
+            .collect();
+        for k in 0..shape[0] {
+            for (a, (w, h)) in arrays.iter().zip(views.sizes()) {
+                let len = w * h * 3;
+                frames.extend_from_slice(&a[k * len..(k + 1) * len]);
+            }
+        }
+    }
     Ok(Replay {
         frames,
         instructions,
         episodes,
-        width: shape[2],
-        height: shape[1],
+        views,
     })
 }
 
 /// A frame source, run on its own capture thread by [`start`].
 pub trait Source: Send + 'static {
-    /// Frame size in pixels (width, height); frames are HWC RGB.
-    fn size(&self) -> (usize, usize);
+    /// The views of a frame: one (width, height) per camera, HWC RGB.
+    fn views(&self) -> Views;
     /// Publishes frames into `latest` at `period` until `stop` is set or the
     /// source ends; sets `latest.closed` when it returns.
     fn run(self: Box<Self>, latest: &Latest, stop: &AtomicBool, period: Duration);
 }
 
 impl Source for Replay {
-    fn size(&self) -> (usize, usize) {
-        (self.width, self.height)
+    fn views(&self) -> Views {
+        self.views.clone()
     }
 
     fn run(self: Box<Self>, latest: &Latest, stop: &AtomicBool, period: Duration) {
@@ -294,9 +396,112 @@ pub fn open(spec: &CameraSpec) -> Result<Box<dyn Source>, CameraError> {
             #[cfg(not(feature = "v4l"))]
             Err(CameraError::NoV4l(dev.display().to_string()))
         }
+        CameraSpec::Several(specs) => Ok(Box::new(Several {
+            sources: specs.iter().map(open).collect::<Result<_, _>>()?,
+        })),
         CameraSpec::Sim => Err(CameraError::Spec {
             spec: "sim (the simulator camera is opened by offramp_sim::camera)".into(),
         }),
+    }
+}
+
+/// Several cameras as one source of multi-view frames. Each camera runs on
+/// its own capture thread; every frame of the first publishes a frame
+/// holding it and the newest image of each other camera. A camera whose
+/// newest image is older than `stale` (or that has not delivered one yet)
+/// holds frames back, so a vanished camera stops frames as one camera
+/// would, and the runtime stops the motors.
+pub struct Several {
+    pub sources: Vec<Box<dyn Source>>,
+}
+
+impl Several {
+    /// How old another camera's newest image may be when the first camera's
+    /// frame arrives: a few of its periods.
+    fn stale(period: Duration) -> Duration {
+        (period * 5).max(Duration::from_millis(500))
+    }
+}
+
+impl Source for Several {
+    fn views(&self) -> Views {
+        Views::new(
+            self.sources
+                .iter()
+                .flat_map(|s| s.views().sizes().to_vec())
+                .collect(),
+        )
+    }
+
+    fn run(self: Box<Self>, latest: &Latest, stop: &AtomicBool, period: Duration) {
+        let fps = 1.0 / period.as_secs_f64().max(1e-6);
+        let mut captures = Vec::new();
+        for s in self.sources {
+            match start(s, fps) {
+                Ok(c) => captures.push(c),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    latest.closed.store(true, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+        // The newest image of each camera but the first, and when it came.
+        let mut newest: Vec<(Vec<u8>, Option<Instant>)> = captures[1..]
+            .iter()
+            .map(|c| (vec![0; c.views.frame_len()], None))
+            .collect();
+        let stale = Self::stale(period);
+        let wait = Duration::from_millis(50);
+        // An episode that starts on a frame held back starts on the next.
+        let mut new_episode = false;
+        let failures = |cs: &[Capture]| {
+            cs.iter()
+                .map(|c| c.latest.failures.load(Ordering::Relaxed))
+                .sum::<u64>()
+        };
+        while !stop.load(Ordering::Relaxed) {
+            if captures
+                .iter()
+                .any(|c| c.latest.closed.load(Ordering::Relaxed))
+            {
+                break;
+            }
+            latest
+                .failures
+                .store(failures(&captures), Ordering::Relaxed);
+            let (first, rest) = captures.split_at(1);
+            first[0].latest.take(wait, |frame, mut meta| {
+                let now = Instant::now();
+                for (c, (buf, at)) in rest.iter().zip(newest.iter_mut()) {
+                    if c.latest
+                        .take(Duration::ZERO, |b, _| buf.copy_from_slice(b))
+                        .is_some()
+                    {
+                        *at = Some(now);
+                    }
+                }
+                if newest
+                    .iter()
+                    .any(|(_, at)| at.is_none_or(|t| now.duration_since(t) > stale))
+                {
+                    latest.dropped.fetch_add(1, Ordering::Relaxed);
+                    new_episode |= meta.new_episode;
+                    return;
+                }
+                meta.new_episode |= std::mem::take(&mut new_episode);
+                latest.publish(meta, |out| {
+                    let (head, mut tail) = out.split_at_mut(frame.len());
+                    head.copy_from_slice(frame);
+                    for (buf, _) in &newest {
+                        let (v, t) = tail.split_at_mut(buf.len());
+                        v.copy_from_slice(buf);
+                        tail = t;
+                    }
+                });
+            });
+        }
+        latest.closed.store(true, Ordering::Relaxed);
     }
 }
 
@@ -304,8 +509,8 @@ pub fn open(spec: &CameraSpec) -> Result<Box<dyn Source>, CameraError> {
 pub fn start(source: Box<dyn Source>, fps: f64) -> Result<Capture, CameraError> {
     let stop = Arc::new(AtomicBool::new(false));
     let period = Duration::from_secs_f64(1.0 / fps.max(0.1));
-    let (width, height) = source.size();
-    let latest = Latest::new(width * height * 3);
+    let views = source.views();
+    let latest = Latest::new(views.frame_len());
     let (l, st) = (latest.clone(), stop.clone());
     let thread = std::thread::Builder::new()
         .name("offramp-capture".into())
@@ -317,8 +522,7 @@ pub fn start(source: Box<dyn Source>, fps: f64) -> Result<Capture, CameraError> 
     Ok(Capture {
         latest,
         stop,
-        width,
-        height,
+        views,
         thread: Some(thread),
     })
 }
@@ -382,6 +586,103 @@ mod tests {
         assert_eq!(got, Some(false));
     }
 
+    fn replay(views: &[(usize, usize)], frames: usize, first: u8) -> Replay {
+        let views = Views::new(views.to_vec());
+        let mut data = Vec::new();
+        for k in 0..frames {
+            for (v, (w, h)) in views.sizes().iter().enumerate() {
+                data.extend(std::iter::repeat_n(first + (k * 2 + v) as u8, w * h * 3));
+            }
+        }
+        Replay {
+            frames: data,
+            instructions: vec![1; frames],
+            episodes: (0..frames as i32).map(|k| k / 4).collect(),
+            views,
+        }
+    }
+
+    /// Every published frame holds the first camera's frame and the second
+    /// camera's newest image, end to end.
+    #[test]
+    fn several_cameras_make_frames_of_several_views() {
+        let src = Several {
+            sources: vec![
+                Box::new(replay(&[(4, 2)], 30, 0)),
+                Box::new(replay(&[(2, 2)], 40, 100)),
+            ],
+        };
+        assert_eq!(src.views(), Views::new(vec![(4, 2), (2, 2)]));
+        let cap = start(Box::new(src), 100.0).unwrap();
+        assert_eq!(cap.latest.frame_len(), 4 * 2 * 3 + 2 * 2 * 3);
+        let mut got = 0;
+        let mut episodes = 0;
+        while let Some(ok) = cap.latest.take(Duration::from_secs(2), |f, meta| {
+            let (a, b) = f.split_at(24);
+            episodes += meta.new_episode as usize;
+            // View 0 is the first camera's frame meta.seq; view 1 some
+            // image of the second camera.
+            a.iter().all(|&x| x as u64 == meta.seq * 2)
+                && b.iter().all(|&x| x == b[0])
+                && b[0] >= 100
+                && (b[0] - 100) % 2 == 0
+        }) {
+            assert!(ok);
+            got += 1;
+        }
+        assert!(cap.latest.closed.load(Ordering::Relaxed));
+        assert!(got >= 10, "{got} frames");
+        // Frames 0..30 hold 8 episodes; each start is seen (held-back
+        // frames pass their start on), at most as often as there are.
+        assert!((1..=8).contains(&episodes), "{episodes} episode starts");
+    }
+
+    /// A second camera that stops stops the frames: nothing is published
+    /// with its last image once it is stale, and the source ends.
+    #[test]
+    fn a_vanished_second_camera_stops_frames() {
+        let src = Several {
+            sources: vec![
+                Box::new(replay(&[(2, 1)], 200, 0)),
+                Box::new(replay(&[(1, 1)], 3, 100)),
+            ],
+        };
+        let cap = start(Box::new(src), 100.0).unwrap();
+        let mut got = 0;
+        while cap.latest.take(Duration::from_secs(2), |_, _| ()).is_some() {
+            got += 1;
+        }
+        assert!(cap.latest.closed.load(Ordering::Relaxed));
+        assert!(got <= 5, "{got} frames after the second camera's 3");
+    }
+
+    /// A recording's views interleave into frames of several views.
+    #[test]
+    fn a_recording_of_two_cameras_loads_as_frames_of_two_views() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 3;
+        let a: Vec<u8> = (0..n * 2 * 2 * 3).map(|i| i as u8).collect();
+        let b: Vec<u8> = (0..n * 3).map(|i| 200 + i as u8).collect();
+        npy::write(&dir.path().join("frames.npy"), &[n, 2, 2, 3], &a).unwrap();
+        npy::write(&dir.path().join("frames.1.npy"), &[n, 1, 1, 3], &b).unwrap();
+        npy::write(&dir.path().join("instructions.npy"), &[n], &[0i64; 3]).unwrap();
+        npy::write(&dir.path().join("episodes.npy"), &[n], &[0i32; 3]).unwrap();
+        let r = load_replay(dir.path()).unwrap();
+        assert_eq!(r.views, Views::new(vec![(2, 2), (1, 1)]));
+        assert_eq!(r.frame_len(), 15);
+        assert_eq!(&r.frames[15..27], &a[12..24]);
+        assert_eq!(&r.frames[27..30], &b[3..6]);
+        let views: Vec<&[u8]> = r.views.split(&r.frames[15..30]).collect();
+        assert_eq!(views, [&a[12..24], &b[3..6]]);
+        // A view with another frame count is refused, naming the file.
+        npy::write(&dir.path().join("frames.1.npy"), &[2, 1, 1, 3], &b[..6]).unwrap();
+        let e = load_replay(dir.path()).err().unwrap().to_string();
+        assert!(
+            e.contains("frames.1.npy is [2, 1, 1, 3]; expected [3, H, W, 3]"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn camera_specs_parse_or_say_what_is_expected() {
         assert!(matches!("sim".parse::<CameraSpec>(), Ok(CameraSpec::Sim)));
@@ -393,6 +694,13 @@ mod tests {
             "v4l:/dev/video0".parse::<CameraSpec>(),
             Ok(CameraSpec::V4l(_))
         ));
+        let two = "v4l:/dev/video0,replay:/r".parse::<CameraSpec>();
+        assert!(
+            matches!(&two, Ok(CameraSpec::Several(s)) if s.len() == 2),
+            "{two:?}"
+        );
+        let e = "sim,v4l:/dev/video0".parse::<CameraSpec>().unwrap_err();
+        assert!(e.to_string().contains("cannot be combined"), "{e}");
         let e = "usb".parse::<CameraSpec>().unwrap_err().to_string();
         assert!(
             e.contains("expected sim, replay:DIR or v4l:/dev/videoN"),

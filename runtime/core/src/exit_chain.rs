@@ -693,16 +693,21 @@ impl ExitChain {
         self.thresholds.extend_from_slice(thresholds);
     }
 
-    /// The image input tensor, to fill by preprocessing.
+    /// The first model input (the image of a one-camera model).
     pub fn image_mut(&mut self) -> &mut [f32] {
         &mut self.chain.inputs_mut()[0]
     }
 
-    /// The image input as the first engine's device buffer, on a GPU
+    /// The model inputs, for preprocessing to fill its image inputs.
+    pub fn inputs_mut(&mut self) -> &mut [Vec<f32>] {
+        self.chain.inputs_mut()
+    }
+
+    /// Model input `k` as the first engine's device buffer, on a GPU
     /// backend (see [`Chain::device_input`]); from then on the image must
-    /// be written there, not through [`Self::image_mut`].
-    pub fn image_on_device(&mut self) -> Option<offramp_engines::DeviceInput> {
-        self.chain.device_input(0)
+    /// be written there, not through [`Self::inputs_mut`].
+    pub fn input_on_device(&mut self, k: usize) -> Option<offramp_engines::DeviceInput> {
+        self.chain.device_input(k)
     }
 
     /// Sets instruction `k`, if the model has an instruction input: one-hot
@@ -1265,8 +1270,9 @@ mod tests {
         use offramp_engines::manifest::Preprocess;
         let mut m = manifest(CriterionKind::ActionConsistency, false, &[]);
         m.preprocess = Some(Preprocess {
-            mean: [0.0; 3],
-            std: [1.0; 3],
+            mean: Some([0.0; 3]),
+            std: Some([1.0; 3]),
+            images: Vec::new(),
             instruction: Some("x".into()),
             tokenizer: None,
             instruction_texts: Vec::new(),

@@ -1,10 +1,11 @@
-//! One frame's work, the same everywhere: camera frame → preprocess into the
-//! chain's input tensor → exit chain → action. The run loop, the demo,
+//! One frame's work, the same everywhere: camera frame (one view per
+//! camera) → preprocess into the chain's image inputs → exit chain → action. The run loop, the demo,
 //! closed-loop evaluation, calibration and every bench drive this one type,
 //! so what they measure is what the robot runs.
 
+use crate::camera::Views;
 use crate::exit_chain::{ExitChain, ExitChainError, ExitPolicy, FrameOutcome};
-use crate::preprocess::{PreprocessError, Preprocessor};
+use crate::preprocess::{FramePreprocess, PreprocessError};
 use offramp_engines::{BackendKind, EngineSet};
 use std::time::Instant;
 
@@ -22,7 +23,7 @@ pub enum PipelineError {
 /// Preprocessor and exit chain, with every buffer made up front.
 pub struct Pipeline {
     pub chain: ExitChain,
-    pub pre: Preprocessor,
+    pub pre: FramePreprocess,
     /// The CUDA preprocessing, writing straight into the first engine's
     /// input buffer on the GPU (see [`Self::use_cuda_preprocessing`]).
     #[cfg(feature = "cuda")]
@@ -33,11 +34,12 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Loads `set` on `backend` for camera frames of `frame` (width, height).
+    /// Loads `set` on `backend` for camera frames of `frame`: (width,
+    /// height) for one camera, or [`Views`], one per image input.
     pub fn open(
         set: &EngineSet,
         backend: BackendKind,
-        frame: (usize, usize),
+        frame: impl Into<Views>,
     ) -> Result<Self, PipelineError> {
         Self::with_chain(set, ExitChain::new(set, backend)?, frame)
     }
@@ -47,11 +49,11 @@ impl Pipeline {
     pub fn with_chain(
         set: &EngineSet,
         chain: ExitChain,
-        frame: (usize, usize),
+        frame: impl Into<Views>,
     ) -> Result<Self, PipelineError> {
         Ok(Self {
             chain,
-            pre: Preprocessor::for_set(set, frame)?,
+            pre: FramePreprocess::for_set(set, &frame.into())?,
             #[cfg(feature = "cuda")]
             gpu: None,
         })
@@ -64,9 +66,16 @@ impl Pipeline {
     #[cfg(feature = "cuda")]
     pub fn use_cuda_preprocessing(&mut self) -> Result<(), PipelineError> {
         use crate::cuda_preprocess::{CudaPreprocess, CudaPreprocessError};
+        let (pre, input) = self.pre.single().ok_or_else(|| {
+            CudaPreprocessError::Unavailable(
+                "GPU preprocessing serves a model with one camera; this one reads several \
+                 (their views are preprocessed on the CPU without --gpu-preprocess)"
+                    .into(),
+            )
+        })?;
         // Checked before the engine is told its input lives on the device.
-        let gpu = CudaPreprocess::new(&self.pre)?;
-        let dst = self.chain.image_on_device().ok_or_else(|| {
+        let gpu = CudaPreprocess::new(pre)?;
+        let dst = self.chain.input_on_device(input).ok_or_else(|| {
             CudaPreprocessError::Unavailable(
                 "this engine set's backend has no device buffers to write into \
                  (GPU preprocessing feeds TensorRT engines)"
@@ -84,7 +93,7 @@ impl Pipeline {
         Ok(self.chain.set_instruction(instruction)?)
     }
 
-    /// Runs one frame (HWC RGB of the preprocessor's source size) under
+    /// Runs one frame (HWC RGB, the views end to end) under
     /// `policy`; with a deadline, exits that cannot finish in time are
     /// skipped. Allocates nothing in this code.
     pub fn infer(
@@ -99,7 +108,7 @@ impl Pipeline {
             gpu.write_device(*dst)?;
             return Ok(self.chain.step_until(policy, deadline)?);
         }
-        self.pre.run(frame, self.chain.image_mut())?;
+        self.pre.run(frame, self.chain.inputs_mut())?;
         Ok(self.chain.step_until(policy, deadline)?)
     }
 

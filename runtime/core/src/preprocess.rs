@@ -1,5 +1,6 @@
-//! Camera frame → model input: resize, scale to [0, 1], `(x - mean) / std`
-//! per channel, HWC RGB → CHW.
+//! Camera frame → model inputs: per camera view, resize, scale to [0, 1],
+//! `(x - mean) / std` per channel, HWC RGB → CHW, into that view's image
+//! input ([`FramePreprocess`]; one [`Preprocessor`] per view).
 //!
 //! The resize is Pillow's BILINEAR on float images: a separable triangle
 //! filter whose support widens with the downscale factor (antialiasing, so a
@@ -8,6 +9,7 @@
 //! on real photographs. Every table, the intermediate image and the output
 //! tensor are sized at start-up; `run` allocates nothing.
 
+use crate::camera::Views;
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq)]
@@ -30,6 +32,12 @@ pub enum PreprocessError {
     Size { width: usize, height: usize },
     #[error("{path}: {message}")]
     Manifest { path: String, message: String },
+    #[error("frame is {got} bytes; a frame of {views} (HWC RGB, views end to end) is {want}")]
+    Frame {
+        got: usize,
+        want: usize,
+        views: String,
+    },
 }
 
 /// Filter taps of one axis: output `i` reads `len[i]` inputs from `start[i]`
@@ -163,22 +171,6 @@ impl Preprocessor {
         })
     }
 
-    /// The preprocessing `set`'s manifest asks for, from `src` (w, h)
-    /// frames to its image input.
-    pub fn for_set(
-        set: &offramp_engines::EngineSet,
-        src: (usize, usize),
-    ) -> Result<Self, PreprocessError> {
-        let m = &set.manifest;
-        let p = m.preprocess.as_ref().ok_or_else(|| PreprocessError::Manifest {
-            path: set.manifest_path.display().to_string(),
-            message: "no [preprocess] section: this engine set does not say how camera frames become its input".into(),
-        })?;
-        // EngineSet::open checked that inputs[0] is [1, 3, H, W].
-        let shape = &m.inputs[0].shape;
-        Self::new(src, (shape[3], shape[2]), p.mean, p.std)
-    }
-
     pub fn source_size(&self) -> (usize, usize) {
         self.src
     }
@@ -277,6 +269,123 @@ impl Preprocessor {
                 }
             }
         }
+    }
+}
+
+/// One camera view's preprocessing and where it goes.
+#[derive(Debug, Clone)]
+struct View {
+    pre: Preprocessor,
+    /// The image input it fills (index into the model inputs).
+    input: usize,
+    /// Its bytes within a frame.
+    bytes: std::ops::Range<usize>,
+}
+
+/// The preprocessing of whole frames: view k into image input k, each with
+/// its own size and normalisation. Built at start-up; `run` allocates
+/// nothing.
+#[derive(Debug, Clone)]
+pub struct FramePreprocess {
+    views: Vec<View>,
+    frame_len: usize,
+    described: String,
+}
+
+impl FramePreprocess {
+    /// The preprocessing `set`'s manifest asks for, from frames of `views`
+    /// (one per image input, in `preprocess.images` order) to its image
+    /// inputs.
+    pub fn for_set(
+        set: &offramp_engines::EngineSet,
+        views: &Views,
+    ) -> Result<Self, PreprocessError> {
+        let m = &set.manifest;
+        let path = set.manifest_path.display().to_string();
+        let p = m.preprocess.as_ref().ok_or_else(|| PreprocessError::Manifest {
+            path: path.clone(),
+            message: "no [preprocess] section: this engine set does not say how camera frames become its input".into(),
+        })?;
+        let images = p.image_inputs(&m.inputs);
+        if images.len() != views.sizes().len() {
+            return Err(PreprocessError::Manifest {
+                path,
+                message: format!(
+                    "the model reads {} image input(s) ({}), but the camera gives {} view(s) ({views}):                      give one camera per image input, in this order",
+                    images.len(),
+                    images.iter().map(|i| i.input.as_str()).collect::<Vec<_>>().join(", "),
+                    views.sizes().len()
+                ),
+            });
+        }
+        let mut at = 0;
+        let mut out = Vec::with_capacity(images.len());
+        for (img, &src) in images.iter().zip(views.sizes()) {
+            // EngineSet::open checked each image input is [1, 3, H, W].
+            let input = m
+                .inputs
+                .iter()
+                .position(|t| t.name == img.input)
+                .ok_or_else(|| PreprocessError::Manifest {
+                    path: path.clone(),
+                    message: format!("image input {:?} is not a model input", img.input),
+                })?;
+            let shape = &m.inputs[input].shape;
+            let len = src.0 * src.1 * 3;
+            out.push(View {
+                pre: Preprocessor::new(src, (shape[3], shape[2]), img.mean, img.std)?,
+                input,
+                bytes: at..at + len,
+            });
+            at += len;
+        }
+        Ok(Self {
+            views: out,
+            frame_len: at,
+            described: views.to_string(),
+        })
+    }
+
+    /// Bytes of one frame.
+    pub fn frame_len(&self) -> usize {
+        self.frame_len
+    }
+
+    /// The preprocessing of a one-camera model and the input it fills
+    /// (`None` with several cameras).
+    pub fn single(&self) -> Option<(&Preprocessor, usize)> {
+        match self.views.as_slice() {
+            [v] => Some((&v.pre, v.input)),
+            _ => None,
+        }
+    }
+
+    /// Each view's preprocessing and the model input it fills.
+    pub fn views(&self) -> impl Iterator<Item = (&Preprocessor, usize)> {
+        self.views.iter().map(|v| (&v.pre, v.input))
+    }
+
+    /// Fills the image inputs among `inputs` (the model inputs, as
+    /// [`offramp_engines::Chain::inputs_mut`] holds them) from `frame`.
+    pub fn run(&mut self, frame: &[u8], inputs: &mut [Vec<f32>]) -> Result<(), PreprocessError> {
+        if frame.len() != self.frame_len {
+            return Err(PreprocessError::Frame {
+                got: frame.len(),
+                want: self.frame_len,
+                views: self.described.clone(),
+            });
+        }
+        for v in &mut self.views {
+            let (w, h) = v.pre.dst;
+            let out = inputs.get_mut(v.input).ok_or(PreprocessError::OutputSize {
+                got: 0,
+                want: w * h * 3,
+                width: w,
+                height: h,
+            })?;
+            v.pre.run(&frame[v.bytes.clone()], out)?;
+        }
+        Ok(())
     }
 }
 

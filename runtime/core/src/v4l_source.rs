@@ -40,8 +40,8 @@ impl V4lSource {
 }
 
 impl crate::camera::Source for V4lSource {
-    fn size(&self) -> (usize, usize) {
-        (self.width, self.height)
+    fn views(&self) -> crate::camera::Views {
+        (self.width, self.height).into()
     }
 
     fn run(self: Box<Self>, latest: &Latest, stop: &AtomicBool, _period: Duration) {

@@ -50,8 +50,8 @@ impl SimCamera {
 }
 
 impl Source for SimCamera {
-    fn size(&self) -> (usize, usize) {
-        (self.cfg.image_width, self.cfg.image_height)
+    fn views(&self) -> offramp_runtime::camera::Views {
+        (self.cfg.image_width, self.cfg.image_height).into()
     }
 
     fn run(self: Box<Self>, latest: &Latest, stop: &AtomicBool, period: Duration) {

@@ -151,7 +151,7 @@ pub fn run(cfg: &SimCfg, a: &Args, source: &Source) -> anyhow::Result<Calibratio
                 instructions: &r.instructions,
                 episodes: &r.episodes,
             },
-            (r.width, r.height),
+            r.views.clone(),
             r.episode_count() as u64,
         ),
         #[cfg(feature = "sim")]
@@ -164,11 +164,11 @@ pub fn run(cfg: &SimCfg, a: &Args, source: &Source) -> anyhow::Result<Calibratio
                 first_seed: *first_seed,
                 episodes: *episodes,
             },
-            (cfg.image_width, cfg.image_height),
+            (cfg.image_width, cfg.image_height).into(),
             *episodes as u64,
         ),
     };
-    let mut p = Pipeline::open(&set, BackendKind::Cpu, frame)?;
+    let mut p = Pipeline::open(&set, BackendKind::Cpu, frame.clone())?;
     let full = p.chain.full_macs() as f64;
     let budget_macs = match (budgets.ratio, budgets.mflops) {
         (Some(r), None) if r > 0.0 && r.is_finite() => r * full,
@@ -183,7 +183,7 @@ pub fn run(cfg: &SimCfg, a: &Args, source: &Source) -> anyhow::Result<Calibratio
             Some(mb) if mb > 0.0 && mb.is_finite() => Some(Footprints::measure(
                 &set,
                 BackendKind::Cpu,
-                frame,
+                frame.clone(),
                 &crate::heap::live_bytes,
             )?),
             // The robot's build keeps the plain system allocator: nothing counts
@@ -261,14 +261,11 @@ pub fn run(cfg: &SimCfg, a: &Args, source: &Source) -> anyhow::Result<Calibratio
     }
     if let Some(dir) = held_out {
         let h = load_replay(dir)?;
-        if (h.width, h.height) != frame {
+        if h.views != frame {
             bail!(
-                "--held-out {}: frames are {}x{}, the calibration frames {}x{}",
+                "--held-out {}: frames are {}, the calibration frames {frame}",
                 dir.display(),
-                h.width,
-                h.height,
-                frame.0,
-                frame.1
+                h.views,
             );
         }
         p.chain.set_thresholds(&c.thresholds);

@@ -3,7 +3,8 @@
 //! demonstrations calibrate its thresholds (`offramp calibrate --episodes`)
 //! or replay as a camera (`--camera replay:DIR`).
 //!
-//! Writes `frames.npy` u8 [N, H, W, 3] (one camera), `instructions.npy` i64
+//! Writes `frames.npy` u8 [N, H, W, 3] (the first camera; `frames.1.npy`...
+//! the others, for `--camera top,wrist`), `instructions.npy` i64
 //! [N] (the task index; `tasks.json` lists the texts in that order),
 //! `episodes.npy` i32 [N], `timestamps_ns.npy` i64 [N] (the dataset's
 //! timestamps, episodes laid end to end), `actions.npy` f32 [N, A] (the
@@ -12,6 +13,7 @@
 use super::record::write_replay;
 use crate::lerobot::{decode_video, Dataset};
 use anyhow::{bail, Context};
+use offramp_runtime::camera::Views;
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -23,8 +25,9 @@ pub struct Args {
     /// The recording directory to write (must not hold a recording).
     #[arg(long)]
     pub out: PathBuf,
-    /// The camera to import: a video feature of meta/info.json (needed when
-    /// the dataset has more than one).
+    /// The cameras to import: video features of meta/info.json, separated
+    /// by commas in the order of the model's image inputs (needed when the
+    /// dataset has more than one).
     #[arg(long)]
     pub camera: Option<String>,
     /// Import the first this many episodes only.
@@ -38,12 +41,12 @@ pub struct Args {
 pub struct ImportReport {
     pub dataset: String,
     pub codebase_version: String,
-    pub camera: String,
+    pub cameras: Vec<String>,
     pub out: String,
     pub frames: usize,
     pub episodes: usize,
-    pub width: usize,
-    pub height: usize,
+    /// Each camera's [width, height].
+    pub views: Vec<(usize, usize)>,
     pub fps: f64,
     pub action_dims: usize,
     pub tasks: Vec<String>,
@@ -53,8 +56,14 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     let r = import(&a)?;
     crate::args::print_report(a.json, &r, |r| {
         println!(
-            "imported {} frames ({}x{}, camera {}) in {} episodes from {} (LeRobot {}) into {}",
-            r.frames, r.width, r.height, r.camera, r.episodes, r.dataset, r.codebase_version, r.out
+            "imported {} frames ({}, cameras {}) in {} episodes from {} (LeRobot {}) into {}",
+            r.frames,
+            Views::new(r.views.clone()),
+            r.cameras.join(", "),
+            r.episodes,
+            r.dataset,
+            r.codebase_version,
+            r.out
         )
     })
 }
@@ -65,23 +74,38 @@ pub fn import(a: &Args) -> anyhow::Result<ImportReport> {
     }
     let ds = Dataset::open(&a.dataset)?;
     let cameras = ds.cameras();
-    let key = match (&a.camera, cameras.as_slice()) {
-        (Some(k), _) if cameras.contains(&k.as_str()) => k.clone(),
-        (Some(k), _) => bail!(
-            "{}: no camera {k:?}; its cameras are {cameras:?}",
-            a.dataset.display()
-        ),
-        (None, [one]) => one.to_string(),
+    let keys: Vec<String> = match (&a.camera, cameras.as_slice()) {
+        (Some(list), _) => {
+            let keys: Vec<String> = list.split(',').map(str::to_string).collect();
+            for k in &keys {
+                if !cameras.contains(&k.as_str()) {
+                    bail!(
+                        "{}: no camera {k:?}; its cameras are {cameras:?}",
+                        a.dataset.display()
+                    );
+                }
+                if keys.iter().filter(|o| *o == k).count() > 1 {
+                    bail!("--camera {list}: camera {k:?} is named twice");
+                }
+            }
+            keys
+        }
+        (None, [one]) => vec![one.to_string()],
         (None, []) => bail!(
             "{}: the dataset has no camera (video feature)",
             a.dataset.display()
         ),
         (None, many) => bail!(
-            "{}: several cameras, {many:?}: choose one with --camera",
+            "{}: several cameras, {many:?}: choose with --camera (one, or several \
+             separated by commas in the order of the model's image inputs)",
             a.dataset.display()
         ),
     };
-    let (h, w) = ds.frame_size(&key)?;
+    let sizes = keys
+        .iter()
+        .map(|k| ds.frame_size(k))
+        .collect::<anyhow::Result<Vec<(usize, usize)>>>()?;
+    let views = Views::new(sizes.iter().map(|&(h, w)| (w, h)).collect());
     let mut rows = ds.frame_rows()?;
     let mut order: Vec<i64> = Vec::new();
     for r in &rows {
@@ -94,13 +118,15 @@ pub fn import(a: &Args) -> anyhow::Result<ImportReport> {
         let keep: std::collections::HashSet<i64> = order.iter().copied().collect();
         rows.retain(|r| keep.contains(&r.episode));
     }
-    let videos = ds.episode_videos(&key, &order)?;
-    let frame_len = h * w * 3;
-    // One decoded video at a time: rows come in episode order, and an
-    // episode's frames lie in one file.
-    let mut decoded: Option<(PathBuf, Vec<u8>)> = None;
+    let videos = keys
+        .iter()
+        .map(|k| ds.episode_videos(k, &order))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // One decoded video per camera at a time: rows come in episode order,
+    // and an episode's frames of one camera lie in one file.
+    let mut decoded: Vec<Option<(PathBuf, Vec<u8>)>> = vec![None; keys.len()];
     let n = rows.len();
-    let mut frames = Vec::with_capacity(n * frame_len);
+    let mut frames = Vec::with_capacity(n * views.frame_len());
     let (mut instructions, mut episodes, mut stamps) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -113,29 +139,37 @@ pub fn import(a: &Args) -> anyhow::Result<ImportReport> {
     // The episode of the previous row, and its number in the import.
     let (mut current, mut episode) = (None, -1i32);
     for r in &rows {
-        let (path, from) = videos.get(&r.episode).with_context(|| {
-            format!(
-                "episode {}: no video of camera {key:?} in the dataset's metadata",
-                r.episode
-            )
-        })?;
-        let video = match &decoded {
-            Some((p, v)) if p == path => v,
-            _ => &decoded.insert((path.clone(), decode_video(path, h, w)?)).1,
-        };
-        let index = ((from + r.timestamp) * ds.info.fps).round();
-        let count = video.len() / frame_len;
-        if !(index >= 0.0 && (index as usize) < count) {
-            bail!(
-                "episode {} frame {}: timestamp {} s is frame {index} of {}, which has {count}",
-                r.episode,
-                r.frame,
-                r.timestamp,
-                path.display()
-            );
+        for (c, key) in keys.iter().enumerate() {
+            let (path, from) = videos[c].get(&r.episode).with_context(|| {
+                format!(
+                    "episode {}: no video of camera {key:?} in the dataset's metadata",
+                    r.episode
+                )
+            })?;
+            let (h, w) = sizes[c];
+            let video = match &decoded[c] {
+                Some((p, v)) if p == path => v,
+                _ => {
+                    &decoded[c]
+                        .insert((path.clone(), decode_video(path, h, w)?))
+                        .1
+                }
+            };
+            let frame_len = h * w * 3;
+            let index = ((from + r.timestamp) * ds.info.fps).round();
+            let count = video.len() / frame_len;
+            if !(index >= 0.0 && (index as usize) < count) {
+                bail!(
+                    "episode {} frame {}: timestamp {} s is frame {index} of {}, which has {count}",
+                    r.episode,
+                    r.frame,
+                    r.timestamp,
+                    path.display()
+                );
+            }
+            let k = index as usize;
+            frames.extend_from_slice(&video[k * frame_len..(k + 1) * frame_len]);
         }
-        let k = index as usize;
-        frames.extend_from_slice(&video[k * frame_len..(k + 1) * frame_len]);
         if current != Some(r.episode) {
             current = Some(r.episode);
             episode += 1;
@@ -163,7 +197,7 @@ pub fn import(a: &Args) -> anyhow::Result<ImportReport> {
     let extra = (action_dims > 0).then_some(("actions.npy", action_dims, &actions[..]));
     write_replay(
         &a.out,
-        (h, w),
+        &views,
         &frames,
         &instructions,
         &episodes,
@@ -179,12 +213,11 @@ pub fn import(a: &Args) -> anyhow::Result<ImportReport> {
     let report = ImportReport {
         dataset: a.dataset.display().to_string(),
         codebase_version: ds.info.codebase_version.clone(),
-        camera: key,
+        cameras: keys,
         out: a.out.display().to_string(),
         frames: n,
         episodes: order.len(),
-        width: w,
-        height: h,
+        views: views.sizes().to_vec(),
         fps: ds.info.fps,
         action_dims,
         tasks,

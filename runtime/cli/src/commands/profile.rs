@@ -22,7 +22,7 @@ use offramp_engines::EngineSet;
 use offramp_power::energy::{energy_mj, mean_power_mw};
 use offramp_power::sampler::{PowerLog, Sampler};
 use offramp_power::PowerChoice;
-use offramp_runtime::camera::{load_replay, CameraSpec};
+use offramp_runtime::camera::{load_replay, CameraSpec, Views};
 use offramp_runtime::exit_chain::ExitPolicy;
 use offramp_runtime::pipeline::Pipeline;
 use offramp_runtime::stats::Summary;
@@ -143,14 +143,14 @@ pub struct ProfileReport {
 }
 
 /// Frames for profiling, held in memory so no camera thread competes.
-fn frames(spec: &CameraSpec, n: usize) -> anyhow::Result<(Vec<Frame>, (usize, usize))> {
+fn frames(spec: &CameraSpec, n: usize) -> anyhow::Result<(Vec<Frame>, Views)> {
     match spec {
         #[cfg(feature = "sim")]
         CameraSpec::Sim => {
             let cfg = offramp_sim::SimConfig::default();
             Ok((
                 crate::held_frames::stream(&cfg, n),
-                (cfg.image_width, cfg.image_height),
+                (cfg.image_width, cfg.image_height).into(),
             ))
         }
         #[cfg(not(feature = "sim"))]
@@ -170,12 +170,12 @@ fn frames(spec: &CameraSpec, n: usize) -> anyhow::Result<(Vec<Frame>, (usize, us
                 })
                 .collect::<Vec<_>>();
             anyhow::ensure!(!v.is_empty(), "{}: no frames", dir.display());
-            Ok((v, (r.width, r.height)))
+            Ok((v, r.views))
         }
-        CameraSpec::V4l(p) => anyhow::bail!(
-            "--camera v4l:{}: profile runs on frames held in memory (sim or replay:DIR), \
-             so that no capture thread competes with the engines it measures",
-            p.display()
+        CameraSpec::V4l(_) | CameraSpec::Several(_) => anyhow::bail!(
+            "--camera {spec:?}: profile runs on frames held in memory (sim or replay:DIR, \
+             which may hold several camera views), so that no capture thread competes \
+             with the engines it measures"
         ),
     }
 }

@@ -2,9 +2,10 @@
 //! source, so that a robot's own frames calibrate its thresholds
 //! (`offramp calibrate --episodes DIR`) without a simulator.
 //!
-//! The directory holds, for N frames: `frames.npy` u8 [N, H, W, 3],
-//! `instructions.npy` i64 [N], `episodes.npy` i32 [N] (what `replay:DIR`
-//! and calibration read), `timestamps_ns.npy` i64 [N] (capture time since
+//! The directory holds, for N frames: `frames.npy` u8 [N, H, W, 3] (with
+//! several cameras, `--camera A,B`, the first; `frames.1.npy`... the
+//! others), `instructions.npy` i64 [N], `episodes.npy` i32 [N] (what
+//! `replay:DIR` and calibration read), `timestamps_ns.npy` i64 [N] (capture time since
 //! the first frame) and `meta.json`. Episodes start where the source says
 //! (a replay's episode boundaries, the simulator's resets) and every
 //! `--episode-frames` frames.
@@ -18,7 +19,7 @@
 use crate::args::{at_least_1, positive, ZenohArgs};
 use anyhow::{bail, Context};
 use offramp_link::zenoh_link::{open_session, telemetry_subscriber, Keys, TelemetryMsg};
-use offramp_runtime::camera::{self, CameraSpec};
+use offramp_runtime::camera::{self, CameraSpec, Views};
 use offramp_runtime::npy;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -26,7 +27,9 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// replay:DIR | v4l:/dev/videoN | sim
+    /// replay:DIR | v4l:/dev/videoN | sim; several cameras separated by
+    /// commas (`v4l:/dev/video0,v4l:/dev/video2`), in the order of the
+    /// model's image inputs.
     #[arg(long)]
     pub camera: CameraSpec,
     /// The recording directory (created; must not hold a recording).
@@ -66,8 +69,8 @@ pub struct RecordReport {
     pub out: String,
     pub frames: usize,
     pub episodes: usize,
-    pub width: usize,
-    pub height: usize,
+    /// Each camera view's [width, height].
+    pub views: Vec<(usize, usize)>,
     /// Frames the source published that the recorder missed (it keeps the
     /// newest, as the runtime does).
     pub dropped: u64,
@@ -84,18 +87,25 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     let r = record(&a)?;
     crate::args::print_report(a.json, &r, |r| {
         println!(
-            "recorded {} frames ({}x{}) in {} episodes into {} ({} dropped, {:.1} s)",
-            r.frames, r.width, r.height, r.episodes, r.out, r.dropped, r.seconds
+            "recorded {} frames ({}) in {} episodes into {} ({} dropped, {:.1} s)",
+            r.frames,
+            Views::new(r.views.clone()),
+            r.episodes,
+            r.out,
+            r.dropped,
+            r.seconds
         )
     })
 }
 
-/// Writes the replay format's arrays into `out` (created): `frames` u8
-/// [N, H, W, 3], `instructions`, `episodes` and `timestamps_ns` [N], and an
-/// optional f32 [N, D] array (`(file, D, values)`).
+/// Writes the replay format's arrays into `out` (created): one u8
+/// [N, H, W, 3] array per camera view (`frames.npy`, `frames.1.npy`...,
+/// from `frames`, each frame's views end to end), `instructions`,
+/// `episodes` and `timestamps_ns` [N], and an optional f32 [N, D] array
+/// (`(file, D, values)`).
 pub fn write_replay(
     out: &std::path::Path,
-    (h, w): (usize, usize),
+    views: &Views,
     frames: &[u8],
     instructions: &[i64],
     episodes: &[i32],
@@ -105,7 +115,23 @@ pub fn write_replay(
     let n = instructions.len();
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let io = |name: &str| format!("writing {}", out.join(name).display());
-    npy::write(&out.join("frames.npy"), &[n, h, w, 3], frames).with_context(|| io("frames.npy"))?;
+    let mut at = 0;
+    for (k, &(w, h)) in views.sizes().iter().enumerate() {
+        let file = camera::view_file(k);
+        let len = w * h * 3;
+        let view: std::borrow::Cow<[u8]> = if views.sizes().len() == 1 {
+            frames.into()
+        } else {
+            frames
+                .chunks_exact(views.frame_len())
+                .flat_map(|f| &f[at..at + len])
+                .copied()
+                .collect::<Vec<u8>>()
+                .into()
+        };
+        npy::write(&out.join(&file), &[n, h, w, 3], &view).with_context(|| io(&file))?;
+        at += len;
+    }
     npy::write(&out.join("instructions.npy"), &[n], instructions)
         .with_context(|| io("instructions.npy"))?;
     npy::write(&out.join("episodes.npy"), &[n], episodes).with_context(|| io("episodes.npy"))?;
@@ -147,8 +173,8 @@ pub fn record(a: &Args) -> anyhow::Result<RecordReport> {
     let mut reports = 0u64;
     let mut executed: Vec<f32> = Vec::new();
     let capture = camera::start(source, a.fps)?;
-    let (w, h) = (capture.width, capture.height);
-    let len = w * h * 3;
+    let views = capture.views.clone();
+    let len = views.frame_len();
     let mut frames = Vec::with_capacity(a.frames.min(4096) * len);
     let (mut instructions, mut episodes, mut stamps) = (Vec::new(), Vec::new(), Vec::new());
     let timeout = Duration::from_secs_f64(3.0 / a.fps).max(Duration::from_secs(1));
@@ -217,7 +243,7 @@ pub fn record(a: &Args) -> anyhow::Result<RecordReport> {
         .then_some(("executed.npy", 2, &executed[..]));
     write_replay(
         &a.out,
-        (h, w),
+        &views,
         &frames,
         &instructions,
         &episodes,
@@ -230,8 +256,7 @@ pub fn record(a: &Args) -> anyhow::Result<RecordReport> {
         out: a.out.display().to_string(),
         frames: n,
         episodes: (episode + 1) as usize,
-        width: w,
-        height: h,
+        views: views.sizes().to_vec(),
         dropped,
         seconds: start.elapsed().as_secs_f64(),
         executed_frames: telemetry.is_some().then(|| {

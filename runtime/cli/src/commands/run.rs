@@ -197,7 +197,7 @@ pub fn run(a: &Args) -> anyhow::Result<RunReport> {
     };
     // The backend the set was built for: CPU (tract) or TensorRT plans.
     #[allow(unused_mut)]
-    let mut pipeline = Pipeline::open(&set, set.manifest.build.backend, source.size())?;
+    let mut pipeline = Pipeline::open(&set, set.manifest.build.backend, source.views())?;
     #[cfg(feature = "cuda")]
     if a.gpu_preprocess {
         pipeline

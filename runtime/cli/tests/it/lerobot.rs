@@ -1,6 +1,7 @@
 //! `offramp import-lerobot` on small datasets this test writes in LeRobot's
 //! v2.1 and v3.0 layouts (parquet rows written with the parquet crate, mp4
-//! videos encoded losslessly by ffmpeg), then calibration on the import.
+//! videos encoded losslessly by ffmpeg, two cameras of different sizes),
+//! then calibration on the import.
 
 use crate::common::*;
 use parquet::basic::{LogicalType, Repetition, Type as Physical};
@@ -17,30 +18,35 @@ const W: usize = 32;
 const H: usize = 24;
 const FPS: usize = 10;
 const KEY: &str = "observation.images.front";
+/// The cameras: (feature, width, height).
+const CAMERAS: [(&str, usize, usize); 2] = [(KEY, W, H), ("observation.images.wrist", 16, 12)];
 
-/// Frame `k` of episode `e`: a colour ramp whose shades say which it is.
-fn frame(e: usize, k: usize) -> Vec<u8> {
-    let mut f = Vec::with_capacity(W * H * 3);
-    for y in 0..H {
-        for x in 0..W {
+/// Frame `k` of episode `e` of camera `c`: a colour ramp whose shades say
+/// which it is.
+fn image(c: usize, e: usize, k: usize) -> Vec<u8> {
+    let (_, w, h) = CAMERAS[c];
+    let mut f = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
             f.extend_from_slice(&[
                 (e * 60 + x * 4) as u8,
                 (k * 20 + y * 4) as u8,
-                ((x + y) * 3) as u8,
+                ((x + y) * 3 + c * 100) as u8,
             ]);
         }
     }
     f
 }
 
-/// Encodes RGB frames losslessly into an mp4.
-fn mp4(path: &Path, frames: &[Vec<u8>]) {
+/// Encodes camera `c`'s RGB frames losslessly into an mp4.
+fn mp4(path: &Path, c: usize, frames: &[Vec<u8>]) {
+    let (_, w, h) = CAMERAS[c];
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let mut p = Command::new("ffmpeg")
         .args([
             "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s",
         ])
-        .arg(format!("{W}x{H}"))
+        .arg(format!("{w}x{h}"))
         .args([
             "-r",
             &FPS.to_string(),
@@ -174,7 +180,8 @@ fn info(version: &str, data: &str, video: &str) -> String {
         "data_path": data,
         "video_path": video,
         "features": {
-            KEY: {"dtype": "video", "shape": [H, W, 3], "names": ["height", "width", "channels"]},
+            CAMERAS[0].0: {"dtype": "video", "shape": [H, W, 3], "names": ["height", "width", "channels"]},
+            CAMERAS[1].0: {"dtype": "video", "shape": [CAMERAS[1].2, CAMERAS[1].1, 3], "names": ["height", "width", "channels"]},
             "action": {"dtype": "float32", "shape": [2]},
             "timestamp": {"dtype": "float32", "shape": [1]},
         }
@@ -231,11 +238,14 @@ fn write_v2(root: &Path) {
             frame_cols(&[e], index),
         );
         index += len;
-        let frames: Vec<Vec<u8>> = (0..len).map(|k| frame(e, k)).collect();
-        mp4(
-            &root.join(format!("videos/chunk-000/{KEY}/episode_{e:06}.mp4")),
-            &frames,
-        );
+        for (c, (key, _, _)) in CAMERAS.iter().enumerate() {
+            let frames: Vec<Vec<u8>> = (0..len).map(|k| image(c, e, k)).collect();
+            mp4(
+                &root.join(format!("videos/chunk-000/{key}/episode_{e:06}.mp4")),
+                c,
+                &frames,
+            );
+        }
     }
 }
 
@@ -264,42 +274,45 @@ fn write_v3(root: &Path) {
         &root.join("data/chunk-000/file-001.parquet"),
         frame_cols(&[2], LENGTHS[0] + LENGTHS[1]),
     );
-    let frames01: Vec<Vec<u8>> = (0..2)
-        .flat_map(|e| (0..LENGTHS[e]).map(move |k| frame(e, k)))
-        .collect();
-    mp4(
-        &root.join(format!("videos/{KEY}/chunk-000/file-000.mp4")),
-        &frames01,
-    );
-    let frames2: Vec<Vec<u8>> = (0..LENGTHS[2]).map(|k| frame(2, k)).collect();
-    mp4(
-        &root.join(format!("videos/{KEY}/chunk-000/file-001.mp4")),
-        &frames2,
-    );
     let from = |frames: usize| frames as f64 / FPS as f64;
-    let c = |what: &str| format!("videos/{KEY}/{what}");
-    let (chunk, file, from_ts, to_ts) = (
-        c("chunk_index"),
-        c("file_index"),
-        c("from_timestamp"),
-        c("to_timestamp"),
-    );
-    parquet_file(
-        &root.join("meta/episodes/chunk-000/file-000.parquet"),
-        vec![
-            ("episode_index", Col::I64(vec![0, 1, 2])),
-            (chunk.as_str(), Col::I64(vec![0, 0, 0])),
-            (file.as_str(), Col::I64(vec![0, 0, 1])),
-            (from_ts.as_str(), Col::F64(vec![0.0, from(LENGTHS[0]), 0.0])),
+    let mut cols = vec![("episode_index".to_string(), Col::I64(vec![0, 1, 2]))];
+    for (c, (key, _, _)) in CAMERAS.iter().enumerate() {
+        let frames01: Vec<Vec<u8>> = (0..2)
+            .flat_map(|e| (0..LENGTHS[e]).map(move |k| image(c, e, k)))
+            .collect();
+        mp4(
+            &root.join(format!("videos/{key}/chunk-000/file-000.mp4")),
+            c,
+            &frames01,
+        );
+        let frames2: Vec<Vec<u8>> = (0..LENGTHS[2]).map(|k| image(c, 2, k)).collect();
+        mp4(
+            &root.join(format!("videos/{key}/chunk-000/file-001.mp4")),
+            c,
+            &frames2,
+        );
+        let col = |what: &str| format!("videos/{key}/{what}");
+        cols.extend([
+            (col("chunk_index"), Col::I64(vec![0, 0, 0])),
+            (col("file_index"), Col::I64(vec![0, 0, 1])),
             (
-                to_ts.as_str(),
+                col("from_timestamp"),
+                Col::F64(vec![0.0, from(LENGTHS[0]), 0.0]),
+            ),
+            (
+                col("to_timestamp"),
                 Col::F64(vec![
                     from(LENGTHS[0]),
                     from(LENGTHS[0] + LENGTHS[1]),
                     from(LENGTHS[2]),
                 ]),
             ),
-        ],
+        ]);
+    }
+    let (names, values): (Vec<String>, Vec<Col>) = cols.into_iter().unzip();
+    parquet_file(
+        &root.join("meta/episodes/chunk-000/file-000.parquet"),
+        names.iter().map(String::as_str).zip(values).collect(),
     );
 }
 
@@ -317,6 +330,8 @@ fn lerobot_v2_and_v3_datasets_import_into_the_replay_format() {
             root.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
+            "--camera",
+            &format!("{},{}", CAMERAS[0].0, CAMERAS[1].0),
             "--json",
         ]);
         assert!(ok, "{version}: {err}");
@@ -328,6 +343,10 @@ fn lerobot_v2_and_v3_datasets_import_into_the_replay_format() {
         let read_u8 = |f: &str| offramp_runtime::npy::read::<u8>(&out.join(f)).unwrap();
         let (shape, frames) = read_u8("frames.npy");
         assert_eq!(shape, [n, H, W, 3]);
+        let (shape, wrist) = read_u8("frames.1.npy");
+        let (_, ww, wh) = CAMERAS[1];
+        assert_eq!(shape, [n, wh, ww, 3]);
+        assert_eq!(r["views"], serde_json::json!([[W, H], [ww, wh]]), "{r}");
         let (_, episodes) = offramp_runtime::npy::read::<i32>(&out.join("episodes.npy")).unwrap();
         let (_, tasks) = offramp_runtime::npy::read::<i64>(&out.join("instructions.npy")).unwrap();
         let (_, stamps) =
@@ -340,8 +359,13 @@ fn lerobot_v2_and_v3_datasets_import_into_the_replay_format() {
             for k in 0..len {
                 // Lossless video: every pixel of the right frame.
                 assert!(
-                    frames[i * W * H * 3..(i + 1) * W * H * 3] == frame(e, k)[..],
+                    frames[i * W * H * 3..(i + 1) * W * H * 3] == image(0, e, k)[..],
                     "{version}: frame {k} of episode {e}"
+                );
+                let len = ww * wh * 3;
+                assert!(
+                    wrist[i * len..(i + 1) * len] == image(1, e, k)[..],
+                    "{version}: wrist frame {k} of episode {e}"
                 );
                 assert_eq!(episodes[i], e as i32);
                 assert_eq!(tasks[i], task_of(e));
@@ -353,8 +377,19 @@ fn lerobot_v2_and_v3_datasets_import_into_the_replay_format() {
             }
         }
     }
-    // The import replays as a camera and calibrates a model.
-    let rec = dir.path().join("v3.0-rec");
+    // One camera's import replays as a camera and calibrates a one-camera
+    // model; the two-camera import is refused by it, naming the views.
+    let rec = dir.path().join("v3.0-front");
+    let (ok, _, err) = offramp(&[
+        "import-lerobot",
+        "--dataset",
+        dir.path().join("v3.0").to_str().unwrap(),
+        "--out",
+        rec.to_str().unwrap(),
+        "--camera",
+        KEY,
+    ]);
+    assert!(ok, "{err}");
     let set = dir.path().join("set");
     std::fs::create_dir(&set).unwrap();
     for e in std::fs::read_dir(demo_dir()).unwrap() {
@@ -371,27 +406,42 @@ fn lerobot_v2_and_v3_datasets_import_into_the_replay_format() {
         "0.5",
     ]);
     assert!(ok, "{err}");
-    // A second import into the same place, and a missing camera, are refused.
     let (ok, _, err) = offramp(&[
-        "import-lerobot",
-        "--dataset",
-        dir.path().join("v2.1").to_str().unwrap(),
-        "--out",
-        rec.to_str().unwrap(),
+        "calibrate",
+        "--engines",
+        set.to_str().unwrap(),
+        "--episodes",
+        dir.path().join("v3.0-rec").to_str().unwrap(),
+        "--budget-ratio",
+        "0.5",
     ]);
-    assert!(!ok && err.contains("already holds a recording"), "{err}");
-    let (ok, _, err) = offramp(&[
-        "import-lerobot",
-        "--dataset",
-        dir.path().join("v2.1").to_str().unwrap(),
-        "--out",
-        dir.path().join("x").to_str().unwrap(),
-        "--camera",
-        "observation.images.wrist",
-    ]);
-    assert!(!ok, "must be refused");
+    assert!(!ok, "two views for one image input must be refused");
     assert!(
-        err.contains("no camera \"observation.images.wrist\""),
+        err.contains("the camera gives 2 view(s) (32x24 + 16x12)"),
         "{err}"
     );
+    // A second import into the same place, a missing camera, and a dataset
+    // of several cameras without --camera are refused.
+    let v2 = dir.path().join("v2.1");
+    let x = dir.path().join("x");
+    for (out, camera, want) in [
+        (&rec, None, "already holds a recording"),
+        (
+            &x,
+            Some("observation.images.side"),
+            "no camera \"observation.images.side\"",
+        ),
+        (&x, None, "several cameras"),
+    ] {
+        let mut args = vec![
+            "import-lerobot",
+            "--dataset",
+            v2.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(camera.iter().flat_map(|c| ["--camera", c]));
+        let (ok, _, err) = offramp(&args);
+        assert!(!ok && err.contains(want), "{want}: {err}");
+    }
 }
