@@ -22,9 +22,10 @@ cuts it into segments (the commands are in each directory's `split.txt`), and
   instruction input itself: tensors a segment reads from two or more
   segments back, which `split` passes through.
 - `cameras/full.onnx`: two cameras, each with its own preprocessing: a
-  front image [1,3,16,16] patchified as above and a wrist image [1,3,8,8]
-  embedded into the instruction's token; exit 2 reads the wrist image again (a model
-  input passed through). Per-exit actions, one-hot instruction.
+  front image [1,3,16,16] patchified as above, and a wrist image [1,3,8,8]
+  fused late, at the third block only (a model input segment 0 does not
+  read, passed through to the segment that does). Per-exit actions, one-hot
+  instruction.
 - `tokens/full.onnx` + `tokenizer.json`: discrete action tokens (RT-2 style).
   The instruction is token ids (int64 [1,6]) embedded by a Gather, and again
   by the last block; exit i emits logits `t<i>` [1,2,7] over 7 bins of each
@@ -69,8 +70,8 @@ def pooled(g, x):
     return g.op("ReduceMean", [x], axes=[1], keepdims=0)
 
 
-def stem(g, token):
-    x = g.op("Concat", [token, patches(g)], axis=1)
+def stem(g, token, image="image"):
+    x = g.op("Concat", [token, patches(g, image)], axis=1)
     return g.op("Add", [x, g.weight([1, TOKENS, D], 0.02)])
 
 
@@ -128,17 +129,14 @@ def skip(rng, out):
 
 def cameras(rng, out):
     g = Graph(rng, "")
-    wrist = g.op("Reshape", ["wrist", g.const([1, 3 * 8 * 8], np.int64)])
-    w_tok = g.op("Reshape", [g.linear(wrist, 3 * 8 * 8, D), g.const([1, 1, D], np.int64)])
-    token = g.op("Add", [one_hot_token(g), w_tok])
-    x = g.op("Concat", [token, patches(g, "front")], axis=1)
-    x = g.op("Add", [x, g.weight([1, TOKENS, D], 0.02)])
+    x = stem(g, one_hot_token(g), "front")
     outs = []
     for i in range(EXITS):
         x = g.block(x)
         if i == 2:
-            again = g.op("Reshape", ["wrist", g.const([1, 3 * 8 * 8], np.int64)])
-            x = g.op("Add", [x, g.op("Reshape", [g.linear(again, 3 * 8 * 8, D), g.const([1, 1, D], np.int64)])])
+            # Late fusion: the wrist camera enters at the third block only.
+            wrist = g.op("Reshape", ["wrist", g.const([1, 3 * 8 * 8], np.int64)])
+            x = g.op("Add", [x, g.op("Reshape", [g.linear(wrist, 3 * 8 * 8, D), g.const([1, 1, D], np.int64)])])
         x = name(g, x, f"hidden{i}")
         outs.append(name(g, g.op("Tanh", [g.linear(pooled(g, x), D, 2)]), f"a{i}"))
     g.save(os.path.join(out, "full.onnx"),

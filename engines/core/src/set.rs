@@ -365,12 +365,11 @@ impl EngineSet {
         }
         let images = p.image_inputs(&m.inputs);
         for (k, img) in images.iter().enumerate() {
-            let at = |f: &str| {
-                if p.images.is_empty() {
-                    format!("preprocess.{f}")
-                } else {
-                    format!("preprocess.images[{k}].{f}")
-                }
+            let at = |f: &str| match (p.images.is_empty(), f) {
+                // One camera: the image input is the first model input.
+                (true, "input") => "inputs[0]".to_string(),
+                (true, _) => format!("preprocess.{f}"),
+                (false, _) => format!("preprocess.images[{k}].{f}"),
             };
             if let Some(c) = img.std.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
                 return Err(self.invalid(
@@ -422,6 +421,26 @@ impl EngineSet {
                     ),
                 ));
             }
+        }
+        // The runtime feeds camera images and the instruction, nothing
+        // else: another input would stay zero on every frame.
+        if let Some((k, t)) = m.inputs.iter().enumerate().find(|(_, t)| {
+            !images.iter().any(|i| i.input == t.name) && p.instruction.as_ref() != Some(&t.name)
+        }) {
+            return Err(self.invalid(
+                format!("inputs[{k}]"),
+                format!(
+                    "{:?} is neither an image input ({}) nor the instruction input: offramp feeds \
+                     camera frames and the instruction only (name each camera's input in \
+                     [[preprocess.images]], the instruction in preprocess.instruction)",
+                    t.name,
+                    images
+                        .iter()
+                        .map(|i| i.input.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
         }
         if let Some(name) = &p.instruction {
             let Some(t) = m.inputs.iter().find(|t| &t.name == name) else {

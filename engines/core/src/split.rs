@@ -338,21 +338,22 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
             ..Default::default()
         });
         seg.outputs.push((rename.to_string(), exit.to_string()));
-        if k == 0 {
-            if let Some(t) = full.inputs.iter().find(|t| {
-                !seg.nodes.iter().any(|n| n.input.contains(&t.name))
-                    && !seg.outputs.iter().any(|(_, o)| *o == t.name)
-            }) {
-                return Err(invalid(
-                    path,
-                    "inputs",
-                    format!(
-                        "no segment reads model input {:?}; every model input feeds the model",
-                        t.name
-                    ),
-                ));
-            }
-        }
+    }
+    // Every model input feeds the model: segment 0 reads it, or hands it on
+    // to a later segment that does (a camera fused only in a late block).
+    if let Some(t) = full.inputs.iter().find(|t| {
+        let s0 = &segs[0];
+        !s0.nodes.iter().any(|n| n.input.contains(&t.name))
+            && !s0.outputs.iter().any(|(_, o)| *o == t.name)
+    }) {
+        return Err(invalid(
+            path,
+            "inputs",
+            format!(
+                "no segment reads model input {:?}; every model input feeds the model",
+                t.name
+            ),
+        ));
     }
 
     // One tract run of the full model on seeded inputs: the values of every

@@ -286,7 +286,7 @@ fn image_inputs_are_model_images_each_fed_by_one_camera() {
             .unwrap()
     }
     type Case = (&'static str, fn(&mut toml::Table), &'static [&'static str]);
-    let cases: [Case; 5] = [
+    let cases: [Case; 6] = [
         (
             "unknown input",
             |t| image(t, 1)["input"] = "nope".into(),
@@ -316,6 +316,19 @@ fn image_inputs_are_model_images_each_fed_by_one_camera() {
                 table(t, "preprocess").insert("mean".into(), vec![0.5; 3].into());
             },
             &["`preprocess.images`", "remove preprocess.mean"],
+        ),
+        (
+            "an input no camera feeds",
+            |t| {
+                table(t, "preprocess")["images"]
+                    .as_array_mut()
+                    .unwrap()
+                    .pop();
+            },
+            &[
+                "\"wrist\" is neither an image input (front) nor the instruction input",
+                "field `inputs[",
+            ],
         ),
     ];
     for (what, f, want) in cases {

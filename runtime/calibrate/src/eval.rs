@@ -71,8 +71,29 @@ pub struct EvalReport {
     pub fallback_frames: usize,
     pub nonfinite_frames: usize,
     pub collisions: usize,
+    /// Completion time: mean control steps of the successful episodes
+    /// (None without one), and the same in seconds of simulated time.
+    pub mean_success_steps: Option<f64>,
+    pub mean_success_seconds: Option<f64>,
+    /// Command smoothness: mean |Δω| between consecutive commands of an
+    /// episode (rad/s per step), over every step.
+    pub mean_abs_domega: f64,
     pub by_difficulty: Vec<Bucket>,
     pub failures: Failures,
+    /// Every episode's outcome, by seed, for paired comparisons of policies
+    /// on the same episodes ([`crate::paired`]).
+    pub per_episode: Vec<Episode>,
+}
+
+/// One episode's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Episode {
+    pub seed: u64,
+    pub success: bool,
+    /// Control steps run: to the target, or to the step limit.
+    pub steps: usize,
+    /// Mean |Δω| between consecutive commands (rad/s per step).
+    pub mean_abs_domega: f64,
 }
 
 /// Why the failed episodes failed (every failure is a timeout: the step
@@ -116,6 +137,8 @@ pub fn evaluate(
     let mut latency_ms = Vec::new();
     let mut failures = Failures::default();
     let mut final_distance_sum = 0.0f64;
+    let mut per_episode = Vec::with_capacity(episodes);
+    let (mut domega_sum, mut domega_steps) = (0.0f64, 0usize);
     let mut frame = Vec::new();
     for e in 0..episodes {
         let seed = first_seed + e as u64;
@@ -127,6 +150,7 @@ pub fn evaluate(
             .unwrap_or(BUCKETS.len() - 1);
         p.begin_episode(sim.instruction() as usize)?;
         let mut seen = false;
+        let (mut last_omega, mut episode_domega) = (None::<f32>, 0.0f64);
         loop {
             seen |= sim.target_in_view();
             sim.render(&mut frame);
@@ -136,6 +160,19 @@ pub fn evaluate(
             remote += o.remote as usize;
             fallback += o.fallback as usize;
             let act = Twist::from_action(p.action());
+            // A NaN command (the robot stops) counts as ω = 0.
+            let omega = if act.omega.is_finite() {
+                act.omega
+            } else {
+                0.0
+            };
+            if let Some(w) = last_omega {
+                let d = (omega - w).abs() as f64;
+                episode_domega += d;
+                domega_sum += d;
+                domega_steps += 1;
+            }
+            last_omega = Some(omega);
             let expert = sim.expert();
             let ok = (act.v - expert.v).abs() <= RIGHT_V
                 && (act.omega - expert.omega).abs() <= RIGHT_OMEGA;
@@ -150,6 +187,12 @@ pub fn evaluate(
             nonfinite += o.nonfinite as usize;
             let out = sim.step(act.to_wheels(cfg.track_width));
             if out.done {
+                per_episode.push(Episode {
+                    seed,
+                    success: out.success,
+                    steps: sim.steps,
+                    mean_abs_domega: episode_domega / sim.steps.saturating_sub(1).max(1) as f64,
+                });
                 successes += out.success as usize;
                 buckets[b].episodes += 1;
                 buckets[b].successes += out.success as usize;
@@ -175,6 +218,12 @@ pub fn evaluate(
     failures.mean_final_distance_m = final_distance_sum / failures.episodes.max(1) as f64;
     let n = p.chain.exits();
     let mean_macs = macs_sum as f64 / frames.max(1) as f64;
+    let won: Vec<f64> = per_episode
+        .iter()
+        .filter(|e| e.success)
+        .map(|e| e.steps as f64)
+        .collect();
+    let mean_success_steps = (!won.is_empty()).then(|| won.iter().sum::<f64>() / won.len() as f64);
     Ok(EvalReport {
         policy: match policy {
             ExitPolicy::Fixed(k) => format!("exit {}", k + 1),
@@ -202,8 +251,12 @@ pub fn evaluate(
         fallback_frames: fallback,
         nonfinite_frames: nonfinite,
         collisions,
+        mean_success_steps,
+        mean_success_seconds: mean_success_steps.map(|s| s * cfg.dt as f64),
+        mean_abs_domega: domega_sum / domega_steps.max(1) as f64,
         by_difficulty: buckets,
         failures,
+        per_episode,
     })
 }
 

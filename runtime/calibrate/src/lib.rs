@@ -6,7 +6,9 @@
 //!   budgets.
 //! * [`memory`]: the heap a loaded model holds up to each exit, measured,
 //!   for the memory budget.
-//! * [`eval`]: closed-loop evaluation of a policy in the simulator.
+//! * [`eval`]: closed-loop evaluation of a policy in the simulator, and
+//!   [`paired`]: two policies compared on the same episodes, with 95 %
+//!   intervals.
 //! * [`refine`]: closed-loop refinement on the budget (successive halving
 //!   with common random numbers), and [`bayes`], DeeR's Bayesian
 //!   optimisation, the baseline it is compared with.
@@ -17,5 +19,6 @@ pub mod bayes;
 pub mod calibrate;
 pub mod eval;
 pub mod memory;
+pub mod paired;
 pub mod refine;
 pub mod solve;

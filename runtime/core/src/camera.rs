@@ -198,7 +198,7 @@ impl Latest {
     }
 }
 
-/// Which camera, or cameras.
+/// Which camera, or cameras (shown as given: `v4l:/dev/video0,replay:DIR`).
 #[derive(Debug, Clone)]
 pub enum CameraSpec {
     Sim,
@@ -207,6 +207,22 @@ pub enum CameraSpec {
     /// Several cameras, one per image input, in `preprocess.images` order
     /// (`v4l:/dev/video0,v4l:/dev/video2`): frames follow the first.
     Several(Vec<CameraSpec>),
+}
+
+impl std::fmt::Display for CameraSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sim => write!(f, "sim"),
+            Self::Replay(p) => write!(f, "replay:{}", p.display()),
+            Self::V4l(p) => write!(f, "v4l:{}", p.display()),
+            Self::Several(specs) => {
+                for (k, s) in specs.iter().enumerate() {
+                    write!(f, "{}{s}", if k > 0 { "," } else { "" })?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 impl std::str::FromStr for CameraSpec {
@@ -435,6 +451,10 @@ impl Source for Several {
 
     fn run(self: Box<Self>, latest: &Latest, stop: &AtomicBool, period: Duration) {
         let fps = 1.0 / period.as_secs_f64().max(1e-6);
+        if self.sources.is_empty() {
+            latest.closed.store(true, Ordering::Relaxed);
+            return;
+        }
         let mut captures = Vec::new();
         for s in self.sources {
             match start(s, fps) {
@@ -472,18 +492,20 @@ impl Source for Several {
                 .store(failures(&captures), Ordering::Relaxed);
             let (first, rest) = captures.split_at(1);
             first[0].latest.take(wait, |frame, mut meta| {
-                let now = Instant::now();
+                // Ages by capture time, against the first camera's frame: an
+                // image left unread through a stall is as old as it is.
+                let now = meta.captured.unwrap_or_else(Instant::now);
                 for (c, (buf, at)) in rest.iter().zip(newest.iter_mut()) {
-                    if c.latest
-                        .take(Duration::ZERO, |b, _| buf.copy_from_slice(b))
-                        .is_some()
-                    {
-                        *at = Some(now);
+                    if let Some(t) = c.latest.take(Duration::ZERO, |b, m| {
+                        buf.copy_from_slice(b);
+                        m.captured.unwrap_or_else(Instant::now)
+                    }) {
+                        *at = Some(t);
                     }
                 }
                 if newest
                     .iter()
-                    .any(|(_, at)| at.is_none_or(|t| now.duration_since(t) > stale))
+                    .any(|(_, at)| at.is_none_or(|t| now.saturating_duration_since(t) > stale))
                 {
                     latest.dropped.fetch_add(1, Ordering::Relaxed);
                     new_episode |= meta.new_episode;
@@ -654,6 +676,39 @@ mod tests {
         }
         assert!(cap.latest.closed.load(Ordering::Relaxed));
         assert!(got <= 5, "{got} frames after the second camera's 3");
+    }
+
+    /// A camera whose only image was captured long ago (a stall) holds
+    /// frames back, though the image was never read before: age is by
+    /// capture time, not by when the image was taken from its buffer.
+    #[test]
+    fn a_stale_image_of_another_camera_is_never_published() {
+        struct Stalled;
+        impl Source for Stalled {
+            fn views(&self) -> Views {
+                (1, 1).into()
+            }
+            fn run(self: Box<Self>, latest: &Latest, stop: &AtomicBool, _: Duration) {
+                let meta = FrameMeta {
+                    captured: Instant::now().checked_sub(Duration::from_secs(10)),
+                    ..Default::default()
+                };
+                latest.publish(meta, |b| b.fill(7));
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                latest.closed.store(true, Ordering::Relaxed);
+            }
+        }
+        let src = Several {
+            sources: vec![Box::new(replay(&[(2, 1)], 100, 0)), Box::new(Stalled)],
+        };
+        let cap = start(Box::new(src), 100.0).unwrap();
+        assert!(cap
+            .latest
+            .take(Duration::from_millis(400), |_, _| ())
+            .is_none());
+        assert!(cap.latest.dropped.load(Ordering::Relaxed) > 0);
     }
 
     /// A recording's views interleave into frames of several views.

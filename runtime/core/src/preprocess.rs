@@ -311,7 +311,8 @@ impl FramePreprocess {
             return Err(PreprocessError::Manifest {
                 path,
                 message: format!(
-                    "the model reads {} image input(s) ({}), but the camera gives {} view(s) ({views}):                      give one camera per image input, in this order",
+                    "the model reads {} image input(s) ({}), but the camera gives {} view(s) ({views}): \
+                     give one camera per image input, in this order",
                     images.len(),
                     images.iter().map(|i| i.input.as_str()).collect::<Vec<_>>().join(", "),
                     views.sizes().len()

@@ -173,7 +173,7 @@ fn frames(spec: &CameraSpec, n: usize) -> anyhow::Result<(Vec<Frame>, Views)> {
             Ok((v, r.views))
         }
         CameraSpec::V4l(_) | CameraSpec::Several(_) => anyhow::bail!(
-            "--camera {spec:?}: profile runs on frames held in memory (sim or replay:DIR, \
+            "--camera {spec}: profile runs on frames held in memory (sim or replay:DIR, \
              which may hold several camera views), so that no capture thread competes \
              with the engines it measures"
         ),
@@ -333,7 +333,7 @@ pub fn run(a: &Args) -> anyhow::Result<ProfileReport> {
     let power = summarize_power(log.as_ref(), notes, idle_mw, epoch.elapsed().as_secs_f64());
     let mut report = ProfileReport {
         engines: a.engines.display().to_string(),
-        camera: format!("{:?}", a.camera),
+        camera: a.camera.to_string(),
         backend: format!("{backend:?}").to_lowercase(),
         timing: if backend == offramp_engines::BackendKind::Cpu {
             "monotonic clock around each frame and each exit segment"

@@ -226,12 +226,12 @@ pub fn record(a: &Args) -> anyhow::Result<RecordReport> {
             {
                 break;
             }
-            bail!("{:?}: no frame for {timeout:?}", a.camera);
+            bail!("--camera {}: no frame for {timeout:?}", a.camera);
         }
     }
     let n = instructions.len();
     if n == 0 {
-        bail!("{:?}: the source gave no frame", a.camera);
+        bail!("--camera {}: the source gave no frame", a.camera);
     }
     let dropped = capture
         .latest
@@ -252,7 +252,7 @@ pub fn record(a: &Args) -> anyhow::Result<RecordReport> {
     )?;
     let io = |name: &str| format!("writing {}", a.out.join(name).display());
     let report = RecordReport {
-        camera: format!("{:?}", a.camera),
+        camera: a.camera.to_string(),
         out: a.out.display().to_string(),
         frames: n,
         episodes: (episode + 1) as usize,

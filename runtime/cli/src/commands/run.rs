@@ -307,7 +307,7 @@ pub fn run(a: &Args) -> anyhow::Result<RunReport> {
     #[cfg(not(feature = "sim"))]
     let (sim_episodes, sim_successes) = (0, 0);
     Ok(RunReport {
-        camera: format!("{:?}", a.camera),
+        camera: a.camera.to_string(),
         engines: a.engines.display().to_string(),
         policy: format!("{policy:?}"),
         stats,

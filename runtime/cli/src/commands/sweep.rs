@@ -6,6 +6,12 @@
 //! thresholds are also refined in closed loop on calibration episodes, by
 //! offramp's search and by DeeR's Bayesian optimisation side by side (see
 //! [`offramp_calibrate::refine`]), and all three are evaluated held-out.
+//! With `--at-fixed-exits` the criterion is also calibrated at each fixed
+//! exit's measured compute, so that every fixed exit has a criterion point
+//! of the same cost beside it. Every criterion point is compared with the
+//! full model and with the deepest fixed exit it does not outspend, paired
+//! on the same episodes with 95 % intervals ([`offramp_calibrate::paired`]):
+//! success, completion time and command smoothness.
 //! The manifest is not touched. Writes sweep.json, success_vs_compute.svg
 //! and, with `--refine`, refine_convergence.svg.
 
@@ -16,6 +22,7 @@ use anyhow::Context;
 use offramp_calibrate::bayes::{bayes_opt, BO_CALLS, BO_INITIAL};
 use offramp_calibrate::calibrate::{calibrate, Budget, Frames};
 use offramp_calibrate::eval::{rollout, EvalReport};
+use offramp_calibrate::paired::{self, Paired};
 use offramp_calibrate::refine::{race, Objective, RefineReport, Space, RACE_CANDIDATES};
 use offramp_calibrate::solve::predict;
 use offramp_engines::EngineSet;
@@ -47,6 +54,11 @@ pub struct Args {
     /// episodes per full evaluation.
     #[arg(long, value_name = "N", value_parser = at_least_1)]
     pub refine: Option<usize>,
+    /// Also calibrate at each fixed exit's measured compute (exits 1 to
+    /// N-1), the points where a criterion must beat simply deploying that
+    /// exit.
+    #[arg(long)]
+    pub at_fixed_exits: bool,
     /// Directory for sweep.json and the plots.
     #[arg(long)]
     pub report: PathBuf,
@@ -77,6 +89,73 @@ pub struct BudgetPoint {
     pub success_rate: f64,
     pub mean_exit: f64,
     pub exit_shares: Vec<f64>,
+    /// Completion time (steps of the successful episodes) and smoothness
+    /// (mean |Δω| per step).
+    pub mean_success_steps: Option<f64>,
+    pub mean_abs_domega: f64,
+    /// Against the full model on the same episodes: success difference,
+    /// |Δω| difference, and steps-to-target difference where both succeed.
+    pub vs_full: Paired,
+    pub smoothness_vs_full: Paired,
+    pub completion_steps_vs_full: Option<Paired>,
+    /// Against the cheapest fixed exit that costs at least what this point
+    /// costs (within 2 %), the one deploying instead would mean; for a point
+    /// calibrated at a fixed exit's compute (`--at-fixed-exits`), that exit.
+    pub vs_fixed: Option<VsFixed>,
+}
+
+#[derive(Serialize)]
+pub struct VsFixed {
+    /// 1-based, as `offramp run --exit` counts.
+    pub exit: usize,
+    pub compute_ratio: f64,
+    pub success_rate: f64,
+    /// Success of the criterion minus the fixed exit's.
+    pub success: Paired,
+    /// Share of the fixed exit's shortfall against the full model that the
+    /// criterion closes (None if the fixed exit has none).
+    pub gap_closed: Option<f64>,
+}
+
+/// Compute a criterion point may exceed a fixed exit's by and still be
+/// compared with it (held-out compute misses its budget by a little).
+const COMPUTE_SLACK: f64 = 1.02;
+
+/// The comparisons of criterion report `r` with the fixed exits (the last
+/// is the full model), paired on the same episodes.
+/// A point calibrated at a fixed exit's compute (`at`, 0-based) is compared
+/// with that exit, whatever it spent.
+fn compare(
+    r: &EvalReport,
+    fixed: &[EvalReport],
+    at: Option<usize>,
+) -> anyhow::Result<(Paired, Paired, Option<Paired>, Option<VsFixed>)> {
+    let (full, shallow) = fixed.split_last().context("no fixed exit was evaluated")?;
+    // The cheapest fixed exit that costs at least what this point costs:
+    // deploying it is the alternative the criterion must beat.
+    let vs_fixed = shallow
+        .iter()
+        .enumerate()
+        .find(|(k, f)| match at {
+            Some(a) => *k == a,
+            None => r.compute_ratio <= f.compute_ratio * COMPUTE_SLACK,
+        })
+        .map(|(k, f)| -> anyhow::Result<VsFixed> {
+            Ok(VsFixed {
+                exit: k + 1,
+                compute_ratio: f.compute_ratio,
+                success_rate: f.success_rate,
+                success: paired::success(r, f)?,
+                gap_closed: paired::gap_closed(r.success_rate, f.success_rate, full.success_rate),
+            })
+        })
+        .transpose()?;
+    Ok((
+        paired::success(r, full)?,
+        paired::smoothness(r, full)?,
+        paired::completion_steps(r, full)?,
+        vs_fixed,
+    ))
 }
 
 #[derive(Serialize)]
@@ -126,7 +205,16 @@ pub fn run(cfg: &SimConfig, a: &Args) -> anyhow::Result<Sweep> {
         )?);
     }
     let (mut budgets, mut searches) = (Vec::new(), Vec::new());
-    for &b in &a.budgets {
+    let mut asked: Vec<(f64, Option<usize>)> = a.budgets.iter().map(|&b| (b, None)).collect();
+    if a.at_fixed_exits {
+        asked.extend(
+            fixed_exits[..n - 1]
+                .iter()
+                .enumerate()
+                .map(|(k, r)| (r.compute_ratio, Some(k))),
+        );
+    }
+    for &(b, at) in &asked {
         let bar = progress_bar(
             (a.calibration_episodes * a.iterations) as u64,
             &format!("calibrate {b}"),
@@ -208,6 +296,8 @@ pub fn run(cfg: &SimConfig, a: &Args) -> anyhow::Result<Sweep> {
                 &format!("evaluate {b} {method}"),
             )?;
             let predicted = predict(&c.deltas, &thresholds, &costs).mean_cost / full;
+            let (vs_full, smoothness_vs_full, completion_steps_vs_full, vs_fixed) =
+                compare(&r, &fixed_exits, at)?;
             budgets.push(BudgetPoint {
                 budget_ratio: b,
                 method,
@@ -219,6 +309,12 @@ pub fn run(cfg: &SimConfig, a: &Args) -> anyhow::Result<Sweep> {
                 success_rate: r.success_rate,
                 mean_exit: r.mean_exit,
                 exit_shares: r.exit_shares.clone(),
+                mean_success_steps: r.mean_success_steps,
+                mean_abs_domega: r.mean_abs_domega,
+                vs_full,
+                smoothness_vs_full,
+                completion_steps_vs_full,
+                vs_fixed,
             });
         }
     }
@@ -324,27 +420,52 @@ pub fn print_human(s: &Sweep) {
         s.calibration, s.evaluation
     );
     println!(
-        "  {:<14} {:>9} {:>9} {:>8} {:>9}",
-        "policy", "compute", "vs asked", "success", "mean exit"
+        "  {:<14} {:>9} {:>9} {:>8} {:>9} {:>7} {:>7}  paired success difference, 95 % interval (points)",
+        "policy", "compute", "vs asked", "success", "mean exit", "steps", "|dω|",
     );
+    let steps = |s: Option<f64>| s.map_or("-".into(), |s| format!("{s:.1}"));
+    let pts = |p: &Paired| {
+        format!(
+            "{:+.1} [{:+.1}, {:+.1}]",
+            100.0 * p.mean,
+            100.0 * p.ci95_low,
+            100.0 * p.ci95_high
+        )
+    };
     for r in &s.fixed_exits {
         println!(
-            "  {:<14} {:>9.3} {:>9} {:>7.1}% {:>9.2}",
+            "  {:<14} {:>9.3} {:>9} {:>7.1}% {:>9.2} {:>7} {:>7.3}",
             r.policy,
             r.compute_ratio,
             "-",
             100.0 * r.success_rate,
-            r.mean_exit
+            r.mean_exit,
+            steps(r.mean_success_steps),
+            r.mean_abs_domega
         );
     }
     for b in &s.budgets {
+        let fixed = b.vs_fixed.as_ref().map_or(String::new(), |f| {
+            format!(
+                "; vs exit {} {}{}",
+                f.exit,
+                pts(&f.success),
+                f.gap_closed.map_or(String::new(), |g| format!(
+                    ", closes {:.0} % of its gap",
+                    100.0 * g
+                ))
+            )
+        });
         println!(
-            "  {:<14} {:>9.3} {:>+8.1}% {:>7.1}% {:>9.2}  {} ({} rollout episodes)",
-            format!("budget {}", b.budget_ratio),
+            "  {:<14} {:>9.3} {:>+8.1}% {:>7.1}% {:>9.2} {:>7} {:>7.3}  vs full {}{fixed}  ({}, {} rollout episodes)",
+            format!("budget {:.3}", b.budget_ratio),
             b.compute_ratio,
             100.0 * b.compute_error,
             100.0 * b.success_rate,
             b.mean_exit,
+            steps(b.mean_success_steps),
+            b.mean_abs_domega,
+            pts(&b.vs_full),
             b.method,
             b.rollout_episodes
         );

@@ -24,15 +24,29 @@ fn sweep_writes_the_curve_and_leaves_the_manifest_alone() {
         "4",
         "--iterations",
         "1",
+        "--at-fixed-exits",
         "--report",
         report.to_str().unwrap(),
         "--json",
     ]);
     assert!(ok, "{err}");
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(j["fixed_exits"].as_array().unwrap().len(), 4);
+    let fixed = j["fixed_exits"].as_array().unwrap();
+    assert_eq!(fixed.len(), 4);
+    for f in fixed {
+        // Every episode, by seed: the frames are the steps they ran.
+        let eps = f["per_episode"].as_array().unwrap();
+        let seeds: Vec<u64> = eps.iter().map(|e| e["seed"].as_u64().unwrap()).collect();
+        assert_eq!(seeds, [0, 1, 2, 3], "{f}");
+        let steps: u64 = eps.iter().map(|e| e["steps"].as_u64().unwrap()).sum();
+        assert_eq!(steps, f["frames"].as_u64().unwrap(), "{f}");
+        let won = eps.iter().filter(|e| e["success"] == true).count();
+        assert_eq!(won as u64, f["successes"].as_u64().unwrap());
+        assert!(f["mean_abs_domega"].as_f64().unwrap() >= 0.0, "{f}");
+    }
+    // Two asked budgets, then one at each fixed exit's compute but the last.
     let b = j["budgets"].as_array().unwrap();
-    assert_eq!(b.len(), 2);
+    assert_eq!(b.len(), 5);
     // A larger budget buys more compute.
     let c: Vec<f64> = b
         .iter()
@@ -40,6 +54,33 @@ fn sweep_writes_the_curve_and_leaves_the_manifest_alone() {
         .collect();
     assert!(c[0] < c[1], "{c:?}");
     assert_eq!(j["fixed_exits"][3]["compute_ratio"], 1.0);
+    for (i, p) in b.iter().enumerate() {
+        // Paired with the full model on the same 4 episodes.
+        assert_eq!(p["vs_full"]["episodes"], 4, "{p}");
+        let (lo, hi) = (
+            p["vs_full"]["ci95_low"].as_f64().unwrap(),
+            p["vs_full"]["ci95_high"].as_f64().unwrap(),
+        );
+        assert!(
+            lo <= p["vs_full"]["mean"].as_f64().unwrap() && hi >= lo,
+            "{p}"
+        );
+        if i >= 2 {
+            // Calibrated at exit i - 1's compute: compared with that exit.
+            assert_eq!(p["vs_fixed"]["exit"], i - 1, "{p}");
+            assert_eq!(p["budget_ratio"], fixed[i - 2]["compute_ratio"], "{p}");
+        } else if let Some(f) = p["vs_fixed"].as_object() {
+            // Else the fixed exit compared with costs at least what the
+            // point costs.
+            let k = f["exit"].as_u64().unwrap() as usize;
+            assert!((1..4).contains(&k), "{p}");
+            assert!(
+                p["compute_ratio"].as_f64().unwrap()
+                    <= fixed[k - 1]["compute_ratio"].as_f64().unwrap() * 1.02,
+                "{p}"
+            );
+        }
+    }
     let svg = std::fs::read_to_string(report.join("success_vs_compute.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("calibrated thresholds"));
     assert!(report.join("sweep.json").is_file());
