@@ -26,6 +26,9 @@ cuts it into segments (the commands are in each directory's `split.txt`), and
   fused late, at the third block only (a model input segment 0 does not
   read, passed through to the segment that does). Per-exit actions, one-hot
   instruction.
+- `learned/full.onnx`: learned exits. Per-exit actions `a<i>` as in
+  `per-exit`, and exits 0-2 also emit a confidence `c<i>` [1,1] (a sigmoid
+  exit head on the pooled tokens) that the learned criterion reads.
 - `tokens/full.onnx` + `tokenizer.json`: discrete action tokens (RT-2 style).
   The instruction is token ids (int64 [1,6]) embedded by a Gather, and again
   by the last block; exit i emits logits `t<i>` [1,2,7] over 7 bins of each
@@ -144,6 +147,20 @@ def cameras(rng, out):
            [tensor(a, [1, 2]) for a in outs])
 
 
+def learned(rng, out):
+    g = Graph(rng, "")
+    x = stem(g, one_hot_token(g))
+    outs, confs = [], []
+    for i in range(EXITS):
+        x = name(g, g.block(x), f"hidden{i}")
+        p = pooled(g, x)
+        outs.append(name(g, g.op("Tanh", [g.linear(p, D, 2)]), f"a{i}"))
+        if i < EXITS - 1:
+            confs.append(name(g, g.op("Sigmoid", [g.linear(p, D, 1)]), f"c{i}"))
+    g.save(os.path.join(out, "full.onnx"), [tensor("image", [1, 3, 16, 16]), tensor("instruction", [1, 4])],
+           [tensor(a, [1, 2]) for a in outs] + [tensor(c, [1, 1]) for c in confs])
+
+
 CAMERAS = """model = "cameras-test"
 [preprocess]
 instruction = "instruction"
@@ -214,6 +231,13 @@ std = [0.25, 0.25, 0.25]
 instruction = "instruction"
 """
 
+LEARNED = f"""model = "learned-test"
+{PREPROCESS}
+[criterion]
+kind = "learned"
+"""
+
+
 WITH = {
     "per-exit": (
         "--exit-outputs a0,a1,a2,a3 --cuts 'hidden0,pooled0;hidden1;hidden2'",
@@ -283,23 +307,21 @@ def main():
         f.write(WITH["recurrent"][1].replace('"recurrent-test"', '"stateless-test"')
                 .replace('artifact = "head.onnx"', 'artifact = "stateless-head.onnx"')
                 .replace('state_input = "h_in"\nstate_output = "h_out"\n', ""))
-    out_skip = os.path.join(args.out, "skip")
-    os.makedirs(out_skip, exist_ok=True)
-    skip(np.random.default_rng(args.seed + 2), out_skip)
-    with open(os.path.join(out_skip, "with.toml"), "w") as f:
-        f.write("# The model description `offramp split --with` completes (exits, exit outputs).\n")
-        f.write(WITH["per-exit"][1].replace('"per-exit-test"', '"skip-test"'))
-    with open(os.path.join(out_skip, "split.txt"), "w") as f:
-        f.write("offramp split --onnx full.onnx --exit-outputs a0,a1,a2,a3 --with with.toml --out <dir>\n")
-    out_cameras = os.path.join(args.out, "cameras")
-    os.makedirs(out_cameras, exist_ok=True)
-    cameras(np.random.default_rng(args.seed + 3), out_cameras)
-    with open(os.path.join(out_cameras, "with.toml"), "w") as f:
-        f.write("# The model description `offramp split --with` completes (exits, exit outputs).\n")
-        f.write(CAMERAS)
-    with open(os.path.join(out_cameras, "split.txt"), "w") as f:
-        f.write("offramp split --onnx full.onnx --exit-outputs a0,a1,a2,a3 --cuts 'hidden0;hidden1;hidden2' "
-                "--with with.toml --out <dir>\n")
+    for shape, make, seed, with_toml, flags in [
+        ("skip", skip, 2, WITH["per-exit"][1].replace('"per-exit-test"', '"skip-test"'), ""),
+        ("cameras", cameras, 3, CAMERAS, " --cuts 'hidden0;hidden1;hidden2'"),
+        ("learned", learned, 4, LEARNED, " --confidence-outputs c0,c1,c2 --cuts 'hidden0;hidden1;hidden2'"),
+    ]:
+        # Each its own generator, so that the files of the others stay as
+        # they are.
+        d = os.path.join(args.out, shape)
+        os.makedirs(d, exist_ok=True)
+        make(np.random.default_rng(args.seed + seed), d)
+        with open(os.path.join(d, "with.toml"), "w") as f:
+            f.write("# The model description `offramp split --with` completes (exits, exit outputs).\n")
+            f.write(with_toml)
+        with open(os.path.join(d, "split.txt"), "w") as f:
+            f.write(f"offramp split --onnx full.onnx --exit-outputs a0,a1,a2,a3{flags} --with with.toml --out <dir>\n")
     with open(os.path.join(out, "split.txt"), "a") as f:
         f.write(f"offramp split --onnx full.onnx {WITH['recurrent'][0].replace('head.onnx', 'stateless-head.onnx')} --with with-stateless.toml --out <dir>\n")
 

@@ -18,6 +18,10 @@
 //! continuous_dims = [0, 1]
 //! ```
 //!
+//! Without a head, `action_output` names each segment's action instead of
+//! `feature` and `[head]`; with `kind = "learned"`, `confidence_output`
+//! names each segment's exit confidence.
+//!
 //! Tensor names, shapes and costs come from the graphs themselves.
 //!
 //! INT8 needs a scale for every quantized tensor. TensorRT gets them from a
@@ -28,8 +32,8 @@
 
 use crate::analyze::{analyze, Analysis};
 use crate::manifest::{
-    ActionSpec, BackendKind, BuildInfo, Criterion, Head, Manifest, OffloadSpec, Precision,
-    Preprocess, Segment, FORMAT_VERSION,
+    ActionSpec, BackendKind, BuildInfo, Criterion, CriterionKind, Head, Manifest, OffloadSpec,
+    Precision, Preprocess, Segment, FORMAT_VERSION,
 };
 use crate::{sha256_file, Chain, EngineSet, Error, Result};
 use serde::Deserialize;
@@ -63,6 +67,10 @@ struct SourceModel {
     /// Without a head: the output of each segment that is its action.
     #[serde(default)]
     action_output: Option<String>,
+    /// The learned criterion: the output of each segment (but the last)
+    /// that is its exit's confidence.
+    #[serde(default)]
+    confidence_output: Option<String>,
     #[serde(default)]
     head: Option<SourceHead>,
     #[serde(default)]
@@ -167,6 +175,23 @@ fn read_source(dir: &Path) -> Result<(PathBuf, SourceModel)> {
             ))
         }
     }
+    match (&src.confidence_output, src.criterion.kind) {
+        (None, CriterionKind::Learned) => {
+            return Err(invalid(
+                &path,
+                "confidence_output",
+                "missing: the learned criterion reads each exit's confidence; name the output of each segment that is it",
+            ))
+        }
+        (Some(_), k) if k != CriterionKind::Learned => {
+            return Err(invalid(
+                &path,
+                "confidence_output",
+                "only the learned criterion (criterion.kind = \"learned\") reads a confidence",
+            ))
+        }
+        _ => {}
+    }
     Ok((path, src))
 }
 
@@ -257,6 +282,11 @@ pub fn build(
         if i == 0 {
             inputs = a.inputs.clone();
         }
+        // The last exit always stops: it may have no confidence.
+        let confidence = src
+            .confidence_output
+            .clone()
+            .filter(|c| a.outputs.iter().any(|t| &t.name == c));
         exits.push(Segment {
             name: format!("exit{i}"),
             artifact,
@@ -265,6 +295,7 @@ pub fn build(
             outputs: a.outputs,
             feature: src.feature.clone(),
             action: src.action_output.clone(),
+            confidence,
             cost: a.cost,
         });
     }

@@ -171,6 +171,10 @@ pub struct Segment {
     /// every segment emits its own action).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    /// The learned criterion's input: the output (one value in [0, 1]) that
+    /// is this exit's confidence that it may stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<String>,
     #[serde(flatten)]
     pub cost: Cost,
 }
@@ -260,6 +264,11 @@ pub enum CriterionKind {
     /// Discrete heads: 1 − (p_top1 − p_top2), the top-2 margin (0: one
     /// class has all the mass; 1: the top two tie).
     Margin,
+    /// Learned exits: each exit but the last emits its own confidence, a
+    /// small exit head's estimate of the probability that stopping here is
+    /// safe (trained to predict that this exit's action agrees with the
+    /// final exit's). The score is 1 − that probability.
+    Learned,
     /// Always stop at `fixed_exit` (baselines).
     Fixed,
 }
@@ -293,7 +302,7 @@ impl CriterionKind {
                 }
                 1.0 - (a - b)
             }
-            Self::ActionConsistency | Self::Fixed => f32::NAN,
+            Self::ActionConsistency | Self::Learned | Self::Fixed => f32::NAN,
         }
     }
 }

@@ -593,6 +593,48 @@ impl EngineSet {
                 format!("{d} is past the last exit ({})", n - 1),
             ));
         }
+        // The learned criterion reads each exit's confidence output: one
+        // value per exit but the last (which always stops); other kinds
+        // read none.
+        for (i, seg) in m.exits.iter().enumerate() {
+            let field = format!("exits[{i}].confidence");
+            match (&seg.confidence, c.kind == CriterionKind::Learned) {
+                (None, true) if i + 1 < n => {
+                    return Err(self.invalid(
+                        field,
+                        "missing: the learned criterion reads each exit's confidence (every exit but the last)",
+                    ))
+                }
+                (Some(_), false) => {
+                    return Err(self.invalid(
+                        field,
+                        format!(
+                            "only the learned criterion reads a confidence; this set's is {:?}",
+                            c.kind
+                        ),
+                    ))
+                }
+                (Some(name), true) => match seg.outputs.iter().find(|t| &t.name == name) {
+                    Some(t) if t.elements() == 1 && t.dtype == DType::F32 => {}
+                    Some(t) => {
+                        return Err(self.invalid(
+                            field,
+                            format!(
+                                "{name:?} is {:?} {:?}; a confidence is one f32 value",
+                                t.dtype, t.shape
+                            ),
+                        ))
+                    }
+                    None => {
+                        return Err(self.invalid(
+                            field,
+                            format!("{name:?} is not an output of this segment"),
+                        ))
+                    }
+                },
+                _ => {}
+            }
+        }
         if c.kind == CriterionKind::Fixed && c.fixed_exit.is_none_or(|e| e >= n) {
             return Err(self.invalid(
                 "criterion.fixed_exit",

@@ -33,6 +33,10 @@ pub struct SplitOptions {
     /// One graph output per exit: the action (no head) or the feature the
     /// head reads (`head` set).
     pub exit_outputs: Vec<String>,
+    /// For the learned criterion: each exit's confidence output (one per
+    /// exit, or one per exit but the last, which always stops); empty:
+    /// none.
+    pub confidence_outputs: Vec<String>,
     /// Per boundary (one fewer than exits), tensors to carry across it
     /// besides those the later segments need (which are always carried);
     /// empty: none.
@@ -51,7 +55,8 @@ pub struct SplitOptions {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SplitReport {
     pub segments: Vec<String>,
-    /// Per exit, the largest |chain − full| over its output.
+    /// Per exit, the largest |chain − full| over its output (and its
+    /// confidence output).
     pub max_abs_diff: Vec<f32>,
     /// Per boundary, the carried tensors and their values.
     pub carried: Vec<Vec<(String, usize)>>,
@@ -100,6 +105,9 @@ fn value_info(spec: &TensorSpec) -> pb::ValueInfoProto {
         ..Default::default()
     }
 }
+
+/// The name every segment gives its exit's confidence output.
+const CONFIDENCE: &str = "confidence";
 
 /// The name every segment gives its exit output.
 fn exit_name(head: bool) -> &'static str {
@@ -204,6 +212,33 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
             ));
         }
     }
+    let confidences = &opts.confidence_outputs;
+    if !confidences.is_empty() && !(n - 1..=n).contains(&confidences.len()) {
+        return Err(invalid(
+            path,
+            "--confidence-outputs",
+            format!(
+                "{} confidence outputs for {n} exits: name one per exit (the last may have none)",
+                confidences.len()
+            ),
+        ));
+    }
+    for (i, name) in confidences.iter().enumerate() {
+        if !producer.contains_key(name.as_str()) {
+            return Err(invalid(
+                path,
+                &format!("--confidence-outputs[{i}]"),
+                format!("{name:?} is not computed by any node of the graph"),
+            ));
+        }
+    }
+    if !confidences.is_empty() && known(CONFIDENCE) {
+        return Err(invalid(
+            path,
+            "--confidence-outputs",
+            format!("the graph already has a tensor {CONFIDENCE:?}, the name each segment gives its confidence output: rename it in the export"),
+        ));
+    }
     for (b, cut) in cuts.iter().enumerate() {
         for name in cut {
             if !producer.contains_key(name.as_str()) {
@@ -237,15 +272,17 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
             seg.inputs = segs[k - 1]
                 .outputs
                 .iter()
-                .filter(|(name, _)| name != rename)
+                .filter(|(name, _)| name != rename && name != CONFIDENCE)
                 .cloned()
                 .collect();
         }
         segs.push(seg);
         let exit = opts.exit_outputs[k].as_str();
         let cut: &[String] = cuts.get(k).map_or(&[], Vec::as_slice);
+        let confidence = confidences.get(k).map(String::as_str);
         let mut wanted: Vec<&str> = cut.iter().map(String::as_str).collect();
         wanted.push(exit);
+        wanted.extend(confidence);
         let mut needed: HashSet<usize> = HashSet::new();
         let mut stack: Vec<&str> = wanted.clone();
         let mut seen: HashSet<&str> = HashSet::new();
@@ -329,15 +366,10 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
         for c in cut {
             seg.hand_on(c, k, false);
         }
-        let exit_in = seg.input_name(exit).unwrap_or(exit).to_string();
-        seg.nodes.push(pb::NodeProto {
-            input: vec![exit_in],
-            output: vec![rename.to_string()],
-            name: format!("offramp_exit{k}"),
-            op_type: "Identity".into(),
-            ..Default::default()
-        });
-        seg.outputs.push((rename.to_string(), exit.to_string()));
+        seg.emit(exit, rename, &format!("offramp_exit{k}"));
+        if let Some(c) = confidence {
+            seg.emit(c, CONFIDENCE, &format!("offramp_confidence{k}"));
+        }
     }
     // Every model input feeds the model: segment 0 reads it, or hands it on
     // to a later segment that does (a camera fused only in a late block).
@@ -369,6 +401,7 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
     for name in opts
         .exit_outputs
         .iter()
+        .chain(confidences)
         .chain(cuts.iter().flatten())
         .chain(crossing)
     {
@@ -409,7 +442,7 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
         if k + 1 < n {
             carried.push(
                 outs.iter()
-                    .filter(|t| t.name != rename)
+                    .filter(|t| t.name != rename && t.name != CONFIDENCE)
                     .map(|t| (t.name.clone(), t.elements()))
                     .collect(),
             );
@@ -498,6 +531,19 @@ impl Seg {
             .iter()
             .find(|(_, o)| o == orig)
             .map(|(n, _)| n.as_str())
+    }
+
+    /// Emits tensor `orig` as output `name` (an Identity node `node`).
+    fn emit(&mut self, orig: &str, name: &str, node: &str) {
+        let input = self.input_name(orig).unwrap_or(orig).to_string();
+        self.nodes.push(pb::NodeProto {
+            input: vec![input],
+            output: vec![name.to_string()],
+            name: node.to_string(),
+            op_type: "Identity".into(),
+            ..Default::default()
+        });
+        self.outputs.push((name.to_string(), orig.to_string()));
     }
 
     /// Hands tensor `orig` on across boundary `k` (this is segment `k`):
@@ -680,14 +726,21 @@ fn check_chain(
         let out = model.run(ins).map_err(err)?;
         let names: Vec<&str> = a.outputs.iter().map(|t| t.name.as_str()).collect();
         let mut next = Vec::new();
+        let mut worst = 0.0f32;
         for (name, v) in names.iter().zip(out) {
-            if *name == rename {
+            // The exit output and its confidence, against the full model's.
+            let orig = match *name {
+                n if n == rename => Some(&opts.exit_outputs[k]),
+                CONFIDENCE => opts.confidence_outputs.get(k),
+                _ => None,
+            };
+            if let Some(orig) = orig {
                 let got = v.cast_to::<f32>().map_err(err)?;
                 let got = got
                     .try_as_plain_ram()
                     .and_then(|r| Ok(r.as_slice::<f32>()?.to_vec()))
                     .map_err(err)?;
-                let want = &reference[&opts.exit_outputs[k]].1;
+                let want = &reference[orig].1;
                 let d = got
                     .iter()
                     .zip(want)
@@ -699,11 +752,17 @@ fn check_chain(
                             m.max(x)
                         }
                     });
-                diffs.push(if got.len() == want.len() { d } else { f32::NAN });
+                let d = if got.len() == want.len() { d } else { f32::NAN };
+                worst = if d.is_nan() || worst.is_nan() {
+                    f32::NAN
+                } else {
+                    worst.max(d)
+                };
             } else {
                 next.push((name.to_string(), v.into_tensor()));
             }
         }
+        diffs.push(worst);
         carried = next;
     }
     Ok(diffs)
@@ -757,6 +816,12 @@ fn write_description(opts: &SplitOptions, segments: &[String], rename: &str) -> 
         "action_output"
     };
     table.insert(key.into(), toml::Value::String(rename.into()));
+    if !opts.confidence_outputs.is_empty() {
+        table.insert(
+            "confidence_output".into(),
+            toml::Value::String(CONFIDENCE.into()),
+        );
+    }
     if let Some(head) = &opts.head {
         let name = head
             .file_name()

@@ -21,6 +21,8 @@ struct Shape {
     /// The head's ONNX file, if the shape has one.
     head: Option<&'static str>,
     with: &'static str,
+    /// The learned criterion's confidence outputs ("" for none).
+    confidences: &'static str,
 }
 
 const PER_EXIT: Shape = Shape {
@@ -29,6 +31,7 @@ const PER_EXIT: Shape = Shape {
     cuts: "hidden0,pooled0;hidden1;hidden2",
     head: None,
     with: "with.toml",
+    confidences: "",
 };
 const RECURRENT: Shape = Shape {
     name: "recurrent",
@@ -36,6 +39,7 @@ const RECURRENT: Shape = Shape {
     cuts: "hidden0;hidden1;hidden2",
     head: Some("head.onnx"),
     with: "with.toml",
+    confidences: "",
 };
 const STATELESS: Shape = Shape {
     name: "recurrent",
@@ -43,6 +47,7 @@ const STATELESS: Shape = Shape {
     cuts: "hidden0;hidden1;hidden2",
     head: Some("stateless-head.onnx"),
     with: "with-stateless.toml",
+    confidences: "",
 };
 /// Blocks that read a stem embedding and a model input: no cuts given.
 const SKIP: Shape = Shape {
@@ -51,6 +56,7 @@ const SKIP: Shape = Shape {
     cuts: "",
     head: None,
     with: "with.toml",
+    confidences: "",
 };
 /// Two cameras with their own preprocessing; exit 2 reads the wrist
 /// image again.
@@ -60,6 +66,16 @@ const CAMERAS: Shape = Shape {
     cuts: "hidden0;hidden1;hidden2",
     head: None,
     with: "with.toml",
+    confidences: "",
+};
+/// Learned exits: per-exit actions and a confidence per exit but the last.
+const LEARNED: Shape = Shape {
+    name: "learned",
+    exits: "a0,a1,a2,a3",
+    cuts: "hidden0;hidden1;hidden2",
+    head: None,
+    with: "with.toml",
+    confidences: "c0,c1,c2",
 };
 const TOKENS: Shape = Shape {
     name: "tokens",
@@ -67,6 +83,7 @@ const TOKENS: Shape = Shape {
     cuts: "hidden0;hidden1;hidden2",
     head: None,
     with: "with.toml",
+    confidences: "",
 };
 
 fn shape_dir(name: &str) -> PathBuf {
@@ -78,6 +95,10 @@ fn options(s: &Shape, out: &Path) -> SplitOptions {
     SplitOptions {
         onnx: dir.join("full.onnx"),
         exit_outputs: s.exits.split(',').map(str::to_string).collect(),
+        confidence_outputs: match s.confidences {
+            "" => Vec::new(),
+            c => c.split(',').map(str::to_string).collect(),
+        },
         cuts: match s.cuts {
             "" => Vec::new(),
             c => c
@@ -115,7 +136,9 @@ fn split_and_build(s: &Shape) -> (tempfile::TempDir, EngineSet, SplitReport) {
 
 #[test]
 fn each_shape_splits_into_a_chain_equal_to_the_full_model() {
-    for s in [PER_EXIT, RECURRENT, STATELESS, SKIP, CAMERAS, TOKENS] {
+    for s in [
+        PER_EXIT, RECURRENT, STATELESS, SKIP, CAMERAS, LEARNED, TOKENS,
+    ] {
         let (_dir, set, r) = split_and_build(&s);
         assert_eq!(r.segments.len(), 4, "{}", s.name);
         for (i, d) in r.max_abs_diff.iter().enumerate() {
@@ -187,7 +210,9 @@ fn each_shape_splits_into_a_chain_equal_to_the_full_model() {
 #[test]
 #[ignore = "needs the Python test environment (scripts/test.sh sets OFFRAMP_PYTHON)"]
 fn chained_segments_equal_onnxruntimes_full_model() {
-    for s in [PER_EXIT, RECURRENT, STATELESS, SKIP, CAMERAS, TOKENS] {
+    for s in [
+        PER_EXIT, RECURRENT, STATELESS, SKIP, CAMERAS, LEARNED, TOKENS,
+    ] {
         let (dir, set, _) = split_and_build(&s);
         let m = &set.manifest;
         let mut chain = Chain::load(&set, BackendKind::Cpu).unwrap();
@@ -215,6 +240,17 @@ fn chained_segments_equal_onnxruntimes_full_model() {
                 ours.extend_from_slice(chain.run_head(i, &[]).unwrap().0);
             }
         }
+        // Then each exit's confidence, for the learned criterion.
+        for (i, seg) in m.exits.iter().enumerate() {
+            if let Some(c) = &seg.confidence {
+                let k = chain.output_index(i, c).unwrap();
+                ours.extend_from_slice(chain.exit_output(i, k));
+            }
+        }
+        let outputs = match s.confidences {
+            "" => s.exits.to_string(),
+            c => format!("{},{c}", s.exits),
+        };
         let input = dir.path().join("in.f32");
         let output = dir.path().join("out.f32");
         f32s_to_file(&input, &flat);
@@ -225,7 +261,7 @@ fn chained_segments_equal_onnxruntimes_full_model() {
             .arg("--input")
             .arg(&input)
             .arg("--outputs")
-            .arg(s.exits)
+            .arg(&outputs)
             .arg("--output")
             .arg(&output)
             .output()
@@ -578,4 +614,74 @@ fn build_refuses_a_description_with_both_a_head_and_exit_actions() {
         .to_string();
     assert!(e.contains("model.toml: field `action_output`"), "{e}");
     assert!(e.contains("takes its actions from the head"), "{e}");
+}
+
+#[test]
+fn learned_exits_need_one_confidence_value_per_exit_and_the_learned_criterion() {
+    // The set: each exit but the last names a one-value output.
+    let e = refused(&LEARNED, |t| {
+        exit(t, 1).remove("confidence");
+    });
+    assert!(e.contains("`exits[1].confidence`: missing"), "{e}");
+    let e = refused(&LEARNED, |t| {
+        exit(t, 0)["confidence"] = "nope".into();
+    });
+    assert!(
+        e.contains("\"nope\" is not an output of this segment"),
+        "{e}"
+    );
+    let e = refused(&LEARNED, |t| {
+        exit(t, 2)["confidence"] = "action".into();
+    });
+    assert!(e.contains("`exits[2].confidence`"), "{e}");
+    assert!(e.contains("a confidence is one f32 value"), "{e}");
+    let e = refused(&LEARNED, |t| {
+        table(t, "criterion")["kind"] = "max-confidence".into();
+    });
+    assert!(
+        e.contains("only the learned criterion reads a confidence"),
+        "{e}"
+    );
+    let (_dir, set, _) = split_and_build(&LEARNED);
+    let named: Vec<Option<&str>> = set
+        .manifest
+        .exits
+        .iter()
+        .map(|s| s.confidence.as_deref())
+        .collect();
+    assert_eq!(
+        named,
+        [
+            Some("confidence"),
+            Some("confidence"),
+            Some("confidence"),
+            None
+        ]
+    );
+
+    // The description: the learned criterion needs confidence_output.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    split(&options(&LEARNED, &src)).unwrap();
+    let path = src.join("model.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("confidence_output = \"confidence\"\n", ""),
+    )
+    .unwrap();
+    let e = build_dir(&src, &dir.path().join("set"))
+        .expect_err("must be refused")
+        .to_string();
+    assert!(
+        e.contains("model.toml: field `confidence_output`: missing"),
+        "{e}"
+    );
+
+    // split: one confidence per exit (the last may have none), computed by
+    // the graph.
+    let e = split_err(&LEARNED, |o| o.confidence_outputs.truncate(1));
+    assert!(e.contains("`--confidence-outputs`"), "{e}");
+    let e = split_err(&LEARNED, |o| o.confidence_outputs[2] = "image".into());
+    assert!(e.contains("`--confidence-outputs[2]`"), "{e}");
 }

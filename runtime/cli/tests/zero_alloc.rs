@@ -357,6 +357,7 @@ fn shape_set(name: &str, exits: [&str; 4], dir: &std::path::Path) -> EngineSet {
     split(&SplitOptions {
         onnx: shape.join("full.onnx"),
         exit_outputs: exits.map(String::from).to_vec(),
+        confidence_outputs: Vec::new(),
         cuts: ["hidden0", "hidden1", "hidden2"]
             .map(|c| vec![c.to_string()])
             .to_vec(),

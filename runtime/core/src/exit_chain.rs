@@ -256,6 +256,8 @@ pub struct ExitChain {
     thresholds: Vec<f32>,
     dims: Vec<usize>,
     reference: Option<usize>,
+    /// The learned criterion: each exit's confidence output (by index).
+    confidence: Vec<Option<usize>>,
     state: Vec<f32>,
     next_states: Vec<Vec<f32>>,
     actions: Vec<Vec<f32>>,
@@ -428,6 +430,20 @@ impl ExitChain {
             })?),
             None => None,
         };
+        let confidence = m
+            .exits
+            .iter()
+            .take(n)
+            .enumerate()
+            .map(|(i, s)| match &s.confidence {
+                Some(c) => chain.output_index(i, c).map(Some).ok_or_else(|| {
+                    bad(format!(
+                        "exits[{i}].confidence {c:?} is not an output of that segment"
+                    ))
+                }),
+                None => Ok(None),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let instruction = m
             .preprocess
             .as_ref()
@@ -454,6 +470,7 @@ impl ExitChain {
             thresholds: m.criterion.thresholds.clone(),
             dims: m.criterion.continuous_dims.clone(),
             reference,
+            confidence,
             state: vec![0.0; state_len],
             next_states: vec![vec![0.0; state_len]; n],
             actions: vec![vec![0.0; action_len]; n],
@@ -787,6 +804,15 @@ impl ExitChain {
                     None => k.probability_score(&self.actions[i]),
                 }
             }
+            // 1 − the exit head's confidence; NaN (never stops) for an
+            // exit without one or a confidence outside [0, 1].
+            CriterionKind::Learned => match self.confidence.get(i).copied().flatten() {
+                Some(k) => match self.chain.exit_output(i, k).first() {
+                    Some(&p) if (0.0..=1.0).contains(&p) => 1.0 - p,
+                    _ => f32::NAN,
+                },
+                None => f32::NAN,
+            },
             CriterionKind::Fixed => f32::NAN,
         }
     }
@@ -1049,6 +1075,8 @@ mod tests {
         actions: Vec<[f32; 2]>,
         /// The head's action on exit 0's reference feature.
         reference: [f32; 2],
+        /// Each exit's learned confidence (a third, one-value output).
+        confidence: Vec<f32>,
         /// How long each segment takes.
         sleep: Vec<Duration>,
     }
@@ -1076,8 +1104,12 @@ mod tests {
             }
             outputs[0].fill(0.0);
             outputs[1].copy_from_slice(&[self.index as f32, 0.0]);
-            if let Some(r) = outputs.get_mut(2) {
-                r.copy_from_slice(&[REF, 0.0]);
+            match outputs.get_mut(2) {
+                Some(c) if c.len() == 1 => {
+                    c[0] = self.script.lock().unwrap().confidence[self.index]
+                }
+                Some(r) => r.copy_from_slice(&[REF, 0.0]),
+                None => {}
             }
             Ok(())
         }
@@ -1150,6 +1182,7 @@ mod tests {
                         outputs,
                         feature: Some("feature".into()),
                         action: None,
+                        confidence: None,
                         cost,
                     }
                 })
@@ -1189,6 +1222,7 @@ mod tests {
             let script = Arc::new(Mutex::new(Script {
                 actions: vec![[0.0; 2]; EXITS],
                 reference: [0.0; 2],
+                confidence: vec![0.0; EXITS],
                 sleep: vec![Duration::ZERO; EXITS],
             }));
             let set = EngineSet {
@@ -1378,6 +1412,39 @@ mod tests {
         assert!(o.scores[0].is_nan());
         // No exit passes: the last always stops.
         assert_eq!((o.exit, o.ran, o.heads), (3, 4, 4));
+    }
+
+    /// Learned exits: the score is 1 − the exit's own confidence output,
+    /// from exit 0 on (no reference needed); a confidence that is not a
+    /// probability never stops an exit.
+    #[test]
+    fn learned_exits_stop_where_their_confidence_passes() {
+        let mut m = manifest(CriterionKind::Learned, false, &[0.2, 0.2, 0.2]);
+        for s in &mut m.exits[..EXITS - 1] {
+            s.outputs.push(spec("conf", 1));
+            s.confidence = Some("conf".into());
+        }
+        let mut f = Fixture::new(m);
+        f.script.lock().unwrap().confidence = vec![0.5, 0.9, 0.95, 0.0];
+        let o = f.chain.step(ExitPolicy::Criterion).unwrap();
+        assert_eq!((o.exit, o.ran), (1, 2));
+        assert!((o.scores[0] - 0.5).abs() < 1e-6, "{:?}", o.scores);
+        assert!((o.scores[1] - 0.1).abs() < 1e-6, "{:?}", o.scores);
+        f.script.lock().unwrap().confidence = vec![0.85, 0.7, 0.6, 0.0];
+        let o = f.chain.step(ExitPolicy::Criterion).unwrap();
+        assert_eq!((o.exit, o.ran), (0, 1));
+        f.script.lock().unwrap().confidence = vec![1.5, f32::NAN, -0.2, 0.0];
+        let o = f.chain.step(ExitPolicy::Criterion).unwrap();
+        assert_eq!((o.exit, o.ran), (3, 4));
+        assert!(o.scores[..3].iter().all(|s| s.is_nan()), "{:?}", o.scores);
+        // Every exit scored under ExitPolicy::All, for calibration.
+        f.script.lock().unwrap().confidence = vec![0.1, 0.2, 0.3, 0.0];
+        let o = f.chain.step(ExitPolicy::All).unwrap();
+        let want = [0.9, 0.8, 0.7];
+        for (s, w) in o.scores.iter().zip(want) {
+            assert!((s - w).abs() < 1e-6, "{:?}", o.scores);
+        }
+        assert!(o.scores[3].is_nan());
     }
 
     #[test]

@@ -15,6 +15,11 @@ pub struct Args {
     /// with --head, the feature the head reads (e.g. `a0,a1,a2,a3`).
     #[arg(long, value_delimiter = ',', required = true)]
     exit_outputs: Vec<String>,
+    /// For the learned criterion (`kind = "learned"` in --with): each
+    /// exit's confidence output, a probability that it may stop, shallowest
+    /// first; the last exit may have none (e.g. `c0,c1,c2`).
+    #[arg(long, value_delimiter = ',')]
+    confidence_outputs: Vec<String>,
     /// Tensors to carry across each boundary besides those later segments
     /// read (which are always carried): boundaries separated by `;`, tensors
     /// within one by `,` (e.g. `hidden0,pooled0;hidden1;hidden2`).
@@ -59,6 +64,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     let opts = SplitOptions {
         onnx: a.onnx,
         exit_outputs: a.exit_outputs,
+        confidence_outputs: a.confidence_outputs,
         cuts,
         head: a.head,
         with: a.with,

@@ -95,6 +95,14 @@ fn each_model_shape_splits_builds_runs_on_replayed_frames_and_calibrates() {
             "with.toml",
         ),
         (
+            "learned",
+            "learned",
+            "a0,a1,a2,a3",
+            "hidden0;hidden1;hidden2",
+            None,
+            "with.toml",
+        ),
+        (
             "tokens",
             "tokens",
             "t0,t1,t2,t3",
@@ -128,6 +136,10 @@ fn each_model_shape_splits_builds_runs_on_replayed_frames_and_calibrates() {
         }
         if !cuts.is_empty() {
             args.extend(["--cuts".into(), cuts.into()]);
+        }
+        if shape == "learned" {
+            // Each exit's confidence, for the learned criterion.
+            args.extend(["--confidence-outputs".into(), "c0,c1,c2".into()]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (ok, out, err) = offramp(&args);
