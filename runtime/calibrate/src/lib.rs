@@ -13,6 +13,9 @@
 //!   with common random numbers), and [`bayes`], DeeR's Bayesian
 //!   optimisation, the baseline it is compared with.
 //!
+//! * [`seeds`]: the simulator's seed ranges, one per use (training,
+//!   calibration, validation, test...).
+//!
 //! Dependencies run one way: solve ← eval ← refine ← calibrate.
 
 pub mod bayes;
@@ -21,4 +24,5 @@ pub mod eval;
 pub mod memory;
 pub mod paired;
 pub mod refine;
+pub mod seeds;
 pub mod solve;

@@ -179,6 +179,8 @@ pub fn run(cfg: &SimConfig, a: &Args) -> anyhow::Result<Sweep> {
         a.calibration_seed,
         a.eval_seed
     );
+    offramp_calibrate::seeds::check_evaluation(a.eval_seed, a.eval_episodes as u64)
+        .map_err(|e| anyhow::anyhow!("--eval-seed: {e}"))?;
     for &b in &a.budgets {
         anyhow::ensure!(
             b > 0.0 && b <= 1.0,
@@ -324,7 +326,12 @@ pub fn run(cfg: &SimConfig, a: &Args) -> anyhow::Result<Sweep> {
             "{} episodes from seed {}",
             a.calibration_episodes, a.calibration_seed
         ),
-        evaluation: format!("{} episodes from seed {}", a.eval_episodes, a.eval_seed),
+        evaluation: format!(
+            "{} episodes from seed {} ({} range)",
+            a.eval_episodes,
+            a.eval_seed,
+            offramp_calibrate::seeds::describe(a.eval_seed, a.eval_episodes as u64)
+        ),
         budgets,
         fixed_exits,
         searches,

@@ -91,7 +91,7 @@ fn sweep_writes_the_curve_and_leaves_the_manifest_alone() {
 }
 
 #[test]
-fn overlapping_seeds_are_refused() {
+fn overlapping_or_seen_seeds_are_refused() {
     let d = demo_dir();
     let (ok, _, err) = offramp(&[
         "calibrate-sweep",
@@ -108,6 +108,18 @@ fn overlapping_seeds_are_refused() {
     ]);
     assert!(!ok);
     assert!(err.contains("overlap"), "{err}");
+    // Nor is a curve evaluated on episodes models learn from.
+    let (ok, _, err) = offramp(&[
+        "calibrate-sweep",
+        "--engines",
+        d.to_str().unwrap(),
+        "--eval-seed",
+        "300000",
+        "--report",
+        "/tmp/never",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("reach the DAgger range"), "{err}");
 }
 
 /// A copy of the demo engine set that a test may rewrite.
