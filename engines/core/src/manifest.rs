@@ -33,7 +33,7 @@
 //! …
 //!
 //! [criterion]
-//! kind = "action-consistency"   # DeeR; or "max-confidence", "entropy", "margin", "fixed"
+//! kind = "action-consistency"   # DeeR; or "max-confidence", "entropy", "margin", "learned", "fixed"
 //! thresholds = []               # one per exit but the last, from `offramp calibrate`
 //! continuous_dims = [0, 1]
 //! ```

@@ -422,26 +422,6 @@ impl EngineSet {
                 ));
             }
         }
-        // The runtime feeds camera images and the instruction, nothing
-        // else: another input would stay zero on every frame.
-        if let Some((k, t)) = m.inputs.iter().enumerate().find(|(_, t)| {
-            !images.iter().any(|i| i.input == t.name) && p.instruction.as_ref() != Some(&t.name)
-        }) {
-            return Err(self.invalid(
-                format!("inputs[{k}]"),
-                format!(
-                    "{:?} is neither an image input ({}) nor the instruction input: offramp feeds \
-                     camera frames and the instruction only (name each camera's input in \
-                     [[preprocess.images]], the instruction in preprocess.instruction)",
-                    t.name,
-                    images
-                        .iter()
-                        .map(|i| i.input.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
-        }
         if let Some(name) = &p.instruction {
             let Some(t) = m.inputs.iter().find(|t| &t.name == name) else {
                 return Err(self.invalid(
@@ -494,6 +474,26 @@ impl EngineSet {
                     }
                 }
             }
+        }
+        // The runtime feeds camera images and the instruction, nothing
+        // else: another input would stay zero on every frame.
+        if let Some((k, t)) = m.inputs.iter().enumerate().find(|(_, t)| {
+            !images.iter().any(|i| i.input == t.name) && p.instruction.as_ref() != Some(&t.name)
+        }) {
+            return Err(self.invalid(
+                format!("inputs[{k}]"),
+                format!(
+                    "{:?} is neither an image input ({}) nor the instruction input: offramp feeds \
+                     camera frames and the instruction only (name each camera's input in \
+                     [[preprocess.images]], the instruction in preprocess.instruction)",
+                    t.name,
+                    images
+                        .iter()
+                        .map(|i| i.input.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
         }
         Ok(())
     }

@@ -213,6 +213,7 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
         }
     }
     let confidences = &opts.confidence_outputs;
+    let has_conf = !confidences.is_empty();
     if !confidences.is_empty() && !(n - 1..=n).contains(&confidences.len()) {
         return Err(invalid(
             path,
@@ -272,7 +273,7 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
             seg.inputs = segs[k - 1]
                 .outputs
                 .iter()
-                .filter(|(name, _)| name != rename && name != CONFIDENCE)
+                .filter(|(name, _)| name != rename && !(has_conf && name == CONFIDENCE))
                 .cloned()
                 .collect();
         }
@@ -442,7 +443,7 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
         if k + 1 < n {
             carried.push(
                 outs.iter()
-                    .filter(|t| t.name != rename && t.name != CONFIDENCE)
+                    .filter(|t| t.name != rename && !(has_conf && t.name == CONFIDENCE))
                     .map(|t| (t.name.clone(), t.elements()))
                     .collect(),
             );

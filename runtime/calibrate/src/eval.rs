@@ -75,8 +75,9 @@ pub struct EvalReport {
     /// (None without one), and the same in seconds of simulated time.
     pub mean_success_steps: Option<f64>,
     pub mean_success_seconds: Option<f64>,
-    /// Command smoothness: mean |Δω| between consecutive commands of an
-    /// episode (rad/s per step), over every step.
+    /// Command smoothness: mean |Δω| between consecutive commands (rad/s
+    /// per step), averaged per episode and then over episodes, as the
+    /// paired comparison does (so long failed episodes weigh no more).
     pub mean_abs_domega: f64,
     pub by_difficulty: Vec<Bucket>,
     pub failures: Failures,
@@ -138,7 +139,6 @@ pub fn evaluate(
     let mut failures = Failures::default();
     let mut final_distance_sum = 0.0f64;
     let mut per_episode = Vec::with_capacity(episodes);
-    let (mut domega_sum, mut domega_steps) = (0.0f64, 0usize);
     let mut frame = Vec::new();
     for e in 0..episodes {
         let seed = first_seed + e as u64;
@@ -169,8 +169,6 @@ pub fn evaluate(
             if let Some(w) = last_omega {
                 let d = (omega - w).abs() as f64;
                 episode_domega += d;
-                domega_sum += d;
-                domega_steps += 1;
             }
             last_omega = Some(omega);
             let expert = sim.expert();
@@ -253,7 +251,8 @@ pub fn evaluate(
         collisions,
         mean_success_steps,
         mean_success_seconds: mean_success_steps.map(|s| s * cfg.dt as f64),
-        mean_abs_domega: domega_sum / domega_steps.max(1) as f64,
+        mean_abs_domega: per_episode.iter().map(|e| e.mean_abs_domega).sum::<f64>()
+            / per_episode.len().max(1) as f64,
         by_difficulty: buckets,
         failures,
         per_episode,

@@ -4,7 +4,11 @@
 //! per-episode differences cancel most of the episode-to-episode variance:
 //! a 1-point success difference over 2,000 paired episodes can be told from
 //! noise where two independent samples could not. The interval is the
-//! t interval of the mean per-episode difference.
+//! t interval of the mean per-episode difference; for success, which
+//! differs only on the episodes one policy completes and the other does
+//! not, McNemar's exact test on those episodes must agree before a
+//! difference counts ([`Paired::above_zero`]): a t interval on a handful of
+//! one-sided disagreements is too sure of itself.
 
 use crate::eval::{Episode, EvalReport};
 use serde::Serialize;
@@ -32,6 +36,12 @@ pub struct Paired {
     pub mean: f64,
     pub ci95_low: f64,
     pub ci95_high: f64,
+    /// Success only: episodes `a` completed and `b` did not, the reverse,
+    /// and McNemar's exact two-sided p on them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discordant: Option<(usize, usize)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exact_p: Option<f64>,
 }
 
 impl Paired {
@@ -53,18 +63,41 @@ impl Paired {
             mean,
             ci95_low: mean - half,
             ci95_high: mean + half,
+            discordant: None,
+            exact_p: None,
         })
     }
 
-    /// The interval lies above zero: `a` is better than `b`.
+    /// `a` is better than `b`: the interval lies above zero, and for
+    /// success McNemar's exact test agrees (p < 0.05).
     pub fn above_zero(&self) -> bool {
-        self.ci95_low > 0.0
+        self.ci95_low > 0.0 && self.exact_p.is_none_or(|p| p < 0.05)
     }
 }
 
+/// McNemar's exact two-sided p for `wins` against `losses` discordant
+/// pairs: twice the binomial(wins + losses, ½) tail of the smaller count.
+pub fn mcnemar_exact(wins: usize, losses: usize) -> f64 {
+    let n = wins + losses;
+    if n == 0 {
+        return 1.0;
+    }
+    let k = wins.min(losses);
+    // Σ_{i ≤ k} C(n, i) / 2^n, in logs.
+    let ln_choose = |i: usize| -> f64 {
+        (1..=i)
+            .map(|j| ((n - i + j) as f64).ln() - (j as f64).ln())
+            .sum()
+    };
+    let tail: f64 = (0..=k)
+        .map(|i| (ln_choose(i) - n as f64 * std::f64::consts::LN_2).exp())
+        .sum();
+    (2.0 * tail).min(1.0)
+}
+
 /// The 97.5 % quantile of Student's t with `df` degrees of freedom (two-sided
-/// 95 %): exact to three decimals up to 30, then the normal limit's
-/// neighbourhood.
+/// 95 %): to three decimals up to 30; past that the value at the low end of
+/// each bracket (30, 40, 60, 120), never narrower than the truth.
 fn t975(df: usize) -> f64 {
     const T: [f64; 30] = [
         12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
@@ -74,9 +107,10 @@ fn t975(df: usize) -> f64 {
     match df {
         0 => f64::INFINITY,
         1..=30 => T[df - 1],
-        31..=60 => 2.021,
+        31..=40 => 2.042,
+        41..=60 => 2.021,
         61..=120 => 2.000,
-        _ => 1.960,
+        _ => 1.980,
     }
 }
 
@@ -109,9 +143,14 @@ pub fn success(a: &EvalReport, b: &EvalReport) -> Result<Paired, PairError> {
     let d: Vec<f64> = pairs(a, b)?
         .map(|(x, y)| x.success as u8 as f64 - y.success as u8 as f64)
         .collect();
-    Paired::of(&d).ok_or_else(|| PairError::Empty {
+    let mut p = Paired::of(&d).ok_or_else(|| PairError::Empty {
         what: format!("{} vs {}", a.policy, b.policy),
-    })
+    })?;
+    let wins = d.iter().filter(|x| **x > 0.0).count();
+    let losses = d.iter().filter(|x| **x < 0.0).count();
+    p.discordant = Some((wins, losses));
+    p.exact_p = Some(mcnemar_exact(wins, losses));
+    Ok(p)
 }
 
 /// Mean |Δω| per step of `a` minus that of `b` (negative: `a` is smoother).
@@ -136,7 +175,9 @@ pub fn completion_steps(a: &EvalReport, b: &EvalReport) -> Result<Option<Paired>
 
 /// The share of the success gap between a fixed exit and the full model
 /// that `policy` closes: 1 matches the full model, 0 the fixed exit (None
-/// when the fixed exit already does as well as the full model).
+/// when the fixed exit already does as well as the full model; callers
+/// pass only gaps the full model's paired lead makes real, since a ratio
+/// over a gap of a few episodes means nothing).
 pub fn gap_closed(policy: f64, fixed: f64, full: f64) -> Option<f64> {
     (full > fixed).then(|| (policy - fixed) / (full - fixed))
 }
@@ -192,6 +233,11 @@ mod tests {
         assert!((p.ci95_high - (0.4 + half)).abs() < 1e-12, "{p:?}");
         assert!(!p.above_zero());
         assert_eq!(Paired::of(&[]), None);
+        // McNemar's exact p, by hand: 5 wins, 0 losses: 2 / 2^5.
+        assert!((mcnemar_exact(5, 0) - 0.0625).abs() < 1e-12);
+        assert!((mcnemar_exact(3, 3) - 1.0).abs() < 1e-12);
+        // 10 vs 2: 2 · (1 + 12 + 66) / 4096.
+        assert!((mcnemar_exact(10, 2) - 2.0 * 79.0 / 4096.0).abs() < 1e-12);
         assert_eq!(Paired::of(&[1.0]).unwrap().ci95_low, f64::NEG_INFINITY);
     }
 
@@ -213,6 +259,13 @@ mod tests {
         let p = success(&ra, &rb).unwrap();
         assert!((p.mean - 0.03).abs() < 1e-12, "{p:?}");
         assert!(p.above_zero(), "{p:?}");
+        assert_eq!(p.discordant, Some((30, 0)));
+        // Five one-sided wins in 2,000 episodes: the t interval lies above
+        // zero, but McNemar's exact test does not call it a difference.
+        let few: Vec<_> = (0..2000).map(|k| (k < 5, 50, 0.1)).collect();
+        let none: Vec<_> = (0..2000).map(|_| (false, 50, 0.1)).collect();
+        let p = success(&report("a", &few, 0), &report("b", &none, 0)).unwrap();
+        assert!(p.ci95_low > 0.0 && !p.above_zero(), "{p:?}");
         let s = smoothness(&ra, &rb).unwrap();
         assert!((s.mean + 0.1).abs() < 1e-12 && s.ci95_high < 0.0, "{s:?}");
         let c = completion_steps(&ra, &rb).unwrap().unwrap();

@@ -1,8 +1,9 @@
 //! Each criterion kind is calibrated from its own scores: the thresholds a
 //! calibration writes make the exit chain stop exactly where the solve
 //! predicted, and meet the compute budget. Closed loop in the simulator on
-//! a DeeR (action-consistency) model and on a discrete-action model
-//! (max-confidence, entropy, top-2 margin).
+//! a DeeR (action-consistency) model, on a discrete-action model
+//! (max-confidence, entropy, top-2 margin) and on a model with learned exit
+//! heads.
 
 use offramp_calibrate::calibrate::{calibrate, collect, Budget, Frames};
 use offramp_calibrate::solve::predict;
@@ -90,13 +91,12 @@ fn check(set: &EngineSet, kind: CriterionKind, ratio: f64) {
     );
 }
 
-/// The tiny discrete-action model, built into a temporary directory.
-fn tiny_discrete() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
+/// Builds the ONNX segments in `src` into a CPU engine set in `out`.
+fn build_cpu(src: &Path, out: &Path) {
     build(
         &BuildOptions {
-            onnx_dir: models().join("testdata/tiny-discrete"),
-            out_dir: dir.path().to_path_buf(),
+            onnx_dir: src.to_path_buf(),
+            out_dir: out.to_path_buf(),
             backend: BackendKind::Cpu,
             precision: Precision::Fp32,
             int8_calibration_cache: None,
@@ -105,6 +105,12 @@ fn tiny_discrete() -> tempfile::TempDir {
         &mut |_| {},
     )
     .unwrap();
+}
+
+/// The tiny discrete-action model, built into a temporary directory.
+fn tiny_discrete() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    build_cpu(&models().join("testdata/tiny-discrete"), dir.path());
     dir
 }
 
@@ -144,6 +150,31 @@ fn max_confidence_is_calibrated_from_class_probabilities() {
     p.chain.set_thresholds(&c.thresholds);
     let got = realized_shares(&mut p, &cfg);
     assert!(got[0] > 0.1, "exit 0 never stops: {got:?}");
+}
+
+/// Learned exits: the test shape with an exit head per exit (random
+/// weights), split and built as a user would.
+#[test]
+fn learned_exits_are_calibrated_from_their_confidences() {
+    use offramp_engines::split::{split, SplitOptions};
+    let shape = models().join("testdata/shapes/learned");
+    let dir = tempfile::tempdir().unwrap();
+    split(&SplitOptions {
+        onnx: shape.join("full.onnx"),
+        exit_outputs: ["a0", "a1", "a2", "a3"].map(String::from).to_vec(),
+        confidence_outputs: ["c0", "c1", "c2"].map(String::from).to_vec(),
+        cuts: ["hidden0", "hidden1", "hidden2"]
+            .map(|c| vec![c.to_string()])
+            .to_vec(),
+        head: None,
+        with: Some(shape.join("with.toml")),
+        out: dir.path().join("src"),
+        tolerance: 1e-5,
+    })
+    .unwrap();
+    build_cpu(&dir.path().join("src"), &dir.path().join("set"));
+    let set = EngineSet::open(dir.path().join("set")).unwrap();
+    check(&set, CriterionKind::Learned, 0.5);
 }
 
 /// With deep exits on a server, a budget that counts the robot's compute

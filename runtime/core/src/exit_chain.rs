@@ -7,8 +7,11 @@
 //! * action consistency (DeeR Eq. 3): RMS(a_i − a_{i−1}) over the continuous
 //!   action dims; exit 0 compares with the head on segment 0's reference
 //!   feature when the model has one, else it has no score;
-//! * max confidence (discrete heads, whose action is class probabilities):
-//!   1 − max_k a_i[k], defined at every exit including exit 0.
+//! * max confidence, entropy, top-2 margin (discrete heads, whose action is
+//!   class probabilities, or token actions): e.g. 1 − max_k a_i[k], defined
+//!   at every exit including exit 0;
+//! * learned: 1 − exit i's own confidence output (an exit head's estimate
+//!   that stopping there is safe), defined at every exit but the last.
 //!
 //! A NaN/Inf action or state is "not confident" and is reported; if the
 //! deepest exit run is bad, the action is stop (zeros) and the head state is

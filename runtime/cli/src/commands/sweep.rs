@@ -9,9 +9,10 @@
 //! With `--at-fixed-exits` the criterion is also calibrated at each fixed
 //! exit's measured compute, so that every fixed exit has a criterion point
 //! of the same cost beside it. Every criterion point is compared with the
-//! full model and with the deepest fixed exit it does not outspend, paired
-//! on the same episodes with 95 % intervals ([`offramp_calibrate::paired`]):
-//! success, completion time and command smoothness.
+//! full model and with the cheapest fixed exit that costs at least what it
+//! costs (the exit deploying instead would mean), paired on the same
+//! episodes with 95 % intervals ([`offramp_calibrate::paired`]): success,
+//! completion time and command smoothness.
 //! The manifest is not touched. Writes sweep.json, success_vs_compute.svg
 //! and, with `--refine`, refine_convergence.svg.
 
@@ -89,10 +90,13 @@ pub struct BudgetPoint {
     pub success_rate: f64,
     pub mean_exit: f64,
     pub exit_shares: Vec<f64>,
-    /// Completion time (steps of the successful episodes) and smoothness
-    /// (mean |Δω| per step).
+    /// Completion time (steps and simulated seconds of the successful
+    /// episodes) and smoothness (mean |Δω| per step).
     pub mean_success_steps: Option<f64>,
+    pub mean_success_seconds: Option<f64>,
     pub mean_abs_domega: f64,
+    /// Every episode's outcome by seed, to pair with other policies later.
+    pub per_episode: Vec<offramp_calibrate::eval::Episode>,
     /// Against the full model on the same episodes: success difference,
     /// |Δω| difference, and steps-to-target difference where both succeed.
     pub vs_full: Paired,
@@ -113,8 +117,11 @@ pub struct VsFixed {
     /// Success of the criterion minus the fixed exit's.
     pub success: Paired,
     /// Share of the fixed exit's shortfall against the full model that the
-    /// criterion closes (None if the fixed exit has none).
+    /// criterion closes; None unless the full model's lead over the fixed
+    /// exit is real (paired, [`Paired::above_zero`]).
     pub gap_closed: Option<f64>,
+    /// The full model's success minus the fixed exit's.
+    pub full_lead: Paired,
 }
 
 /// Compute a criterion point may exceed a fixed exit's by and still be
@@ -141,12 +148,17 @@ fn compare(
             None => r.compute_ratio <= f.compute_ratio * COMPUTE_SLACK,
         })
         .map(|(k, f)| -> anyhow::Result<VsFixed> {
+            let full_lead = paired::success(full, f)?;
             Ok(VsFixed {
                 exit: k + 1,
                 compute_ratio: f.compute_ratio,
                 success_rate: f.success_rate,
                 success: paired::success(r, f)?,
-                gap_closed: paired::gap_closed(r.success_rate, f.success_rate, full.success_rate),
+                gap_closed: full_lead
+                    .above_zero()
+                    .then(|| paired::gap_closed(r.success_rate, f.success_rate, full.success_rate))
+                    .flatten(),
+                full_lead,
             })
         })
         .transpose()?;
@@ -312,7 +324,9 @@ pub fn run(cfg: &SimConfig, a: &Args) -> anyhow::Result<Sweep> {
                 mean_exit: r.mean_exit,
                 exit_shares: r.exit_shares.clone(),
                 mean_success_steps: r.mean_success_steps,
+                mean_success_seconds: r.mean_success_seconds,
                 mean_abs_domega: r.mean_abs_domega,
+                per_episode: r.per_episode.clone(),
                 vs_full,
                 smoothness_vs_full,
                 completion_steps_vs_full,
