@@ -214,7 +214,7 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
     }
     let confidences = &opts.confidence_outputs;
     let has_conf = !confidences.is_empty();
-    if !confidences.is_empty() && !(n - 1..=n).contains(&confidences.len()) {
+    if has_conf && !(n - 1..=n).contains(&confidences.len()) {
         return Err(invalid(
             path,
             "--confidence-outputs",
@@ -233,7 +233,7 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
             ));
         }
     }
-    if !confidences.is_empty() && known(CONFIDENCE) {
+    if has_conf && known(CONFIDENCE) {
         return Err(invalid(
             path,
             "--confidence-outputs",
@@ -257,6 +257,12 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
     // segments between: each boundary carries it under its own name, since
     // one graph cannot take and give the same name.
     let mut segs: Vec<Seg> = Vec::with_capacity(n);
+    // A model input of token ids (int64).
+    let is_ids = |name: &str| {
+        model_inputs
+            .iter()
+            .any(|m| m.name == name && m.dtype != DType::F32)
+    };
     // Which segment computes each node: a later segment reaching one of them
     // gets that tensor passed through.
     let mut computed_by: HashMap<usize, usize> = HashMap::new();
@@ -319,11 +325,8 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
             };
             // Token ids cross boundaries as f32 (exact below 2^24, the
             // limit the set checks): every tensor between segments is f32.
-            let ids = model_inputs
-                .iter()
-                .any(|m| m.name == t && m.dtype != DType::F32);
             for m in from..k {
-                let name = segs[m].hand_on(t, m, ids);
+                let name = segs[m].hand_on(t, m, is_ids(t));
                 if segs[m + 1].input_name(t).is_none() {
                     segs[m + 1].inputs.push((name, t.to_string()));
                 }
@@ -345,10 +348,7 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
         let mut renames: HashMap<String, String> = HashMap::new();
         let mut casts = Vec::new();
         for (name, orig) in seg.inputs.iter().filter(|(name, orig)| name != orig) {
-            if model_inputs
-                .iter()
-                .any(|m| m.name == *orig && m.dtype != DType::F32)
-            {
+            if is_ids(orig) {
                 let ids = format!("{orig}__ids{k}");
                 casts.push(cast(name, &ids, pb::tensor_proto::DataType::Int64));
                 renames.insert(orig.clone(), ids);
@@ -556,26 +556,35 @@ impl Seg {
         if let Some((name, _)) = self.outputs.iter().find(|(_, o)| o == orig) {
             return name.clone();
         }
-        let name = match self.input_name(orig).map(str::to_string) {
-            Some(input) => {
-                let name = format!("{orig}__b{k}");
-                self.nodes.push(if ids && input == orig {
-                    cast(&input, &name, pb::tensor_proto::DataType::Float)
-                } else {
-                    pb::NodeProto {
-                        input: vec![input],
-                        output: vec![name.clone()],
-                        name: format!("offramp_pass_{name}"),
-                        op_type: "Identity".into(),
-                        ..Default::default()
-                    }
-                });
+        let name = format!("{orig}__b{k}");
+        // Whether this segment reads `orig` under its own name (a model
+        // input), or None if it computes it.
+        match self.input_name(orig).map(|input| input == orig) {
+            Some(true) if ids => {
+                self.nodes
+                    .push(cast(orig, &name, pb::tensor_proto::DataType::Float));
+                self.outputs.push((name.clone(), orig.to_string()));
                 name
             }
-            None => orig.to_string(),
-        };
-        self.outputs.push((name.clone(), orig.to_string()));
-        name
+            Some(_) => {
+                self.emit(orig, &name, &format!("offramp_pass_{name}"));
+                name
+            }
+            None => {
+                self.outputs.push((orig.to_string(), orig.to_string()));
+                orig.to_string()
+            }
+        }
+    }
+}
+
+/// The larger of two differences, NaN if either is (a NaN difference is a
+/// mismatch, which `f32::max` would hide).
+fn nan_max(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else {
+        a.max(b)
     }
 }
 
@@ -746,19 +755,9 @@ fn check_chain(
                     .iter()
                     .zip(want)
                     .map(|(a, b)| (a - b).abs())
-                    .fold(0.0f32, |m, x| {
-                        if x.is_nan() || m.is_nan() {
-                            f32::NAN
-                        } else {
-                            m.max(x)
-                        }
-                    });
+                    .fold(0.0f32, nan_max);
                 let d = if got.len() == want.len() { d } else { f32::NAN };
-                worst = if d.is_nan() || worst.is_nan() {
-                    f32::NAN
-                } else {
-                    worst.max(d)
-                };
+                worst = nan_max(worst, d);
             } else {
                 next.push((name.to_string(), v.into_tensor()));
             }

@@ -140,12 +140,7 @@ fn pairs<'a>(
 
 /// Success of `a` minus success of `b` (a share: 0.01 is one point).
 pub fn success(a: &EvalReport, b: &EvalReport) -> Result<Paired, PairError> {
-    let d: Vec<f64> = pairs(a, b)?
-        .map(|(x, y)| x.success as u8 as f64 - y.success as u8 as f64)
-        .collect();
-    let mut p = Paired::of(&d).ok_or_else(|| PairError::Empty {
-        what: format!("{} vs {}", a.policy, b.policy),
-    })?;
+    let (mut p, d) = over_every(a, b, |x, y| x.success as u8 as f64 - y.success as u8 as f64)?;
     let wins = d.iter().filter(|x| **x > 0.0).count();
     let losses = d.iter().filter(|x| **x < 0.0).count();
     p.discordant = Some((wins, losses));
@@ -155,12 +150,20 @@ pub fn success(a: &EvalReport, b: &EvalReport) -> Result<Paired, PairError> {
 
 /// Mean |Δω| per step of `a` minus that of `b` (negative: `a` is smoother).
 pub fn smoothness(a: &EvalReport, b: &EvalReport) -> Result<Paired, PairError> {
-    let d: Vec<f64> = pairs(a, b)?
-        .map(|(x, y)| x.mean_abs_domega - y.mean_abs_domega)
-        .collect();
-    Paired::of(&d).ok_or_else(|| PairError::Empty {
+    Ok(over_every(a, b, |x, y| x.mean_abs_domega - y.mean_abs_domega)?.0)
+}
+
+/// `diff` over every pair of episodes, and the differences.
+fn over_every(
+    a: &EvalReport,
+    b: &EvalReport,
+    diff: impl Fn(&Episode, &Episode) -> f64,
+) -> Result<(Paired, Vec<f64>), PairError> {
+    let d: Vec<f64> = pairs(a, b)?.map(|(x, y)| diff(x, y)).collect();
+    let p = Paired::of(&d).ok_or_else(|| PairError::Empty {
         what: format!("{} vs {}", a.policy, b.policy),
-    })
+    })?;
+    Ok((p, d))
 }
 
 /// Steps to the target of `a` minus those of `b`, over the episodes both

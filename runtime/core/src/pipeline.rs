@@ -1,7 +1,8 @@
 //! One frame's work, the same everywhere: camera frame (one view per
-//! camera) → preprocess into the chain's image inputs → exit chain → action. The run loop, the demo,
-//! closed-loop evaluation, calibration and every bench drive this one type,
-//! so what they measure is what the robot runs.
+//! camera) → preprocess into the chain's image inputs → exit chain →
+//! action. The run loop, the demo, closed-loop evaluation, calibration and
+//! every bench drive this one type, so what they measure is what the robot
+//! runs.
 
 use crate::camera::Views;
 use crate::exit_chain::{ExitChain, ExitChainError, ExitPolicy, FrameOutcome};

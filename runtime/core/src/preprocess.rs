@@ -278,8 +278,6 @@ struct View {
     pre: Preprocessor,
     /// The image input it fills (index into the model inputs).
     input: usize,
-    /// Its bytes within a frame.
-    bytes: std::ops::Range<usize>,
 }
 
 /// The preprocessing of whole frames: view k into image input k, each with
@@ -288,8 +286,8 @@ struct View {
 #[derive(Debug, Clone)]
 pub struct FramePreprocess {
     views: Vec<View>,
-    frame_len: usize,
-    described: String,
+    /// The frames it takes.
+    layout: Views,
 }
 
 impl FramePreprocess {
@@ -319,7 +317,6 @@ impl FramePreprocess {
                 ),
             });
         }
-        let mut at = 0;
         let mut out = Vec::with_capacity(images.len());
         for (img, &src) in images.iter().zip(views.sizes()) {
             // EngineSet::open checked each image input is [1, 3, H, W].
@@ -332,24 +329,15 @@ impl FramePreprocess {
                     message: format!("image input {:?} is not a model input", img.input),
                 })?;
             let shape = &m.inputs[input].shape;
-            let len = src.0 * src.1 * 3;
             out.push(View {
                 pre: Preprocessor::new(src, (shape[3], shape[2]), img.mean, img.std)?,
                 input,
-                bytes: at..at + len,
             });
-            at += len;
         }
         Ok(Self {
             views: out,
-            frame_len: at,
-            described: views.to_string(),
+            layout: views.clone(),
         })
-    }
-
-    /// Bytes of one frame.
-    pub fn frame_len(&self) -> usize {
-        self.frame_len
     }
 
     /// The preprocessing of a one-camera model and the input it fills
@@ -361,22 +349,18 @@ impl FramePreprocess {
         }
     }
 
-    /// Each view's preprocessing and the model input it fills.
-    pub fn views(&self) -> impl Iterator<Item = (&Preprocessor, usize)> {
-        self.views.iter().map(|v| (&v.pre, v.input))
-    }
-
     /// Fills the image inputs among `inputs` (the model inputs, as
     /// [`offramp_engines::Chain::inputs_mut`] holds them) from `frame`.
     pub fn run(&mut self, frame: &[u8], inputs: &mut [Vec<f32>]) -> Result<(), PreprocessError> {
-        if frame.len() != self.frame_len {
+        let want = self.layout.frame_len();
+        if frame.len() != want {
             return Err(PreprocessError::Frame {
                 got: frame.len(),
-                want: self.frame_len,
-                views: self.described.clone(),
+                want,
+                views: self.layout.to_string(),
             });
         }
-        for v in &mut self.views {
+        for (v, view) in self.views.iter_mut().zip(self.layout.split(frame)) {
             let (w, h) = v.pre.dst;
             let out = inputs.get_mut(v.input).ok_or(PreprocessError::OutputSize {
                 got: 0,
@@ -384,7 +368,7 @@ impl FramePreprocess {
                 width: w,
                 height: h,
             })?;
-            v.pre.run(&frame[v.bytes.clone()], out)?;
+            v.pre.run(view, out)?;
         }
         Ok(())
     }

@@ -101,11 +101,11 @@ pub fn import(a: &Args) -> anyhow::Result<ImportReport> {
             a.dataset.display()
         ),
     };
-    let sizes = keys
-        .iter()
-        .map(|k| ds.frame_size(k))
-        .collect::<anyhow::Result<Vec<(usize, usize)>>>()?;
-    let views = Views::new(sizes.iter().map(|&(h, w)| (w, h)).collect());
+    let views = Views::new(
+        keys.iter()
+            .map(|k| ds.frame_size(k).map(|(h, w)| (w, h)))
+            .collect::<anyhow::Result<_>>()?,
+    );
     let mut rows = ds.frame_rows()?;
     let mut order: Vec<i64> = Vec::new();
     for r in &rows {
@@ -146,7 +146,7 @@ pub fn import(a: &Args) -> anyhow::Result<ImportReport> {
                     r.episode
                 )
             })?;
-            let (h, w) = sizes[c];
+            let (w, h) = views.sizes()[c];
             let video = match &decoded[c] {
                 Some((p, v)) if p == path => v,
                 _ => {

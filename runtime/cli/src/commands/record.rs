@@ -115,22 +115,22 @@ pub fn write_replay(
     let n = instructions.len();
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let io = |name: &str| format!("writing {}", out.join(name).display());
-    let mut at = 0;
+    // One array per view; a single view is the frames as they are.
+    let split: Vec<Vec<u8>> = if views.sizes().len() == 1 {
+        Vec::new()
+    } else {
+        let mut per_view = vec![Vec::new(); views.sizes().len()];
+        for f in frames.chunks_exact(views.frame_len()) {
+            for (dst, view) in per_view.iter_mut().zip(views.split(f)) {
+                dst.extend_from_slice(view);
+            }
+        }
+        per_view
+    };
     for (k, &(w, h)) in views.sizes().iter().enumerate() {
         let file = camera::view_file(k);
-        let len = w * h * 3;
-        let view: std::borrow::Cow<[u8]> = if views.sizes().len() == 1 {
-            frames.into()
-        } else {
-            frames
-                .chunks_exact(views.frame_len())
-                .flat_map(|f| &f[at..at + len])
-                .copied()
-                .collect::<Vec<u8>>()
-                .into()
-        };
-        npy::write(&out.join(&file), &[n, h, w, 3], &view).with_context(|| io(&file))?;
-        at += len;
+        let view = split.get(k).map_or(frames, Vec::as_slice);
+        npy::write(&out.join(&file), &[n, h, w, 3], view).with_context(|| io(&file))?;
     }
     npy::write(&out.join("instructions.npy"), &[n], instructions)
         .with_context(|| io("instructions.npy"))?;

@@ -84,21 +84,21 @@ pub struct BudgetPoint {
     pub rollout_episodes: usize,
     pub thresholds: Vec<f32>,
     pub predicted_compute_ratio: f64,
-    /// Held-out.
-    pub compute_ratio: f64,
+    /// Held-out compute against the budget.
     pub compute_error: f64,
-    pub success_rate: f64,
-    pub mean_exit: f64,
-    pub exit_shares: Vec<f64>,
-    /// Completion time (steps and simulated seconds of the successful
-    /// episodes) and smoothness (mean |Δω| per step).
-    pub mean_success_steps: Option<f64>,
-    pub mean_success_seconds: Option<f64>,
-    pub mean_abs_domega: f64,
-    /// Every episode's outcome by seed, to pair with other policies later.
-    pub per_episode: Vec<offramp_calibrate::eval::Episode>,
-    /// Against the full model on the same episodes: success difference,
-    /// |Δω| difference, and steps-to-target difference where both succeed.
+    /// The held-out evaluation: success, compute, completion time,
+    /// smoothness, every episode by seed.
+    #[serde(flatten)]
+    pub held_out: EvalReport,
+    #[serde(flatten)]
+    pub comparison: Comparison,
+}
+
+/// A criterion point against the fixed exits, on the same episodes.
+#[derive(Serialize)]
+pub struct Comparison {
+    /// Against the full model: success difference, |Δω| difference, and
+    /// steps-to-target difference where both succeed.
     pub vs_full: Paired,
     pub smoothness_vs_full: Paired,
     pub completion_steps_vs_full: Option<Paired>,
@@ -129,14 +129,10 @@ pub struct VsFixed {
 const COMPUTE_SLACK: f64 = 1.02;
 
 /// The comparisons of criterion report `r` with the fixed exits (the last
-/// is the full model), paired on the same episodes.
-/// A point calibrated at a fixed exit's compute (`at`, 0-based) is compared
-/// with that exit, whatever it spent.
-fn compare(
-    r: &EvalReport,
-    fixed: &[EvalReport],
-    at: Option<usize>,
-) -> anyhow::Result<(Paired, Paired, Option<Paired>, Option<VsFixed>)> {
+/// is the full model), paired on the same episodes. A point calibrated at
+/// a fixed exit's compute (`at`, 0-based) is compared with that exit,
+/// whatever it spent.
+fn compare(r: &EvalReport, fixed: &[EvalReport], at: Option<usize>) -> anyhow::Result<Comparison> {
     let (full, shallow) = fixed.split_last().context("no fixed exit was evaluated")?;
     // The cheapest fixed exit that costs at least what this point costs:
     // deploying it is the alternative the criterion must beat.
@@ -162,12 +158,12 @@ fn compare(
             })
         })
         .transpose()?;
-    Ok((
-        paired::success(r, full)?,
-        paired::smoothness(r, full)?,
-        paired::completion_steps(r, full)?,
+    Ok(Comparison {
+        vs_full: paired::success(r, full)?,
+        smoothness_vs_full: paired::smoothness(r, full)?,
+        completion_steps_vs_full: paired::completion_steps(r, full)?,
         vs_fixed,
-    ))
+    })
 }
 
 #[derive(Serialize)]
@@ -310,27 +306,15 @@ pub fn run(cfg: &SimConfig, a: &Args) -> anyhow::Result<Sweep> {
                 &format!("evaluate {b} {method}"),
             )?;
             let predicted = predict(&c.deltas, &thresholds, &costs).mean_cost / full;
-            let (vs_full, smoothness_vs_full, completion_steps_vs_full, vs_fixed) =
-                compare(&r, &fixed_exits, at)?;
             budgets.push(BudgetPoint {
                 budget_ratio: b,
                 method,
                 rollout_episodes,
                 thresholds,
                 predicted_compute_ratio: predicted,
-                compute_ratio: r.compute_ratio,
                 compute_error: r.compute_ratio / b - 1.0,
-                success_rate: r.success_rate,
-                mean_exit: r.mean_exit,
-                exit_shares: r.exit_shares.clone(),
-                mean_success_steps: r.mean_success_steps,
-                mean_success_seconds: r.mean_success_seconds,
-                mean_abs_domega: r.mean_abs_domega,
-                per_episode: r.per_episode.clone(),
-                vs_full,
-                smoothness_vs_full,
-                completion_steps_vs_full,
-                vs_fixed,
+                comparison: compare(&r, &fixed_exits, at)?,
+                held_out: r,
             });
         }
     }
@@ -364,7 +348,7 @@ fn write(dir: &Path, s: &mut Sweep) -> anyhow::Result<()> {
             .budgets
             .iter()
             .filter(|b| b.method == method)
-            .map(|b| (b.compute_ratio, pct(b.success_rate)))
+            .map(|b| (b.held_out.compute_ratio, pct(b.held_out.success_rate)))
             .collect();
         c.sort_by(|a, b| a.0.total_cmp(&b.0));
         c
@@ -466,7 +450,8 @@ pub fn print_human(s: &Sweep) {
         );
     }
     for b in &s.budgets {
-        let fixed = b.vs_fixed.as_ref().map_or(String::new(), |f| {
+        let (r, c) = (&b.held_out, &b.comparison);
+        let fixed = c.vs_fixed.as_ref().map_or(String::new(), |f| {
             format!(
                 "; vs exit {} {}{}",
                 f.exit,
@@ -480,13 +465,13 @@ pub fn print_human(s: &Sweep) {
         println!(
             "  {:<14} {:>9.3} {:>+8.1}% {:>7.1}% {:>9.2} {:>7} {:>7.3}  vs full {}{fixed}  ({}, {} rollout episodes)",
             format!("budget {:.3}", b.budget_ratio),
-            b.compute_ratio,
+            r.compute_ratio,
             100.0 * b.compute_error,
-            100.0 * b.success_rate,
-            b.mean_exit,
-            steps(b.mean_success_steps),
-            b.mean_abs_domega,
-            pts(&b.vs_full),
+            100.0 * r.success_rate,
+            r.mean_exit,
+            steps(r.mean_success_steps),
+            r.mean_abs_domega,
+            pts(&c.vs_full),
             b.method,
             b.rollout_episodes
         );
