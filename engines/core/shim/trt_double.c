@@ -112,6 +112,8 @@ struct ofr_trt_library
     /* For tests: inferences run, synchronizations, graphs captured and
      * launched. */
     int64_t executed, synchronized, captured, launched;
+    /* Copies queued host to device and device to host. */
+    int64_t htod, dtoh;
 };
 
 typedef struct
@@ -455,6 +457,16 @@ static int copy(ofr_trt_library* lib, void* dst, const void* src, size_t bytes, 
     op->bytes = bytes;
     op->check_dst = check_dst;
     op->check_src = check_src;
+    pthread_mutex_lock(&lib->lock);
+    if (check_dst)
+    {
+        lib->htod += 1;
+    }
+    else
+    {
+        lib->dtoh += 1;
+    }
+    pthread_mutex_unlock(&lib->lock);
     return 0;
 }
 
@@ -1016,9 +1028,10 @@ int ofr_trt_graph_destroy(ofr_trt_library* lib, void* graph)
 
 /* Test hook, not part of the shim ABI: for the most recent library opened
  * from `path`, its live device allocations and their bytes, inferences run,
- * stream synchronizations, graphs captured and graph launches. Returns -1
- * if none was opened from `path`. */
-int ofr_trt_double_stats(const char* path, int64_t out[6])
+ * stream synchronizations, graphs captured, graph launches, and copies
+ * queued host to device and device to host. Returns -1 if none was opened
+ * from `path`. */
+int ofr_trt_double_stats(const char* path, int64_t out[8])
 {
     ofr_trt_library* lib = NULL;
     pthread_mutex_lock(&g_registry_lock);
@@ -1046,6 +1059,8 @@ int ofr_trt_double_stats(const char* path, int64_t out[6])
     out[3] = lib->synchronized;
     out[4] = lib->captured;
     out[5] = lib->launched;
+    out[6] = lib->htod;
+    out[7] = lib->dtoh;
     pthread_mutex_unlock(&lib->lock);
     return 0;
 }

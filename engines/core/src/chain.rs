@@ -1,7 +1,7 @@
 //! The engines of one set, chained, with every buffer allocated once.
 
 use crate::manifest::{BackendKind, TensorSpec};
-use crate::{DeviceInput, Engine, EngineSet, Error, Result};
+use crate::{DeviceTensor, Engine, EngineSet, Error, Result};
 
 /// Where a segment input comes from.
 #[derive(Debug, Clone, Copy)]
@@ -18,6 +18,9 @@ struct Stage {
     /// The output the head reads, or, in a set without a head, the output
     /// that is this exit's action.
     feature: usize,
+    /// Outputs only the next segment reads, kept on the GPU: their host
+    /// buffers are stale ([`Chain::keep_between_segments_on_device`]).
+    on_device: Vec<bool>,
 }
 
 /// The shared head, when the set has one.
@@ -181,6 +184,7 @@ impl Chain {
                 outputs: buffers(&seg.outputs),
                 names: seg.outputs.iter().map(|t| t.name.clone()).collect(),
                 feature,
+                on_device: vec![false; seg.outputs.len()],
             });
             prev = &seg.outputs;
         }
@@ -232,13 +236,70 @@ impl Chain {
     /// producer on the GPU to fill instead of [`Chain::inputs_mut`] (see
     /// [`Engine::device_input`]); `None` on a backend without device
     /// buffers, where the host buffer stays the input.
-    pub fn device_input(&mut self, k: usize) -> Option<DeviceInput> {
+    pub fn device_input(&mut self, k: usize) -> Option<DeviceTensor> {
         let stage = self.stages.first_mut()?;
         let j = stage
             .sources
             .iter()
             .position(|s| matches!(s, Source::ModelInput(m) if *m == k))?;
         stage.engine.device_input(j)
+    }
+
+    /// On a backend whose tensors live in GPU memory (TensorRT), lets each
+    /// segment read the tensors it takes from the previous one (hidden
+    /// states) straight from that segment's output buffers: no copy to the
+    /// host and back between two segments. Outputs the host reads stay
+    /// copied: each exit's feature (or action), and every output for which
+    /// `host_reads(segment, output)` is true (a criterion's confidence or
+    /// reference). Call before the first run; returns how many tensors stay
+    /// on the device (0 on the CPU). Their host buffers
+    /// ([`Chain::exit_outputs`]) are stale from then on, so a chain that
+    /// offloads or serves exits must not call this.
+    pub fn keep_between_segments_on_device(
+        &mut self,
+        host_reads: impl Fn(usize, usize) -> bool,
+    ) -> usize {
+        let mut kept = 0;
+        for i in 1..self.stages.len() {
+            let (done, rest) = self.stages.split_at_mut(i);
+            let (prev, stage) = (&mut done[i - 1], &mut rest[0]);
+            for (j, src) in stage.sources.iter().enumerate() {
+                let Source::PreviousOutput(k) = *src else {
+                    continue;
+                };
+                // An output two inputs read stays copied: were the second
+                // link refused, that input would read a stale host buffer.
+                let readers = stage
+                    .sources
+                    .iter()
+                    .filter(|s| matches!(s, Source::PreviousOutput(r) if *r == k))
+                    .count();
+                if k == prev.feature || host_reads(i - 1, k) || readers > 1 {
+                    continue;
+                }
+                let Some(buf) = prev.engine.device_output(k) else {
+                    continue;
+                };
+                // SAFETY: `buf` is an output buffer of the previous engine of
+                // this chain: it lives as long as the chain, and the chain
+                // runs no engine after it starts dropping them.
+                if unsafe { stage.engine.read_input_from(j, buf) } {
+                    // The input reads the device buffer from now on: the host
+                    // buffer is stale for it, even where the producer goes on
+                    // copying its output out (then only that copy is wasted).
+                    prev.engine.keep_output_on_device(k);
+                    prev.on_device[k] = true;
+                    kept += 1;
+                }
+            }
+        }
+        kept
+    }
+
+    /// Whether output `k` of segment `i` stays on the GPU (its host buffer
+    /// is stale; see [`Chain::keep_between_segments_on_device`]).
+    pub fn output_on_device(&self, i: usize, k: usize) -> bool {
+        self.stages[i].on_device[k]
     }
 
     /// Buffers of the model inputs (segment 0), to fill before [`Chain::run_exit`].

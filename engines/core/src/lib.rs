@@ -54,17 +54,50 @@ pub trait Engine: Send {
     /// copies input `k` from its host slice: the producer must have written
     /// the buffer, and finished, before each run. `None`: the backend has
     /// no device buffers (the CPU) or no input `k`.
-    fn device_input(&mut self, k: usize) -> Option<DeviceInput> {
+    fn device_input(&mut self, k: usize) -> Option<DeviceTensor> {
         let _ = k;
         None
     }
+
+    /// For backends whose tensors live in GPU memory: output `k`'s device
+    /// buffer, which the next segment can read in place
+    /// ([`Engine::read_input_from`]). Changes nothing by itself.
+    fn device_output(&self, k: usize) -> Option<DeviceTensor> {
+        let _ = k;
+        None
+    }
+
+    /// Reads input `k` from `src`, a buffer another engine of the same chain
+    /// writes on the same GPU (its [`Engine::device_output`]), instead of
+    /// copying it in from the host slice; the engine's own buffer for it is
+    /// freed. Only before the first `run` (a captured CUDA graph keeps the
+    /// addresses it saw) and for a buffer of the input's size; `false`:
+    /// nothing changed.
+    ///
+    /// # Safety
+    ///
+    /// `src` must be a device buffer of at least `src.bytes` on this
+    /// engine's GPU that stays allocated, and is written only by the engine
+    /// that handed it out, for as long as this engine runs.
+    unsafe fn read_input_from(&mut self, k: usize, src: DeviceTensor) -> bool {
+        let _ = (k, src);
+        false
+    }
+
+    /// Stops copying output `k` back to its host slice after each run (the
+    /// slice keeps what it held): only the GPU reads it, through
+    /// [`Engine::read_input_from`]. `false`: nothing changed.
+    fn keep_output_on_device(&mut self, k: usize) -> bool {
+        let _ = k;
+        false
+    }
 }
 
-/// A device buffer an engine reads an input from (see
-/// [`Engine::device_input`]): a CUDA device address in device 0's primary
-/// context, and its size.
+/// A device buffer an engine reads an input from or writes an output to
+/// (see [`Engine::device_input`], [`Engine::device_output`]): a CUDA device
+/// address in device 0's primary context, and its size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeviceInput {
+pub struct DeviceTensor {
     pub address: u64,
     pub bytes: usize,
 }

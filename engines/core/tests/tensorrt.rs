@@ -183,15 +183,16 @@ mod with_feature {
 
     /// The double's counters for the library opened from `library`: live
     /// allocations, their bytes, inferences run, stream synchronizations,
-    /// CUDA graphs captured, graph launches.
-    fn stats(library: &Path) -> [i64; 6] {
+    /// CUDA graphs captured, graph launches, copies host to device, copies
+    /// device to host.
+    fn stats(library: &Path) -> [i64; 8] {
         type Stats = unsafe extern "C" fn(*const std::ffi::c_char, *mut i64) -> i32;
         // SAFETY: the double, already loaded by the backend; the hook's
         // signature is the one trt_double.c defines.
         let lib = unsafe { libloading::Library::new(DOUBLE) }.unwrap();
         let f = unsafe { lib.get::<Stats>(b"ofr_trt_double_stats\0") }.unwrap();
         let path = std::ffi::CString::new(library.to_str().unwrap()).unwrap();
-        let mut out = [0i64; 6];
+        let mut out = [0i64; 8];
         assert_eq!(unsafe { f(path.as_ptr(), out.as_mut_ptr()) }, 0);
         out
     }
@@ -237,7 +238,7 @@ mod with_feature {
         }
         // Every run waited for its stream once, after its inference.
         let runs = 3 * 2 * set.manifest.exits.len() as i64;
-        let [_, _, executed, synced, captured, launched] = stats(&library);
+        let [_, _, executed, synced, captured, launched, ..] = stats(&library);
         assert_eq!(executed, runs);
         assert_eq!(synced, runs);
         // Each engine ran once as an ordinary enqueue, was captured, and
@@ -245,6 +246,101 @@ mod with_feature {
         let engines = set.manifest.exits.len() as i64 + 1;
         assert_eq!(captured, engines);
         assert_eq!(launched, runs - engines);
+    }
+
+    /// Copies per frame of [`run_all`]: host to device (each segment's
+    /// inputs, each head run's two) and device to host (each segment's
+    /// outputs, each head run's two).
+    fn copies_per_frame(set: &EngineSet) -> (i64, i64) {
+        let m = &set.manifest;
+        let head = m.head.as_ref().unwrap();
+        let per = |f: &dyn Fn(&offramp_engines::manifest::Segment) -> usize| {
+            m.exits.iter().map(|s| f(s) as i64).sum::<i64>()
+        };
+        let heads = m.exits.len() as i64;
+        (
+            per(&|s| s.inputs.len()) + heads * head.inputs.len() as i64,
+            per(&|s| s.outputs.len()) + heads * head.outputs.len() as i64,
+        )
+    }
+
+    #[test]
+    fn tensors_between_segments_stay_on_the_gpu() {
+        let (dir, set) = orin_set();
+        let library = orin_library(dir.path());
+        let m = &set.manifest;
+        let exits = m.exits.len();
+        // What segment i + 1 reads of segment i's outputs, the feature aside.
+        let hidden: usize = (1..exits)
+            .map(|i| {
+                m.exits[i]
+                    .inputs
+                    .iter()
+                    .filter(|t| {
+                        m.exits[i - 1].outputs.iter().any(|o| o.name == t.name)
+                            && Some(&t.name) != m.exits[i - 1].feature.as_ref()
+                    })
+                    .count()
+            })
+            .sum();
+        assert!(hidden >= exits - 1, "the tiny model carries hidden states");
+        let mut trt = Chain::load_tensorrt(&set, &options(&library)).unwrap();
+        let before = stats(&library);
+        assert_eq!(trt.keep_between_segments_on_device(|_, _| false), hidden);
+        for i in 0..exits - 1 {
+            let k = trt.output_index(i, &format!("hidden{i}"));
+            assert!(trt.output_on_device(i, k.unwrap()), "hidden{i}");
+        }
+        // Each linked input's own buffer is freed.
+        let after = stats(&library);
+        assert_eq!(after[0], before[0] - hidden as i64);
+        // The chain computes the same, bit for bit, and copies less.
+        let mut reference = reference_chain(&set);
+        let n = head_state_len(&set);
+        let frames = 3;
+        let got = run_all(&mut trt, frames, n);
+        assert_eq!(got, run_all(&mut reference, frames, n));
+        let (htod, dtoh) = copies_per_frame(&set);
+        let [.., got_htod, got_dtoh] = stats(&library);
+        let f = frames as i64;
+        assert_eq!(got_htod, f * (htod - hidden as i64));
+        assert_eq!(got_dtoh, f * (dtoh - hidden as i64));
+        // Graphs captured with the linked addresses replay them.
+        let [_, _, _, _, captured, launched, ..] = stats(&library);
+        assert_eq!(captured, exits as i64 + 1);
+        assert_eq!(launched, f * 2 * exits as i64 - (exits as i64 + 1));
+    }
+
+    #[test]
+    fn without_links_every_tensor_is_copied() {
+        let (dir, set) = orin_set();
+        let library = orin_library(dir.path());
+        let mut trt = Chain::load_tensorrt(&set, &options(&library)).unwrap();
+        let n = head_state_len(&set);
+        run_all(&mut trt, 2, n);
+        let (htod, dtoh) = copies_per_frame(&set);
+        let [.., got_htod, got_dtoh] = stats(&library);
+        assert_eq!((got_htod, got_dtoh), (2 * htod, 2 * dtoh));
+        // After the first run the addresses are fixed (graphs hold them).
+        assert_eq!(trt.keep_between_segments_on_device(|_, _| false), 0);
+        let mut reference = reference_chain(&set);
+        assert_eq!(run_all(&mut trt, 2, n), run_all(&mut reference, 2, n));
+    }
+
+    #[test]
+    fn outputs_the_host_reads_stay_copied() {
+        let (dir, set) = orin_set();
+        let library = orin_library(dir.path());
+        let mut trt = Chain::load_tensorrt(&set, &options(&library)).unwrap();
+        assert_eq!(
+            trt.keep_between_segments_on_device(|i, _| i == 0),
+            set.manifest.exits.len() - 2
+        );
+        let k = trt.output_index(0, "hidden0").unwrap();
+        assert!(!trt.output_on_device(0, k));
+        let mut reference = reference_chain(&set);
+        let n = head_state_len(&set);
+        assert_eq!(run_all(&mut trt, 2, n), run_all(&mut reference, 2, n));
     }
 
     #[test]
@@ -262,7 +358,7 @@ mod with_feature {
         let mut reference = reference_chain(&set);
         let n = head_state_len(&set);
         assert_eq!(run_all(&mut trt, 3, n), run_all(&mut reference, 3, n));
-        let [_, _, executed, _, captured, launched] = stats(&library);
+        let [_, _, executed, _, captured, launched, ..] = stats(&library);
         let exits = set.manifest.exits.len() as i64;
         assert_eq!(executed, 3 * 2 * exits);
         // Every engine but segment 1 replays a graph from its second run;
@@ -283,7 +379,7 @@ mod with_feature {
         let mut reference = reference_chain(&set);
         let n = head_state_len(&set);
         assert_eq!(run_all(&mut trt, 2, n), run_all(&mut reference, 2, n));
-        let [_, _, executed, _, captured, launched] = stats(&library);
+        let [_, _, executed, _, captured, launched, ..] = stats(&library);
         assert_eq!(executed, 2 * 2 * set.manifest.exits.len() as i64);
         assert_eq!((captured, launched), (0, 0));
     }

@@ -97,8 +97,9 @@ pub struct Episode {
     pub mean_abs_domega: f64,
 }
 
-/// Why the failed episodes failed (every failure is a timeout: the step
-/// limit ran out before the robot touched the target).
+/// Why the failed episodes failed: the step limit ran out before the robot
+/// reached the target, or (where the simulator makes that the end) it
+/// reached a decoy.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Failures {
     pub episodes: usize,
@@ -110,6 +111,8 @@ pub struct Failures {
     pub stuck: usize,
     /// The target was in view on the last frame.
     pub in_view_at_end: usize,
+    /// Ended by reaching a decoy (where the simulator makes that the end).
+    pub reached_decoy: usize,
     /// Mean distance to the target at the end, metres.
     pub mean_final_distance_m: f64,
 }
@@ -202,6 +205,7 @@ pub fn evaluate(
                     failures.ended_near += (d < 1.0) as usize;
                     failures.stuck += (sim.collisions * 4 >= sim.steps) as usize;
                     failures.in_view_at_end += sim.target_in_view() as usize;
+                    failures.reached_decoy += out.reached_decoy as usize;
                     final_distance_sum += d as f64;
                 }
                 break;

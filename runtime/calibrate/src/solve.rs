@@ -72,9 +72,7 @@ pub fn thresholds_for(deltas: &[FrameDeltas], target: &[f64]) -> Vec<f32> {
         let eta = match want {
             0 => 0.0,
             w if w >= d.len() => f32::INFINITY,
-            // Strictly between the last frame that stops and the first that
-            // does not (the criterion is delta < eta).
-            w => 0.5 * (d[w - 1].0 + d[w].0),
+            w => cut(&d, w),
         };
         let stopped: std::collections::HashSet<usize> = d
             .iter()
@@ -85,6 +83,34 @@ pub fn thresholds_for(deltas: &[FrameDeltas], target: &[f64]) -> Vec<f32> {
         out.push(eta);
     }
     out
+}
+
+/// The threshold that stops `want` (1 ≤ want < len) of the `sorted`
+/// frames (the criterion is delta < eta): midway between the last frame
+/// that stops and the first that does not. Frames with equal scores (a
+/// learned exit head saturating at confidence 1 gives many at exactly 0)
+/// cannot be told apart, so a cut that falls inside such a tie moves to the
+/// tie's nearer edge, and to its upper edge (the whole tie stops) when both
+/// are as near: frames sent deeper than planned overshoot the budget. A
+/// score of +∞ never stops.
+fn cut(sorted: &[(f32, usize)], want: usize) -> f32 {
+    let v = sorted[want].0;
+    let below = sorted.partition_point(|(x, _)| *x < v);
+    let upto = sorted.partition_point(|(x, _)| *x <= v);
+    let stop = if upto - want <= want - below {
+        upto
+    } else {
+        below
+    };
+    match stop {
+        0 => sorted[0].0,
+        s if s >= sorted.len() => f32::INFINITY,
+        s => {
+            let (lo, hi) = (sorted[s - 1].0, sorted[s].0);
+            // The midpoint of two neighbouring floats can round down to `lo`.
+            Some(lo + 0.5 * (hi - lo)).filter(|m| *m > lo).unwrap_or(hi)
+        }
+    }
 }
 
 /// Thresholds for exit shares over exits `0..=deepest` (the rest get none),
@@ -185,6 +211,42 @@ mod tests {
                 p.exit_shares
             );
         }
+    }
+
+    #[test]
+    fn a_share_ending_inside_a_tie_stops_the_whole_tie() {
+        // A saturated learned exit: 600 frames score exactly 0 at exit 0,
+        // 400 spread above; asking exit 0 for 30 % of the frames.
+        let frames: Vec<FrameDeltas> = (0..1000)
+            .map(|k| {
+                let d0 = if k < 600 { 0.0 } else { 0.1 + k as f32 * 1e-4 };
+                vec![d0, 0.5, 0.5]
+            })
+            .collect();
+        let costs = [1.0, 2.0, 3.0];
+        let target = [0.3, 0.3, 0.4];
+        let planned: f64 = target.iter().zip(&costs).map(|(s, c)| s * c).sum();
+        let t = thresholds_for(&frames, &target);
+        let p = predict(&frames, &t, &costs);
+        // Stopping none of the tie or all of it are as far from the 300
+        // asked for: all of it stops, none is sent deeper than planned, so
+        // the cost stays under the plan.
+        assert_eq!(p.exit_shares[0], 0.6, "{t:?}");
+        assert!(p.mean_cost <= planned, "{} > {planned}", p.mean_cost);
+        // A head certain that 800 frames are unsafe (score exactly 1): the
+        // 200 below the tie are nearer to the 300 asked for than all 1,000.
+        let frames: Vec<FrameDeltas> = (0..1000)
+            .map(|k| vec![if k < 200 { k as f32 * 1e-3 } else { 1.0 }, 0.5, 0.5])
+            .collect();
+        let t = thresholds_for(&frames, &target);
+        let p = predict(&frames, &t, &costs);
+        assert_eq!(p.exit_shares[0], 0.2, "{t:?}");
+        assert!(t[0] > 0.199 && t[0] < 1.0, "{t:?}");
+        // Neighbouring floats: the threshold still separates them.
+        let a = 1.0f32;
+        let b = f32::from_bits(a.to_bits() + 1);
+        let t = thresholds_for(&[vec![a, 0.0], vec![b, 0.0]], &[0.5, 0.5]);
+        assert!(a < t[0] && b >= t[0], "{t:?}");
     }
 
     #[test]

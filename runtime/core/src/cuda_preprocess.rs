@@ -303,7 +303,7 @@ impl CudaPreprocess {
     /// that the engine, on its own stream, reads a finished tensor.
     pub fn write_device(
         &mut self,
-        dst: offramp_engines::DeviceInput,
+        dst: offramp_engines::DeviceTensor,
     ) -> Result<(), CudaPreprocessError> {
         let bytes = self.out.len() * std::mem::size_of::<f32>();
         if dst.bytes != bytes {

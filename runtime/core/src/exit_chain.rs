@@ -278,6 +278,18 @@ pub struct ExitChain {
     full_macs: u64,
     latency: LatencyModel,
     remote: Option<Remote>,
+    links: Links,
+}
+
+/// Whether the tensors between segments stay on the GPU
+/// ([`Chain::keep_between_segments_on_device`]), decided at the first frame:
+/// yes unless the chain offloads or serves, which carry them on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Links {
+    Undecided,
+    /// This many tensors stay on the device (0 on the CPU).
+    Kept(usize),
+    Never,
 }
 
 /// Discrete action tokens: per dimension, a distribution over bins whose
@@ -489,19 +501,60 @@ impl ExitChain {
             full_macs: m.exits.iter().map(|s| s.cost.macs).sum::<u64>() + head_macs,
             latency: LatencyModel::with_costs(&exit_cost),
             remote: None,
+            links: Links::Undecided,
         })
+    }
+
+    /// Decides, once, whether the tensors between segments stay on the GPU:
+    /// not for a chain that serves (`serving`) or offloads, whose carried
+    /// tensors travel through the host. Outputs the criterion reads (a
+    /// confidence, the exit-0 reference) stay copied.
+    fn decide_links(&mut self, serving: bool) {
+        if self.links != Links::Undecided {
+            return;
+        }
+        if serving || self.remote.is_some() {
+            self.links = Links::Never;
+            return;
+        }
+        let (reference, confidence) = (self.reference, &self.confidence);
+        let kept = self.chain.keep_between_segments_on_device(|i, k| {
+            (i == 0 && reference == Some(k)) || confidence.get(i) == Some(&Some(k))
+        });
+        if kept > 0 {
+            tracing::info!(
+                tensors = kept,
+                "the tensors between segments stay on the GPU"
+            );
+        }
+        self.links = Links::Kept(kept);
+    }
+
+    /// The error for carrying tensors through the host once they stay on
+    /// the GPU.
+    fn links_kept(&self, what: &str) -> Result<(), ExitChainError> {
+        match self.links {
+            Links::Kept(n) if n > 0 => Err(ExitChainError::Request(format!(
+                "{what}: this chain already keeps {n} tensor(s) between segments on the GPU, \
+                 where the host cannot carry them; set it up before the first frame"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Runs exits `local..` on a server through `link` (see
     /// [`crate::offload`]): a frame whose criterion has not stopped by exit
     /// `local - 1` asks the server and waits until its deadline (or
     /// `timeout` without one); with no answer it uses exit `local - 1`.
+    /// Set it before the first frame: from then on, on a GPU backend, the
+    /// tensors it would carry stay on the device.
     pub fn set_offload(
         &mut self,
         local: usize,
         link: Box<dyn Offload>,
         timeout: Duration,
     ) -> Result<(), ExitChainError> {
+        self.links_kept("offloading")?;
         if !(1..self.n).contains(&local) {
             return Err(ExitChainError::Request(format!(
                 "{local} local exits: the robot must run between 1 and {} of the {} exits",
@@ -606,6 +659,8 @@ impl ExitChain {
         req: &OffloadRequest<'_>,
         reply: &mut OffloadReply,
     ) -> Result<(), ExitChainError> {
+        self.links_kept("serving exits")?;
+        self.decide_links(true);
         let from = req.from;
         if !(1..self.n).contains(&from) {
             return Err(ExitChainError::Request(format!(
@@ -726,7 +781,7 @@ impl ExitChain {
     /// Model input `k` as the first engine's device buffer, on a GPU
     /// backend (see [`Chain::device_input`]); from then on the image must
     /// be written there, not through [`Self::inputs_mut`].
-    pub fn input_on_device(&mut self, k: usize) -> Option<offramp_engines::DeviceInput> {
+    pub fn input_on_device(&mut self, k: usize) -> Option<offramp_engines::DeviceTensor> {
         self.chain.device_input(k)
     }
 
@@ -848,6 +903,7 @@ impl ExitChain {
         policy: ExitPolicy,
         deadline: Option<Instant>,
     ) -> Result<FrameOutcome, ExitChainError> {
+        self.decide_links(false);
         let mut out = FrameOutcome::empty();
         // Device time is read per exit below; drop what came before.
         self.chain.take_device_seconds();
@@ -1093,7 +1149,12 @@ mod tests {
     struct FakeSegment {
         index: usize,
         script: Arc<Mutex<Script>>,
+        /// As on a GPU backend: device buffers, and a log of what the
+        /// chain asked of them.
+        device: Option<Log>,
     }
+
+    type Log = Arc<Mutex<Vec<String>>>;
 
     impl Engine for FakeSegment {
         fn run(
@@ -1114,7 +1175,38 @@ mod tests {
                 Some(r) => r.copy_from_slice(&[REF, 0.0]),
                 None => {}
             }
+            if let Some(log) = &self.device {
+                log.lock().unwrap().push(format!("run s{}", self.index));
+            }
             Ok(())
+        }
+
+        fn device_output(&self, k: usize) -> Option<offramp_engines::DeviceTensor> {
+            self.device.as_ref()?;
+            Some(offramp_engines::DeviceTensor {
+                address: (100 * self.index + k) as u64,
+                bytes: 4,
+            })
+        }
+
+        unsafe fn read_input_from(&mut self, k: usize, src: offramp_engines::DeviceTensor) -> bool {
+            let Some(log) = &self.device else {
+                return false;
+            };
+            log.lock()
+                .unwrap()
+                .push(format!("s{} input {k} <- {}", self.index, src.address));
+            true
+        }
+
+        fn keep_output_on_device(&mut self, k: usize) -> bool {
+            let Some(log) = &self.device else {
+                return false;
+            };
+            log.lock()
+                .unwrap()
+                .push(format!("s{} output {k} kept", self.index));
+            true
         }
     }
 
@@ -1222,6 +1314,10 @@ mod tests {
 
     impl Fixture {
         fn new(m: Manifest) -> Self {
+            Self::with_device(m, None)
+        }
+
+        fn with_device(m: Manifest, device: Option<Log>) -> Self {
             let script = Arc::new(Mutex::new(Script {
                 actions: vec![[0.0; 2]; EXITS],
                 reference: [0.0; 2],
@@ -1239,6 +1335,7 @@ mod tests {
                     Role::Segment(index) => Box::new(FakeSegment {
                         index,
                         script: sc.clone(),
+                        device: device.clone(),
                     }) as Box<dyn Engine>,
                     Role::Head => Box::new(FakeHead { script: sc.clone() }),
                 })
@@ -1525,6 +1622,87 @@ mod tests {
             )
             .unwrap();
         (f, asked)
+    }
+
+    /// A link whose server never answers.
+    fn silent() -> Box<dyn Offload> {
+        Box::new(FakeLink {
+            answer: Box::new(|_, _, _| false),
+            asked: Asked::default(),
+        })
+    }
+
+    #[test]
+    fn on_a_gpu_hidden_states_stay_on_the_device_from_the_first_frame() {
+        let log = Log::default();
+        let mut m = manifest(CriterionKind::ActionConsistency, true, &[0.1, 0.1, 0.1]);
+        // Segment 1 also reads exit 0's reference, which the criterion
+        // reads too; segment 2 reads `hidden` twice.
+        m.exits[1].inputs.push(spec("ref", 2));
+        m.exits[2].inputs.push(spec("hidden", 1));
+        let mut f = Fixture::with_device(m, Some(log.clone()));
+        assert!(log.lock().unwrap().is_empty(), "nothing before a frame");
+        f.chain.step(ExitPolicy::All).unwrap();
+        // A segment reads the previous one's `hidden` (output 0) in place,
+        // linked before anything ran. The reference stays copied (the host
+        // reads it), and so does a tensor two inputs read.
+        let got = log.lock().unwrap().clone();
+        assert_eq!(
+            got,
+            [
+                "s1 input 0 <- 0",
+                "s0 output 0 kept",
+                "s3 input 0 <- 200",
+                "s2 output 0 kept",
+                "run s0",
+                "run s1",
+                "run s2",
+                "run s3",
+            ]
+        );
+        f.chain.step(ExitPolicy::All).unwrap();
+        assert_eq!(log.lock().unwrap().len(), got.len() + EXITS, "linked once");
+        // The host can no longer carry those tensors to a server.
+        let e = f
+            .chain
+            .set_offload(2, silent(), Duration::ZERO)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("keeps 2 tensor(s) between segments on the GPU"),
+            "{e}"
+        );
+        assert!(e.contains("before the first frame"), "{e}");
+    }
+
+    #[test]
+    fn an_offloading_or_serving_chain_carries_its_tensors_through_the_host() {
+        let log = Log::default();
+        let m = manifest(CriterionKind::ActionConsistency, true, &[0.1, 0.1, 0.1]);
+        let mut robot = Fixture::with_device(m.clone(), Some(log.clone()));
+        robot
+            .chain
+            .set_offload(2, silent(), Duration::ZERO)
+            .unwrap();
+        robot.chain.step(ExitPolicy::Criterion).unwrap();
+        let mut server = Fixture::with_device(m, Some(log.clone()));
+        let carried = vec![vec![0.0f32], vec![0.0, 0.0]];
+        let req = OffloadRequest {
+            frame: 1,
+            from: 2,
+            carried: &carried,
+            state: &[0.0],
+            prev_action: &[0.0, 0.0],
+            prev_ok: false,
+        };
+        let mut reply = server.chain.offload_reply();
+        server.chain.serve(&req, &mut reply).unwrap();
+        server.chain.step(ExitPolicy::All).unwrap();
+        assert!(
+            log.lock().unwrap().iter().all(|l| l.starts_with("run")),
+            "{:?}",
+            log.lock().unwrap()
+        );
     }
 
     /// The server's answer: exit 3 with action [7, 7] and next state 40.

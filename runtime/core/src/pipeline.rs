@@ -30,7 +30,7 @@ pub struct Pipeline {
     #[cfg(feature = "cuda")]
     gpu: Option<(
         crate::cuda_preprocess::CudaPreprocess,
-        offramp_engines::DeviceInput,
+        offramp_engines::DeviceTensor,
     )>,
 }
 

@@ -119,7 +119,7 @@ fn writes_its_tensor_into_an_engines_device_buffer() {
         p
     };
     gpu.run(&frame(640, 480, 5)).unwrap();
-    gpu.write_device(offramp_engines::DeviceInput {
+    gpu.write_device(offramp_engines::DeviceTensor {
         address,
         bytes: n * 4,
     })
@@ -131,7 +131,7 @@ fn writes_its_tensor_into_an_engines_device_buffer() {
     assert!(got.iter().any(|v| *v != 0.0));
     // A buffer of another size is refused, naming both.
     let e = gpu
-        .write_device(offramp_engines::DeviceInput {
+        .write_device(offramp_engines::DeviceTensor {
             address,
             bytes: 4 * 10,
         })

@@ -66,6 +66,9 @@ impl Twist {
 /// Largest commands the expert gives (and the model learns).
 pub const MAX_V: f32 = 0.5;
 pub const MAX_OMEGA: f32 = 2.0;
+/// How close to touching (metres between surfaces) counts as reaching a
+/// landmark.
+pub const REACH: f32 = 0.12;
 
 /// What a step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -73,6 +76,9 @@ pub struct StepOutcome {
     pub done: bool,
     pub success: bool,
     pub collided: bool,
+    /// The robot reached a decoy where [`SimConfig::decoy_ends_episode`]
+    /// makes that the end (a failure).
+    pub reached_decoy: bool,
 }
 
 fn wrap(a: f32) -> f32 {
@@ -204,13 +210,23 @@ impl Sim {
         let mut success = false;
         for (i, c) in self.world.cylinders.iter().enumerate() {
             let d = ((c.x - x).powi(2) + (c.y - y).powi(2)).sqrt();
-            if i == self.world.target && d < c.radius + r + 0.12 {
+            if i == self.world.target && d < c.radius + r + REACH {
                 success = true;
             } else if d < c.radius + r {
                 hit = true;
             }
         }
         (hit, success)
+    }
+
+    /// Whether a robot at (x, y) is as close to a decoy as reaching the
+    /// target takes.
+    fn at_decoy(&self, x: f32, y: f32) -> bool {
+        let r = self.cfg.robot_radius;
+        self.world.cylinders.iter().any(|c| {
+            matches!(c.kind, Kind::Decoy(_))
+                && ((c.x - x).powi(2) + (c.y - y).powi(2)).sqrt() < c.radius + r + REACH
+        })
     }
 
     /// Unit normals (pointing at the robot) of everything a robot at (x, y)
@@ -307,11 +323,14 @@ impl Sim {
             self.pose = (nx, ny, nth);
         }
         let collided = hit;
+        let reached_decoy =
+            !success && self.cfg.decoy_ends_episode && self.at_decoy(self.pose.0, self.pose.1);
         self.steps += 1;
         self.outcome = StepOutcome {
-            done: success || self.steps >= cfg.max_steps,
+            done: success || reached_decoy || self.steps >= self.cfg.max_steps,
             success,
             collided,
+            reached_decoy,
         };
         self.outcome
     }
@@ -320,6 +339,7 @@ impl Sim {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::world::LANDMARK_RADIUS;
 
     #[test]
     fn expert_reaches_the_target() {
@@ -337,6 +357,56 @@ mod tests {
             }
         }
         assert!(ok >= n as usize * 97 / 100, "expert succeeded {ok}/{n}");
+    }
+
+    #[test]
+    fn reaching_a_decoy_ends_the_episode_only_where_configured() {
+        for ends in [false, true] {
+            let cfg = SimConfig {
+                decoy_ends_episode: ends,
+                ..SimConfig::default()
+            };
+            let mut sim = Sim::new(&cfg, 1);
+            sim.world.cylinders.clear();
+            for (x, kind) in [(4.5, Kind::Landmark(0)), (2.5, Kind::Decoy(0))] {
+                sim.world.cylinders.push(Cylinder {
+                    x,
+                    y: 1.0,
+                    radius: LANDMARK_RADIUS,
+                    height: 0.5,
+                    colour: [0.0; 3],
+                    kind,
+                });
+            }
+            sim.world.target = 0;
+            // Heading +x straight at the decoy, 0.8 m away.
+            sim.pose = (1.7, 1.0, 0.0);
+            let mut last = StepOutcome::default();
+            for _ in 0..30 {
+                last = sim.step(Wheels {
+                    left: 0.5,
+                    right: 0.5,
+                });
+                if last.done {
+                    break;
+                }
+            }
+            assert!(!last.success);
+            assert_eq!(last.reached_decoy, ends, "decoy_ends_episode = {ends}");
+            assert_eq!(last.done, ends, "decoy_ends_episode = {ends}");
+            if ends {
+                // It ended on reaching the decoy, before pressing into it.
+                let d = sim.pose.0 - 2.5;
+                assert!(d.abs() < LANDMARK_RADIUS + cfg.robot_radius + REACH, "{d}");
+                assert_eq!(
+                    sim.step(Wheels::default()),
+                    last,
+                    "an ended episode stays ended"
+                );
+            } else {
+                assert!(sim.collisions > 0, "a decoy is an obstacle");
+            }
+        }
     }
 
     #[test]

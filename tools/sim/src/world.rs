@@ -93,6 +93,10 @@ pub struct SimConfig {
     pub max_wheel_speed: f32,
     /// Wheel acceleration limit, m/s² (the firmware's slew limit).
     pub max_wheel_accel: f32,
+    /// Whether reaching a decoy (coming as close as reaching the target
+    /// takes) ends the episode as a failure, as delivering to the wrong
+    /// station would. Off, a decoy is an obstacle the robot slides along.
+    pub decoy_ends_episode: bool,
 }
 
 impl Default for SimConfig {
@@ -108,6 +112,7 @@ impl Default for SimConfig {
             track_width: 0.3,
             max_wheel_speed: 1.0,
             max_wheel_accel: 4.0,
+            decoy_ends_episode: false,
         }
     }
 }

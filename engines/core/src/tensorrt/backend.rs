@@ -205,7 +205,7 @@ impl Loader {
             context: std::ptr::null_mut(),
             inputs: Vec::new(),
             outputs: Vec::new(),
-            resident: vec![false; inputs.len()],
+            ran: false,
             started,
             finished,
             last_device_seconds: None,
@@ -236,10 +236,17 @@ impl Loader {
                 if rc != 0 {
                     return Err(load_err(format!("{:?}: {}", spec.name, lib.last_error())));
                 }
+                let t = Tensor {
+                    name,
+                    bytes: buf.bytes,
+                    address: buf.ptr,
+                    own: Some(buf),
+                    host_copy: true,
+                };
                 if is_input {
-                    e.inputs.push((name, buf));
+                    e.inputs.push(t);
                 } else {
-                    e.outputs.push((name, buf));
+                    e.outputs.push(t);
                 }
             }
         }
@@ -328,16 +335,32 @@ fn check_io(io: &[Io], inputs: &[TensorSpec], outputs: &[TensorSpec]) -> Result<
     Ok(())
 }
 
+/// One IO tensor of an engine, on the device.
+struct Tensor {
+    name: CString,
+    bytes: usize,
+    /// Where TensorRT reads or writes it.
+    address: *mut c_void,
+    /// The engine's own buffer at `address`; `None` for an input read from
+    /// another engine's output ([`crate::Engine::read_input_from`]), whose
+    /// buffer that engine owns.
+    own: Option<DeviceBuffer>,
+    /// Whether `run` copies it between its host slice and the device: not
+    /// for an input its producer writes on the device, nor for an output
+    /// only the next segment reads.
+    host_copy: bool,
+}
+
 pub struct TrtEngine {
     artifact: PathBuf,
     shared: Arc<Shared>,
     engine: *mut RawEngine,
     context: *mut RawContext,
-    inputs: Vec<(CString, DeviceBuffer)>,
-    outputs: Vec<(CString, DeviceBuffer)>,
-    /// Inputs filled on the device by their producer (not copied from the
-    /// host in `run`), by input index.
-    resident: Vec<bool>,
+    inputs: Vec<Tensor>,
+    outputs: Vec<Tensor>,
+    /// Whether `run` was called: tensor addresses are fixed from then on
+    /// (the CUDA graph captured after it keeps them).
+    ran: bool,
     /// Timing events around each run.
     started: Handle,
     finished: Handle,
@@ -418,23 +441,18 @@ impl TrtEngine {
             unsafe { (abi.ofr_trt_event_record)(lib.raw, self.started.raw, stream) },
             "recording a CUDA event",
         )?;
-        for ((host, (name, dev)), _) in inputs
-            .iter()
-            .zip(&self.inputs)
-            .zip(&self.resident)
-            .filter(|(_, resident)| !**resident)
-        {
+        for (host, t) in inputs.iter().zip(&self.inputs).filter(|(_, t)| t.host_copy) {
             call(
                 unsafe {
                     (abi.ofr_trt_memcpy_htod)(
                         lib.raw,
-                        dev.ptr,
+                        t.address,
                         host.as_ptr().cast(),
-                        dev.bytes,
+                        t.bytes,
                         stream,
                     )
                 },
-                &format!("copying {name:?} to the GPU"),
+                &format!("copying {:?} to the GPU", t.name),
             )?;
         }
         match &self.graph {
@@ -447,18 +465,22 @@ impl TrtEngine {
                 "queueing the inference",
             )?,
         }
-        for (host, (name, dev)) in outputs.iter_mut().zip(&self.outputs) {
+        for (host, t) in outputs
+            .iter_mut()
+            .zip(&self.outputs)
+            .filter(|(_, t)| t.host_copy)
+        {
             call(
                 unsafe {
                     (abi.ofr_trt_memcpy_dtoh)(
                         lib.raw,
                         host.as_mut_ptr().cast(),
-                        dev.ptr,
-                        dev.bytes,
+                        t.address,
+                        t.bytes,
                         stream,
                     )
                 },
-                &format!("copying {name:?} from the GPU"),
+                &format!("copying {:?} from the GPU", t.name),
             )?;
         }
         call(
@@ -537,16 +559,16 @@ impl crate::Engine for TrtEngine {
             (inputs.len(), outputs.len()),
             (self.inputs.len(), self.outputs.len()),
         )?;
-        for (host, (name, dev)) in inputs
+        for (host, t) in inputs
             .iter()
             .map(|h| std::mem::size_of_val(*h))
             .chain(outputs.iter().map(|h| std::mem::size_of_val(&**h)))
             .zip(self.inputs.iter().chain(&self.outputs))
         {
-            if host != dev.bytes {
+            if host != t.bytes {
                 return Err(err(format!(
-                    "{name:?} is {} bytes on the device, the caller passed {host}",
-                    dev.bytes
+                    "{:?} is {} bytes on the device, the caller passed {host}",
+                    t.name, t.bytes
                 )));
             }
         }
@@ -564,6 +586,7 @@ impl crate::Engine for TrtEngine {
             }
         };
         self.last_device_seconds = None;
+        self.ran = true;
         let queued = self.enqueue(inputs, outputs);
         // Always wait for the stream: on failure too, so that no queued copy
         // writes into the caller's buffers after this call returns.
@@ -588,12 +611,59 @@ impl crate::Engine for TrtEngine {
         self.last_device_seconds
     }
 
-    fn device_input(&mut self, k: usize) -> Option<crate::DeviceInput> {
-        let (_, buf) = self.inputs.get(k)?;
-        self.resident[k] = true;
-        Some(crate::DeviceInput {
-            address: buf.ptr as u64,
-            bytes: buf.bytes,
+    fn device_input(&mut self, k: usize) -> Option<crate::DeviceTensor> {
+        let t = self.inputs.get_mut(k)?;
+        t.host_copy = false;
+        Some(crate::DeviceTensor {
+            address: t.address as u64,
+            bytes: t.bytes,
         })
+    }
+
+    fn device_output(&self, k: usize) -> Option<crate::DeviceTensor> {
+        let t = self.outputs.get(k)?;
+        Some(crate::DeviceTensor {
+            address: t.address as u64,
+            bytes: t.bytes,
+        })
+    }
+
+    unsafe fn read_input_from(&mut self, k: usize, src: crate::DeviceTensor) -> bool {
+        let lib = &self.shared.lib;
+        let Some(t) = self.inputs.get_mut(k) else {
+            return false;
+        };
+        if self.ran || src.bytes != t.bytes {
+            return false;
+        }
+        let address = src.address as *mut c_void;
+        // SAFETY: the context is live; the caller keeps `src` allocated
+        // while this engine runs (Engine::read_input_from).
+        let rc = unsafe {
+            (lib.abi.ofr_trt_context_set_tensor_address)(self.context, t.name.as_ptr(), address)
+        };
+        if rc != 0 {
+            tracing::warn!(
+                engine = %self.artifact.display(),
+                tensor = ?t.name,
+                error = %lib.last_error(),
+                "input left to be copied from the host"
+            );
+            return false;
+        }
+        t.address = address;
+        t.own = None;
+        t.host_copy = false;
+        true
+    }
+
+    fn keep_output_on_device(&mut self, k: usize) -> bool {
+        match self.outputs.get_mut(k) {
+            Some(t) => {
+                t.host_copy = false;
+                true
+            }
+            None => false,
+        }
     }
 }

@@ -13,6 +13,9 @@
 //! * Each tensor has one device buffer for the engine's life; its address is
 //!   given to TensorRT once at load. Every run queues the copies in, the
 //!   inference and the copies out on one stream and waits for it once.
+//! * A segment can read the previous segment's output in place
+//!   ([`crate::Engine::read_input_from`]): hidden states then stay on the
+//!   GPU between segments, with no copy out and back in.
 //! * After its first (ordinary) run, each engine's inference is captured
 //!   into a CUDA graph and replayed from then on: one launch instead of one
 //!   per layer, which is most of a small segment's CPU cost. The graph holds

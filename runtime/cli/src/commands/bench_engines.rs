@@ -99,6 +99,10 @@ fn time_tensorrt(
         );
     }
     let mut chain = Chain::load(&set, BackendKind::Tensorrt)?;
+    // As the runtime runs it: hidden states stay on the GPU between
+    // segments (only the features are read here).
+    let kept = chain.keep_between_segments_on_device(|_, _| false);
+    tracing::info!(tensors = kept, "kept on the GPU between segments");
     for input in chain.inputs_mut() {
         input.fill(0.1);
     }

@@ -349,19 +349,20 @@ pub fn run_eval(
             );
         }
         println!(
-            "\n{:<10} {:>8} {:>9} {:>8} {:>8} {:>10} {:>9}",
-            "failures", "episodes", "never saw", "near", "stuck", "in view", "final d"
+            "\n{:<10} {:>8} {:>9} {:>8} {:>8} {:>10} {:>6} {:>9}",
+            "failures", "episodes", "never saw", "near", "stuck", "in view", "decoy", "final d"
         );
         for r in &reports {
             let f = &r.failures;
             println!(
-                "{:<10} {:>8} {:>9} {:>8} {:>8} {:>10} {:>8.2}m",
+                "{:<10} {:>8} {:>9} {:>8} {:>8} {:>10} {:>6} {:>8.2}m",
                 r.policy,
                 f.episodes,
                 f.never_in_view,
                 f.ended_near,
                 f.stuck,
                 f.in_view_at_end,
+                f.reached_decoy,
                 f.mean_final_distance_m
             );
         }
