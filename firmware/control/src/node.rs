@@ -22,6 +22,8 @@ pub struct Node {
     report_seq: u32,
     next_report_us: u64,
     faults_supported: bool,
+    /// The first frame after boot has not gone out yet.
+    first_frame: bool,
 }
 
 impl Node {
@@ -42,6 +44,7 @@ impl Node {
             report_seq: 0,
             next_report_us: 0,
             faults_supported,
+            first_frame: true,
         };
         node.queue(McuMsg::Boot(Boot {
             protocol: PROTOCOL_VERSION,
@@ -137,8 +140,21 @@ impl Node {
     }
 
     /// Encodes the next outgoing message into `buf`; returns the frame length.
+    ///
+    /// The first frame after boot starts with a delimiter: a reset can cut
+    /// the frame the UART was sending, and the receiver would join those
+    /// bytes to the [`Boot`] frame and drop both as corrupt. The extra
+    /// `0x00` ends the cut frame first (a receiver skips an empty frame).
     pub fn next_frame(&mut self, buf: &mut [u8; MAX_FRAME]) -> Option<usize> {
         while let Some(msg) = self.tx.pop_front() {
+            if core::mem::take(&mut self.first_frame) {
+                if let Some((lead, rest)) = buf.split_first_mut() {
+                    if let Ok(n) = encode(&msg, rest) {
+                        *lead = 0;
+                        return Some(n + 1);
+                    }
+                }
+            }
             // Every message fits MAX_FRAME (tested in the protocol crate); a
             // failure here would be a contract bug, and skipping beats panicking.
             if let Ok(n) = encode(&msg, buf) {
@@ -152,7 +168,7 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use offramp_protocol::{Drive, MotorState, Reject, Setpoint};
+    use offramp_protocol::{Drive, FrameError, MotorState, Reject, Setpoint};
 
     fn frames(node: &mut Node) -> heapless::Vec<McuMsg, 16> {
         let mut out = heapless::Vec::new();
@@ -176,6 +192,48 @@ mod tests {
             fault = fault.or(node.on_byte(b, now));
         }
         fault
+    }
+
+    #[test]
+    fn a_boot_after_a_frame_cut_by_the_reset_still_arrives() {
+        // The host had half of a pong when the firmware reset.
+        let mut host: Accumulator = Accumulator::new();
+        let mut buf = [0u8; MAX_FRAME];
+        let n = encode(
+            &McuMsg::Pong(Pong {
+                nonce: 7,
+                uptime_us: 123_456,
+            }),
+            &mut buf,
+        )
+        .unwrap();
+        for &b in &buf[..n / 2] {
+            assert_eq!(host.feed(b), Feed::Pending);
+        }
+        let mut node = Node::new(Config::DEFAULT, "host", ResetCause::Watchdog, 1, false);
+        let n = node.next_frame(&mut buf).unwrap();
+        let mut got = heapless::Vec::<Result<McuMsg, FrameError>, 4>::new();
+        for &b in &buf[..n] {
+            if let Feed::Frame(f) = host.feed(b) {
+                let _ = got.push(decode::<McuMsg>(f));
+            }
+        }
+        // The cut pong is dropped as corrupt; the boot decodes.
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].is_err());
+        assert!(matches!(
+            got[1],
+            Ok(McuMsg::Boot(Boot {
+                reset_cause: ResetCause::Watchdog,
+                reset_count: 1,
+                ..
+            }))
+        ));
+        // Later frames carry no extra delimiter.
+        node.report(0);
+        let n = node.next_frame(&mut buf).unwrap();
+        assert_ne!(buf[0], 0);
+        assert_eq!(buf[..n].iter().filter(|b| **b == 0).count(), 1);
     }
 
     #[test]

@@ -21,6 +21,8 @@ use thiserror::Error;
 pub enum EvalError {
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    #[error("no pipeline to evaluate on")]
+    NoPipeline,
 }
 
 /// A frame is right when the action is this close to the expert's.
@@ -113,6 +115,9 @@ pub struct Failures {
     pub in_view_at_end: usize,
     /// Ended by reaching a decoy (where the simulator makes that the end).
     pub reached_decoy: usize,
+    /// Ended by touching something (where the simulator makes that the
+    /// end).
+    pub crashed: usize,
     /// Mean distance to the target at the end, metres.
     pub mean_final_distance_m: f64,
 }
@@ -125,8 +130,222 @@ pub fn evaluate(
     first_seed: u64,
     episodes: usize,
     policy: ExitPolicy,
-    progress: &mut dyn FnMut(),
+    progress: &(dyn Fn() + Sync),
 ) -> Result<EvalReport, EvalError> {
+    evaluate_on(
+        std::slice::from_mut(p),
+        cfg,
+        first_seed,
+        episodes,
+        policy,
+        progress,
+    )
+}
+
+/// The same spread over `pipelines`, one thread each (every pipeline opened
+/// from the same set, with the same thresholds). Each episode starts the
+/// chain afresh, so the report is the one a single pipeline gives, episode
+/// for episode, but for the latency figures, which then include the
+/// contention between the threads.
+#[cfg(feature = "sim")]
+pub fn evaluate_on(
+    pipelines: &mut [Pipeline],
+    cfg: &SimConfig,
+    first_seed: u64,
+    episodes: usize,
+    policy: ExitPolicy,
+    progress: &(dyn Fn() + Sync),
+) -> Result<EvalReport, EvalError> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let (n, full_macs) = match pipelines.first() {
+        Some(p) => (p.chain.exits(), p.chain.full_macs()),
+        None => return Err(EvalError::NoPipeline),
+    };
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    // Episodes are handed out one at a time, so a slow one does not hold
+    // up a whole share.
+    let work = |p: &mut Pipeline| -> Result<Vec<(usize, EpisodeRun)>, EvalError> {
+        let mut done = Vec::new();
+        let mut frame = Vec::new();
+        while !failed.load(Ordering::Relaxed) {
+            let e = next.fetch_add(1, Ordering::Relaxed);
+            if e >= episodes {
+                break;
+            }
+            match run_episode(p, cfg, first_seed + e as u64, policy, &mut frame) {
+                Ok(r) => done.push((e, r)),
+                Err(err) => {
+                    failed.store(true, Ordering::Relaxed);
+                    return Err(err);
+                }
+            }
+            progress();
+        }
+        Ok(done)
+    };
+    let jobs = pipelines.len().min(episodes).max(1);
+    let parts: Vec<Result<Vec<(usize, EpisodeRun)>, EvalError>> = if jobs == 1 {
+        vec![work(&mut pipelines[0])]
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = pipelines[..jobs]
+                .iter_mut()
+                .map(|p| s.spawn(|| work(p)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        })
+    };
+    let mut runs = Vec::with_capacity(episodes);
+    for part in parts {
+        runs.extend(part?);
+    }
+    runs.sort_by_key(|(e, _)| *e);
+    Ok(report(
+        runs.into_iter().map(|(_, r)| r),
+        cfg,
+        first_seed,
+        episodes,
+        policy,
+        n,
+        full_macs,
+    ))
+}
+
+/// One episode's outcome and tallies.
+#[cfg(feature = "sim")]
+struct EpisodeRun {
+    episode: Episode,
+    bucket: usize,
+    frames: usize,
+    right: usize,
+    exit_counts: [usize; MAX_EXITS],
+    exit_sum: u64,
+    macs: u64,
+    robot_macs: u64,
+    nonfinite: usize,
+    remote: usize,
+    fallback: usize,
+    collisions: usize,
+    latency_ms: Vec<f64>,
+    /// Why it failed, where it did.
+    failure: Option<Failure>,
+}
+
+#[cfg(feature = "sim")]
+struct Failure {
+    never_in_view: bool,
+    final_distance: f32,
+    stuck: bool,
+    in_view_at_end: bool,
+    reached_decoy: bool,
+    crashed: bool,
+}
+
+/// Runs episode `seed` to its end.
+#[cfg(feature = "sim")]
+fn run_episode(
+    p: &mut Pipeline,
+    cfg: &SimConfig,
+    seed: u64,
+    policy: ExitPolicy,
+    frame: &mut Vec<u8>,
+) -> Result<EpisodeRun, EvalError> {
+    let mut sim = Sim::new(cfg, seed);
+    frame.resize(sim.frame_len(), 0);
+    let bucket = BUCKETS
+        .iter()
+        .position(|(_, lo, hi)| (*lo..*hi).contains(&sim.world.difficulty))
+        .unwrap_or(BUCKETS.len() - 1);
+    p.begin_episode(sim.instruction() as usize)?;
+    let mut r = EpisodeRun {
+        episode: Episode {
+            seed,
+            success: false,
+            steps: 0,
+            mean_abs_domega: 0.0,
+        },
+        bucket,
+        frames: 0,
+        right: 0,
+        exit_counts: [0; MAX_EXITS],
+        exit_sum: 0,
+        macs: 0,
+        robot_macs: 0,
+        nonfinite: 0,
+        remote: 0,
+        fallback: 0,
+        collisions: 0,
+        latency_ms: Vec::new(),
+        failure: None,
+    };
+    let mut seen = false;
+    let (mut last_omega, mut domega) = (None::<f32>, 0.0f64);
+    loop {
+        seen |= sim.target_in_view();
+        sim.render(frame);
+        let t0 = std::time::Instant::now();
+        let o = p.infer(frame, policy, None)?;
+        r.latency_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        r.remote += o.remote as usize;
+        r.fallback += o.fallback as usize;
+        let act = Twist::from_action(p.action());
+        // A NaN command (the robot stops) counts as ω = 0.
+        let omega = if act.omega.is_finite() {
+            act.omega
+        } else {
+            0.0
+        };
+        if let Some(w) = last_omega {
+            domega += (omega - w).abs() as f64;
+        }
+        last_omega = Some(omega);
+        let expert = sim.expert();
+        let ok =
+            (act.v - expert.v).abs() <= RIGHT_V && (act.omega - expert.omega).abs() <= RIGHT_OMEGA;
+        r.frames += 1;
+        r.right += ok as usize;
+        r.exit_counts[o.exit] += 1;
+        r.exit_sum += o.exit as u64;
+        r.macs += p.chain.frame_macs(&o);
+        r.robot_macs += p.chain.robot_macs(&o);
+        r.nonfinite += o.nonfinite as usize;
+        let out = sim.step(act.to_wheels(cfg.track_width));
+        if out.done {
+            r.episode.success = out.success;
+            r.episode.steps = sim.steps;
+            r.episode.mean_abs_domega = domega / sim.steps.saturating_sub(1).max(1) as f64;
+            r.collisions = sim.collisions;
+            r.failure = (!out.success).then(|| Failure {
+                never_in_view: !seen,
+                final_distance: sim.target_distance(),
+                stuck: sim.collisions * 4 >= sim.steps,
+                in_view_at_end: sim.target_in_view(),
+                reached_decoy: out.reached_decoy,
+                crashed: out.crashed,
+            });
+            return Ok(r);
+        }
+    }
+}
+
+/// The report over episode runs in seed order.
+#[cfg(feature = "sim")]
+fn report(
+    runs: impl Iterator<Item = EpisodeRun>,
+    cfg: &SimConfig,
+    first_seed: u64,
+    episodes: usize,
+    policy: ExitPolicy,
+    n: usize,
+    full_macs: u64,
+) -> EvalReport {
     let mut buckets: Vec<Bucket> = BUCKETS
         .iter()
         .map(|(n, _, _)| Bucket {
@@ -142,83 +361,43 @@ pub fn evaluate(
     let mut failures = Failures::default();
     let mut final_distance_sum = 0.0f64;
     let mut per_episode = Vec::with_capacity(episodes);
-    let mut frame = Vec::new();
-    for e in 0..episodes {
-        let seed = first_seed + e as u64;
-        let mut sim = Sim::new(cfg, seed);
-        frame.resize(sim.frame_len(), 0);
-        let b = BUCKETS
-            .iter()
-            .position(|(_, lo, hi)| (*lo..*hi).contains(&sim.world.difficulty))
-            .unwrap_or(BUCKETS.len() - 1);
-        p.begin_episode(sim.instruction() as usize)?;
-        let mut seen = false;
-        let (mut last_omega, mut episode_domega) = (None::<f32>, 0.0f64);
-        loop {
-            seen |= sim.target_in_view();
-            sim.render(&mut frame);
-            let t0 = std::time::Instant::now();
-            let o = p.infer(&frame, policy, None)?;
-            latency_ms.push(t0.elapsed().as_secs_f64() * 1e3);
-            remote += o.remote as usize;
-            fallback += o.fallback as usize;
-            let act = Twist::from_action(p.action());
-            // A NaN command (the robot stops) counts as ω = 0.
-            let omega = if act.omega.is_finite() {
-                act.omega
-            } else {
-                0.0
-            };
-            if let Some(w) = last_omega {
-                let d = (omega - w).abs() as f64;
-                episode_domega += d;
-            }
-            last_omega = Some(omega);
-            let expert = sim.expert();
-            let ok = (act.v - expert.v).abs() <= RIGHT_V
-                && (act.omega - expert.omega).abs() <= RIGHT_OMEGA;
-            frames += 1;
-            right += ok as usize;
-            buckets[b].frames += 1;
-            buckets[b].frames_right += ok as usize;
-            exit_counts[o.exit] += 1;
-            exit_sum += o.exit as u64;
-            macs_sum += p.chain.frame_macs(&o);
-            robot_macs_sum += p.chain.robot_macs(&o);
-            nonfinite += o.nonfinite as usize;
-            let out = sim.step(act.to_wheels(cfg.track_width));
-            if out.done {
-                per_episode.push(Episode {
-                    seed,
-                    success: out.success,
-                    steps: sim.steps,
-                    mean_abs_domega: episode_domega / sim.steps.saturating_sub(1).max(1) as f64,
-                });
-                successes += out.success as usize;
-                buckets[b].episodes += 1;
-                buckets[b].successes += out.success as usize;
-                collisions += sim.collisions;
-                if !out.success {
-                    let d = sim.target_distance();
-                    failures.episodes += 1;
-                    failures.never_in_view += !seen as usize;
-                    failures.ended_near += (d < 1.0) as usize;
-                    failures.stuck += (sim.collisions * 4 >= sim.steps) as usize;
-                    failures.in_view_at_end += sim.target_in_view() as usize;
-                    failures.reached_decoy += out.reached_decoy as usize;
-                    final_distance_sum += d as f64;
-                }
-                break;
-            }
+    for r in runs {
+        let b = &mut buckets[r.bucket];
+        b.episodes += 1;
+        b.successes += r.episode.success as usize;
+        b.frames += r.frames;
+        b.frames_right += r.right;
+        frames += r.frames;
+        right += r.right;
+        successes += r.episode.success as usize;
+        nonfinite += r.nonfinite;
+        collisions += r.collisions;
+        for (sum, c) in exit_counts.iter_mut().zip(r.exit_counts) {
+            *sum += c;
         }
-        progress();
+        exit_sum += r.exit_sum;
+        macs_sum += r.macs;
+        robot_macs_sum += r.robot_macs;
+        remote += r.remote;
+        fallback += r.fallback;
+        latency_ms.extend(r.latency_ms);
+        if let Some(f) = r.failure {
+            failures.episodes += 1;
+            failures.never_in_view += f.never_in_view as usize;
+            failures.ended_near += (f.final_distance < 1.0) as usize;
+            failures.stuck += f.stuck as usize;
+            failures.in_view_at_end += f.in_view_at_end as usize;
+            failures.reached_decoy += f.reached_decoy as usize;
+            failures.crashed += f.crashed as usize;
+            final_distance_sum += f.final_distance as f64;
+        }
+        per_episode.push(r.episode);
     }
     for b in &mut buckets {
         b.success_rate = b.successes as f64 / b.episodes.max(1) as f64;
         b.right_share = b.frames_right as f64 / b.frames.max(1) as f64;
     }
     failures.mean_final_distance_m = final_distance_sum / failures.episodes.max(1) as f64;
-    let n = p.chain.exits();
     let mean_macs = macs_sum as f64 / frames.max(1) as f64;
     let won: Vec<f64> = per_episode
         .iter()
@@ -226,7 +405,7 @@ pub fn evaluate(
         .map(|e| e.steps as f64)
         .collect();
     let mean_success_steps = (!won.is_empty()).then(|| won.iter().sum::<f64>() / won.len() as f64);
-    Ok(EvalReport {
+    EvalReport {
         policy: match policy {
             ExitPolicy::Fixed(k) => format!("exit {}", k + 1),
             ExitPolicy::Criterion => "criterion".into(),
@@ -244,10 +423,8 @@ pub fn evaluate(
             .map(|c| *c as f64 / frames.max(1) as f64)
             .collect(),
         mean_macs,
-        compute_ratio: mean_macs / p.chain.full_macs() as f64,
-        robot_compute_ratio: robot_macs_sum as f64
-            / frames.max(1) as f64
-            / p.chain.full_macs() as f64,
+        compute_ratio: mean_macs / full_macs as f64,
+        robot_compute_ratio: robot_macs_sum as f64 / frames.max(1) as f64 / full_macs as f64,
         latency_ms: offramp_runtime::stats::Summary::of(&latency_ms),
         remote_frames: remote,
         fallback_frames: fallback,
@@ -260,30 +437,34 @@ pub fn evaluate(
         by_difficulty: buckets,
         failures,
         per_episode,
-    })
+    }
 }
 
 /// Rolls `thresholds` out with the criterion on `episodes` episodes from
-/// `first_seed`: one call of a refinement search ([`crate::refine`]).
+/// `first_seed`, spread over `pipelines` ([`evaluate_on`]): one call of a
+/// refinement search ([`crate::refine`]).
 #[cfg(feature = "sim")]
 pub fn rollout(
-    p: &mut Pipeline,
+    pipelines: &mut [Pipeline],
     cfg: &SimConfig,
     thresholds: &[f32],
     first_seed: u64,
     episodes: usize,
-    progress: &mut dyn FnMut(),
+    progress: &(dyn Fn() + Sync),
 ) -> Result<Tally, EvalError> {
-    p.chain.set_thresholds(thresholds);
-    let r = evaluate(
-        p,
+    for p in pipelines.iter_mut() {
+        p.chain.set_thresholds(thresholds);
+    }
+    let r = evaluate_on(
+        pipelines,
         cfg,
         first_seed,
         episodes,
         ExitPolicy::Criterion,
         progress,
     )?;
-    Ok(Tally::of(&r, p.chain.full_macs() as f64))
+    let full_macs = pipelines.first().map_or(0, |p| p.chain.full_macs());
+    Ok(Tally::of(&r, full_macs as f64))
 }
 
 /// Closed-loop results over some episodes, mergeable (common random numbers:

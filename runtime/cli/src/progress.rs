@@ -14,10 +14,11 @@ pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// Closed-loop evaluation with a bar over the episodes.
+/// Closed-loop evaluation with a bar over the episodes, spread over
+/// `pipelines` (one thread each; [`offramp_calibrate::eval::evaluate_on`]).
 #[cfg(feature = "sim")]
 pub fn evaluate_with_progress(
-    p: &mut offramp_runtime::pipeline::Pipeline,
+    pipelines: &mut [offramp_runtime::pipeline::Pipeline],
     cfg: &offramp_sim::SimConfig,
     first_seed: u64,
     episodes: usize,
@@ -25,9 +26,33 @@ pub fn evaluate_with_progress(
     label: &str,
 ) -> anyhow::Result<offramp_calibrate::eval::EvalReport> {
     let bar = progress_bar(episodes as u64, label);
-    let r = offramp_calibrate::eval::evaluate(p, cfg, first_seed, episodes, policy, &mut || {
-        bar.inc(1)
-    })?;
+    let r = offramp_calibrate::eval::evaluate_on(
+        pipelines,
+        cfg,
+        first_seed,
+        episodes,
+        policy,
+        &|| bar.inc(1),
+    )?;
     bar.finish_and_clear();
     Ok(r)
+}
+
+/// `jobs` pipelines of `set` for closed-loop episodes in parallel (default:
+/// one per core the machine offers).
+#[cfg(feature = "sim")]
+pub fn pipelines(
+    set: &offramp_engines::EngineSet,
+    backend: offramp_engines::BackendKind,
+    frame: (usize, usize),
+    jobs: Option<usize>,
+) -> anyhow::Result<Vec<offramp_runtime::pipeline::Pipeline>> {
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    (0..jobs.max(1))
+        .map(|_| {
+            Ok(offramp_runtime::pipeline::Pipeline::open(
+                set, backend, frame,
+            )?)
+        })
+        .collect()
 }

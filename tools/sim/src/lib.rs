@@ -79,6 +79,9 @@ pub struct StepOutcome {
     /// The robot reached a decoy where [`SimConfig::decoy_ends_episode`]
     /// makes that the end (a failure).
     pub reached_decoy: bool,
+    /// The robot touched something where
+    /// [`SimConfig::collision_ends_episode`] makes that the end (a failure).
+    pub crashed: bool,
 }
 
 fn wrap(a: f32) -> f32 {
@@ -300,7 +303,13 @@ impl Sim {
         let (nx, ny) = (x + v * cfg.dt * mid.cos(), y + v * cfg.dt * mid.sin());
         let nth = wrap(th + omega * cfg.dt);
         let (hit, success) = self.contact(nx, ny);
-        if hit && !success {
+        let crashed = hit && !success && cfg.collision_ends_episode;
+        if crashed {
+            // Stopped at the contact: no slide, no recovery.
+            self.pose = (x, y, th);
+            self.wheels = Wheels::default();
+            self.collisions += 1;
+        } else if hit && !success {
             // Slide along what was hit (a bumper against a wall or a post):
             // drop the motion into every touched surface, keep the rest.
             let (mut tx, mut ty) = (nx - x, ny - y);
@@ -327,10 +336,11 @@ impl Sim {
             !success && self.cfg.decoy_ends_episode && self.at_decoy(self.pose.0, self.pose.1);
         self.steps += 1;
         self.outcome = StepOutcome {
-            done: success || reached_decoy || self.steps >= self.cfg.max_steps,
+            done: success || reached_decoy || crashed || self.steps >= self.cfg.max_steps,
             success,
             collided,
             reached_decoy,
+            crashed,
         };
         self.outcome
     }
@@ -405,6 +415,51 @@ mod tests {
                 );
             } else {
                 assert!(sim.collisions > 0, "a decoy is an obstacle");
+            }
+        }
+    }
+
+    #[test]
+    fn touching_a_post_ends_the_episode_only_where_configured() {
+        for ends in [false, true] {
+            let cfg = SimConfig {
+                collision_ends_episode: ends,
+                ..SimConfig::default()
+            };
+            let mut sim = Sim::new(&cfg, 1);
+            sim.world.cylinders.retain(|c| c.kind == Kind::Landmark(0));
+            sim.world.target = 0;
+            sim.world.cylinders[0].x = 4.5;
+            sim.world.cylinders[0].y = 4.5;
+            sim.world.cylinders.push(Cylinder {
+                x: 2.5,
+                y: 1.0,
+                radius: 0.12,
+                height: 0.7,
+                colour: [100.0; 3],
+                kind: Kind::Pillar,
+            });
+            // Heading +x straight at the post, 0.8 m away.
+            sim.pose = (1.7, 1.0, 0.0);
+            let mut last = StepOutcome::default();
+            for _ in 0..30 {
+                last = sim.step(Wheels {
+                    left: 0.5,
+                    right: 0.5,
+                });
+                if last.done {
+                    break;
+                }
+            }
+            assert!(!last.success);
+            assert_eq!(last.crashed, ends, "collision_ends_episode = {ends}");
+            assert_eq!(last.done, ends, "collision_ends_episode = {ends}");
+            assert!(last.collided && sim.collisions > 0);
+            if ends {
+                assert_eq!(sim.collisions, 1, "it stopped at the first contact");
+                assert_eq!(sim.wheels, Wheels::default());
+                let d = ((sim.pose.0 - 2.5).powi(2) + (sim.pose.1 - 1.0).powi(2)).sqrt();
+                assert!(d >= 0.12 + cfg.robot_radius, "{d}: inside the post");
             }
         }
     }

@@ -97,6 +97,10 @@ pub struct SimConfig {
     /// takes) ends the episode as a failure, as delivering to the wrong
     /// station would. Off, a decoy is an obstacle the robot slides along.
     pub decoy_ends_episode: bool,
+    /// Whether touching anything but the target (a wall, a pillar, a decoy,
+    /// another landmark) ends the episode as a failure, as a bumper that
+    /// stops the robot would. Off, the robot slides along what it touches.
+    pub collision_ends_episode: bool,
 }
 
 impl Default for SimConfig {
@@ -113,6 +117,7 @@ impl Default for SimConfig {
             max_wheel_speed: 1.0,
             max_wheel_accel: 4.0,
             decoy_ends_episode: false,
+            collision_ends_episode: false,
         }
     }
 }

@@ -156,17 +156,9 @@ pub fn run(
         .chain
         .set_offload(local_exits, Box::new(link), Duration::from_secs(1))?;
     let bar = progress_bar(2 * episodes as u64, "bench offload");
-    let mut tick = || bar.inc(1);
-    let mut run = |p: &mut Pipeline| {
-        evaluate(
-            p,
-            &cfg,
-            first_seed,
-            episodes,
-            ExitPolicy::Criterion,
-            &mut tick,
-        )
-    };
+    let tick = || bar.inc(1);
+    let run =
+        |p: &mut Pipeline| evaluate(p, &cfg, first_seed, episodes, ExitPolicy::Criterion, &tick);
     let lo = run(&mut local)?;
     let off = run(&mut offload)?;
     bar.finish_and_clear();

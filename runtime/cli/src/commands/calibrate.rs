@@ -248,7 +248,9 @@ pub fn run(cfg: &SimCfg, a: &Args, source: &Source) -> anyhow::Result<Calibratio
             &space,
             Objective::new(budget_macs / full),
             &mut |t: &[f32], seed: u64, k: usize| {
-                rollout(&mut p, cfg, t, seed, k, &mut || bar.inc(1))
+                rollout(std::slice::from_mut(&mut p), cfg, t, seed, k, &|| {
+                    bar.inc(1)
+                })
             },
             first_seed,
             episodes,

@@ -2,7 +2,7 @@
 //! loop, and measure the simulator.
 
 use crate::args::{at_least, at_least_1, share};
-use crate::progress::{evaluate_with_progress, progress_bar};
+use crate::progress::{evaluate_with_progress, pipelines, progress_bar};
 use offramp_calibrate::eval::EvalReport;
 use offramp_engines::{BackendKind, EngineSet};
 use offramp_runtime::exit_chain::ExitPolicy;
@@ -69,6 +69,11 @@ enum SimCommand {
         /// many episodes without re-running the fixed exits).
         #[arg(long, conflicts_with = "exit")]
         criterion: bool,
+        /// Episodes run at once, one engine set loaded per job (default:
+        /// one per core). The results are the same for any number; only
+        /// the latency figures feel the contention.
+        #[arg(long, value_parser = at_least_1)]
+        jobs: Option<usize>,
         #[arg(long)]
         json: bool,
         #[arg(long)]
@@ -109,6 +114,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             first_seed,
             exit,
             criterion,
+            jobs,
             json,
             config,
         } => {
@@ -118,7 +124,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
                 (None, true) => EvalPolicies::Criterion,
                 (None, false) => EvalPolicies::All,
             };
-            run_eval(&cfg, &engines, episodes, first_seed, which, json)
+            run_eval(&cfg, &engines, episodes, first_seed, which, jobs, json)
         }
         SimCommand::Bench { frames, config } => {
             let cfg = SimConfig::load(config.as_deref())?;
@@ -299,11 +305,17 @@ pub fn run_eval(
     episodes: usize,
     first_seed: u64,
     which: EvalPolicies,
+    jobs: Option<usize>,
     json: bool,
 ) -> anyhow::Result<()> {
     let set = EngineSet::open(engines)?;
-    let mut p = Pipeline::open(&set, BackendKind::Cpu, (cfg.image_width, cfg.image_height))?;
-    let n = p.chain.exits();
+    let mut ps = pipelines(
+        &set,
+        BackendKind::Cpu,
+        (cfg.image_width, cfg.image_height),
+        jobs,
+    )?;
+    let n = ps[0].chain.exits();
     let calibrated = set.manifest.criterion.thresholds.len() + 1 == n;
     let policies: Vec<ExitPolicy> = match which {
         EvalPolicies::Exit(k) if (1..=n).contains(&k) => vec![ExitPolicy::Fixed(k - 1)],
@@ -323,7 +335,7 @@ pub fn run_eval(
     for policy in policies {
         let label = format!("{policy:?}");
         reports.push(evaluate_with_progress(
-            &mut p, cfg, first_seed, episodes, policy, &label,
+            &mut ps, cfg, first_seed, episodes, policy, &label,
         )?);
     }
     if json {
@@ -349,13 +361,21 @@ pub fn run_eval(
             );
         }
         println!(
-            "\n{:<10} {:>8} {:>9} {:>8} {:>8} {:>10} {:>6} {:>9}",
-            "failures", "episodes", "never saw", "near", "stuck", "in view", "decoy", "final d"
+            "\n{:<10} {:>8} {:>9} {:>8} {:>8} {:>10} {:>6} {:>6} {:>9}",
+            "failures",
+            "episodes",
+            "never saw",
+            "near",
+            "stuck",
+            "in view",
+            "decoy",
+            "crash",
+            "final d"
         );
         for r in &reports {
             let f = &r.failures;
             println!(
-                "{:<10} {:>8} {:>9} {:>8} {:>8} {:>10} {:>6} {:>8.2}m",
+                "{:<10} {:>8} {:>9} {:>8} {:>8} {:>10} {:>6} {:>6} {:>8.2}m",
                 r.policy,
                 f.episodes,
                 f.never_in_view,
@@ -363,6 +383,7 @@ pub fn run_eval(
                 f.stuck,
                 f.in_view_at_end,
                 f.reached_decoy,
+                f.crashed,
                 f.mean_final_distance_m
             );
         }

@@ -18,7 +18,7 @@
 
 use crate::args::{at_least_1, print_report};
 use crate::plot::{self, Mark, Series};
-use crate::progress::{evaluate_with_progress, progress_bar};
+use crate::progress::{evaluate_with_progress, pipelines, progress_bar};
 use anyhow::Context;
 use offramp_calibrate::bayes::{bayes_opt, BO_CALLS, BO_INITIAL};
 use offramp_calibrate::calibrate::{calibrate, Budget, Frames};
@@ -28,7 +28,6 @@ use offramp_calibrate::refine::{race, Objective, RefineReport, Space, RACE_CANDI
 use offramp_calibrate::solve::predict;
 use offramp_engines::EngineSet;
 use offramp_runtime::exit_chain::ExitPolicy;
-use offramp_runtime::pipeline::Pipeline;
 use offramp_sim::SimConfig;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -68,6 +67,11 @@ pub struct Args {
     /// Simulator configuration (TOML); default: the built-in one.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Evaluation episodes run at once, one engine set loaded per job
+    /// (default: one per core). The results are the same for any number;
+    /// only the latency figures feel the contention.
+    #[arg(long, value_parser = at_least_1)]
+    pub jobs: Option<usize>,
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
@@ -196,17 +200,18 @@ pub fn run(cfg: &SimConfig, a: &Args) -> anyhow::Result<Sweep> {
         );
     }
     let set = EngineSet::open(&a.engines)?;
-    let mut p = Pipeline::open(
+    let mut ps = pipelines(
         &set,
         set.manifest.build.backend,
         (cfg.image_width, cfg.image_height),
+        a.jobs,
     )?;
-    let n = p.chain.exits();
-    let full = p.chain.full_macs() as f64;
+    let n = ps[0].chain.exits();
+    let full = ps[0].chain.full_macs() as f64;
     let mut fixed_exits = Vec::new();
     for k in 0..n {
         fixed_exits.push(evaluate_with_progress(
-            &mut p,
+            &mut ps,
             cfg,
             a.eval_seed,
             a.eval_episodes,
@@ -230,7 +235,7 @@ pub fn run(cfg: &SimConfig, a: &Args) -> anyhow::Result<Sweep> {
             &format!("calibrate {b}"),
         );
         let c = calibrate(
-            &mut p,
+            &mut ps[0],
             &Frames::Sim {
                 cfg,
                 first_seed: a.calibration_seed,
@@ -261,7 +266,7 @@ pub fn run(cfg: &SimConfig, a: &Args) -> anyhow::Result<Sweep> {
                 &space,
                 objective,
                 &mut |t: &[f32], seed: u64, k: usize| {
-                    rollout(&mut p, cfg, t, seed, k, &mut || bar.inc(1))
+                    rollout(&mut ps, cfg, t, seed, k, &|| bar.inc(1))
                 },
                 a.calibration_seed,
                 e,
@@ -273,7 +278,7 @@ pub fn run(cfg: &SimConfig, a: &Args) -> anyhow::Result<Sweep> {
                 &space,
                 objective,
                 &mut |t: &[f32], seed: u64, k: usize| {
-                    rollout(&mut p, cfg, t, seed, k, &mut || bar.inc(1))
+                    rollout(&mut ps, cfg, t, seed, k, &|| bar.inc(1))
                 },
                 a.calibration_seed,
                 e,
@@ -296,9 +301,11 @@ pub fn run(cfg: &SimConfig, a: &Args) -> anyhow::Result<Sweep> {
             searches.push((b, bo));
         }
         for (method, thresholds, rollout_episodes) in methods {
-            p.chain.set_thresholds(&thresholds);
+            for p in &mut ps {
+                p.chain.set_thresholds(&thresholds);
+            }
             let r = evaluate_with_progress(
-                &mut p,
+                &mut ps,
                 cfg,
                 a.eval_seed,
                 a.eval_episodes,
