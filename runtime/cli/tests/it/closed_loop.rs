@@ -2,7 +2,7 @@
 //! engine set, as a user runs them.
 
 use crate::common;
-use common::{bin, demo_dir, offramp};
+use common::{bin, demo_dir, offramp, repo};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -335,6 +335,52 @@ fn sim_eval_explains_every_failed_episode() {
     // Starts are at least 1.5 m out; 15 steps at 0.5 m/s cover 0.75 m.
     let d = f["mean_final_distance_m"].as_f64().unwrap();
     assert!(d > 0.7, "mean final distance {d} m");
+}
+
+#[test]
+fn the_bumper_set_runs_its_learned_exits_on_its_task() {
+    // engines/models/demo-bumper: learned exit heads, calibrated for a 0.154
+    // budget on config/sim/bumper.toml, where a crash ends the episode.
+    let set = repo().join("engines/models/demo-bumper");
+    let cfg = repo().join("config/sim/bumper.toml");
+    let (ok, out, err) = offramp(&[
+        "sim",
+        "eval",
+        "--engines",
+        set.to_str().unwrap(),
+        "--episodes",
+        "12",
+        "--first-seed",
+        "700000",
+        "--criterion",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--jobs",
+        "2",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let r = &v[0];
+    let f = &r["failures"];
+    assert_eq!(
+        r["successes"].as_u64().unwrap() + f["episodes"].as_u64().unwrap(),
+        12
+    );
+    // A crash ends the episode: no failure is spent pressed against
+    // something, and every crash is a failure.
+    assert_eq!(f["stuck"], 0, "{f}");
+    assert!(f["crashed"].as_u64().unwrap() <= f["episodes"].as_u64().unwrap());
+    // Most frames stop at exit 1, some go deeper.
+    let shares: Vec<f64> = r["exit_shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_f64().unwrap())
+        .collect();
+    assert!(shares[0] > 0.8 && shares[0] < 1.0, "{shares:?}");
+    let c = r["compute_ratio"].as_f64().unwrap();
+    assert!(c > 0.127 && c < 0.25, "compute {c}");
 }
 
 /// DAgger recording: the engine set drives (here always through its
