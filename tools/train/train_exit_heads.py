@@ -75,7 +75,7 @@ def widths_of(engines):
 
 
 @torch.no_grad()
-def features_and_labels(model, frames, instr, episodes, batch=512):
+def features_and_labels(model, frames, instr, episodes, agree_v, agree_omega, batch=512):
     """Each exit's feature [N_EXITS, F, FEAT] and whether exits 1..N-1 agree
     with the final exit [N_EXITS - 1, F]."""
     instr_1h = torch.from_numpy(np.eye(N_INSTR, dtype=np.float32)[instr])
@@ -93,7 +93,7 @@ def features_and_labels(model, frames, instr, episodes, batch=512):
             last = acts[-1]
             for i in range(N_EXITS - 1):
                 d = (acts[i] - last).abs()[0]
-                agree[i, t] = bool(d[0] <= AGREE_V and d[1] <= AGREE_OMEGA)
+                agree[i, t] = bool(d[0] <= agree_v and d[1] <= agree_omega)
             h = model.head.gru(feats[-1, t : t + 1], h)
     return feats, agree
 
@@ -121,6 +121,10 @@ def main():
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--agree-v", type=float, default=AGREE_V, help="m/s: agreeing actions differ by at most this in v")
+    ap.add_argument(
+        "--agree-omega", type=float, default=AGREE_OMEGA, help="rad/s: agreeing actions differ by at most this in omega"
+    )
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
@@ -131,7 +135,7 @@ def main():
     model.eval()
     frames, instr, _, episodes = load(args.data)
     t0 = time.time()
-    feats, agree = features_and_labels(model, frames, instr, episodes)
+    feats, agree = features_and_labels(model, frames, instr, episodes, args.agree_v, args.agree_omega)
     print(f"{len(frames)} frames: features and labels in {time.time() - t0:.0f}s; "
           f"agreeing with the final exit: {[round(float(a.float().mean()), 3) for a in agree]}")
 
