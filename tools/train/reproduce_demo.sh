@@ -9,13 +9,15 @@
 # CPU only; about 140 minutes on 2 cores (ROUNDS=3, 105 minutes, gives the
 # three-round model). Then engines/models/demo-bumper: that model fine-tuned
 # for config/sim/bumper.toml (a crash ends the episode) with learned exit
-# heads, about 25 minutes more (BUMPER=0 skips it). Needs PyTorch, onnx and
+# heads, about 15 minutes more (BUMPER=0 skips it). Needs PyTorch, onnx and
 # numpy in $PYTHON (pip install torch onnx numpy).
 #
 #   PYTHON=~/venv/bin/python tools/train/reproduce_demo.sh [WORK_DIR]
 #
-# Seeds: training 100000+, DAgger 300000+/400000+/500000+/600000+,
-# calibration 200000+, evaluation 0+ (disjoint).
+# Seeds: training 100000+ (the bumper task's expert episodes 120000+, its
+# exit heads' episodes 110000+), DAgger 300000+/400000+/500000+/600000+
+# (the bumper rounds 650000+, 660000+), calibration 200000+, evaluation 0+,
+# validation 700000+ (disjoint).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 py=${PYTHON:-python3}
@@ -74,6 +76,7 @@ off sim record --episodes 600 --first-seed 120000 --config "$bumper" --out "$wor
 bdata=("$work/bumper-bc")
 init=(--init-onnx "$final")
 brounds=${BUMPER_ROUNDS:-1}
+((brounds >= 1)) || { echo "BUMPER_ROUNDS=$brounds: at least 1" >&2; exit 1; }
 for r in $(seq 1 "$brounds"); do
   off sim record --episodes 1200 --first-seed $((640000 + 10000 * r)) --learner "$bset" \
     --expert-share 0.2 --config "$bumper" --out "$work/bumper-dagger-$r"

@@ -199,7 +199,8 @@ def main():
     text = text[:crit] + (
         "[criterion]\n"
         "# Learned exits: each exit head's confidence that its action agrees with\n"
-        f"# the final exit's (tools/train/train_exit_heads.py, seed {args.seed}).\n"
+        f"# the final exit's within {args.agree_v:g} m/s and {args.agree_omega:g} rad/s\n"
+        f"# (tools/train/train_exit_heads.py, seed {args.seed}).\n"
         'kind = "learned"\n'
     )
     with open(os.path.join(args.out, "model.toml"), "w") as f:

@@ -161,11 +161,24 @@ pub fn evaluate_on(
         Some(p) => (p.chain.exits(), p.chain.full_macs()),
         None => return Err(EvalError::NoPipeline),
     };
+    /// A worker's episodes, or the episode that failed and why.
+    type Part = Result<Vec<(usize, EpisodeRun)>, Box<(usize, EvalError)>>;
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
+    /// Tells the other workers to stop when this one panics.
+    struct StopOnPanic<'a>(&'a AtomicBool);
+    impl Drop for StopOnPanic<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+    }
     // Episodes are handed out one at a time, so a slow one does not hold
-    // up a whole share.
-    let work = |p: &mut Pipeline| -> Result<Vec<(usize, EpisodeRun)>, EvalError> {
+    // up a whole share. A failed episode stops the others; the error of
+    // the earliest failed episode is returned.
+    let work = |p: &mut Pipeline| -> Part {
+        let _guard = StopOnPanic(&failed);
         let mut done = Vec::new();
         let mut frame = Vec::new();
         while !failed.load(Ordering::Relaxed) {
@@ -177,7 +190,7 @@ pub fn evaluate_on(
                 Ok(r) => done.push((e, r)),
                 Err(err) => {
                     failed.store(true, Ordering::Relaxed);
-                    return Err(err);
+                    return Err(Box::new((e, err)));
                 }
             }
             progress();
@@ -185,7 +198,7 @@ pub fn evaluate_on(
         Ok(done)
     };
     let jobs = pipelines.len().min(episodes).max(1);
-    let parts: Vec<Result<Vec<(usize, EpisodeRun)>, EvalError>> = if jobs == 1 {
+    let parts: Vec<Part> = if jobs == 1 {
         vec![work(&mut pipelines[0])]
     } else {
         std::thread::scope(|s| {
@@ -203,8 +216,18 @@ pub fn evaluate_on(
         })
     };
     let mut runs = Vec::with_capacity(episodes);
+    let mut first_error: Option<(usize, EvalError)> = None;
     for part in parts {
-        runs.extend(part?);
+        match part {
+            Ok(done) => runs.extend(done),
+            Err(failure) if first_error.as_ref().is_none_or(|(f, _)| failure.0 < *f) => {
+                first_error = Some(*failure);
+            }
+            Err(_) => {}
+        }
+    }
+    if let Some((_, err)) = first_error {
+        return Err(err);
     }
     runs.sort_by_key(|(e, _)| *e);
     Ok(report(
@@ -325,7 +348,9 @@ fn run_episode(
             r.failure = (!out.success).then(|| Failure {
                 never_in_view: !seen,
                 final_distance: sim.target_distance(),
-                stuck: sim.collisions * 4 >= sim.steps,
+                // A crash ends the episode at once: not pressed against
+                // anything for long.
+                stuck: !out.crashed && sim.collisions * 4 >= sim.steps,
                 in_view_at_end: sim.target_in_view(),
                 reached_decoy: out.reached_decoy,
                 crashed: out.crashed,

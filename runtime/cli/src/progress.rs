@@ -38,17 +38,24 @@ pub fn evaluate_with_progress(
     Ok(r)
 }
 
-/// `jobs` pipelines of `set` for closed-loop episodes in parallel (default:
-/// one per core the machine offers).
+/// `jobs` pipelines of `set` for closed-loop episodes in parallel, at most
+/// `episodes` (default: one per core the machine offers on the CPU
+/// backend; one on a GPU backend, whose engines share one GPU).
 #[cfg(feature = "sim")]
 pub fn pipelines(
     set: &offramp_engines::EngineSet,
     backend: offramp_engines::BackendKind,
     frame: (usize, usize),
     jobs: Option<usize>,
+    episodes: usize,
 ) -> anyhow::Result<Vec<offramp_runtime::pipeline::Pipeline>> {
-    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    (0..jobs.max(1))
+    let jobs = jobs.unwrap_or_else(|| match backend {
+        offramp_engines::BackendKind::Cpu => {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+        offramp_engines::BackendKind::Tensorrt => 1,
+    });
+    (0..jobs.min(episodes).max(1))
         .map(|_| {
             Ok(offramp_runtime::pipeline::Pipeline::open(
                 set, backend, frame,

@@ -314,6 +314,7 @@ pub fn run_eval(
         BackendKind::Cpu,
         (cfg.image_width, cfg.image_height),
         jobs,
+        episodes,
     )?;
     let n = ps[0].chain.exits();
     let calibrated = set.manifest.criterion.thresholds.len() + 1 == n;

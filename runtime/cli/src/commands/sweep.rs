@@ -205,6 +205,7 @@ pub fn run(cfg: &SimConfig, a: &Args) -> anyhow::Result<Sweep> {
         set.manifest.build.backend,
         (cfg.image_width, cfg.image_height),
         a.jobs,
+        a.eval_episodes.max(a.refine.unwrap_or(0)),
     )?;
     let n = ps[0].chain.exits();
     let full = ps[0].chain.full_macs() as f64;
