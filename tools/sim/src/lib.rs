@@ -369,6 +369,22 @@ mod tests {
         assert!(ok >= n as usize * 97 / 100, "expert succeeded {ok}/{n}");
     }
 
+    /// Drives straight ahead at 0.5 m/s until the episode ends, at most 30
+    /// steps; the last step's outcome.
+    fn drive_ahead(sim: &mut Sim) -> StepOutcome {
+        let mut last = StepOutcome::default();
+        for _ in 0..30 {
+            last = sim.step(Wheels {
+                left: 0.5,
+                right: 0.5,
+            });
+            if last.done {
+                break;
+            }
+        }
+        last
+    }
+
     #[test]
     fn reaching_a_decoy_ends_the_episode_only_where_configured() {
         for ends in [false, true] {
@@ -391,16 +407,7 @@ mod tests {
             sim.world.target = 0;
             // Heading +x straight at the decoy, 0.8 m away.
             sim.pose = (1.7, 1.0, 0.0);
-            let mut last = StepOutcome::default();
-            for _ in 0..30 {
-                last = sim.step(Wheels {
-                    left: 0.5,
-                    right: 0.5,
-                });
-                if last.done {
-                    break;
-                }
-            }
+            let last = drive_ahead(&mut sim);
             assert!(!last.success);
             assert_eq!(last.reached_decoy, ends, "decoy_ends_episode = {ends}");
             assert_eq!(last.done, ends, "decoy_ends_episode = {ends}");
@@ -441,16 +448,7 @@ mod tests {
             });
             // Heading +x straight at the post, 0.8 m away.
             sim.pose = (1.7, 1.0, 0.0);
-            let mut last = StepOutcome::default();
-            for _ in 0..30 {
-                last = sim.step(Wheels {
-                    left: 0.5,
-                    right: 0.5,
-                });
-                if last.done {
-                    break;
-                }
-            }
+            let last = drive_ahead(&mut sim);
             assert!(!last.success);
             assert_eq!(last.crashed, ends, "collision_ends_episode = {ends}");
             assert_eq!(last.done, ends, "collision_ends_episode = {ends}");
