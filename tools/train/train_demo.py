@@ -213,11 +213,16 @@ def load(dirs):
     return tuple(np.concatenate([p[k] for p in parts]) for k in range(4))
 
 
+def episode_spans(episodes):
+    """(first, end) frame indices of each episode, in order."""
+    bounds = np.flatnonzero(np.diff(episodes)) + 1
+    return zip(np.r_[0, bounds], np.r_[bounds, len(episodes)])
+
+
 def chunks(episodes, length):
     """Start indices of chunks of `length` consecutive frames of one episode."""
     starts = []
-    bounds = np.flatnonzero(np.diff(episodes)) + 1
-    for s, e in zip(np.r_[0, bounds], np.r_[bounds, len(episodes)]):
+    for s, e in episode_spans(episodes):
         for c in range(s, e, length):
             starts.append((c, min(length, e - c), c == s))
     return starts
@@ -342,9 +347,17 @@ def train(args):
     return model
 
 
-def export(model, out, seed, args):
+def finish_onnx(path):
+    """Stamps an exported ONNX file as this script's and checks it fully."""
     import onnx
 
+    m = onnx.load(path)
+    m.producer_name = "offramp-demo"
+    onnx.checker.check_model(m, full_check=True)
+    onnx.save(m, path)
+
+
+def export(model, out, seed, args):
     os.makedirs(out, exist_ok=True)
     model.eval()
     image = torch.zeros(1, 3, H, W)
@@ -371,11 +384,7 @@ def export(model, out, seed, args):
             opset_version=OPSET, dynamo=False, input_names=["feature", "h_in"], output_names=["action", "h_out"],
         )
     for f in names + ["head.onnx"]:
-        p = os.path.join(out, f)
-        m = onnx.load(p)
-        m.producer_name = "offramp-demo"
-        onnx.checker.check_model(m, full_check=True)
-        onnx.save(m, p)
+        finish_onnx(os.path.join(out, f))
     exits = ", ".join(f'"{n}"' for n in names)
     weights = ""
     if any(w != 1 for w in args.exit_weights):

@@ -29,13 +29,13 @@ import sys
 import time
 
 import numpy as np
-import onnx
 import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_demo import (  # noqa: E402
-    ACTION_SCALE, FEAT, HIDDEN, N_EXITS, N_INSTR, OPSET, H, W, Model, load, load_onnx_weights, preprocess,
+    FEAT, HIDDEN, N_EXITS, N_INSTR, OPSET, H, W, Model, episode_spans, finish_onnx, load, load_onnx_weights,
+    preprocess,
 )
 
 # The simulator's "frame right" bounds (runtime/calibrate/src/eval.rs).
@@ -83,18 +83,15 @@ def features_and_labels(model, frames, instr, episodes, agree_v, agree_omega, ba
     for s in range(0, len(frames), batch):
         feats.append(model.features(preprocess(frames[s : s + batch]), instr_1h[s : s + batch])[1:])
     feats = torch.cat(feats, dim=1)
-    scale = torch.tensor(ACTION_SCALE)
     agree = torch.zeros(N_EXITS - 1, len(frames), dtype=torch.bool)
-    bounds = np.flatnonzero(np.diff(episodes)) + 1
-    for s, e in zip(np.r_[0, bounds], np.r_[bounds, len(episodes)]):
+    for s, e in episode_spans(episodes):
         h = torch.zeros(1, HIDDEN)
         for t in range(s, e):
-            acts = [model.head.out(model.head.gru(feats[i, t : t + 1], h)) * scale for i in range(N_EXITS)]
-            last = acts[-1]
+            out = [model.head(feats[i, t : t + 1], h) for i in range(N_EXITS)]
+            last, h = out[-1]
             for i in range(N_EXITS - 1):
-                d = (acts[i] - last).abs()[0]
+                d = (out[i][0] - last).abs()[0]
                 agree[i, t] = bool(d[0] <= agree_v and d[1] <= agree_omega)
-            h = model.head.gru(feats[-1, t : t + 1], h)
     return feats, agree
 
 
@@ -182,11 +179,7 @@ def main():
             x = seg(*inputs)[0]
     shutil.copy(os.path.join(args.engines, "head.onnx"), os.path.join(args.out, "head.onnx"))
     for i in range(N_EXITS - 1):
-        path = os.path.join(args.out, f"segment{i}.onnx")
-        m = onnx.load(path)
-        m.producer_name = "offramp-demo"
-        onnx.checker.check_model(m, full_check=True)
-        onnx.save(m, path)
+        finish_onnx(os.path.join(args.out, f"segment{i}.onnx"))
     src = os.path.join(args.engines, "model.toml")
     text = open(src).read()
     if text.count('\nfeature = "feature"\n') != 1:

@@ -101,7 +101,7 @@ pub struct Episode {
 
 /// Why the failed episodes failed: the step limit ran out before the robot
 /// reached the target, or (where the simulator makes that the end) it
-/// reached a decoy.
+/// reached a decoy or crashed.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Failures {
     pub episodes: usize,
@@ -246,16 +246,16 @@ pub fn evaluate_on(
 struct EpisodeRun {
     episode: Episode,
     bucket: usize,
-    frames: usize,
+    /// Frames whose action was right (see [`RIGHT_V`]).
     right: usize,
     exit_counts: [usize; MAX_EXITS],
-    exit_sum: u64,
     macs: u64,
     robot_macs: u64,
     nonfinite: usize,
     remote: usize,
     fallback: usize,
     collisions: usize,
+    /// One per frame.
     latency_ms: Vec<f64>,
     /// Why it failed, where it did.
     failure: Option<Failure>,
@@ -295,10 +295,8 @@ fn run_episode(
             mean_abs_domega: 0.0,
         },
         bucket,
-        frames: 0,
         right: 0,
         exit_counts: [0; MAX_EXITS],
-        exit_sum: 0,
         macs: 0,
         robot_macs: 0,
         nonfinite: 0,
@@ -332,10 +330,8 @@ fn run_episode(
         let expert = sim.expert();
         let ok =
             (act.v - expert.v).abs() <= RIGHT_V && (act.omega - expert.omega).abs() <= RIGHT_OMEGA;
-        r.frames += 1;
         r.right += ok as usize;
         r.exit_counts[o.exit] += 1;
-        r.exit_sum += o.exit as u64;
         r.macs += p.chain.frame_macs(&o);
         r.robot_macs += p.chain.robot_macs(&o);
         r.nonfinite += o.nonfinite as usize;
@@ -380,7 +376,7 @@ fn report(
         .collect();
     let mut exit_counts = [0usize; MAX_EXITS];
     let (mut frames, mut right, mut successes, mut nonfinite, mut collisions) = (0, 0, 0, 0, 0);
-    let (mut exit_sum, mut macs_sum, mut robot_macs_sum) = (0u64, 0u64, 0u64);
+    let (mut macs_sum, mut robot_macs_sum) = (0u64, 0u64);
     let (mut remote, mut fallback) = (0usize, 0usize);
     let mut latency_ms = Vec::new();
     let mut failures = Failures::default();
@@ -390,9 +386,9 @@ fn report(
         let b = &mut buckets[r.bucket];
         b.episodes += 1;
         b.successes += r.episode.success as usize;
-        b.frames += r.frames;
+        b.frames += r.latency_ms.len();
         b.frames_right += r.right;
-        frames += r.frames;
+        frames += r.latency_ms.len();
         right += r.right;
         successes += r.episode.success as usize;
         nonfinite += r.nonfinite;
@@ -400,7 +396,6 @@ fn report(
         for (sum, c) in exit_counts.iter_mut().zip(r.exit_counts) {
             *sum += c;
         }
-        exit_sum += r.exit_sum;
         macs_sum += r.macs;
         robot_macs_sum += r.robot_macs;
         remote += r.remote;
@@ -442,7 +437,13 @@ fn report(
         success_rate: successes as f64 / episodes.max(1) as f64,
         frames,
         right_share: right as f64 / frames.max(1) as f64,
-        mean_exit: exit_sum as f64 / frames.max(1) as f64 + 1.0,
+        mean_exit: exit_counts
+            .iter()
+            .enumerate()
+            .map(|(k, c)| (k * c) as u64)
+            .sum::<u64>() as f64
+            / frames.max(1) as f64
+            + 1.0,
         exit_shares: exit_counts[..n]
             .iter()
             .map(|c| *c as f64 / frames.max(1) as f64)

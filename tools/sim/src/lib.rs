@@ -212,24 +212,28 @@ impl Sim {
         let mut hit = x < r || y < r || x > size - r || y > size - r;
         let mut success = false;
         for (i, c) in self.world.cylinders.iter().enumerate() {
-            let d = ((c.x - x).powi(2) + (c.y - y).powi(2)).sqrt();
-            if i == self.world.target && d < c.radius + r + REACH {
-                success = true;
-            } else if d < c.radius + r {
+            if i == self.world.target {
+                success = self.within_reach(c, x, y);
+            } else if ((c.x - x).powi(2) + (c.y - y).powi(2)).sqrt() < c.radius + r {
                 hit = true;
             }
         }
         (hit, success)
     }
 
+    /// Whether a robot at (x, y) is as close to `c` as reaching a landmark
+    /// takes.
+    fn within_reach(&self, c: &Cylinder, x: f32, y: f32) -> bool {
+        ((c.x - x).powi(2) + (c.y - y).powi(2)).sqrt() < c.radius + self.cfg.robot_radius + REACH
+    }
+
     /// Whether a robot at (x, y) is as close to a decoy as reaching the
     /// target takes.
     fn at_decoy(&self, x: f32, y: f32) -> bool {
-        let r = self.cfg.robot_radius;
-        self.world.cylinders.iter().any(|c| {
-            matches!(c.kind, Kind::Decoy(_))
-                && ((c.x - x).powi(2) + (c.y - y).powi(2)).sqrt() < c.radius + r + REACH
-        })
+        self.world
+            .cylinders
+            .iter()
+            .any(|c| matches!(c.kind, Kind::Decoy(_)) && self.within_reach(c, x, y))
     }
 
     /// Unit normals (pointing at the robot) of everything a robot at (x, y)

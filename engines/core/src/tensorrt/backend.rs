@@ -351,6 +351,15 @@ struct Tensor {
     host_copy: bool,
 }
 
+impl Tensor {
+    fn device(&self) -> crate::DeviceTensor {
+        crate::DeviceTensor {
+            address: self.address as u64,
+            bytes: self.bytes,
+        }
+    }
+}
+
 pub struct TrtEngine {
     artifact: PathBuf,
     shared: Arc<Shared>,
@@ -614,18 +623,11 @@ impl crate::Engine for TrtEngine {
     fn device_input(&mut self, k: usize) -> Option<crate::DeviceTensor> {
         let t = self.inputs.get_mut(k)?;
         t.host_copy = false;
-        Some(crate::DeviceTensor {
-            address: t.address as u64,
-            bytes: t.bytes,
-        })
+        Some(t.device())
     }
 
     fn device_output(&self, k: usize) -> Option<crate::DeviceTensor> {
-        let t = self.outputs.get(k)?;
-        Some(crate::DeviceTensor {
-            address: t.address as u64,
-            bytes: t.bytes,
-        })
+        self.outputs.get(k).map(Tensor::device)
     }
 
     unsafe fn read_input_from(&mut self, k: usize, src: crate::DeviceTensor) -> bool {
