@@ -143,6 +143,65 @@ impl CpuEngine {
     }
 }
 
+/// The time one kind of tract operator takes in a run of a segment's
+/// optimised plan: what `offramp bench engines --ops` reports, to see where
+/// a segment's time goes. On small segments much of it is per-operator work
+/// (packing, per-row kernels such as softmax) that does not scale with the
+/// segment's MACs.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OpTime {
+    /// The operator's name in tract's optimised plan (e.g. `OptMatMul`).
+    pub op: String,
+    /// Nodes of this kind in the plan.
+    pub nodes: usize,
+    /// Mean microseconds per run spent in them.
+    pub us: f64,
+}
+
+impl CpuEngine {
+    /// Runs the plan `iters` times on the inputs of the last [`Engine::run`]
+    /// (zeros before the first), timing every node, and returns the mean time
+    /// per run of each kind of operator, the slowest first. A profiling aid,
+    /// not for the hot path: it allocates, and the timing adds a little to
+    /// every node.
+    pub fn op_times(&mut self, iters: usize) -> Result<Vec<OpTime>> {
+        let err = |message: String| Error::Run {
+            artifact: self.artifact.clone(),
+            message,
+        };
+        // op name -> (nodes seen, seconds)
+        let mut per: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+        for _ in 0..iters {
+            let inputs: TVec<TValue> = self
+                .input_values
+                .iter()
+                .map(|v| TValue::from_const(Arc::clone(v)))
+                .collect();
+            self.state
+                .run_plan_with_eval(inputs, |session, op_state, node, input| {
+                    let t = std::time::Instant::now();
+                    let out = tract_onnx::tract_core::plan::eval(session, op_state, node, input);
+                    let e = per.entry(node.op().name().into_owned()).or_default();
+                    e.0 += 1;
+                    e.1 += t.elapsed().as_secs_f64();
+                    out
+                })
+                .map_err(|e| err(format!("{e:#}")))?;
+        }
+        let runs = iters.max(1);
+        let mut ops: Vec<OpTime> = per
+            .into_iter()
+            .map(|(op, (nodes, s))| OpTime {
+                op,
+                nodes: nodes / runs,
+                us: s * 1e6 / runs as f64,
+            })
+            .collect();
+        ops.sort_by(|a, b| b.us.total_cmp(&a.us));
+        Ok(ops)
+    }
+}
+
 impl Engine for CpuEngine {
     fn run(&mut self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) -> Result<()> {
         let err = |message: String| Error::Run {

@@ -1,4 +1,5 @@
-//! The CPU backend's chain computes what onnxruntime computes, within 1e-5.
+//! The CPU backend: its chain computes what onnxruntime computes, within 1e-5,
+//! and its per-operator profile accounts for its plan.
 
 mod common;
 use common::*;
@@ -108,4 +109,46 @@ fn manifest_records_costs_and_build_info() {
     assert_eq!(m.exits[1].cost.params, 8_548);
     assert!(m.exits[1].cost.peak_activation_bytes >= 17 * 96 * 4);
     assert!(m.head_macs() > 0);
+}
+
+#[test]
+fn op_times_account_for_every_node_and_leave_the_engine_as_it_was() {
+    use offramp_engines::cpu::CpuEngine;
+    use offramp_engines::Engine;
+    let (_dir, set) = built_tiny();
+    let exit = &set.manifest.exits[0];
+    let mut e = CpuEngine::load(
+        &set.artifact_path(&exit.artifact),
+        &exit.inputs,
+        &exit.outputs,
+    )
+    .unwrap();
+    let ins: Vec<Vec<f32>> = exit
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(k, s)| pattern(s.elements(), 3 + k as u32))
+        .collect();
+    let in_refs: Vec<&[f32]> = ins.iter().map(Vec::as_slice).collect();
+    let run = |e: &mut CpuEngine| {
+        let mut outs: Vec<Vec<f32>> = exit
+            .outputs
+            .iter()
+            .map(|s| vec![0.0; s.elements()])
+            .collect();
+        let mut refs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+        e.run(&in_refs, &mut refs).unwrap();
+        outs
+    };
+    let before = run(&mut e);
+    let ops = e.op_times(20).unwrap();
+    // Every kind once, slowest first, each with its nodes and some time.
+    assert!(!ops.is_empty());
+    assert!(ops.windows(2).all(|w| w[0].us >= w[1].us), "{ops:?}");
+    assert!(ops.iter().all(|o| o.nodes >= 1 && o.us > 0.0), "{ops:?}");
+    let names: std::collections::BTreeSet<_> = ops.iter().map(|o| &o.op).collect();
+    assert_eq!(names.len(), ops.len(), "{ops:?}");
+    assert!(ops.iter().any(|o| o.op.contains("MatMul")), "{ops:?}");
+    // The engine still computes the same outputs from the same inputs.
+    assert_eq!(run(&mut e), before);
 }

@@ -43,6 +43,10 @@ enum BenchCommand {
         tensorrt: Option<PathBuf>,
         #[arg(long, default_value_t = 500, value_parser = at_least(10))]
         iters: usize,
+        /// Also time every node of tract's plans and report each segment's
+        /// time by operator kind (`tract_ops`): where a segment's time goes.
+        #[arg(long)]
+        ops: bool,
         /// Python with onnxruntime for the reference column.
         #[arg(long, env = "OFFRAMP_PYTHON", default_value = "python3")]
         python: String,
@@ -112,11 +116,13 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             engines,
             tensorrt,
             iters,
+            ops,
             python,
         } => serde_json::to_string_pretty(&super::bench_engines::run(
             &engines,
             tensorrt.as_deref(),
             iters,
+            ops,
             &python,
         )?)?,
         #[cfg(feature = "sim")]

@@ -3,7 +3,7 @@
 //! same model, its plans, measured in one run. Prints JSON.
 
 use anyhow::{bail, Context};
-use offramp_engines::cpu::CpuEngine;
+use offramp_engines::cpu::{CpuEngine, OpTime};
 use offramp_engines::{Engine, EngineSet, TensorSpec};
 use offramp_runtime::stats::Summary;
 use serde::Serialize;
@@ -16,6 +16,10 @@ pub struct SegmentBench {
     pub artifact: String,
     pub macs: u64,
     pub tract_us: Summary,
+    /// With `--ops`: where tract's time goes, by operator kind, slowest
+    /// first (timed separately, after `tract_us`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tract_ops: Option<Vec<OpTime>>,
     pub onnxruntime_us: Option<OrtTimes>,
     /// tract p50 / onnxruntime p50.
     pub tract_over_onnxruntime: Option<f64>,
@@ -56,7 +60,8 @@ fn time_tract(
     inputs: &[TensorSpec],
     outputs: &[TensorSpec],
     iters: usize,
-) -> anyhow::Result<Summary> {
+    ops: bool,
+) -> anyhow::Result<(Summary, Option<Vec<OpTime>>)> {
     let mut e = CpuEngine::load(path, inputs, outputs)?;
     let ins: Vec<Vec<f32>> = inputs.iter().map(|s| vec![0.1; s.elements()]).collect();
     let mut outs: Vec<Vec<f32>> = outputs.iter().map(|s| vec![0.0; s.elements()]).collect();
@@ -70,7 +75,8 @@ fn time_tract(
             samples.push(t.elapsed().as_secs_f64() * 1e6);
         }
     }
-    Summary::of(&samples).context("no samples")
+    let ops = ops.then(|| e.op_times(iters)).transpose()?;
+    Ok((Summary::of(&samples).context("no samples")?, ops))
 }
 
 /// Wall and device time of each segment of a TensorRT set, the head last
@@ -140,6 +146,7 @@ pub fn run(
     engines: &Path,
     tensorrt: Option<&Path>,
     iters: usize,
+    ops: bool,
     python: &str,
 ) -> anyhow::Result<EngineBench> {
     let set = EngineSet::open(engines)?;
@@ -213,7 +220,7 @@ pub fn run(
     }
     let mut segments = Vec::new();
     for (k, (path, ins, outs, macs)) in parts.iter().enumerate() {
-        let tract_us = time_tract(path, ins, outs, iters)?;
+        let (tract_us, tract_ops) = time_tract(path, ins, outs, iters, ops)?;
         let ort_us = ort.get(&path.display().to_string()).copied();
         let (tensorrt_us, tensorrt_device_us) =
             trt.as_ref().and_then(|t| t.get(k).cloned()).unzip();
@@ -228,6 +235,7 @@ pub fn run(
             tensorrt_us,
             tensorrt_device_us,
             tract_us,
+            tract_ops,
             onnxruntime_us: ort_us,
         });
     }

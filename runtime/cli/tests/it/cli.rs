@@ -369,6 +369,46 @@ fn bench_engines_times_tract_and_onnxruntime_side_by_side() {
     }
 }
 
+#[test]
+fn bench_engines_ops_says_where_each_segments_time_goes() {
+    // Without onnxruntime the tract column stands alone, with the reason.
+    let out = tempfile::tempdir().unwrap();
+    let onnx = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../engines/models/testdata/tiny"
+    );
+    let dir = out.path().join("engines");
+    let (ok, _, err) = offramp(&["build", "--onnx", onnx, "--out", dir.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (ok, stdout, err) = offramp(&[
+        "bench",
+        "engines",
+        "--engines",
+        dir.to_str().unwrap(),
+        "--iters",
+        "20",
+        "--ops",
+        "--python",
+        "/nonexistent/python",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    assert!(
+        v["onnxruntime_missing"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/python"),
+        "{v}"
+    );
+    for s in v["segments"].as_array().unwrap() {
+        let ops = s["tract_ops"].as_array().expect("tract_ops with --ops");
+        assert!(!ops.is_empty(), "{s}");
+        let us: Vec<f64> = ops.iter().map(|o| o["us"].as_f64().unwrap()).collect();
+        assert!(us.windows(2).all(|w| w[0] >= w[1]), "{s}");
+        assert!(ops.iter().all(|o| o["nodes"].as_u64().unwrap() >= 1), "{s}");
+    }
+}
+
 #[cfg(feature = "cuda")]
 #[test]
 fn gpu_preprocessing_says_why_it_cannot_start() {
