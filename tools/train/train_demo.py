@@ -87,7 +87,7 @@ class Segment(nn.Module):
     cannot starve the wider ones of the image (a plain narrow-to-wide chain
     trained to 31 %)."""
 
-    def __init__(self, index, widths, blocks=None):
+    def __init__(self, index, widths):
         super().__init__()
         self.first = index == 0
         narrow = [i for i, w in enumerate(widths) if w < D]
@@ -106,8 +106,7 @@ class Segment(nn.Module):
             self.embed_exit = Exit()
         if d_in != d:
             self.lift = nn.Linear(d_in, d)
-        n_blocks = BLOCKS_PER_EXIT if blocks is None else blocks[index]
-        self.blocks = nn.ModuleList(Block(d) for _ in range(n_blocks))
+        self.blocks = nn.ModuleList(Block(d) for _ in range(BLOCKS_PER_EXIT))
         self.exit = Exit(d)
 
     def forward(self, *inputs):
@@ -143,24 +142,14 @@ class Head(nn.Module):
 
 
 class Model(nn.Module):
-    """`widths` and `blocks`: each exit segment's width and transformer
-    blocks (default: 4 segments of 2 blocks)."""
-
-    def __init__(self, widths=(D,) * N_EXITS, blocks=None):
+    def __init__(self, widths=(D,) * N_EXITS):
         super().__init__()
-        blocks = blocks or (BLOCKS_PER_EXIT,) * len(widths)
-        if len(blocks) != len(widths):
-            raise SystemExit(f"blocks {blocks} and widths {widths}: one of each per exit segment")
-        self.segments = nn.ModuleList(Segment(i, widths, blocks) for i in range(len(widths)))
+        self.segments = nn.ModuleList(Segment(i, widths) for i in range(N_EXITS))
         self.head = Head()
-
-    @property
-    def exits(self):
-        return len(self.segments)
 
     def features(self, image, instruction):
         """The embedding's reference feature then all exits' features for a
-        batch of frames: [1 + exits, B, FEAT]."""
+        batch of frames: [1 + N_EXITS, B, FEAT]."""
         x, f, ref = self.segments[0](image, instruction)
         out = [ref, f]
         for seg in self.segments[1:]:
@@ -180,7 +169,7 @@ def load_onnx_weights(model, engines):
 
     state = model.state_dict()
     loaded = set()
-    parts = [(f"segments.{i}.", f"segment{i}.onnx") for i in range(model.exits)] + [("head.", "head.onnx")]
+    parts = [(f"segments.{i}.", f"segment{i}.onnx") for i in range(N_EXITS)] + [("head.", "head.onnx")]
     for prefix, file in parts:
         path = os.path.join(engines, file)
         inits = onnx.load(path).graph.initializer
@@ -188,7 +177,7 @@ def load_onnx_weights(model, engines):
         lift = ["lift.weight"] if prefix != "head." and hasattr(model.get_submodule(prefix[:-1]), "lift") else []
         anon_names = lift + [
             f"blocks.{b}.{layer}.weight"
-            for b in range(len(model.get_submodule(prefix[:-1]).blocks) if prefix != "head." else 0)
+            for b in range(BLOCKS_PER_EXIT if prefix != "head." else 0)
             for layer in ("qkv", "proj", "fc1", "fc2")
         ]
         if len(anon) != len(anon_names):
@@ -207,53 +196,6 @@ def load_onnx_weights(model, engines):
     if missing:
         raise SystemExit(f"{engines}: no weights for {missing}")
     model.load_state_dict(state)
-
-
-def refine_state(state, old_blocks, model):
-    """Maps the weights of a model with coarser exit segments (`old_blocks`
-    per segment, e.g. 2,2,2,2) onto `model`, whose segments split them
-    (e.g. 1,1,2,2,2: exit 1 after the first block). Every block keeps its
-    weights; a split segment's embedding goes to its first part and its
-    exit to every part; a part that now takes the carried embedding beside
-    the tokens gets a `lift` that passes the tokens through. The refined
-    model's exits at the old cuts compute exactly what the old exits did."""
-    new_blocks = [len(s.blocks) for s in model.segments]
-    if sum(old_blocks) != sum(new_blocks):
-        raise SystemExit(f"--refine-blocks {old_blocks}: {sum(old_blocks)} blocks, the model has {sum(new_blocks)}")
-    # Global block index -> (old segment, block) and (new segment, block).
-    old_at = [(o, j) for o, n in enumerate(old_blocks) for j in range(n)]
-    new_at = [(n, k) for n, m in enumerate(new_blocks) for k in range(m)]
-    starts = {n: g for g, (n, k) in enumerate(new_at) if k == 0}
-    ends = {n: g for g, (n, k) in enumerate(new_at) if k == new_blocks[n] - 1}
-    if any(old_at[starts[n]][0] != old_at[ends[n]][0] for n in starts):
-        raise SystemExit(f"--blocks {new_blocks} does not split --refine-blocks {old_blocks}")
-    new = model.state_dict()
-    out = {}
-    for key in new:
-        if not key.startswith("segments."):
-            out[key] = state[key]
-            continue
-        _, n, rest = key.split(".", 2)
-        n = int(n)
-        o, first = old_at[starts[n]][0], old_at[starts[n]][1] == 0
-        if rest.startswith("blocks."):
-            _, k, tail = rest.split(".", 2)
-            oo, j = old_at[starts[n] + int(k)]
-            out[key] = state[f"segments.{oo}.blocks.{j}.{tail}"]
-        elif rest.startswith("exit."):
-            out[key] = state[f"segments.{o}.{rest}"]
-        elif first:
-            out[key] = state[f"segments.{o}.{rest}"]
-        elif rest.startswith("lift."):
-            # Pass the tokens (the last channels) through, drop the embedding.
-            w = torch.zeros_like(new[key])
-            if rest == "lift.weight":
-                d = w.shape[0]
-                w[:, -d:] = torch.eye(d)
-            out[key] = w
-        else:
-            raise SystemExit(f"refining: no weights for {key}")
-    model.load_state_dict(out)
 
 
 def load(dirs):
@@ -302,12 +244,8 @@ def train(args):
     train_c = [c for c in all_chunks if int(episodes[c[0]]) not in val_eps]
     val_c = [c for c in all_chunks if int(episodes[c[0]]) in val_eps]
     print(f"{len(frames)} frames, {n_eps} episodes; {len(train_c)} train / {len(val_c)} val chunks")
-    model = Model(args.widths, args.blocks)
-    n_exits = model.exits
-    if args.init and args.refine_blocks:
-        refine_state(torch.load(args.init), args.refine_blocks, model)
-        print(f"fine-tuning from {args.init}, its segments of {args.refine_blocks} blocks split into {args.blocks}")
-    elif args.init:
+    model = Model(args.widths)
+    if args.init:
         model.load_state_dict(torch.load(args.init))
         print(f"fine-tuning from {args.init}")
     elif args.init_onnx:
@@ -346,22 +284,22 @@ def train(args):
             img = (img * STD + MEAN) * g
             img = (img - MEAN) / STD
         # Index 0 is the reference (embedding) feature, 1.. the exits.
-        feats = model.features(img, ins).reshape(n_exits + 1, B, L, FEAT)
+        feats = model.features(img, ins).reshape(N_EXITS + 1, B, L, FEAT)
         target = torch.from_numpy(actions[flat]).reshape(B, L, 2) / scale
         m = torch.from_numpy(mask)
         h0 = torch.stack(
             [h_store.get(s, torch.zeros(HIDDEN)) if not first else torch.zeros(HIDDEN) for (s, _, first) in batch]
         )
-        choice = torch.randint(1, n_exits + 1, (B, L))
+        choice = torch.randint(1, N_EXITS + 1, (B, L))
         losses = []
         hs_rand = None
-        # Modes 0..n_exits: the head on one exit's (or the reference's) feature
-        # throughout; mode n_exits + 1: a random exit per step (DeeR).
-        for mode in range(n_exits + 2):
+        # Modes 0..N_EXITS: the head on one exit's (or the reference's) feature
+        # throughout; mode N_EXITS + 1: a random exit per step (DeeR).
+        for mode in range(N_EXITS + 2):
             h = h0
             err = 0.0
             for t in range(L):
-                if mode <= n_exits:
+                if mode <= N_EXITS:
                     f = feats[mode, :, t]
                 else:
                     f = feats[choice[:, t], torch.arange(B), t]
@@ -369,13 +307,13 @@ def train(args):
                 e = ((a / scale - target[:, t]) ** 2).sum(-1)
                 err = err + (e * m[:, t]).sum()
             losses.append(err / m.sum())
-            if mode == n_exits + 1:
+            if mode == N_EXITS + 1:
                 hs_rand = h
         for b, (s, n, _) in enumerate(batch):
             h_store[s + n] = hs_rand[b].detach()
-        per_exit = torch.stack(losses[: n_exits + 1])
+        per_exit = torch.stack(losses[: N_EXITS + 1])
         aux = per_exit.mean() if equal_w else (aux_w * per_exit).sum()
-        return losses[n_exits + 1] + aux, per_exit[1:].detach()
+        return losses[N_EXITS + 1] + aux, per_exit[1:].detach()
 
     t0 = time.time()
     for epoch in range(args.epochs):
@@ -395,7 +333,7 @@ def train(args):
             tot += loss.item()
         model.eval()
         with torch.no_grad():
-            per = torch.zeros(n_exits)
+            per = torch.zeros(N_EXITS)
             nb = 0
             for i in range(0, len(val_c), args.batch):
                 _, pe = run(val_c[i : i + args.batch], False)
@@ -449,15 +387,12 @@ def export(model, out, seed, args):
         finish_onnx(os.path.join(out, f))
     exits = ", ".join(f'"{n}"' for n in names)
     weights = ""
-    blocks = ""
-    if any(b != BLOCKS_PER_EXIT for b in args.blocks):
-        blocks = "\n# blocks " + ",".join(map(str, args.blocks)) + ","
     if any(w != 1 for w in args.exit_weights):
         weights = "; exit loss weights " + ",".join(f"{w:g}" for w in args.exit_weights)
     with open(os.path.join(out, "model.toml"), "w") as f:
         f.write(
             f"""# Source description read by `offramp build --onnx`; written by
-# tools/train/train_demo.py (seed {seed}, segment widths {",".join(map(str, args.widths))},{blocks}
+# tools/train/train_demo.py (seed {seed}, segment widths {",".join(map(str, args.widths))},
 # {args.epochs} epochs on {args.data_desc}{weights}).
 model = "demo-vla"
 exits = [{exits}]
@@ -503,44 +438,19 @@ def main():
         help="channels of each exit segment, e.g. 32,48,48,48 for a cheaper exit 1",
     )
     ap.add_argument(
-        "--blocks", default=",".join([str(BLOCKS_PER_EXIT)] * N_EXITS),
-        help="transformer blocks of each exit segment (one exit per segment), e.g. 1,1,2,2,2 for an exit after "
-        "the first block",
-    )
-    ap.add_argument(
-        "--refine-blocks",
-        help="with --init: the checkpoint's blocks per segment, when --blocks splits its segments (e.g. 2,2,2,2)",
-    )
-    ap.add_argument(
-        "--exit-weights",
-        help="relative weights of the exits' auxiliary losses (the embedding reference's is 1), e.g. 3,1,1,1; "
-        "default: all 1",
+        "--exit-weights", default=",".join(["1"] * N_EXITS),
+        help="relative weights of exits 1..4's auxiliary losses (the embedding reference's is 1), e.g. 3,1,1,1",
     )
     args = ap.parse_args()
-
-    def ints(flag, text):
-        try:
-            v = tuple(int(x) for x in text.split(","))
-        except ValueError:
-            raise SystemExit(f"{flag} {text}: not comma-separated integers")
-        if any(x <= 0 for x in v):
-            raise SystemExit(f"{flag} {text}: each at least 1")
-        return v
-
-    args.blocks = ints("--blocks", args.blocks)
-    args.refine_blocks = ints("--refine-blocks", args.refine_blocks) if args.refine_blocks else None
-    if args.refine_blocks and not args.init:
-        raise SystemExit("--refine-blocks: needs --init (the checkpoint to refine)")
-    n = len(args.blocks)
     try:
-        args.exit_weights = tuple(float(w) for w in (args.exit_weights or ",".join(["1"] * n)).split(","))
+        args.exit_weights = tuple(float(w) for w in args.exit_weights.split(","))
     except ValueError:
         raise SystemExit(f"--exit-weights {args.exit_weights}: not comma-separated numbers")
-    if len(args.exit_weights) != n or any(not (w >= 0) for w in args.exit_weights):
-        raise SystemExit(f"--exit-weights {args.exit_weights}: need {n} weights, each at least 0")
+    if len(args.exit_weights) != N_EXITS or any(not (w >= 0) for w in args.exit_weights):
+        raise SystemExit(f"--exit-weights {args.exit_weights}: need {N_EXITS} weights, each at least 0")
     args.widths = tuple(int(w) for w in args.widths.split(","))
-    if len(args.widths) != n or any(w <= 0 or w % HEADS or w > D for w in args.widths):
-        raise SystemExit(f"--widths {args.widths}: need {n} widths, each a multiple of {HEADS}, at most {D}")
+    if len(args.widths) != N_EXITS or any(w <= 0 or w % HEADS or w > D for w in args.widths):
+        raise SystemExit(f"--widths {args.widths}: need {N_EXITS} widths, each a multiple of {HEADS}, at most {D}")
     descs = []
     for d in args.data:
         with open(os.path.join(d, "meta.json")) as f:

@@ -34,7 +34,7 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_demo import (  # noqa: E402
-    FEAT, HIDDEN, N_INSTR, OPSET, TOKENS, H, W, Model, episode_spans, finish_onnx, load, load_onnx_weights,
+    FEAT, HIDDEN, N_EXITS, N_INSTR, OPSET, H, W, Model, episode_spans, finish_onnx, load, load_onnx_weights,
     preprocess,
 )
 
@@ -45,32 +45,12 @@ AGREE_V, AGREE_OMEGA = 0.1, 0.35
 class ExitHead(nn.Module):
     """Confidence that stopping at this exit is safe, from its pooled feature."""
 
-    reads = "feature"
-
     def __init__(self, hidden=32):
         super().__init__()
         self.net = nn.Sequential(nn.LayerNorm(FEAT), nn.Linear(FEAT, hidden), nn.GELU(), nn.Linear(hidden, 1))
 
     def forward(self, feature):
         return self.net(feature)
-
-
-class TokenExitHead(nn.Module):
-    """Confidence from the exit's token states (`hidden<i>`, [1, TOKENS, C])
-    rather than their mean: each token is squeezed to a few channels and the
-    head reads them in place, so it can tell where in the image something
-    is (a pillar ahead and close against one far to the side), which the
-    pooled feature averages away."""
-
-    reads = "tokens"
-
-    def __init__(self, channels, per_token=8, hidden=32):
-        super().__init__()
-        self.norm, self.squeeze = nn.LayerNorm(channels), nn.Linear(channels, per_token)
-        self.net = nn.Sequential(nn.GELU(), nn.Linear(TOKENS * per_token, hidden), nn.GELU(), nn.Linear(hidden, 1))
-
-    def forward(self, tokens):
-        return self.net(self.squeeze(self.norm(tokens)).flatten(1))
 
 
 class WithConfidence(nn.Module):
@@ -82,60 +62,37 @@ class WithConfidence(nn.Module):
 
     def forward(self, *inputs):
         outs = self.segment(*inputs)
-        x = outs[0] if self.head.reads == "tokens" else outs[1]
-        return (*outs, torch.sigmoid(self.head(x)))
+        return (*outs, torch.sigmoid(self.head(outs[1])))
 
 
-def model_of(engines):
-    """The architecture of an exported set: each segment's width and blocks,
-    read from its model.toml header comment (blocks: 2 each unless it says)."""
+def widths_of(engines):
+    """Each segment's width, read from its exported model.toml comment."""
     text = open(os.path.join(engines, "model.toml")).read()
     m = re.search(r"segment widths ([0-9]+(?:,[0-9]+)*)", text)
     if not m:
         raise SystemExit(f"{engines}/model.toml: no 'segment widths' in its header comment")
-    widths = tuple(int(w) for w in m.group(1).split(","))
-    b = re.search(r"# blocks ([0-9]+(?:,[0-9]+)*)", text)
-    return Model(widths, tuple(int(x) for x in b.group(1).split(",")) if b else None)
+    return tuple(int(w) for w in m.group(1).split(","))
 
 
 @torch.no_grad()
-def features_and_labels(model, frames, instr, episodes, agree_v, agree_omega, expert=None, batch=512):
-    """Each exit's feature [exits, F, FEAT], the token states of exits
-    1..N-1 (one [F, TOKENS, C_i] each) and whether those exits agree with
-    the final exit [exits - 1, F]."""
-    n_exits = model.exits
+def features_and_labels(model, frames, instr, episodes, agree_v, agree_omega, batch=512):
+    """Each exit's feature [N_EXITS, F, FEAT] and whether exits 1..N-1 agree
+    with the final exit [N_EXITS - 1, F]."""
     instr_1h = torch.from_numpy(np.eye(N_INSTR, dtype=np.float32)[instr])
-    feats, tokens = [], [[] for _ in range(n_exits - 1)]
+    feats = []
     for s in range(0, len(frames), batch):
-        x, f, _ = model.segments[0](preprocess(frames[s : s + batch]), instr_1h[s : s + batch])
-        fs = [f]
-        tokens[0].append(x)
-        for i, seg in enumerate(model.segments[1:], start=1):
-            x, f = seg(x)
-            fs.append(f)
-            if i < n_exits - 1:
-                tokens[i].append(x)
-        feats.append(torch.stack(fs))
+        feats.append(model.features(preprocess(frames[s : s + batch]), instr_1h[s : s + batch])[1:])
     feats = torch.cat(feats, dim=1)
-    tokens = [torch.cat(t) for t in tokens]
-    agree = torch.zeros(n_exits - 1, len(frames), dtype=torch.bool)
+    agree = torch.zeros(N_EXITS - 1, len(frames), dtype=torch.bool)
     for s, e in episode_spans(episodes):
         h = torch.zeros(1, HIDDEN)
         for t in range(s, e):
-            out = [model.head(feats[i, t : t + 1], h) for i in range(n_exits)]
+            out = [model.head(feats[i, t : t + 1], h) for i in range(N_EXITS)]
             last, h = out[-1]
-            if expert is None:
-                for i in range(n_exits - 1):
-                    d = (out[i][0] - last).abs()[0]
-                    agree[i, t] = bool(d[0] <= agree_v and d[1] <= agree_omega)
-            else:
-                # Stopping is safe when this exit is as close to the expert
-                # as the final exit, or within the bounds of it.
-                bound = torch.tensor([agree_v, agree_omega])
-                miss = [float(((o[0][0] - expert[t]).abs() / bound).max()) for o in out]
-                for i in range(n_exits - 1):
-                    agree[i, t] = miss[i] <= max(1.0, miss[-1])
-    return feats, tokens, agree
+            for i in range(N_EXITS - 1):
+                d = (out[i][0] - last).abs()[0]
+                agree[i, t] = bool(d[0] <= agree_v and d[1] <= agree_omega)
+    return feats, agree
 
 
 def auc(score, label):
@@ -165,39 +122,23 @@ def main():
     ap.add_argument(
         "--agree-omega", type=float, default=AGREE_OMEGA, help="rad/s: agreeing actions differ by at most this in omega"
     )
-    ap.add_argument(
-        "--head-input", choices=["feature", "tokens"], default="feature",
-        help="what each exit head reads: the exit's pooled feature, or its token states (TokenExitHead)",
-    )
-    ap.add_argument(
-        "--label", choices=["final", "expert"], default="final",
-        help="safe to stop: the exit's action agrees with the final exit's (final), or is as close to the "
-        "recorded expert's as the final exit's or within the bounds of it (expert: depth only where it helps)",
-    )
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     torch.set_num_threads(args.threads)
 
-    model = model_of(args.engines)
-    n_exits = model.exits
+    model = Model(widths_of(args.engines))
     load_onnx_weights(model, args.engines)
     model.eval()
-    frames, instr, actions, episodes = load(args.data)
+    frames, instr, _, episodes = load(args.data)
     t0 = time.time()
-    feats, tokens, agree = features_and_labels(model, frames, instr, episodes, args.agree_v, args.agree_omega,
-        torch.from_numpy(actions) if args.label == "expert" else None)
+    feats, agree = features_and_labels(model, frames, instr, episodes, args.agree_v, args.agree_omega)
     print(f"{len(frames)} frames: features and labels in {time.time() - t0:.0f}s; "
           f"agreeing with the final exit: {[round(float(a.float().mean()), 3) for a in agree]}")
 
     n_eps = int(episodes.max()) + 1
     held = torch.from_numpy(episodes >= n_eps - max(1, n_eps // 5))
-    if args.head_input == "tokens":
-        heads = nn.ModuleList(TokenExitHead(t.shape[-1]) for t in tokens)
-        inputs = tokens
-    else:
-        heads = nn.ModuleList(ExitHead() for _ in range(n_exits - 1))
-        inputs = feats[: n_exits - 1]
+    heads = nn.ModuleList(ExitHead() for _ in range(N_EXITS - 1))
     opt = torch.optim.AdamW(heads.parameters(), lr=args.lr, weight_decay=0.01)
     fit = ~held
     for epoch in range(args.epochs):
@@ -206,15 +147,15 @@ def main():
         for s in range(0, len(idx), 256):
             b = idx[s : s + 256]
             loss = sum(
-                nn.functional.binary_cross_entropy_with_logits(heads[i](inputs[i][b])[:, 0], agree[i, b].float())
-                for i in range(n_exits - 1)
+                nn.functional.binary_cross_entropy_with_logits(heads[i](feats[i, b])[:, 0], agree[i, b].float())
+                for i in range(N_EXITS - 1)
             )
             opt.zero_grad()
             loss.backward()
             opt.step()
     with torch.no_grad():
-        for i in range(n_exits - 1):
-            c = torch.sigmoid(heads[i](inputs[i][held])[:, 0]).numpy()
+        for i in range(N_EXITS - 1):
+            c = torch.sigmoid(heads[i](feats[i, held])[:, 0]).numpy()
             y = agree[i, held].numpy()
             print(f"exit {i + 1}: held-out episodes AUC {auc(c, y):.3f}, agree {y.mean():.3f}, "
                   f"mean confidence {c.mean():.3f}")
@@ -226,7 +167,7 @@ def main():
         for i, seg in enumerate(model.segments):
             path = os.path.join(args.out, f"segment{i}.onnx")
             inputs = (image, instruction) if i == 0 else (x,)
-            if i < n_exits - 1:
+            if i < N_EXITS - 1:
                 in_names = ["image", "instruction"] if i == 0 else [f"hidden{i - 1}"]
                 out_names = [f"hidden{i}", "feature"] + (["feature_ref"] if i == 0 else []) + ["confidence"]
                 torch.onnx.export(
@@ -237,7 +178,7 @@ def main():
                 shutil.copy(os.path.join(args.engines, f"segment{i}.onnx"), path)
             x = seg(*inputs)[0]
     shutil.copy(os.path.join(args.engines, "head.onnx"), os.path.join(args.out, "head.onnx"))
-    for i in range(n_exits - 1):
+    for i in range(N_EXITS - 1):
         finish_onnx(os.path.join(args.out, f"segment{i}.onnx"))
     src = os.path.join(args.engines, "model.toml")
     text = open(src).read()
