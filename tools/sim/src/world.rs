@@ -194,9 +194,21 @@ impl World {
             1.0 + 0.15 * difficulty * (rng.unit() - 0.5),
         ];
         let noise_sigma = 12.0 * difficulty * rng.unit();
-        // Start at least 1.5 m from the target, clear of everything.
+        // Start at least 1.5 m from the target, clear of everything. Should
+        // no draw manage both (about 4 worlds in a million), the draw with
+        // the most room around the robot: a start in contact would end a
+        // bumper task's episode before it began.
         let t = cylinders[target];
-        let mut start = (size / 2.0, size / 2.0, 0.0);
+        let room = |x: f32, y: f32| {
+            cylinders
+                .iter()
+                .map(|c| {
+                    ((c.x - x).powi(2) + (c.y - y).powi(2)).sqrt() - c.radius - cfg.robot_radius
+                })
+                .fold(f32::INFINITY, f32::min)
+        };
+        let mut roomiest = (f32::NEG_INFINITY, size / 2.0, size / 2.0);
+        let mut start = None;
         for _ in 0..500 {
             let x = rng.range(margin, size - margin);
             let y = rng.range(margin, size - margin);
@@ -205,10 +217,15 @@ impl World {
             });
             let far = ((t.x - x).powi(2) + (t.y - y).powi(2)).sqrt() > 1.5 + difficulty;
             if clear && far {
-                start = (x, y, rng.range(-std::f32::consts::PI, std::f32::consts::PI));
+                start = Some((x, y, rng.range(-std::f32::consts::PI, std::f32::consts::PI)));
                 break;
             }
+            let r = room(x, y);
+            if r > roomiest.0 {
+                roomiest = (r, x, y);
+            }
         }
+        let start = start.unwrap_or((roomiest.1, roomiest.2, 0.0));
         Self {
             size,
             cylinders,
@@ -242,6 +259,27 @@ mod tests {
             assert_eq!(t.kind, Kind::Landmark(w.instruction));
             let d = ((t.x - w.start.0).powi(2) + (t.y - w.start.1).powi(2)).sqrt();
             assert!(d > 1.5, "seed {s}: start {d} m from the target");
+        }
+    }
+
+    #[test]
+    fn the_robot_starts_clear_of_everything() {
+        let cfg = SimConfig::default();
+        // 294565 and 1012422: no draw is both clear and far from the target
+        // (the arena centre, the old fallback, touched a cylinder).
+        for s in (0..2000).chain([294_565, 1_012_422]) {
+            let w = World::generate(&cfg, s);
+            for c in &w.cylinders {
+                let d = ((c.x - w.start.0).powi(2) + (c.y - w.start.1).powi(2)).sqrt();
+                assert!(
+                    d > c.radius + cfg.robot_radius,
+                    "seed {s}: start ({}, {}) {d} m from a {:?} of radius {}",
+                    w.start.0,
+                    w.start.1,
+                    c.kind,
+                    c.radius
+                );
+            }
         }
     }
 }
