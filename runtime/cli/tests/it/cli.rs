@@ -340,9 +340,9 @@ fn a_closed_pipe_ends_quietly() {
     assert!(out.status.success(), "{:?}", out.status);
 }
 
-#[test]
-#[ignore = "needs the Python test environment (scripts/test.sh sets OFFRAMP_PYTHON)"]
-fn bench_engines_times_tract_and_onnxruntime_side_by_side() {
+/// `offramp bench engines --iters 20 EXTRA...` on the tiny test model,
+/// built into a temporary directory: its JSON report.
+fn bench_tiny_engines(extra: &[&str]) -> serde_json::Value {
     let out = tempfile::tempdir().unwrap();
     let onnx = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -351,16 +351,24 @@ fn bench_engines_times_tract_and_onnxruntime_side_by_side() {
     let dir = out.path().join("engines");
     let (ok, _, err) = offramp(&["build", "--onnx", onnx, "--out", dir.to_str().unwrap()]);
     assert!(ok, "{err}");
-    let (ok, stdout, err) = offramp(&[
+    let mut args = vec![
         "bench",
         "engines",
         "--engines",
         dir.to_str().unwrap(),
         "--iters",
         "20",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let (ok, stdout, err) = offramp(&args);
     assert!(ok, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    serde_json::from_str(&stdout).expect("JSON report")
+}
+
+#[test]
+#[ignore = "needs the Python test environment (scripts/test.sh sets OFFRAMP_PYTHON)"]
+fn bench_engines_times_tract_and_onnxruntime_side_by_side() {
+    let v = bench_tiny_engines(&[]);
     assert!(v.get("onnxruntime_missing").is_none(), "{v}");
     let segments = v["segments"].as_array().unwrap();
     assert!(!segments.is_empty());
@@ -372,27 +380,7 @@ fn bench_engines_times_tract_and_onnxruntime_side_by_side() {
 #[test]
 fn bench_engines_ops_says_where_each_segments_time_goes() {
     // Without onnxruntime the tract column stands alone, with the reason.
-    let out = tempfile::tempdir().unwrap();
-    let onnx = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../engines/models/testdata/tiny"
-    );
-    let dir = out.path().join("engines");
-    let (ok, _, err) = offramp(&["build", "--onnx", onnx, "--out", dir.to_str().unwrap()]);
-    assert!(ok, "{err}");
-    let (ok, stdout, err) = offramp(&[
-        "bench",
-        "engines",
-        "--engines",
-        dir.to_str().unwrap(),
-        "--iters",
-        "20",
-        "--ops",
-        "--python",
-        "/nonexistent/python",
-    ]);
-    assert!(ok, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    let v = bench_tiny_engines(&["--ops", "--python", "/nonexistent/python"]);
     assert!(
         v["onnxruntime_missing"]
             .as_str()
