@@ -161,9 +161,9 @@ pub struct OpTime {
 impl CpuEngine {
     /// Runs the plan `iters` times on the inputs of the last [`Engine::run`]
     /// (zeros before the first), timing every node, and returns the mean time
-    /// per run of each kind of operator, the slowest first. A profiling aid,
-    /// not for the hot path: it allocates, and the timing adds a little to
-    /// every node.
+    /// per run of each kind of operator, the slowest first (nothing for 0
+    /// runs). A profiling aid, not for the hot path: it allocates, and the
+    /// timing adds a little to every node.
     pub fn op_times(&mut self, iters: usize) -> Result<Vec<OpTime>> {
         let err = |message: String| Error::Run {
             artifact: self.artifact.clone(),
@@ -177,16 +177,23 @@ impl CpuEngine {
                 .iter()
                 .map(|v| TValue::from_const(Arc::clone(v)))
                 .collect();
-            self.state
+            let ran = self
+                .state
                 .run_plan_with_eval(inputs, |session, op_state, node, input| {
                     let t = std::time::Instant::now();
                     let out = tract_onnx::tract_core::plan::eval(session, op_state, node, input);
+                    let dt = t.elapsed().as_secs_f64();
                     let e = per.entry(node.op().name().into_owned()).or_default();
                     e.0 += 1;
-                    e.1 += t.elapsed().as_secs_f64();
+                    e.1 += dt;
                     out
-                })
-                .map_err(|e| err(format!("{e:#}")))?;
+                });
+            if let Err(e) = ran {
+                // A failed run keeps its turn (and tract's references to our
+                // inputs, which `run` would then copy rather than reuse).
+                let _ = self.state.reset_turn();
+                return Err(err(format!("{e:#}")));
+            }
         }
         let runs = iters.max(1);
         let mut ops: Vec<OpTime> = per

@@ -142,6 +142,14 @@ fn op_times_account_for_every_node_and_leave_the_engine_as_it_was() {
     };
     let before = run(&mut e);
     let ops = e.op_times(20).unwrap();
+    // Node counts are per run, not summed over the runs.
+    let nodes = |ops: &[offramp_engines::cpu::OpTime]| {
+        ops.iter()
+            .map(|o| (o.op.clone(), o.nodes))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    assert_eq!(nodes(&ops), nodes(&e.op_times(1).unwrap()));
+    assert!(e.op_times(0).unwrap().is_empty());
     // Every kind once, slowest first, each with its nodes and some time.
     assert!(!ops.is_empty());
     assert!(ops.windows(2).all(|w| w[0].us >= w[1].us), "{ops:?}");

@@ -265,6 +265,12 @@ mod tests {
     #[test]
     fn the_robot_starts_clear_of_everything() {
         let cfg = SimConfig::default();
+        // A world whose first draws find a clear start keeps it exactly
+        // (the value before the fallback was changed).
+        assert_eq!(
+            World::generate(&cfg, 11).start,
+            (0.6587078, 3.2556314, 2.063772)
+        );
         // 294565 and 1012422: no draw is both clear and far from the target
         // (the arena centre, the old fallback, touched a cylinder).
         for s in (0..2000).chain([294_565, 1_012_422]) {
