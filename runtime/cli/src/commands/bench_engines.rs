@@ -46,6 +46,11 @@ pub struct EngineBench {
     pub onnxruntime_missing: Option<String>,
 }
 
+/// tools/onnx/ort_bench.py, built into the binary and handed to Python with
+/// `-c`: an installed offramp (a robot's bundle) has no source tree to find
+/// it in.
+const ORT_BENCH: &str = include_str!("../../../../tools/onnx/ort_bench.py");
+
 /// What tools/onnx/ort_bench.py reports per file, µs.
 #[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
 pub struct OrtTimes {
@@ -191,9 +196,9 @@ pub fn run(
     }
 
     // onnxruntime first, in its own process, then tract: same files, same run.
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/onnx/ort_bench.py");
     let ort = std::process::Command::new(python)
-        .arg(&script)
+        .arg("-c")
+        .arg(ORT_BENCH)
         .arg("--iters")
         .arg(iters.to_string())
         .args(parts.iter().map(|p| &p.0))

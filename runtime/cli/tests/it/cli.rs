@@ -380,6 +380,33 @@ fn bench_engines_times_tract_and_onnxruntime_side_by_side() {
 }
 
 #[test]
+fn bench_engines_hands_python_its_script_without_a_source_tree() {
+    // A stand-in Python that records its arguments and answers "no files
+    // timed": the onnxruntime script comes inside the binary, not as a path
+    // into the source tree, which an installed offramp does not have.
+    let dir = tempfile::tempdir().unwrap();
+    let args_file = dir.path().join("args");
+    let python = dir.path().join("python");
+    std::fs::write(
+        &python,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > {}\necho '{{}}'\n",
+            args_file.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let v = bench_tiny_engines(&["--python", python.to_str().unwrap()]);
+    assert!(v.get("onnxruntime_missing").is_none(), "{v}");
+    let args = std::fs::read_to_string(&args_file).unwrap();
+    let mut lines = args.lines();
+    assert_eq!(lines.next(), Some("-c"), "{args}");
+    assert!(args.contains("import onnxruntime"), "{args}");
+    assert!(!args.lines().any(|l| l.ends_with(".py")), "{args}");
+}
+
+#[test]
 fn bench_engines_ops_says_where_each_segments_time_goes() {
     // Without onnxruntime the tract column stands alone, with the reason.
     let v = bench_tiny_engines(&["--ops", "--python", "/nonexistent/python"]);
