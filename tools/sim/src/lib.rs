@@ -147,7 +147,7 @@ impl Sim {
     /// Distance from the robot's centre to the target's axis, metres.
     pub fn target_distance(&self) -> f32 {
         let t = self.target();
-        ((t.x - self.pose.0).powi(2) + (t.y - self.pose.1).powi(2)).sqrt()
+        t.distance_to(self.pose.0, self.pose.1)
     }
 
     /// Bearing of the target from the heading, radians, positive left.
@@ -214,7 +214,7 @@ impl Sim {
         for (i, c) in self.world.cylinders.iter().enumerate() {
             if i == self.world.target {
                 success = self.within_reach(c, x, y);
-            } else if ((c.x - x).powi(2) + (c.y - y).powi(2)).sqrt() < c.radius + r {
+            } else if c.distance_to(x, y) < c.radius + r {
                 hit = true;
             }
         }
@@ -224,7 +224,7 @@ impl Sim {
     /// Whether a robot at (x, y) is as close to `c` as reaching a landmark
     /// takes.
     fn within_reach(&self, c: &Cylinder, x: f32, y: f32) -> bool {
-        ((c.x - x).powi(2) + (c.y - y).powi(2)).sqrt() < c.radius + self.cfg.robot_radius + REACH
+        c.distance_to(x, y) < c.radius + self.cfg.robot_radius + REACH
     }
 
     /// Whether a robot at (x, y) is as close to a decoy as reaching the

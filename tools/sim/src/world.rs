@@ -53,6 +53,13 @@ pub struct Cylinder {
     pub kind: Kind,
 }
 
+impl Cylinder {
+    /// Distance from its axis to the point (x, y) on the floor, m.
+    pub fn distance_to(&self, x: f32, y: f32) -> f32 {
+        ((self.x - x).powi(2) + (self.y - y).powi(2)).sqrt()
+    }
+}
+
 /// Everything fixed for one episode.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct World {
@@ -138,7 +145,7 @@ impl World {
                 let y = rng.range(margin, size - margin);
                 if cylinders
                     .iter()
-                    .all(|c| ((c.x - x).powi(2) + (c.y - y).powi(2)).sqrt() > c.radius + r + gap)
+                    .all(|c| c.distance_to(x, y) > c.radius + r + gap)
                 {
                     return (x, y);
                 }
@@ -202,9 +209,7 @@ impl World {
         let room = |x: f32, y: f32| {
             cylinders
                 .iter()
-                .map(|c| {
-                    ((c.x - x).powi(2) + (c.y - y).powi(2)).sqrt() - c.radius - cfg.robot_radius
-                })
+                .map(|c| c.distance_to(x, y) - c.radius - cfg.robot_radius)
                 .fold(f32::INFINITY, f32::min)
         };
         let mut roomiest = (f32::NEG_INFINITY, size / 2.0, size / 2.0);
@@ -212,10 +217,10 @@ impl World {
         for _ in 0..500 {
             let x = rng.range(margin, size - margin);
             let y = rng.range(margin, size - margin);
-            let clear = cylinders.iter().all(|c| {
-                ((c.x - x).powi(2) + (c.y - y).powi(2)).sqrt() > c.radius + cfg.robot_radius + 0.3
-            });
-            let far = ((t.x - x).powi(2) + (t.y - y).powi(2)).sqrt() > 1.5 + difficulty;
+            let clear = cylinders
+                .iter()
+                .all(|c| c.distance_to(x, y) > c.radius + cfg.robot_radius + 0.3);
+            let far = t.distance_to(x, y) > 1.5 + difficulty;
             if clear && far {
                 start = Some((x, y, rng.range(-std::f32::consts::PI, std::f32::consts::PI)));
                 break;
@@ -257,7 +262,7 @@ mod tests {
             let w = World::generate(&cfg, s);
             let t = w.cylinders[w.target];
             assert_eq!(t.kind, Kind::Landmark(w.instruction));
-            let d = ((t.x - w.start.0).powi(2) + (t.y - w.start.1).powi(2)).sqrt();
+            let d = t.distance_to(w.start.0, w.start.1);
             assert!(d > 1.5, "seed {s}: start {d} m from the target");
         }
     }
@@ -276,7 +281,7 @@ mod tests {
         for s in (0..2000).chain([294_565, 1_012_422]) {
             let w = World::generate(&cfg, s);
             for c in &w.cylinders {
-                let d = ((c.x - w.start.0).powi(2) + (c.y - w.start.1).powi(2)).sqrt();
+                let d = c.distance_to(w.start.0, w.start.1);
                 assert!(
                     d > c.radius + cfg.robot_radius,
                     "seed {s}: start ({}, {}) {d} m from a {:?} of radius {}",
