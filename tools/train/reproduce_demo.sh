@@ -9,10 +9,13 @@
 # CPU only; about 140 minutes on 2 cores (ROUNDS=3, 105 minutes, gives the
 # three-round model). Then engines/models/demo-bumper: that model fine-tuned
 # for config/sim/bumper.toml (a crash ends the episode) with learned exit
-# heads, about 15 minutes more (BUMPER=0 skips it). Needs PyTorch, onnx and
+# heads, about 15 minutes more (BUMPER=0 skips it; DEMO=committed skips the
+# demo model's training and fine-tunes the committed engines/models/demo,
+# so the bumper set alone takes those 15 minutes). Needs PyTorch, onnx and
 # numpy in $PYTHON (pip install torch onnx numpy).
 #
 #   PYTHON=~/venv/bin/python tools/train/reproduce_demo.sh [WORK_DIR]
+#   DEMO=committed PYTHON=~/venv/bin/python tools/train/reproduce_demo.sh [WORK_DIR]
 #
 # Seeds: training 100000+ (the bumper task's expert episodes 120000+, its
 # exit heads' episodes 110000+), DAgger 300000+/400000+/500000+/600000+
@@ -30,33 +33,41 @@ widths=${WIDTHS:-24,48,48,48}
 mkdir -p "$work"
 off() { cargo run -q --release -p offramp -- "$@"; }
 
-off sim record --episodes 1000 --first-seed 100000 --out "$work/bc"
-"$py" tools/train/train_demo.py --data "$work/bc" --out "$work/model-1" \
-  --checkpoint "$work/model-1.pt" --epochs 12 --widths "$widths"
-data=("$work/bc")
-for r in $(seq 1 "$rounds"); do
-  rm -rf "$work/set-$r"
-  off build --onnx "$work/model-$r" --out "$work/set-$r"
-  share=$([[ $r == 1 ]] && echo 0.3 || echo 0.2)
-  learner=(--learner "$work/set-$r")
-  weights=1,1,1,1
-  if ((r >= 4)); then
-    off calibrate --engines "$work/set-$r" --budget-ratio 0.154 --sim-episodes 200
-    learner+=(--learner-criterion-share 0.5)
-    weights=3,1,1,1
-  fi
-  off sim record --episodes 800 --first-seed $((200000 + 100000 * r)) \
-    "${learner[@]}" --expert-share "$share" --out "$work/dagger-$r"
-  data+=("$work/dagger-$r")
-  epochs=$([[ $r == 1 ]] && echo 6 || echo 4)
-  lr=1e-3
-  "$py" tools/train/train_demo.py --data "${data[@]}" --init "$work/model-$r.pt" \
-    --checkpoint "$work/model-$((r + 1)).pt" --epochs "$epochs" --lr "$lr" --widths "$widths" --exit-weights "$weights" --out "$work/model-$((r + 1))"
-done
-final="$work/model-$((rounds + 1))"
-cp "$final"/*.onnx "$final"/model.toml engines/models/demo/
-off build --onnx engines/models/demo --out engines/models/demo
-off calibrate --engines engines/models/demo --budget-ratio 0.5 --sim-episodes 200
+demo=${DEMO:-train}
+if [[ $demo == committed ]]; then
+  final=engines/models/demo
+elif [[ $demo == train ]]; then
+  off sim record --episodes 1000 --first-seed 100000 --out "$work/bc"
+  "$py" tools/train/train_demo.py --data "$work/bc" --out "$work/model-1" \
+    --checkpoint "$work/model-1.pt" --epochs 12 --widths "$widths"
+  data=("$work/bc")
+  for r in $(seq 1 "$rounds"); do
+    rm -rf "$work/set-$r"
+    off build --onnx "$work/model-$r" --out "$work/set-$r"
+    share=$([[ $r == 1 ]] && echo 0.3 || echo 0.2)
+    learner=(--learner "$work/set-$r")
+    weights=1,1,1,1
+    if ((r >= 4)); then
+      off calibrate --engines "$work/set-$r" --budget-ratio 0.154 --sim-episodes 200
+      learner+=(--learner-criterion-share 0.5)
+      weights=3,1,1,1
+    fi
+    off sim record --episodes 800 --first-seed $((200000 + 100000 * r)) \
+      "${learner[@]}" --expert-share "$share" --out "$work/dagger-$r"
+    data+=("$work/dagger-$r")
+    epochs=$([[ $r == 1 ]] && echo 6 || echo 4)
+    lr=1e-3
+    "$py" tools/train/train_demo.py --data "${data[@]}" --init "$work/model-$r.pt" \
+      --checkpoint "$work/model-$((r + 1)).pt" --epochs "$epochs" --lr "$lr" --widths "$widths" --exit-weights "$weights" --out "$work/model-$((r + 1))"
+  done
+  final="$work/model-$((rounds + 1))"
+  cp "$final"/*.onnx "$final"/model.toml engines/models/demo/
+  off build --onnx engines/models/demo --out engines/models/demo
+  off calibrate --engines engines/models/demo --budget-ratio 0.5 --sim-episodes 200
+else
+  echo "DEMO=$demo: train or committed" >&2
+  exit 1
+fi
 [[ ${BUMPER:-1} == 1 ]] || exit 0
 
 # engines/models/demo-bumper: the same model fine-tuned for the task where a
