@@ -45,11 +45,20 @@ pub fn at_least_1(s: &str) -> Result<usize, String> {
     }
 }
 
-/// A positive, finite number (durations, rates, budgets).
+/// A positive, finite number (durations, rates, budgets) from 1e-6 to 1e9.
+/// The bounds keep what is built from it in range: `3 / fps` as a
+/// `Duration`, `now + timeout` as an `Instant` would overflow and panic in
+/// the middle of a run instead of being refused here.
 pub fn positive(s: &str) -> Result<f64, String> {
+    const RANGE: std::ops::RangeInclusive<f64> = 1e-6..=1e9;
     match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
-        Ok(v) => Err(format!("{v} is not a positive number")),
+        Ok(v) if !(v > 0.0 && v.is_finite()) => Err(format!("{v} is not a positive number")),
+        Ok(v) if !RANGE.contains(&v) => Err(format!(
+            "{v} is out of range: at least {:e}, at most {:e}",
+            RANGE.start(),
+            RANGE.end()
+        )),
+        Ok(v) => Ok(v),
         Err(e) => Err(format!("{s:?} is not a number: {e}")),
     }
 }

@@ -323,6 +323,13 @@ pub fn load_replay(dir: &Path) -> Result<Replay, CameraError> {
             "frames.npy is {shape:?}; expected [N, H, W, 3] with one instruction and episode per frame"
         )));
     }
+    // An instruction is an index into the model's instructions; a negative
+    // one (an "unknown" marker) would otherwise run silently as task 0.
+    if let Some((k, v)) = instructions.iter().enumerate().find(|(_, v)| **v < 0) {
+        return Err(err(format!(
+            "instructions.npy[{k}] is {v}; an instruction is an index, 0 or more"
+        )));
+    }
     let mut views = vec![(shape[2], shape[1])];
     let mut more = Vec::new();
     while dir.join(view_file(views.len())).exists() {
@@ -736,6 +743,23 @@ mod tests {
             e.contains("frames.1.npy is [2, 1, 1, 3]; expected [3, H, W, 3]"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_negative_instruction_is_refused_naming_the_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        npy::write(&dir.path().join("frames.npy"), &[3, 1, 1, 3], &[0u8; 9]).unwrap();
+        npy::write(&dir.path().join("instructions.npy"), &[3], &[0i64, 2, 0]).unwrap();
+        npy::write(&dir.path().join("episodes.npy"), &[3], &[0i32; 3]).unwrap();
+        assert!(load_replay(dir.path()).is_ok());
+        // -1, a common "unknown" marker, would run as instruction 0.
+        npy::write(&dir.path().join("instructions.npy"), &[3], &[0i64, -1, 0]).unwrap();
+        let e = load_replay(dir.path()).err().unwrap().to_string();
+        assert!(
+            e.contains("instructions.npy[1] is -1; an instruction is an index"),
+            "{e}"
+        );
+        assert!(e.contains(&dir.path().display().to_string()), "{e}");
     }
 
     #[test]

@@ -93,8 +93,15 @@ pub fn decode<T: Element>(bytes: &[u8]) -> Result<(Vec<usize>, Vec<T>), String> 
         return Err("Fortran order is not supported".into());
     }
     let shape_txt = field("shape").ok_or("header has no shape")?;
-    let end = shape_txt.find(')').ok_or("malformed shape")?;
-    let shape = shape_txt[1..end]
+    let inner = shape_txt
+        .strip_prefix('(')
+        .and_then(|t| t.split_once(')'))
+        .map(|(inner, _)| inner)
+        .ok_or_else(|| {
+            let head: String = shape_txt.chars().take(24).collect();
+            format!("malformed shape {head:?}")
+        })?;
+    let shape = inner
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -103,12 +110,15 @@ pub fn decode<T: Element>(bytes: &[u8]) -> Result<(Vec<usize>, Vec<T>), String> 
                 .map_err(|_| format!("malformed shape {s:?}"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let n: usize = shape.iter().product();
+    // Checked: a crafted shape must not wrap around to a small size.
+    let need = shape
+        .iter()
+        .try_fold(T::SIZE, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| format!("shape {shape:?} is too large"))?;
     let data = &bytes[start + hlen..];
-    if data.len() != n * T::SIZE {
+    if data.len() != need {
         return Err(format!(
-            "shape {shape:?} needs {} bytes of data, the file has {}",
-            n * T::SIZE,
+            "shape {shape:?} needs {need} bytes of data, the file has {}",
             data.len()
         ));
     }
@@ -154,6 +164,22 @@ mod tests {
             .unwrap_err()
             .contains("needs 24 bytes"));
         assert!(decode::<f32>(b"garbage!!!!").unwrap_err().contains("magic"));
+        // Malformed or crafted headers are errors, never panics or a shape
+        // whose byte count wraps around.
+        let raw = |header: &str, data: &[u8]| {
+            let mut b = b"\x93NUMPY\x01\x00".to_vec();
+            b.extend_from_slice(&(header.len() as u16).to_le_bytes());
+            b.extend_from_slice(header.as_bytes());
+            b.extend_from_slice(data);
+            b
+        };
+        let e = decode::<u8>(&raw("{'descr': '|u1', 'shape': ), }", &[])).unwrap_err();
+        assert!(e.contains("malformed shape"), "{e}");
+        let e = decode::<u8>(&raw("{'descr': '|u1', 'shape': é), }", &[])).unwrap_err();
+        assert!(e.contains("malformed shape"), "{e}");
+        let big = format!("{{'descr': '<f4', 'shape': ({}, 4), }}", 1usize << 62);
+        let e = decode::<f32>(&raw(&big, &[])).unwrap_err();
+        assert!(e.contains("is too large"), "{e}");
         let one = encode(&[3], &[1u8, 2, 3]);
         assert!(
             std::str::from_utf8(&one[10..])

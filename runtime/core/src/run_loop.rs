@@ -137,7 +137,27 @@ impl RunLoop {
 
     /// Processes one frame (HWC RGB of the preprocessor's source size).
     /// The deadline counts from `meta.captured` (else from now).
+    ///
+    /// A frame that fails (an unknown instruction, an engine error, a
+    /// flight record that cannot be written) commands a stop before the
+    /// error returns: the caller is about to end the loop, and the last
+    /// command must not keep driving the robot (a `cmd_vel` base has no
+    /// firmware timeout to fall back on).
     pub fn frame(
+        &mut self,
+        frame: &[u8],
+        meta: FrameMeta,
+        actuator: &mut dyn Actuator,
+    ) -> Result<FrameOutcome, RunError> {
+        let r = self.step(frame, meta, actuator);
+        if r.is_err() {
+            actuator.stop();
+            self.stats.stops_commanded += 1;
+        }
+        r
+    }
+
+    fn step(
         &mut self,
         frame: &[u8],
         meta: FrameMeta,

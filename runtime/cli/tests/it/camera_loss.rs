@@ -1,5 +1,6 @@
 //! When frames stop coming (a camera unplugged), the loop keeps running,
 //! counts the gap and commands stop; when they come back, it drives again.
+//! When a frame fails, the loop commands stop before the error returns.
 
 use crate::common;
 use common::demo_set;
@@ -77,4 +78,43 @@ fn a_vanished_camera_stops_the_motors_and_the_loop_recovers() {
     assert_eq!(s.camera_gaps, 3);
     assert_eq!(s.frames, 10);
     assert_eq!(log.acts, 10);
+}
+
+#[test]
+fn a_frame_that_fails_stops_the_motors_before_the_error_returns() {
+    let set = demo_set();
+    let cfg = SimConfig::default();
+    let p = Pipeline::open(&set, BackendKind::Cpu, (cfg.image_width, cfg.image_height)).unwrap();
+    let mut rl = RunLoop::new(p, ExitPolicy::Criterion, None, None);
+    let latest = Latest::new(32 * 32 * 3);
+    let mut sim = Sim::new(&cfg, 1);
+    let mut log = Log::default();
+    let timeout = Duration::from_millis(30);
+    let instruction = sim.instruction() as usize;
+    let mut frame = |seq: u64, instruction: usize, new_episode: bool, log: &mut Log| {
+        latest.publish(
+            FrameMeta {
+                seq,
+                captured: None,
+                instruction,
+                new_episode,
+            },
+            |b| sim.render(b),
+        );
+        latest
+            .take(timeout, |b, m| rl.frame(b, m, log))
+            .expect("a frame was published")
+    };
+    for k in 0..5 {
+        frame(k, instruction, k == 0, &mut log).unwrap();
+    }
+    assert_eq!((log.acts, log.stops), (5, 0));
+    assert!(!log.stopped_last, "driving");
+    // A new episode with an instruction the model does not have: the frame
+    // fails, and the robot, driving until now, must be told to stop.
+    let err = frame(5, 99, true, &mut log).unwrap_err();
+    assert!(err.to_string().contains("99"), "{err}");
+    assert!(log.stopped_last, "a failed frame must command stop");
+    assert_eq!((log.acts, log.stops), (5, 1));
+    assert_eq!(rl.summary().stops_commanded, 1);
 }

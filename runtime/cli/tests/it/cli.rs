@@ -55,6 +55,19 @@ fn human_summary_and_clear_errors() {
         err.contains("--seconds") && err.contains("-1 is not a positive number"),
         "{err}"
     );
+    // Values whose durations would overflow are refused before anything
+    // runs, not met by a panic mid-run (`3 / fps` as a Duration, `now +
+    // timeout` as an Instant).
+    let demo = demo_dir();
+    let demo = demo.to_str().unwrap();
+    for (flag, value) in [("--fps", "1e-20"), ("--offload-timeout-ms", "1e22")] {
+        let (ok, _, err) = offramp(&["run", "--engines", demo, "--frames", "1", flag, value]);
+        assert!(!ok);
+        assert!(
+            err.contains(flag) && err.contains("is out of range") && !err.contains("panicked"),
+            "{flag} {value}: {err}"
+        );
+    }
     let (ok, _, err) = offramp(&[
         "firmware",
         "session",
