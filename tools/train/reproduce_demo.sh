@@ -6,13 +6,15 @@
 # 6.5x operating point (the criterion calibrated for a 0.154 budget, which
 # stops ~93% of frames at exit 1), and exit 1's auxiliary loss counts 3x:
 # that is the policy a low budget deploys, so its states need labels.
-# CPU only; about 140 minutes on 2 cores (ROUNDS=3, 105 minutes, gives the
-# three-round model). Then engines/models/demo-bumper: that model fine-tuned
-# for config/sim/bumper.toml (a crash ends the episode) with learned exit
-# heads, about 15 minutes more (BUMPER=0 skips it; DEMO=committed skips the
-# demo model's training and fine-tunes the committed engines/models/demo,
-# so the bumper set alone takes those 15 minutes). Needs PyTorch, onnx and
-# numpy in $PYTHON (pip install torch onnx numpy).
+# CPU only; about 66 minutes on 2 cores (ROUNDS=3, about 50, stops after the
+# third round). Then engines/models/demo-bumper: that model fine-tuned for
+# config/sim/bumper.toml (a crash ends the episode) with learned exit heads,
+# about 8 minutes more (BUMPER=0 skips it; DEMO=committed skips the demo
+# model's training and fine-tunes the committed engines/models/demo, which
+# reproduces the committed bumper set byte for byte). Needs PyTorch, onnx
+# and numpy in $PYTHON (pip install torch==2.15.0 onnx==1.23.2 numpy==2.4.6:
+# the versions the committed bumper set reproduces with; docs/demo-model.md
+# says how closely a run from scratch reproduces the demo model).
 #
 #   PYTHON=~/venv/bin/python tools/train/reproduce_demo.sh [WORK_DIR]
 #   DEMO=committed PYTHON=~/venv/bin/python tools/train/reproduce_demo.sh [WORK_DIR]
@@ -78,7 +80,7 @@ fi
 # validation episodes it left the full model at 90.3 % against 91.1 % after
 # one, so one is kept); then the exit heads on 400 episodes the fine-tuned
 # model drives (tools/train/train_exit_heads.py) and a calibration for a
-# 0.154 budget. About 15 minutes on 2 cores.
+# 0.154 budget. About 8 minutes on 2 cores.
 bumper=config/sim/bumper.toml
 bset="$work/bumper-set-0"
 rm -rf "$bset"
