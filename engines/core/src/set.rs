@@ -641,6 +641,16 @@ impl EngineSet {
                 format!("the fixed criterion needs an exit in 0..{n}"),
             ));
         }
+        // The runtime loads exits up to deepest_exit only; a fixed exit past
+        // it would otherwise be clamped, silently running another exit.
+        if let (CriterionKind::Fixed, Some(e), Some(d)) = (c.kind, c.fixed_exit, c.deepest_exit) {
+            if e > d {
+                return Err(self.invalid(
+                    "criterion.fixed_exit",
+                    format!("{e} is past criterion.deepest_exit ({d}), the last exit loaded"),
+                ));
+            }
+        }
         Ok(())
     }
 }

@@ -155,6 +155,28 @@ fn threshold_count_and_values() {
 }
 
 #[test]
+fn a_fixed_exit_past_the_deepest_loaded_exit_is_refused() {
+    let (dir, _) = built_tiny();
+    let set = |fixed: i64, deepest: i64| {
+        edit_manifest(dir.path(), |t| {
+            let c = t["criterion"].as_table_mut().unwrap();
+            c.insert("kind".into(), "fixed".into());
+            c.insert("fixed_exit".into(), fixed.into());
+            c.insert("deepest_exit".into(), deepest.into());
+        });
+    };
+    set(1, 1);
+    EngineSet::open(dir.path()).expect("exit 1 of exits 0..=1");
+    // Exits 0..=1 are loaded: exit 2 would have run as exit 1.
+    set(2, 1);
+    let e = open_err(dir.path());
+    assert!(
+        e.contains("field `criterion.fixed_exit`: 2 is past criterion.deepest_exit (1)"),
+        "{e}"
+    );
+}
+
+#[test]
 fn head_state_must_carry_over() {
     let (dir, _) = built_tiny();
     edit_manifest(dir.path(), |t| {

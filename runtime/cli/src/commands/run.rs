@@ -29,22 +29,37 @@ impl Actuator for SimActuator {
     }
 }
 
-/// (v, ω) of a model's action. With the simulator, held inside the demo
-/// robot's envelope as the simulator drives it; on a robot the firmware
-/// validates the limits and refuses what is out of range.
-fn twist(a: &[f32]) -> (f32, f32) {
-    #[cfg(feature = "sim")]
-    {
-        let t = offramp_sim::Twist::from_action(a);
-        (t.v, t.omega)
-    }
-    #[cfg(not(feature = "sim"))]
-    {
-        (
-            a.first().copied().unwrap_or(0.0),
-            a.get(1).copied().unwrap_or(0.0),
-        )
-    }
+/// The command limits `run` holds each published action inside, by
+/// default the demo robot's (what the simulator's expert commands).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// |v|, m/s.
+    pub v: f32,
+    /// |ω|, rad/s.
+    pub omega: f32,
+}
+
+/// (v, ω) of a model's (v, ω) action, held inside `limits` in every build:
+/// a `cmd_vel` base has no firmware that validates what it gets, and a
+/// regression head can overshoot its training range.
+fn twist(a: &[f32], limits: Limits) -> (f32, f32) {
+    let get = |k: usize| a.get(k).copied().unwrap_or(0.0);
+    (
+        get(0).clamp(-limits.v, limits.v),
+        get(1).clamp(-limits.omega, limits.omega),
+    )
+}
+
+/// `--zenoh` publishes each action as (v, ω): a set whose action is
+/// anything else (an arm's joints, a longer vector) is refused at start
+/// rather than driven with its first two values.
+fn check_twist_action(dims: usize, manifest: &std::path::Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        dims == 2,
+        "--zenoh publishes each action as (v, ω) in m/s and rad/s, but the action of {} has {dims} values",
+        manifest.display()
+    );
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -100,6 +115,13 @@ pub struct Args {
     /// With --zenoh: mirror commands as a ROS 2 Twist on `cmd_vel`.
     #[arg(long)]
     pub cmd_vel: bool,
+    /// With --zenoh: the largest |v| published, m/s (set it to the
+    /// robot's; the firmware also refuses what exceeds its own limits).
+    #[arg(long, default_value_t = 0.5, value_parser = positive)]
+    pub max_v: f64,
+    /// With --zenoh: the largest |ω| published, rad/s.
+    #[arg(long, default_value_t = 2.0, value_parser = positive)]
+    pub max_omega: f64,
     #[command(flatten)]
     pub zenoh_args: ZenohArgs,
     #[arg(long)]
@@ -133,12 +155,13 @@ impl Actuator for NoActuator {
 pub struct ZenohActuator<A> {
     pub link: RuntimeLink,
     pub inner: A,
+    pub limits: Limits,
     pub errors: u64,
 }
 
 impl<A: Actuator> Actuator for ZenohActuator<A> {
     fn act(&mut self, a: &[f32], o: &FrameOutcome) {
-        let (v, omega) = twist(a);
+        let (v, omega) = twist(a, self.limits);
         if let Err(e) = self.link.publish(v, omega, o.exit as u8, false) {
             self.note(e);
         }
@@ -178,6 +201,9 @@ pub struct RunReport {
 
 pub fn run(a: &Args) -> anyhow::Result<RunReport> {
     let set = EngineSet::open(&a.engines)?;
+    if a.zenoh {
+        check_twist_action(set.manifest.action_dims(), &set.manifest_path)?;
+    }
     // The camera's size sizes the pipeline; its thread starts only once the
     // engines are loaded, so no frame is dropped to the loading.
     #[cfg(feature = "sim")]
@@ -259,6 +285,10 @@ pub fn run(a: &Args) -> anyhow::Result<RunReport> {
         Box::new(ZenohActuator {
             link,
             inner: local,
+            limits: Limits {
+                v: a.max_v as f32,
+                omega: a.max_omega as f32,
+            },
             errors: 0,
         })
     } else {
@@ -354,5 +384,34 @@ pub fn print_human(r: &RunReport) {
             "  simulator            {}/{} episodes reached the target",
             r.sim_successes, r.sim_episodes
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_published_twist_stays_inside_the_limits_in_every_build() {
+        let demo = Limits { v: 0.5, omega: 2.0 };
+        assert_eq!(twist(&[0.3, -1.0], demo), (0.3, -1.0));
+        assert_eq!(twist(&[3.0, -5.0], demo), (0.5, -2.0));
+        assert_eq!(twist(&[-3.0, 5.0], demo), (-0.5, 2.0));
+        // A slower robot's limits, not the demo robot's.
+        let slow = Limits { v: 0.2, omega: 0.5 };
+        assert_eq!(twist(&[0.3, -1.0], slow), (0.2, -0.5));
+    }
+
+    #[test]
+    fn only_a_two_value_action_is_published_as_a_twist() {
+        let m = std::path::Path::new("arm/manifest.toml");
+        assert!(check_twist_action(2, m).is_ok());
+        for dims in [0, 1, 7] {
+            let e = check_twist_action(dims, m).unwrap_err().to_string();
+            assert!(
+                e.contains("arm/manifest.toml") && e.contains(&format!("has {dims} values")),
+                "{e}"
+            );
+        }
     }
 }
