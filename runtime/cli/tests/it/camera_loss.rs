@@ -10,6 +10,7 @@ use offramp_runtime::exit_chain::{ExitPolicy, FrameOutcome};
 use offramp_runtime::pipeline::Pipeline;
 use offramp_runtime::run_loop::{Actuator, RunLoop};
 use offramp_sim::{Sim, SimConfig};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Default)]
@@ -30,14 +31,19 @@ impl Actuator for Log {
     }
 }
 
-#[test]
-fn a_vanished_camera_stops_the_motors_and_the_loop_recovers() {
+/// The demo set's run loop on the CPU, the frame slot a camera publishes
+/// into, and the simulator that renders its frames.
+fn demo_loop() -> (RunLoop, Arc<Latest>, Sim) {
     let set = demo_set();
     let cfg = SimConfig::default();
     let p = Pipeline::open(&set, BackendKind::Cpu, (cfg.image_width, cfg.image_height)).unwrap();
-    let mut rl = RunLoop::new(p, ExitPolicy::Criterion, None, None);
-    let latest = Latest::new(32 * 32 * 3);
-    let mut sim = Sim::new(&cfg, 1);
+    let rl = RunLoop::new(p, ExitPolicy::Criterion, None, None);
+    (rl, Latest::new(32 * 32 * 3), Sim::new(&cfg, 1))
+}
+
+#[test]
+fn a_vanished_camera_stops_the_motors_and_the_loop_recovers() {
+    let (mut rl, latest, mut sim) = demo_loop();
     let mut log = Log::default();
     let timeout = Duration::from_millis(30);
     let publish = |seq: u64, sim: &mut Sim| {
@@ -82,12 +88,7 @@ fn a_vanished_camera_stops_the_motors_and_the_loop_recovers() {
 
 #[test]
 fn a_frame_that_fails_stops_the_motors_before_the_error_returns() {
-    let set = demo_set();
-    let cfg = SimConfig::default();
-    let p = Pipeline::open(&set, BackendKind::Cpu, (cfg.image_width, cfg.image_height)).unwrap();
-    let mut rl = RunLoop::new(p, ExitPolicy::Criterion, None, None);
-    let latest = Latest::new(32 * 32 * 3);
-    let mut sim = Sim::new(&cfg, 1);
+    let (mut rl, latest, mut sim) = demo_loop();
     let mut log = Log::default();
     let timeout = Duration::from_millis(30);
     let instruction = sim.instruction() as usize;
