@@ -10,8 +10,9 @@
 # third round). Then engines/models/demo-bumper: that model fine-tuned for
 # config/sim/bumper.toml (a crash ends the episode) with learned exit heads,
 # about 8 minutes more (BUMPER=0 skips it; DEMO=committed skips the demo
-# model's training and fine-tunes the committed engines/models/demo, which
-# reproduces the committed bumper set byte for byte). Needs PyTorch, onnx
+# model's training and fine-tunes engines/models/demo as the working tree
+# has it: as committed, that reproduces the committed bumper set byte for
+# byte; after a training run, check the committed one out first). Needs PyTorch, onnx
 # and numpy in $PYTHON (pip install torch==2.15.0 onnx==1.23.2 numpy==2.4.6:
 # the versions the committed bumper set reproduces with; docs/demo-model.md
 # says how closely a run from scratch reproduces the demo model).

@@ -2,9 +2,10 @@
 """Trains offramp's demo multi-exit VLA on simulator demonstrations and
 exports one ONNX file per exit segment plus the shared action head.
 
-Reproduce the committed engines/models/demo/ (CPU, PyTorch from PyPI; BC then
-DAgger rounds, about 140 minutes on 2 cores) with tools/train/reproduce_demo.sh;
-one pass of this script is one of its steps:
+tools/train/reproduce_demo.sh trains the demo model with it (CPU, PyTorch from
+PyPI; BC then DAgger rounds, about 66 minutes on 2 cores; how closely that
+reproduces the committed engines/models/demo/: docs/demo-model.md); one pass
+of this script is one of its steps:
 
     cargo run --release -p offramp -- sim record --episodes 1000 --first-seed 100000 --out /tmp/offramp-train
     python3 tools/train/train_demo.py --data /tmp/offramp-train --out /tmp/model-1 --epochs 12 --widths 24,48,48,48

@@ -63,11 +63,15 @@ pub fn positive(s: &str) -> Result<f64, String> {
     }
 }
 
-/// A number that is zero or more (a duration that may be skipped).
+/// A number that is zero or more (a duration that may be skipped), at most
+/// 1e9 for the same reason as [`positive`].
 pub fn non_negative(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
-        Ok(v) => Err(format!("{v} is not zero or a positive number")),
+        Ok(v) if !(v >= 0.0 && v.is_finite()) => {
+            Err(format!("{v} is not zero or a positive number"))
+        }
+        Ok(v) if v > 1e9 => Err(format!("{v} is out of range: at most 1e9")),
+        Ok(v) => Ok(v),
         Err(e) => Err(format!("{s:?} is not a number: {e}")),
     }
 }

@@ -29,8 +29,12 @@ impl Actuator for SimActuator {
     }
 }
 
-/// The command limits `run` holds each published action inside, by
-/// default the demo robot's (what the simulator's expert commands).
+/// The demo robot's command limits (the simulator's `MAX_V` and
+/// `MAX_OMEGA`, what its expert commands): `run`'s defaults.
+const DEMO_MAX_V: f64 = 0.5;
+const DEMO_MAX_OMEGA: f64 = 2.0;
+
+/// The command limits `run` holds each published action inside.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
     /// |v|, m/s.
@@ -116,11 +120,11 @@ pub struct Args {
     #[arg(long)]
     pub cmd_vel: bool,
     /// With --zenoh: the largest |v| published, m/s (set it to the
-    /// robot's; the firmware also refuses what exceeds its own limits).
-    #[arg(long, default_value_t = 0.5, value_parser = positive)]
+    /// robot's; the firmware also clamps wheel speeds to its own limits).
+    #[arg(long, default_value_t = DEMO_MAX_V, value_parser = positive, requires = "zenoh")]
     pub max_v: f64,
     /// With --zenoh: the largest |ω| published, rad/s.
-    #[arg(long, default_value_t = 2.0, value_parser = positive)]
+    #[arg(long, default_value_t = DEMO_MAX_OMEGA, value_parser = positive, requires = "zenoh")]
     pub max_omega: f64,
     #[command(flatten)]
     pub zenoh_args: ZenohArgs,
@@ -165,7 +169,8 @@ impl<A: Actuator> Actuator for ZenohActuator<A> {
         if let Err(e) = self.link.publish(v, omega, o.exit as u8, false) {
             self.note(e);
         }
-        self.inner.act(a, o);
+        // A simulated robot drives what was published, limits included.
+        self.inner.act(&[v, omega], o);
     }
     fn stop(&mut self) {
         if let Err(e) = self.link.publish(0.0, 0.0, 0, true) {
@@ -400,6 +405,13 @@ mod tests {
         // A slower robot's limits, not the demo robot's.
         let slow = Limits { v: 0.2, omega: 0.5 };
         assert_eq!(twist(&[0.3, -1.0], slow), (0.2, -0.5));
+    }
+
+    #[cfg(feature = "sim")]
+    #[test]
+    fn the_default_limits_are_the_simulated_robots() {
+        assert_eq!(DEMO_MAX_V as f32, offramp_sim::MAX_V);
+        assert_eq!(DEMO_MAX_OMEGA as f32, offramp_sim::MAX_OMEGA);
     }
 
     #[test]

@@ -60,8 +60,12 @@ fn human_summary_and_clear_errors() {
     // timeout` as an Instant).
     let demo = demo_dir();
     let demo = demo.to_str().unwrap();
-    for (flag, value) in [("--fps", "1e-20"), ("--offload-timeout-ms", "1e22")] {
-        let (ok, _, err) = offramp(&["run", "--engines", demo, "--frames", "1", flag, value]);
+    for (cmd, flag, value) in [
+        ("run", "--fps", "1e-20"),
+        ("run", "--offload-timeout-ms", "1e22"),
+        ("profile", "--idle-seconds", "1e30"),
+    ] {
+        let (ok, _, err) = offramp(&[cmd, "--engines", demo, "--frames", "1", flag, value]);
         assert!(!ok);
         assert!(
             err.contains(flag) && err.contains("is out of range") && !err.contains("panicked"),
