@@ -115,7 +115,8 @@ pub fn analyze(path: &Path) -> Result<Analysis> {
         .map(|o| o.version)
         .unwrap_or(0);
 
-    let model = crate::cpu::typed_model(path, &inputs).map_err(|e| err(path, format!("{e:#}")))?;
+    let model =
+        crate::cpu::typed_model(path, &inputs, None).map_err(|e| err(path, format!("{e:#}")))?;
     let (macs, peak) = costs(&model).map_err(|e| err(path, format!("{e:#}")))?;
     Ok(Analysis {
         inputs,

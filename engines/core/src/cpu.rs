@@ -8,6 +8,7 @@ use crate::manifest::{DType, TensorSpec};
 use crate::{Engine, Error, Result};
 use std::path::{Path, PathBuf};
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::{bail, format_err};
 
 pub struct CpuEngine {
     artifact: PathBuf,
@@ -22,19 +23,37 @@ pub struct CpuEngine {
 }
 
 /// Reads an ONNX file into a typed, decluttered tract model with the given
-/// static input shapes (shared with [`crate::analyze`]).
-pub(crate) fn typed_model(path: &Path, inputs: &[TensorSpec]) -> TractResult<TypedModel> {
+/// static input shapes (shared with [`crate::analyze`]); with `outputs`, its
+/// outputs are those the manifest lists, bound by name in the manifest's order.
+pub(crate) fn typed_model(
+    path: &Path,
+    inputs: &[TensorSpec],
+    outputs: Option<&[TensorSpec]>,
+) -> TractResult<TypedModel> {
     let mut model = tract_onnx::onnx().model_for_path(path)?;
     set_input_facts(&mut model, inputs)?;
+    if let Some(outputs) = outputs {
+        bind_outputs(&mut model, outputs)?;
+    }
     model.into_typed()?.into_decluttered()
 }
 
-/// Gives an ONNX model the manifest's static input shapes and element types
-/// (shared with [`crate::split`]).
+/// Orders an ONNX model's inputs as the manifest lists them, matched by name
+/// (a graph's input order is the exporter's, a manifest may list them in any
+/// order; bound by position, two inputs of one shape would silently take each
+/// other's data), and gives them the manifest's static shapes and element
+/// types (shared with [`crate::split`]).
 pub(crate) fn set_input_facts(
     model: &mut InferenceModel,
     inputs: &[TensorSpec],
 ) -> TractResult<()> {
+    let graph: Vec<OutletId> = model.input_outlets()?.to_vec();
+    let names: Vec<&str> = graph
+        .iter()
+        .map(|o| model.node(o.node).name.as_str())
+        .collect();
+    let ordered = bind(&graph, &names, inputs, "input")?;
+    model.set_input_outlets(&ordered)?;
     for (i, spec) in inputs.iter().enumerate() {
         let fact = match spec.dtype {
             DType::F32 => f32::fact(spec.shape.clone()),
@@ -45,6 +64,48 @@ pub(crate) fn set_input_facts(
     Ok(())
 }
 
+/// Selects an ONNX model's outputs as the manifest lists them, by name.
+fn bind_outputs(model: &mut InferenceModel, outputs: &[TensorSpec]) -> TractResult<()> {
+    let graph: Vec<OutletId> = model.output_outlets()?.to_vec();
+    let names: Vec<&str> = graph
+        .iter()
+        .map(|o| model.outlet_label(*o).unwrap_or(""))
+        .collect();
+    let ordered = bind(&graph, &names, outputs, "output")?;
+    model.select_output_outlets(&ordered)
+}
+
+/// The graph's outlets in the order of `specs`, each found by its name; the
+/// error names the manifest's tensor and the graph's own names.
+fn bind(
+    graph: &[OutletId],
+    names: &[&str],
+    specs: &[TensorSpec],
+    side: &str,
+) -> TractResult<Vec<OutletId>> {
+    if graph.len() != specs.len() {
+        bail!(
+            "the graph has {} {side}s, the manifest lists {}",
+            graph.len(),
+            specs.len()
+        );
+    }
+    let mut ordered: Vec<OutletId> = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let k = names.iter().position(|n| *n == spec.name).ok_or_else(|| {
+            format_err!(
+                "the graph has no {side} named {:?} (its {side}s: {names:?})",
+                spec.name
+            )
+        })?;
+        if ordered.contains(&graph[k]) {
+            bail!("the manifest lists {side} {:?} twice", spec.name);
+        }
+        ordered.push(graph[k]);
+    }
+    Ok(ordered)
+}
+
 impl CpuEngine {
     /// Loads `path` and checks its inputs and outputs against the manifest.
     pub fn load(path: &Path, inputs: &[TensorSpec], outputs: &[TensorSpec]) -> Result<Self> {
@@ -53,21 +114,7 @@ impl CpuEngine {
             backend: "cpu",
             message,
         };
-        let model = typed_model(path, inputs).map_err(|e| err(format!("{e:#}")))?;
-        if model.inputs.len() != inputs.len() {
-            return Err(err(format!(
-                "the graph has {} inputs, the manifest lists {}",
-                model.inputs.len(),
-                inputs.len()
-            )));
-        }
-        if model.outputs.len() != outputs.len() {
-            return Err(err(format!(
-                "the graph has {} outputs, the manifest lists {}",
-                model.outputs.len(),
-                outputs.len()
-            )));
-        }
+        let model = typed_model(path, inputs, Some(outputs)).map_err(|e| err(format!("{e:#}")))?;
         for (k, (outlet, spec)) in model.outputs.iter().zip(outputs).enumerate() {
             let fact = model
                 .outlet_fact(*outlet)

@@ -38,13 +38,25 @@ impl EngineSet {
         Ok(set)
     }
 
-    /// Writes `manifest` into `dir/manifest.toml` (used by build and calibrate).
+    /// Writes `manifest` into `dir/manifest.toml` (used by build and
+    /// calibrate), only if it loads back: it is checked as
+    /// [`EngineSet::open`] checks a set (its fields, the artifacts' checksums,
+    /// the chain) before it replaces the old one, so a manifest the runtime
+    /// would refuse (a fixed exit past a calibrated cap, say) is an error
+    /// here and the set on disk stays as it was.
     pub fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<PathBuf> {
         let path = dir.join("manifest.toml");
         let text = manifest.to_toml().map_err(|e| Error::ManifestSyntax {
             path: path.clone(),
             message: e.to_string(),
         })?;
+        let set = Self {
+            dir: dir.to_path_buf(),
+            manifest_path: path.clone(),
+            manifest: parse(&path, &text)?,
+        };
+        set.check_artifacts()?;
+        set.check_chain()?;
         // Write then rename: a crash never leaves a half-written manifest.
         let tmp = dir.join(".manifest.toml.tmp");
         std::fs::write(&tmp, text)

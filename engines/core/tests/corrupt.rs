@@ -176,6 +176,31 @@ fn a_fixed_exit_past_the_deepest_loaded_exit_is_refused() {
     );
 }
 
+/// A manifest the runtime would refuse is not written: the set on disk keeps
+/// the manifest it had (calibrate once wrote it first and found out at the
+/// reload, leaving a set that no longer loaded).
+#[test]
+fn a_manifest_that_would_not_load_is_not_written() {
+    let (dir, set) = built_tiny();
+    let before = std::fs::read(dir.path().join("manifest.toml")).unwrap();
+    let mut m = set.manifest.clone();
+    m.criterion.kind = offramp_engines::manifest::CriterionKind::Fixed;
+    m.criterion.fixed_exit = Some(2);
+    m.criterion.deepest_exit = Some(1);
+    let e = EngineSet::write_manifest(dir.path(), &m)
+        .expect_err("must be refused")
+        .to_string();
+    assert!(
+        e.contains("field `criterion.fixed_exit`: 2 is past criterion.deepest_exit (1)"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("manifest.toml")).unwrap(),
+        before
+    );
+    EngineSet::open(dir.path()).expect("the set still loads");
+}
+
 #[test]
 fn head_state_must_carry_over() {
     let (dir, _) = built_tiny();

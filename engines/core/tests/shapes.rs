@@ -685,3 +685,59 @@ fn learned_exits_need_one_confidence_value_per_exit_and_the_learned_criterion() 
     let e = split_err(&LEARNED, |o| o.confidence_outputs[2] = "image".into());
     assert!(e.contains("`--confidence-outputs[2]`"), "{e}");
 }
+
+/// The CPU backend binds a segment's tensors by name, not position: a
+/// manifest that lists segment 0's two camera inputs and its outputs in
+/// another order than the graph computes the same actions (bound by position,
+/// the wrist image went to the front input: refused here for its size, taken
+/// silently had the cameras been the same size); and a tensor the graph does
+/// not have is refused, naming it and the graph's own.
+#[test]
+fn segment_tensors_bind_by_name_whatever_order_the_manifest_lists() {
+    let (dir, set, _) = split_and_build(&CAMERAS);
+    let actions = |set: &EngineSet| -> Vec<f32> {
+        let mut chain = Chain::load(set, BackendKind::Cpu).unwrap();
+        for (k, buf) in chain.inputs_mut().iter_mut().enumerate() {
+            let v = pattern(buf.len(), 11 + k as u32);
+            buf.copy_from_slice(&v);
+        }
+        let mut out = Vec::new();
+        for i in 0..4 {
+            chain.run_exit(i).unwrap();
+            out.extend_from_slice(chain.run_head(i, &[]).unwrap().0);
+        }
+        out
+    };
+    let before = actions(&set);
+
+    let path = dir.path().join("set/manifest.toml");
+    let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let seg0 = t["exits"].as_array_mut().unwrap()[0]
+        .as_table_mut()
+        .unwrap();
+    let inputs = seg0["inputs"].as_array_mut().unwrap();
+    let name = |v: &toml::Value| v["name"].as_str().unwrap().to_string();
+    let front = inputs.iter().position(|v| name(v) == "front").unwrap();
+    let wrist = inputs.iter().position(|v| name(v) == "wrist").unwrap();
+    inputs.swap(front, wrist);
+    let outputs = seg0["outputs"].as_array_mut().unwrap();
+    assert!(outputs.len() >= 2, "{outputs:?}");
+    outputs.reverse();
+    std::fs::write(&path, toml::to_string(&t).unwrap()).unwrap();
+    let reordered = EngineSet::open(dir.path().join("set")).expect("opens");
+    assert_eq!(actions(&reordered), before);
+
+    let m = &reordered.manifest;
+    let mut wrong = m.exits[0].inputs.clone();
+    wrong[front].name = "rear".into();
+    let e = match offramp_engines::cpu::CpuEngine::load(
+        &reordered.artifact_path(&m.exits[0].artifact),
+        &wrong,
+        &m.exits[0].outputs,
+    ) {
+        Ok(_) => panic!("an input the graph lacks must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("no input named \"rear\""), "{e}");
+    assert!(e.contains("\"front\""), "{e}");
+}

@@ -180,9 +180,21 @@ impl ClockSync {
     }
 
     /// Estimated firmware clock at host instant `at` (µs since its boot).
+    /// Saturates: a pong whose uptime is near `u64::MAX` (a corrupt one)
+    /// gives a clock at the end of time, not one that wrapped to boot, nor
+    /// an overflow panic on the bridge's thread.
     pub fn firmware_us_at(&self, at: Instant) -> u64 {
-        let since = at.saturating_duration_since(self.host).as_micros() as u64;
-        self.firmware_us + since
+        let since = at.saturating_duration_since(self.host).as_micros();
+        self.firmware_us
+            .saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+    }
+
+    /// A command's `valid_until_us`: the firmware clock `valid_for` after
+    /// host instant `at`. Saturates like [`ClockSync::firmware_us_at`]; the
+    /// firmware refuses a deadline that far ahead, so the motors stay stopped.
+    pub fn deadline_us(&self, at: Instant, valid_for: Duration) -> u64 {
+        self.firmware_us_at(at)
+            .saturating_add(u64::try_from(valid_for.as_micros()).unwrap_or(u64::MAX))
     }
 
     /// Estimated firmware clock now.
@@ -313,5 +325,37 @@ impl Resync {
             ClockSync::from_ping(sent, p.uptime_us, at),
             at.saturating_duration_since(sent),
         ))
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    #[test]
+    fn the_firmware_clock_estimate_follows_the_host_clock() {
+        let sent = Instant::now();
+        let c = ClockSync::from_ping(sent, 1_000, sent + Duration::from_micros(400));
+        assert_eq!(c.firmware_us_at(sent + Duration::from_micros(200)), 1_000);
+        assert_eq!(c.firmware_us_at(sent + Duration::from_micros(1_200)), 2_000);
+        assert_eq!(
+            c.deadline_us(
+                sent + Duration::from_micros(1_200),
+                Duration::from_millis(200)
+            ),
+            202_000
+        );
+    }
+
+    /// A pong whose uptime is near u64::MAX must not wrap the estimate to a
+    /// firmware clock near boot (or panic in a debug build).
+    #[test]
+    fn a_clock_near_its_end_saturates_instead_of_wrapping() {
+        let sent = Instant::now();
+        let c = ClockSync::from_ping(sent, u64::MAX - 10, sent);
+        let later = sent + Duration::from_secs(1);
+        assert_eq!(c.firmware_us_at(later), u64::MAX);
+        assert_eq!(c.deadline_us(later, Duration::from_millis(200)), u64::MAX);
+        assert_eq!(c.deadline_us(sent, Duration::MAX), u64::MAX);
     }
 }

@@ -173,7 +173,8 @@ impl Firmware {
             seq += 2;
             self.send(&HostMsg::Drive(Drive {
                 seq: drive_seq,
-                valid_until_us: clock.now_us() + validity_us,
+                valid_until_us: clock
+                    .deadline_us(Instant::now(), Duration::from_micros(validity_us)),
                 setpoint,
                 exit_index: 0,
             }))?;

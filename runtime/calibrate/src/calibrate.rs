@@ -18,6 +18,35 @@ use serde::Serialize;
 pub enum CalibrateError {
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// Recorded frames whose parts do not line up.
+    #[error("recorded frames: {0}")]
+    Recorded(String),
+}
+
+/// Checks that recorded frames line up with their per-frame instructions and
+/// episode indices (as `load_replay` gives them; a library caller may not),
+/// so a mismatch is an error naming the counts, not an index panic.
+fn check_recorded(
+    frames: &[u8],
+    frame_len: usize,
+    instructions: &[usize],
+    episodes: &[i32],
+) -> Result<(), CalibrateError> {
+    if frame_len == 0 || frames.len() % frame_len != 0 {
+        return Err(CalibrateError::Recorded(format!(
+            "{} bytes are not a whole number of {frame_len}-byte frames",
+            frames.len()
+        )));
+    }
+    let n = frames.len() / frame_len;
+    if instructions.len() != n || episodes.len() != n {
+        return Err(CalibrateError::Recorded(format!(
+            "{n} frames, {} instructions and {} episode indices; one of each per frame",
+            instructions.len(),
+            episodes.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Where calibration frames come from.
@@ -34,7 +63,7 @@ pub enum Frames<'a> {
     Replay {
         frames: &'a [u8],
         frame_len: usize,
-        instructions: &'a [i64],
+        instructions: &'a [usize],
         episodes: &'a [i32],
     },
 }
@@ -95,10 +124,11 @@ pub fn collect(
             instructions,
             episodes,
         } => {
+            check_recorded(frames, *frame_len, instructions, episodes)?;
             let mut last_episode = None;
             for (k, frame) in frames.chunks_exact(*frame_len).enumerate() {
                 if last_episode != Some(episodes[k]) {
-                    p.begin_episode(instructions[k].max(0) as usize)?;
+                    p.begin_episode(instructions[k])?;
                     last_episode = Some(episodes[k]);
                     progress();
                 }
@@ -159,16 +189,17 @@ pub fn held_out(
     p: &mut Pipeline,
     frames: &[u8],
     frame_len: usize,
-    instructions: &[i64],
+    instructions: &[usize],
     episodes: &[i32],
 ) -> Result<HeldOut, CalibrateError> {
+    check_recorded(frames, frame_len, instructions, episodes)?;
     let n = p.chain.exits();
     let mut counts = vec![0usize; n];
     let (mut macs, mut count, mut eps) = (0u64, 0usize, 0usize);
     let mut last = None;
-    for (k, frame) in frames.chunks_exact(frame_len.max(1)).enumerate() {
+    for (k, frame) in frames.chunks_exact(frame_len).enumerate() {
         if last != Some(episodes[k]) {
-            p.begin_episode(instructions[k].max(0) as usize)?;
+            p.begin_episode(instructions[k])?;
             last = Some(episodes[k]);
             eps += 1;
         }
@@ -332,4 +363,33 @@ fn p99_per_exit(latency: &[Vec<f32>], n: usize) -> Vec<f64> {
                 .map_or(0.0, |s| *s as f64 * 1e3)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod recorded_tests {
+    use super::check_recorded;
+
+    /// Recorded frames passed by a library caller whose parts do not line
+    /// up are an error naming the counts, where indexing them panicked (or a
+    /// zero frame length panicked in `chunks_exact`).
+    #[test]
+    fn recorded_frames_must_line_up_with_their_instructions_and_episodes() {
+        let frames = [0u8; 12];
+        assert!(check_recorded(&frames, 4, &[0, 1, 0], &[0, 0, 1]).is_ok());
+        let e = check_recorded(&frames, 4, &[0, 1], &[0, 0, 1])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("3 frames, 2 instructions and 3 episode indices"),
+            "{e}"
+        );
+        let e = check_recorded(&frames, 5, &[0, 1], &[0, 0])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("12 bytes are not a whole number of 5-byte frames"),
+            "{e}"
+        );
+        assert!(check_recorded(&frames, 0, &[], &[]).is_err());
+    }
 }

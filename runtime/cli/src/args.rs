@@ -45,12 +45,16 @@ pub fn at_least_1(s: &str) -> Result<usize, String> {
     }
 }
 
-/// A positive, finite number (durations, rates, budgets) from 1e-6 to 1e9.
-/// The bounds keep what is built from it in range: `3 / fps` as a
-/// `Duration`, `now + timeout` as an `Instant` would overflow and panic in
-/// the middle of a run instead of being refused here.
+/// The largest value a numeric flag takes. The bound keeps what is built
+/// from a flag in range: `3 / fps` as a `Duration`, `now + timeout` as an
+/// `Instant` would overflow and panic in the middle of a run instead of
+/// being refused here.
+const MAX_FLAG: f64 = 1e9;
+
+/// A positive, finite number (durations, rates, budgets) from 1e-6 to
+/// [`MAX_FLAG`].
 pub fn positive(s: &str) -> Result<f64, String> {
-    const RANGE: std::ops::RangeInclusive<f64> = 1e-6..=1e9;
+    const RANGE: std::ops::RangeInclusive<f64> = 1e-6..=MAX_FLAG;
     match s.parse::<f64>() {
         Ok(v) if !(v > 0.0 && v.is_finite()) => Err(format!("{v} is not a positive number")),
         Ok(v) if !RANGE.contains(&v) => Err(format!(
@@ -64,13 +68,13 @@ pub fn positive(s: &str) -> Result<f64, String> {
 }
 
 /// A number that is zero or more (a duration that may be skipped), at most
-/// 1e9 for the same reason as [`positive`].
+/// [`MAX_FLAG`].
 pub fn non_negative(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if !(v >= 0.0 && v.is_finite()) => {
             Err(format!("{v} is not zero or a positive number"))
         }
-        Ok(v) if v > 1e9 => Err(format!("{v} is out of range: at most 1e9")),
+        Ok(v) if v > MAX_FLAG => Err(format!("{v} is out of range: at most {MAX_FLAG:e}")),
         Ok(v) => Ok(v),
         Err(e) => Err(format!("{s:?} is not a number: {e}")),
     }

@@ -110,6 +110,11 @@ pub struct Latest {
     pub published: AtomicU64,
     pub failures: AtomicU64,
     pub closed: AtomicBool,
+    /// Why the source stopped, when it did not simply end: set (before
+    /// `closed`) when the capture thread panicked, for example inside a
+    /// decoder, so the run loop exits with it rather than waiting for frames
+    /// that cannot come.
+    fault: Mutex<Option<String>>,
     len: usize,
 }
 
@@ -129,8 +134,20 @@ impl Latest {
             published: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            fault: Mutex::new(None),
             len: frame_len,
         })
+    }
+
+    /// Why the source stopped, if it failed (see [`Latest::fail`]).
+    pub fn fault(&self) -> Option<String> {
+        self.fault.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Marks the source failed with `why`, then closed.
+    pub fn fail(&self, why: String) {
+        *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+        self.closed.store(true, Ordering::Release);
     }
 
     pub fn frame_len(&self) -> usize {
@@ -273,7 +290,9 @@ pub struct Replay {
     /// Frame k is `frames[k * frame_len ..][.. frame_len]`, its views end to
     /// end.
     pub frames: Vec<u8>,
-    pub instructions: Vec<i64>,
+    /// Indices into the model's instructions (`instructions.npy` holds them
+    /// as i64; a negative one is refused at load).
+    pub instructions: Vec<usize>,
     pub episodes: Vec<i32>,
     pub views: Views,
 }
@@ -325,11 +344,17 @@ pub fn load_replay(dir: &Path) -> Result<Replay, CameraError> {
     }
     // An instruction is an index into the model's instructions; a negative
     // one (an "unknown" marker) would otherwise run silently as task 0.
-    if let Some((k, v)) = instructions.iter().enumerate().find(|(_, v)| **v < 0) {
-        return Err(err(format!(
-            "instructions.npy[{k}] is {v}; an instruction is an index, 0 or more"
-        )));
-    }
+    let instructions = instructions
+        .iter()
+        .enumerate()
+        .map(|(k, &v)| {
+            usize::try_from(v).map_err(|_| {
+                err(format!(
+                    "instructions.npy[{k}] is {v}; an instruction is an index, 0 or more"
+                ))
+            })
+        })
+        .collect::<Result<Vec<usize>, _>>()?;
     let mut views = vec![(shape[2], shape[1])];
     let mut more = Vec::new();
     while dir.join(view_file(views.len())).exists() {
@@ -392,7 +417,7 @@ impl Source for Replay {
             let meta = FrameMeta {
                 seq: k as u64,
                 captured: Some(Instant::now()),
-                instruction: self.instructions[k].max(0) as usize,
+                instruction: self.instructions[k],
                 new_episode: last_ep != Some(self.episodes[k]),
             };
             last_ep = Some(self.episodes[k]);
@@ -543,7 +568,24 @@ pub fn start(source: Box<dyn Source>, fps: f64) -> Result<Capture, CameraError> 
     let (l, st) = (latest.clone(), stop.clone());
     let thread = std::thread::Builder::new()
         .name("offramp-capture".into())
-        .spawn(move || source.run(&l, &st, period))
+        .spawn(move || {
+            // A panic in a source (a decoder fed a corrupt image, say) ends
+            // the capture; caught here it closes the source with the reason,
+            // where it would otherwise leave the loop commanding stop forever
+            // while waiting for frames no thread will publish.
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                source.run(&l, &st, period)
+            }));
+            if let Err(panic) = ran {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".into());
+                tracing::error!("the capture thread panicked: {why}");
+                l.fail(format!("the capture thread panicked: {why}"));
+            }
+        })
         .map_err(|e| CameraError::Source {
             what: "capture thread".into(),
             why: e.to_string(),

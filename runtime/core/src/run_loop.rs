@@ -22,6 +22,9 @@ pub enum RunError {
     Pipeline(#[from] PipelineError),
     #[error(transparent)]
     Recorder(#[from] RecorderError),
+    /// The camera source failed for good; the motors were stopped.
+    #[error("camera: {0}; the motors were stopped")]
+    Camera(String),
 }
 
 /// Where actions go. Implementations must not block for long.
@@ -38,6 +41,19 @@ impl<A: Actuator + ?Sized> Actuator for Box<A> {
     fn stop(&mut self) {
         (**self).stop()
     }
+}
+
+/// (v, ω) of a model's `[v, ω, ...]` action held inside ±`max_v` (m/s) and
+/// ±`max_omega` (rad/s), a missing value taken as 0: what a differential
+/// drive is commanded. One function for `offramp run`'s publisher (in every
+/// build: a `cmd_vel` base has no firmware that validates what it gets) and
+/// the simulator's robot (a regression head overshoots its training range).
+pub fn clamped_twist(action: &[f32], max_v: f32, max_omega: f32) -> (f32, f32) {
+    let get = |k: usize| action.get(k).copied().unwrap_or(0.0);
+    (
+        get(0).clamp(-max_v, max_v),
+        get(1).clamp(-max_omega, max_omega),
+    )
 }
 
 /// Fixed-capacity latency window for percentiles without allocating.
@@ -208,7 +224,8 @@ impl RunLoop {
         self.stats.stops_commanded += 1;
     }
 
-    /// Runs until `until` says stop or the source closes.
+    /// Runs until `until` says stop or the source closes; a source that
+    /// failed (its capture thread panicked) stops the motors and is an error.
     pub fn run(
         &mut self,
         capture: &Capture,
@@ -223,7 +240,14 @@ impl RunLoop {
                 Some(r) => {
                     r?;
                 }
-                None if latest.closed.load(Ordering::Relaxed) => break,
+                None if latest.closed.load(Ordering::Acquire) => {
+                    if let Some(why) = latest.fault() {
+                        actuator.stop();
+                        self.stats.stops_commanded += 1;
+                        return Err(RunError::Camera(why));
+                    }
+                    break;
+                }
                 None => {
                     tracing::warn!("no camera frame for {frame_timeout:?}: commanding stop");
                     self.gap(actuator);

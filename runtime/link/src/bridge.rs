@@ -377,7 +377,10 @@ fn on_action(shared: &Shared, bytes: &[u8]) {
     let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
     let drive = HostMsg::Drive(Drive {
         seq,
-        valid_until_us: clock.now_us() + (validity - age.max(0)) as u64,
+        valid_until_us: clock.deadline_us(
+            Instant::now(),
+            Duration::from_micros((validity - age.max(0)) as u64),
+        ),
         setpoint: Setpoint::Twist {
             v: m.v,
             omega: m.omega,

@@ -137,7 +137,7 @@ pub fn run<W: Write>(
             seq += 1;
             let msg = HostMsg::Drive(Drive {
                 seq,
-                valid_until_us: t.clock.firmware_us_at(now) + cfg.validity.as_micros() as u64,
+                valid_until_us: t.clock.deadline_us(now, cfg.validity),
                 setpoint: setpoint(start.elapsed().as_secs_f64()),
                 exit_index: 0,
             });

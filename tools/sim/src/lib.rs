@@ -45,14 +45,8 @@ impl Twist {
     /// The model's action (v, omega), held inside the robot's envelope: a
     /// regression head overshoots its training range by a little.
     pub fn from_action(a: &[f32]) -> Self {
-        Self {
-            v: a.first().copied().unwrap_or(0.0).clamp(-MAX_V, MAX_V),
-            omega: a
-                .get(1)
-                .copied()
-                .unwrap_or(0.0)
-                .clamp(-MAX_OMEGA, MAX_OMEGA),
-        }
+        let (v, omega) = offramp_runtime::run_loop::clamped_twist(a, MAX_V, MAX_OMEGA);
+        Self { v, omega }
     }
 
     pub fn to_wheels(self, track: f32) -> Wheels {

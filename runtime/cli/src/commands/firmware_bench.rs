@@ -9,7 +9,7 @@ use offramp_qemu_harness::{Clock, Firmware};
 use offramp_runtime::stats::Summary;
 use serde::Serialize;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The QEMU board's control tick.
 const TICK_US: f64 = 1_000.0;
@@ -64,7 +64,7 @@ pub fn run(elf: &Path, commands: u32, trials: u32) -> anyhow::Result<BenchReport
         let seq = i + 2;
         fw.send(&drive(
             seq,
-            clock.now_us() + offramp_link::COMMAND_VALIDITY.as_micros() as u64,
+            clock.deadline_us(Instant::now(), offramp_link::COMMAND_VALIDITY),
         ))?;
         let t = fw.wait_for(
             "telemetry showing the command",

@@ -164,7 +164,7 @@ fn frames(spec: &CameraSpec, n: usize) -> anyhow::Result<(Vec<Frame>, Views)> {
                     let new = i == 0 || r.episodes[i] != r.episodes[i - 1];
                     (
                         r.frames[i * len..(i + 1) * len].to_vec(),
-                        r.instructions[i].max(0) as usize,
+                        r.instructions[i],
                         new,
                     )
                 })

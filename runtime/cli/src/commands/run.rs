@@ -43,15 +43,9 @@ pub struct Limits {
     pub omega: f32,
 }
 
-/// (v, ω) of a model's (v, ω) action, held inside `limits` in every build:
-/// a `cmd_vel` base has no firmware that validates what it gets, and a
-/// regression head can overshoot its training range.
+/// (v, ω) of a model's (v, ω) action, held inside `limits` in every build.
 fn twist(a: &[f32], limits: Limits) -> (f32, f32) {
-    let get = |k: usize| a.get(k).copied().unwrap_or(0.0);
-    (
-        get(0).clamp(-limits.v, limits.v),
-        get(1).clamp(-limits.omega, limits.omega),
-    )
+    offramp_runtime::run_loop::clamped_twist(a, limits.v, limits.omega)
 }
 
 /// `--zenoh` publishes each action as (v, ω): a set whose action is

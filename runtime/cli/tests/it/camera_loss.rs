@@ -1,15 +1,17 @@
 //! When frames stop coming (a camera unplugged), the loop keeps running,
 //! counts the gap and commands stop; when they come back, it drives again.
-//! When a frame fails, the loop commands stop before the error returns.
+//! When a frame fails, the loop commands stop before the error returns; when
+//! the capture thread fails, the run ends with its reason, motors stopped.
 
 use crate::common;
 use common::demo_set;
 use offramp_engines::BackendKind;
-use offramp_runtime::camera::{FrameMeta, Latest};
+use offramp_runtime::camera::{start, FrameMeta, Latest, Source, Views};
 use offramp_runtime::exit_chain::{ExitPolicy, FrameOutcome};
 use offramp_runtime::pipeline::Pipeline;
 use offramp_runtime::run_loop::{Actuator, RunLoop};
 use offramp_sim::{Sim, SimConfig};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,4 +120,46 @@ fn a_frame_that_fails_stops_the_motors_before_the_error_returns() {
     assert!(log.stopped_last, "a failed frame must command stop");
     assert_eq!((log.acts, log.stops), (5, 1));
     assert_eq!(rl.summary().stops_commanded, 1);
+}
+
+/// A capture thread that panics (a decoder fed a corrupt image, say) ends the
+/// run with an error naming the panic, the motors stopped, where the loop
+/// used to wait for frames no thread would publish, commanding stop forever.
+#[test]
+fn a_panicking_capture_thread_stops_the_motors_and_ends_the_run() {
+    struct Breaks(Sim);
+    impl Source for Breaks {
+        fn views(&self) -> Views {
+            (32, 32).into()
+        }
+        fn run(mut self: Box<Self>, latest: &Latest, _: &AtomicBool, period: Duration) {
+            for seq in 0..5 {
+                let instruction = self.0.instruction() as usize;
+                latest.publish(
+                    FrameMeta {
+                        seq,
+                        captured: None,
+                        instruction,
+                        new_episode: seq == 0,
+                    },
+                    |b| self.0.render(b),
+                );
+                std::thread::sleep(period);
+            }
+            panic!("corrupt JPEG in frame 5");
+        }
+    }
+    let (mut rl, _, sim) = demo_loop();
+    let capture = start(Box::new(Breaks(sim)), 50.0).unwrap();
+    let mut log = Log::default();
+    // Bounded for the code before the fix, whose loop never ended on its own.
+    let ran = rl.run(&capture, &mut log, Duration::from_millis(30), &mut |s| {
+        s.camera_gaps >= 100
+    });
+    let e = ran.expect_err("a failed camera must end the run with an error");
+    assert!(e.to_string().contains("corrupt JPEG in frame 5"), "{e}");
+    assert!(log.acts >= 1, "it drove on the frames before the panic");
+    assert!(log.stopped_last, "the motors must be stopped");
+    let s = rl.summary();
+    assert!(s.camera_gaps < 100, "{} gaps", s.camera_gaps);
 }
