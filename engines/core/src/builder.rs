@@ -348,8 +348,7 @@ pub fn build(
         preprocess: src.preprocess,
         offload: src.offload,
     };
-    EngineSet::write_manifest(&opts.out_dir, &manifest)?;
-    let set = EngineSet::open(&opts.out_dir)?;
+    let set = EngineSet::write_manifest(&opts.out_dir, &manifest)?;
     if opts.backend == BackendKind::Cpu {
         Chain::load(&set, BackendKind::Cpu)?;
     }

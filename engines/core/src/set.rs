@@ -43,8 +43,9 @@ impl EngineSet {
     /// [`EngineSet::open`] checks a set (its fields, the artifacts' checksums,
     /// the chain) before it replaces the old one, so a manifest the runtime
     /// would refuse (a fixed exit past a calibrated cap, say) is an error
-    /// here and the set on disk stays as it was.
-    pub fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<PathBuf> {
+    /// here and the set on disk stays as it was. Returns the set as written (checked already: no need to open it again
+    /// and hash every artifact once more).
+    pub fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<Self> {
         let path = dir.join("manifest.toml");
         let text = manifest.to_toml().map_err(|e| Error::ManifestSyntax {
             path: path.clone(),
@@ -65,7 +66,7 @@ impl EngineSet {
                 path: path.clone(),
                 source,
             })?;
-        Ok(path)
+        Ok(set)
     }
 
     pub fn artifact_path(&self, artifact: &str) -> PathBuf {

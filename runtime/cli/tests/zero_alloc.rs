@@ -105,6 +105,8 @@ const WARM_UP: u64 = 20;
 
 /// One engine in tract, no offramp code: loaded as `CpuEngine::load` loads
 /// it, run with the tract calls `CpuEngine::run` makes. Keep the two alike.
+/// (`CpuEngine` also binds tensors by name; the demo set's manifest lists
+/// them in the graph's order, so binding by position here is the same.)
 struct TractEngine {
     state: TypedSimpleState,
     inputs: Vec<Arc<Tensor>>,

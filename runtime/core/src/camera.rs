@@ -335,11 +335,13 @@ pub fn load_replay(dir: &Path) -> Result<Replay, CameraError> {
         npy::read::<i32>(&dir.join("episodes.npy")).map_err(|e| err(e.to_string()))?;
     if shape.len() != 4
         || shape[3] != 3
+        || shape[1] == 0
+        || shape[2] == 0
         || instructions.len() != shape[0]
         || episodes.len() != shape[0]
     {
         return Err(err(format!(
-            "frames.npy is {shape:?}; expected [N, H, W, 3] with one instruction and episode per frame"
+            "frames.npy is {shape:?}; expected [N, H, W, 3] (H and W at least 1) with one instruction and episode per frame"
         )));
     }
     // An instruction is an index into the model's instructions; a negative
@@ -360,9 +362,9 @@ pub fn load_replay(dir: &Path) -> Result<Replay, CameraError> {
     while dir.join(view_file(views.len())).exists() {
         let file = view_file(views.len());
         let (s, v) = npy::read::<u8>(&dir.join(&file)).map_err(|e| err(e.to_string()))?;
-        if s.len() != 4 || s[3] != 3 || s[0] != shape[0] {
+        if s.len() != 4 || s[3] != 3 || s[0] != shape[0] || s[1] == 0 || s[2] == 0 {
             return Err(err(format!(
-                "{file} is {s:?}; expected [{}, H, W, 3] (one image per frame of frames.npy)",
+                "{file} is {s:?}; expected [{}, H, W, 3] (one image per frame of frames.npy, H and W at least 1)",
                 shape[0]
             )));
         }
@@ -493,7 +495,7 @@ impl Source for Several {
                 Ok(c) => captures.push(c),
                 Err(e) => {
                     tracing::error!("{e}");
-                    latest.closed.store(true, Ordering::Relaxed);
+                    latest.fail(e.to_string());
                     return;
                 }
             }
@@ -513,10 +515,16 @@ impl Source for Several {
                 .sum::<u64>()
         };
         while !stop.load(Ordering::Relaxed) {
-            if captures
+            if let Some((k, c)) = captures
                 .iter()
-                .any(|c| c.latest.closed.load(Ordering::Relaxed))
+                .enumerate()
+                .find(|(_, c)| c.latest.closed.load(Ordering::Acquire))
             {
+                // A camera that failed fails the frames, with its reason.
+                if let Some(why) = c.latest.fault() {
+                    latest.fail(format!("camera {k}: {why}"));
+                    return;
+                }
                 break;
             }
             latest
@@ -708,6 +716,31 @@ mod tests {
         assert!((1..=8).contains(&episodes), "{episodes} episode starts");
     }
 
+    /// A second camera whose capture thread panics fails the frames with
+    /// its reason, naming the camera: a panic in a nested capture thread
+    /// would otherwise close the frames as if the recording had ended.
+    #[test]
+    fn a_panicking_second_camera_fails_the_frames_with_its_reason() {
+        struct Breaks;
+        impl Source for Breaks {
+            fn views(&self) -> Views {
+                (1, 1).into()
+            }
+            fn run(self: Box<Self>, _: &Latest, _: &AtomicBool, _: Duration) {
+                panic!("corrupt JPEG");
+            }
+        }
+        let src = Several {
+            sources: vec![Box::new(replay(&[(2, 1)], 200, 0)), Box::new(Breaks)],
+        };
+        let cap = start(Box::new(src), 100.0).unwrap();
+        while cap.latest.take(Duration::from_secs(2), |_, _| ()).is_some() {}
+        assert!(cap.latest.closed.load(Ordering::Acquire));
+        let why = cap.latest.fault().expect("a failed camera is a fault");
+        assert!(why.contains("camera 1"), "{why}");
+        assert!(why.contains("corrupt JPEG"), "{why}");
+    }
+
     /// A second camera that stops stops the frames: nothing is published
     /// with its last image once it is stale, and the source ends.
     #[test]
@@ -802,6 +835,19 @@ mod tests {
             "{e}"
         );
         assert!(e.contains(&dir.path().display().to_string()), "{e}");
+    }
+
+    /// Frames of no pixels are refused at load: replaying them panicked in
+    /// `chunks_exact(0)` on the capture thread.
+    #[test]
+    fn frames_without_pixels_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        npy::write(&dir.path().join("frames.npy"), &[3, 0, 4, 3], &[0u8; 0]).unwrap();
+        npy::write(&dir.path().join("instructions.npy"), &[3], &[0i64; 3]).unwrap();
+        npy::write(&dir.path().join("episodes.npy"), &[3], &[0i32; 3]).unwrap();
+        let e = load_replay(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("frames.npy is [3, 0, 4, 3]"), "{e}");
+        assert!(e.contains("H and W at least 1"), "{e}");
     }
 
     #[test]

@@ -48,6 +48,7 @@ impl<A: Actuator + ?Sized> Actuator for Box<A> {
 /// drive is commanded. One function for `offramp run`'s publisher (in every
 /// build: a `cmd_vel` base has no firmware that validates what it gets) and
 /// the simulator's robot (a regression head overshoots its training range).
+/// The limits are positive, finite numbers (checked flags or constants).
 pub fn clamped_twist(action: &[f32], max_v: f32, max_omega: f32) -> (f32, f32) {
     let get = |k: usize| action.get(k).copied().unwrap_or(0.0);
     (

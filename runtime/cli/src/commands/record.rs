@@ -222,8 +222,11 @@ pub fn record(a: &Args) -> anyhow::Result<RecordReport> {
             if capture
                 .latest
                 .closed
-                .load(std::sync::atomic::Ordering::Relaxed)
+                .load(std::sync::atomic::Ordering::Acquire)
             {
+                if let Some(why) = capture.latest.fault() {
+                    bail!("--camera {}: {why}", a.camera);
+                }
                 break;
             }
             bail!("--camera {}: no frame for {timeout:?}", a.camera);
