@@ -158,9 +158,8 @@ impl Controller {
                     return Err(Reject::DeadlineTooFar);
                 }
                 let (l, r) = self.wheel_speeds(d.setpoint)?;
-                let max = self.cfg.max_wheel_speed;
-                let (cl, cr) = (l.clamp(-max, max), r.clamp(-max, max));
-                if (cl, cr) != (l, r) {
+                let ((cl, cr), clamped) = limit_wheels(l, r, self.cfg.max_wheel_speed);
+                if clamped {
                     self.counters.clamped = self.counters.clamped.saturating_add(1);
                 }
                 self.last_seq = Some(d.seq);
@@ -273,6 +272,25 @@ fn slew(from: f32, to: f32, step: f32) -> f32 {
 
 fn sat_u32(v: u64) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// Holds a pair of wheel speeds within ±`max` (m/s) by scaling both by one
+/// factor, so the path's curvature (the turn per metre) is kept and the
+/// robot only slows along it. Clamping each wheel on its own changes the
+/// turn: v 1.5 m/s, ω −3 rad/s on a 0.3 m track asks for 1.95 and 1.05 m/s,
+/// which per-wheel clamping makes 1.0 and 1.0, straight ahead. Returns the
+/// speeds and whether they were scaled. The simulator applies the same limit.
+pub fn limit_wheels(left: f32, right: f32, max: f32) -> ((f32, f32), bool) {
+    let larger = left.abs().max(right.abs());
+    if larger <= max {
+        return ((left, right), false);
+    }
+    let k = max / larger;
+    // The clamp only absorbs rounding: |left × k| ≤ max up to an ulp.
+    (
+        ((left * k).clamp(-max, max), (right * k).clamp(-max, max)),
+        true,
+    )
 }
 
 #[cfg(test)]
@@ -403,6 +421,35 @@ mod tests {
         assert_eq!((n.replay, n.stale, n.deadline_too_far), (2, 1, 1));
         // A rejected seq does not consume the sequence space: 6 still works.
         c.handle(drive(6, t, 0.3, 0.3), t).unwrap();
+    }
+
+    /// A twist past the soft limit is slowed along its path, not turned:
+    /// clamping each wheel on its own drove v 1.5, ω −3 straight ahead.
+    #[test]
+    fn a_twist_past_the_limit_keeps_its_turn() {
+        let mut c = Controller::new(Config {
+            max_accel: 40.0,
+            ..Config::DEFAULT
+        });
+        c.handle(HostMsg::Arm { seq: 1 }, 0).unwrap();
+        let twist = HostMsg::Drive(Drive {
+            seq: 2,
+            valid_until_us: 200 * MS,
+            setpoint: Setpoint::Twist {
+                v: 1.5,
+                omega: -3.0,
+            },
+            exit_index: 0,
+        });
+        c.handle(twist, 0).unwrap();
+        assert_eq!(c.counters().clamped, 1);
+        let out = run(&mut c, MS, 100 * MS);
+        // Asked: 1.95 and 1.05 m/s; held: the faster wheel at 1 m/s, the
+        // ratio of the two (the curvature) unchanged.
+        assert!((out.left - 1.0).abs() < 1e-6, "{out:?}");
+        assert!((out.right - 1.05 / 1.95).abs() < 1e-6, "{out:?}");
+        assert_eq!(limit_wheels(0.4, -0.9, 1.0), ((0.4, -0.9), false));
+        assert_eq!(limit_wheels(-3.0, 1.5, 1.0), ((-1.0, 0.5), true));
     }
 
     #[test]

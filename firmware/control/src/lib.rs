@@ -2,7 +2,8 @@
 //! is tested on the host and shared by every board crate.
 //!
 //! * [`Controller`]: the safety state machine. Boots disarmed; accepts only
-//!   valid, fresh, in-order commands; clamps to limits; slew-limits the
+//!   valid, fresh, in-order commands; holds speeds to limits (keeping the
+//!   turn, [`limit_wheels`]); slew-limits the
 //!   outputs; stops the motors when commands stop coming; counts every
 //!   rejection.
 //! * [`Node`]: the controller plus the serial link: feed it received bytes and
@@ -20,5 +21,5 @@ mod node;
 pub mod reset;
 
 pub use config::Config;
-pub use controller::{Action, Controller, Output};
+pub use controller::{limit_wheels, Action, Controller, Output};
 pub use node::Node;

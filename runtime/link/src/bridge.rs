@@ -53,6 +53,11 @@ struct State {
     counters: BridgeCounters,
     /// The firmware was disarmed by a stop action: arm before the next drive.
     disarmed: bool,
+    /// Publication time of the newest action forwarded (drive or stop): an
+    /// older drive arriving late (reordered or duplicated on the network, or
+    /// from a second publisher) must not override it, least of all restart
+    /// motors a newer stop stopped.
+    newest_sent_ns: u64,
 }
 
 struct Shared {
@@ -238,7 +243,7 @@ fn serve(
         s.one_way_us = rtt / 2;
         s.disarmed = false;
         s.counters.link_up = true;
-        s.counters.connects += 1;
+        s.counters.connects = s.counters.connects.saturating_add(1);
     }
     tracing::info!(rtt_us = rtt, next_seq = next, "firmware link up, armed");
     let mut resync = Resync::new(1000);
@@ -310,7 +315,8 @@ fn serve(
             }
             Err(e) => {
                 tracing::debug!(?e, "corrupt frame from the firmware");
-                shared.lock().counters.frame_errors += 1;
+                let mut s = shared.lock();
+                s.counters.frame_errors = s.counters.frame_errors.saturating_add(1);
             }
         }
     }
@@ -343,7 +349,7 @@ fn on_action(shared: &Shared, bytes: &[u8]) {
             if s.counters.malformed == 0 {
                 tracing::warn!("{e} (dropping malformed actions)");
             }
-            s.counters.malformed += 1;
+            s.counters.malformed = s.counters.malformed.saturating_add(1);
             return;
         }
     };
@@ -352,16 +358,17 @@ fn on_action(shared: &Shared, bytes: &[u8]) {
         // stopping is always safe, and a zero-speed drive would only slew
         // the motors down.
         forward_stop(&mut s);
+        s.newest_sent_ns = s.newest_sent_ns.max(m.sent_unix_ns);
         return;
     }
     let age = m.age_us(now);
     let validity = m.valid_for_us as i64;
-    if age > validity || age < -validity {
-        s.counters.stale += 1;
+    if age > validity || age < -validity || m.sent_unix_ns < s.newest_sent_ns {
+        s.counters.stale = s.counters.stale.saturating_add(1);
         return;
     }
     let Some(clock) = s.clock else {
-        s.counters.no_link += 1;
+        s.counters.no_link = s.counters.no_link.saturating_add(1);
         return;
     };
     if s.disarmed {
@@ -400,14 +407,15 @@ fn on_action(shared: &Shared, bytes: &[u8]) {
     if s.in_flight.len() > 64 {
         s.in_flight.pop_front();
     }
-    s.counters.forwarded += 1;
+    s.newest_sent_ns = m.sent_unix_ns;
+    s.counters.forwarded = s.counters.forwarded.saturating_add(1);
 }
 
 /// Sends `Stop` to the firmware now and remembers that it is disarmed.
 fn forward_stop(s: &mut State) {
     if write_frame(s, &HostMsg::Stop) {
         s.disarmed = true;
-        s.counters.stops += 1;
+        s.counters.stops = s.counters.stops.saturating_add(1);
     }
 }
 
@@ -415,16 +423,73 @@ fn forward_stop(s: &mut State) {
 fn write_frame(s: &mut State, msg: &HostMsg) -> bool {
     let mut buf = [0u8; MAX_FRAME];
     let Ok(n) = encode(msg, &mut buf) else {
-        s.counters.malformed += 1;
+        s.counters.malformed = s.counters.malformed.saturating_add(1);
         return false;
     };
     let Some(w) = s.writer.as_mut() else {
-        s.counters.no_link += 1;
+        s.counters.no_link = s.counters.no_link.saturating_add(1);
         return false;
     };
     if w.write_all(&buf[..n]).is_err() {
-        s.counters.no_link += 1;
+        s.counters.no_link = s.counters.no_link.saturating_add(1);
         return false;
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(sent_unix_ns: u64, stop: bool) -> Vec<u8> {
+        let m = ActionMsg {
+            version: zenoh_link::MESSAGE_VERSION,
+            seq: 1,
+            sent_unix_ns,
+            valid_for_us: 200_000,
+            v: if stop { 0.0 } else { 0.3 },
+            omega: 0.0,
+            exit: 0,
+            stop,
+        };
+        let mut buf = [0u8; ActionMsg::MAX_LEN];
+        m.encode(&mut buf).to_vec()
+    }
+
+    /// A drive published before the newest forwarded action, arriving after
+    /// it, is dropped as stale: in particular it does not re-arm the motors
+    /// a newer stop stopped (it used to be forwarded, re-arming first).
+    #[test]
+    fn an_older_drive_arriving_late_does_not_override_a_newer_action() {
+        let file = tempfile::tempfile().unwrap();
+        let now = Instant::now();
+        let shared = Shared {
+            state: Mutex::new(State {
+                writer: Some(file),
+                clock: Some(ClockSync::from_ping(now, 1_000, now)),
+                ..State::default()
+            }),
+            next_seq: AtomicU32::new(1),
+        };
+        let t = zenoh_link::unix_ns(SystemTime::now());
+        on_action(&shared, &action(t, false));
+        assert_eq!(shared.lock().counters.forwarded, 1);
+        // Published 10 ms before the drive just forwarded.
+        on_action(&shared, &action(t - 10_000_000, false));
+        assert_eq!(shared.lock().counters.forwarded, 1);
+        assert_eq!(shared.lock().counters.stale, 1);
+        // A stop, then a drive published between the two: dropped, the
+        // firmware stays stopped.
+        on_action(&shared, &action(t + 2_000_000, true));
+        on_action(&shared, &action(t + 1_000_000, false));
+        let s = shared.lock();
+        assert_eq!((s.counters.stops, s.counters.forwarded), (1, 1));
+        assert_eq!(s.counters.stale, 2);
+        assert!(s.disarmed, "the stop must stand");
+        drop(s);
+        // A newer drive is forwarded (re-arming first).
+        on_action(&shared, &action(t + 3_000_000, false));
+        assert_eq!(shared.lock().counters.forwarded, 2);
+        assert!(!shared.lock().disarmed);
+    }
 }

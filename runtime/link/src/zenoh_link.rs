@@ -121,7 +121,8 @@ pub struct BridgeCounters {
     /// Corrupt frames from the firmware (COBS, CRC, decode).
     pub frame_errors: u32,
     pub forwarded: u64,
-    /// Actions older than their validity when they arrived.
+    /// Drives older than their validity when they arrived, or published
+    /// before an action the bridge had already forwarded.
     pub stale: u64,
     /// Undecodable or wrong-version actions.
     pub malformed: u64,

@@ -285,14 +285,14 @@ impl Sim {
         }
         let cfg = &self.cfg;
         let dv = cfg.max_wheel_accel * cfg.dt;
-        let limit = |cur: f32, want: f32| {
-            let want = if want.is_finite() { want } else { 0.0 };
-            let want = want.clamp(-cfg.max_wheel_speed, cfg.max_wheel_speed);
-            cur + (want - cur).clamp(-dv, dv)
-        };
+        let finite = |w: f32| if w.is_finite() { w } else { 0.0 };
+        // The firmware's speed limit, which keeps the turn, then its slew.
+        let ((left, right), _) =
+            offramp_control::limit_wheels(finite(cmd.left), finite(cmd.right), cfg.max_wheel_speed);
+        let slew = |cur: f32, want: f32| cur + (want - cur).clamp(-dv, dv);
         self.wheels = Wheels {
-            left: limit(self.wheels.left, cmd.left),
-            right: limit(self.wheels.right, cmd.right),
+            left: slew(self.wheels.left, left),
+            right: slew(self.wheels.right, right),
         };
         let v = (self.wheels.left + self.wheels.right) / 2.0;
         let omega = (self.wheels.right - self.wheels.left) / cfg.track_width;

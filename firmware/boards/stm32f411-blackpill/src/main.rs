@@ -128,6 +128,10 @@ async fn main(spawner: Spawner) {
     control(pwm, dir_left, dir_right, wdg, tx).await
 }
 
+/// The longest a control tick waits on the UART to transmit: well inside the
+/// 1 ms tick, so a full transmit buffer delays no tick.
+const TX_BUDGET: Duration = Duration::from_micros(300);
+
 /// The control loop. Runs in `main` so that it owns the watchdog.
 async fn control(
     mut pwm: SimplePwm<'static, peripherals::TIM3>,
@@ -149,15 +153,23 @@ async fn control(
             pwm.ch2()
                 .set_duty_cycle_fraction(out.duty_right.unsigned_abs() as u32, 10_000);
         }
-        while let Some(Some(n)) = with_node(|node| node.next_frame(&mut frame)) {
-            // A stuck UART must not stall control: drop telemetry instead.
-            if embedded_io_async::Write::write_all(&mut tx, &frame[..n])
-                .await
-                .is_err()
-            {
-                break;
+        // A full or stuck UART must not stall control: each tick gives the
+        // transmit at most TX_BUDGET, then moves on (a frame cut short is
+        // dropped by the host's CRC; the rest wait for the next tick). A
+        // flood of garbage in makes rejection reports out faster than the
+        // line drains them, and an unbounded write here would stop the
+        // control ticks, and with them the command timeout.
+        let budget = embassy_time::with_timeout(TX_BUDGET, async {
+            while let Some(Some(n)) = with_node(|node| node.next_frame(&mut frame)) {
+                if embedded_io_async::Write::write_all(&mut tx, &frame[..n])
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
             }
-        }
+        });
+        let _ = budget.await;
         wdg.pet();
     }
 }
