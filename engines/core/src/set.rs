@@ -27,7 +27,13 @@ impl EngineSet {
             path: manifest_path.clone(),
             source,
         })?;
-        let manifest = parse(&manifest_path, &text)?;
+        Self::checked(dir, manifest_path, &text)
+    }
+
+    /// Parses `text` as the manifest of the set in `dir` and checks it as
+    /// [`EngineSet::open`] says: what `open` and `write_manifest` share.
+    fn checked(dir: PathBuf, manifest_path: PathBuf, text: &str) -> Result<Self> {
+        let manifest = parse(&manifest_path, text)?;
         let set = Self {
             dir,
             manifest_path,
@@ -43,21 +49,16 @@ impl EngineSet {
     /// [`EngineSet::open`] checks a set (its fields, the artifacts' checksums,
     /// the chain) before it replaces the old one, so a manifest the runtime
     /// would refuse (a fixed exit past a calibrated cap, say) is an error
-    /// here and the set on disk stays as it was. Returns the set as written (checked already: no need to open it again
-    /// and hash every artifact once more).
+    /// here and the set on disk stays as it was. Returns the set as written
+    /// (checked already: no need to open it again and hash every artifact
+    /// once more).
     pub fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<Self> {
         let path = dir.join("manifest.toml");
         let text = manifest.to_toml().map_err(|e| Error::ManifestSyntax {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let set = Self {
-            dir: dir.to_path_buf(),
-            manifest_path: path.clone(),
-            manifest: parse(&path, &text)?,
-        };
-        set.check_artifacts()?;
-        set.check_chain()?;
+        let set = Self::checked(dir.to_path_buf(), path.clone(), &text)?;
         // Write then rename: a crash never leaves a half-written manifest.
         let tmp = dir.join(".manifest.toml.tmp");
         std::fs::write(&tmp, text)

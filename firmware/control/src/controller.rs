@@ -309,6 +309,17 @@ mod tests {
         })
     }
 
+    /// Armed, with a slew limit steep enough to reach any target in a few
+    /// ticks (for tests of where the outputs settle).
+    fn armed_fast() -> Controller {
+        let mut c = Controller::new(Config {
+            max_accel: 40.0,
+            ..Config::DEFAULT
+        });
+        c.handle(HostMsg::Arm { seq: 1 }, 0).unwrap();
+        c
+    }
+
     fn armed() -> Controller {
         let mut c = Controller::new(Config::DEFAULT);
         c.tick(0);
@@ -427,11 +438,7 @@ mod tests {
     /// clamping each wheel on its own drove v 1.5, ω −3 straight ahead.
     #[test]
     fn a_twist_past_the_limit_keeps_its_turn() {
-        let mut c = Controller::new(Config {
-            max_accel: 40.0,
-            ..Config::DEFAULT
-        });
-        c.handle(HostMsg::Arm { seq: 1 }, 0).unwrap();
+        let mut c = armed_fast();
         let twist = HostMsg::Drive(Drive {
             seq: 2,
             valid_until_us: 200 * MS,
@@ -454,11 +461,7 @@ mod tests {
 
     #[test]
     fn out_of_range_rejected_and_near_limit_clamped() {
-        let mut c = Controller::new(Config {
-            max_accel: 40.0,
-            ..Config::DEFAULT
-        });
-        c.handle(HostMsg::Arm { seq: 1 }, 0).unwrap();
+        let mut c = armed_fast();
         assert_eq!(
             c.handle(drive(2, 0, f32::NAN, 0.0), 0),
             Err(Reject::OutOfRange)

@@ -585,13 +585,14 @@ pub fn start(source: Box<dyn Source>, fps: f64) -> Result<Capture, CameraError> 
                 source.run(&l, &st, period)
             }));
             if let Err(panic) = ran {
-                let why = panic
+                let message = panic
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "a panic without a message".into());
-                tracing::error!("the capture thread panicked: {why}");
-                l.fail(format!("the capture thread panicked: {why}"));
+                let why = format!("the capture thread panicked: {message}");
+                tracing::error!("{why}");
+                l.fail(why);
             }
         })
         .map_err(|e| CameraError::Source {

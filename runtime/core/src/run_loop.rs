@@ -168,10 +168,16 @@ impl RunLoop {
     ) -> Result<FrameOutcome, RunError> {
         let r = self.step(frame, meta, actuator);
         if r.is_err() {
-            actuator.stop();
-            self.stats.stops_commanded += 1;
+            self.stop(actuator);
         }
         r
+    }
+
+    /// Commands a stop and counts it: every stop the loop commands goes
+    /// through here.
+    fn stop(&mut self, actuator: &mut dyn Actuator) {
+        actuator.stop();
+        self.stats.stops_commanded += 1;
     }
 
     fn step(
@@ -187,8 +193,7 @@ impl RunLoop {
         let deadline = self.deadline.map(|d| t0 + d);
         let o = self.pipeline.infer(frame, self.policy, deadline)?;
         if o.stopped {
-            actuator.stop();
-            self.stats.stops_commanded += 1;
+            self.stop(actuator);
         } else {
             actuator.act(self.pipeline.action(), &o);
         }
@@ -220,9 +225,8 @@ impl RunLoop {
 
     /// A period without frames: stop the motors and count it.
     pub fn gap(&mut self, actuator: &mut dyn Actuator) {
-        actuator.stop();
+        self.stop(actuator);
         self.stats.camera_gaps += 1;
-        self.stats.stops_commanded += 1;
     }
 
     /// Runs until `until` says stop or the source closes; a source that
@@ -243,8 +247,7 @@ impl RunLoop {
                 }
                 None if latest.closed.load(Ordering::Acquire) => {
                     if let Some(why) = latest.fault() {
-                        actuator.stop();
-                        self.stats.stops_commanded += 1;
+                        self.stop(actuator);
                         return Err(RunError::Camera(why));
                     }
                     break;
