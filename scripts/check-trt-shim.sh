@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Compile-checks the TensorRT shim (engines/core/shim/trt_shim.cpp) with
+# Compile-checks the TensorRT shim (engines/tensorrt/shim/trt_shim.cpp) with
 # -Wall -Wextra -Werror against each TensorRT header set given:
 #
 #   scripts/check-trt-shim.sh /usr/include/aarch64-linux-gnu      # on a Jetson
@@ -20,7 +20,7 @@
 # Exits non-zero if any header set fails, naming it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-shim=$here/engines/core/shim/trt_shim.cpp
+shim=$here/engines/tensorrt/shim/trt_shim.cpp
 cxx=${CXX:-c++}
 
 dirs=("$@")
@@ -73,7 +73,7 @@ for d in "${dirs[@]}"; do
   # -isystem: TensorRT's own headers warn (deprecated plugin APIs, unused
   # parameters); the shim's code must not.
   if log=$("$cxx" -std=c++17 -Wall -Wextra -Werror -fPIC -c "$shim" -o /dev/null \
-    -I "$here/engines/core/shim" -isystem "$d" "${cuda_flags[@]}" 2>&1); then
+    -I "$here/engines/tensorrt/shim" -isystem "$d" "${cuda_flags[@]}" 2>&1); then
     echo "ok   TensorRT $v ($d)"
   else
     echo "FAIL TensorRT $v ($d):"

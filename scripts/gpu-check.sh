@@ -72,7 +72,7 @@ else
   stage[cuda_preprocess]=skipped
 fi
 note "TensorRT backend tests (the real Rust backend against the shim's CPU test double)"
-if cargo test --release -p offramp-engines --features tensorrt --test tensorrt >>"$log" 2>&1; then
+if cargo test --release -p offramp-engines-tensorrt --test tensorrt >>"$log" 2>&1; then
   stage[tensorrt_backend_tests]=ok
 else
   stage[tensorrt_backend_tests]=failed

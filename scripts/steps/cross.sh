@@ -49,7 +49,7 @@ grep -q '"thresholds"' "$reports/aarch64-calibrate.json"
 dbl=$reports/aarch64-trt-double
 mkdir -p "$dbl"
 "$CARGO_ZIGBUILD_ZIG_PATH" cc -target "aarch64-linux-gnu.$want" -std=gnu11 -O1 -Wall -Wextra -Werror \
-  -shared -fPIC engines/core/shim/trt_double.c -o "$dbl/libofframp_trt_shim.so" -lpthread
+  -shared -fPIC engines/tensorrt/shim/trt_double.c -o "$dbl/libofframp_trt_shim.so" -lpthread
 printf 'offramp-trt-double-library 1\nversion 100300\ndevice Orin\ncompute 8 7\n' >"$dbl/libnvinfer.txt"
 "${qemu_arm[@]}" "$bin" --log warn build-shim --check "$dbl/libofframp_trt_shim.so" \
   --library "$dbl/libnvinfer.txt" | tee "$reports/aarch64-trt-shim.json"

@@ -1,6 +1,6 @@
 //! The engines of one set, chained, with every buffer allocated once.
 
-use crate::manifest::{BackendKind, TensorSpec};
+use crate::manifest::TensorSpec;
 use crate::{DeviceTensor, Engine, EngineSet, Error, Result};
 
 /// Where a segment input comes from.
@@ -65,49 +65,6 @@ pub enum Role {
 }
 
 impl Chain {
-    /// Builds every engine of `set` with `backend` (TensorRT: with the shim
-    /// and library of [`crate::tensorrt::Options::from_env`]).
-    pub fn load(set: &EngineSet, backend: BackendKind) -> Result<Self> {
-        #[cfg(not(all(feature = "cpu", feature = "tensorrt")))]
-        let unavailable = |backend: &'static str, feature: &str| {
-            Error::Unavailable {
-            what: set.manifest_path.display().to_string(),
-            backend,
-            why: format!(
-                "this offramp was built without the `{feature}` feature; rebuild with `--features {feature}`"
-            ),
-        }
-        };
-        match backend {
-            #[cfg(feature = "cpu")]
-            BackendKind::Cpu => Self::with_engines(set, |_, path, inputs, outputs| {
-                Ok(Box::new(crate::cpu::CpuEngine::load(
-                    path, inputs, outputs,
-                )?))
-            }),
-            #[cfg(not(feature = "cpu"))]
-            BackendKind::Cpu => Err(unavailable("cpu", "cpu")),
-            #[cfg(feature = "tensorrt")]
-            BackendKind::Tensorrt => {
-                Self::load_tensorrt(set, &crate::tensorrt::Options::from_env())
-            }
-            #[cfg(not(feature = "tensorrt"))]
-            BackendKind::Tensorrt => Err(unavailable("tensorrt", "tensorrt")),
-        }
-    }
-
-    /// Builds every engine of `set` as a TensorRT plan, through the shim and
-    /// library `opts` names; one activation scratch serves every exit.
-    #[cfg(feature = "tensorrt")]
-    pub fn load_tensorrt(set: &EngineSet, opts: &crate::tensorrt::Options) -> Result<Self> {
-        let mut loader = crate::tensorrt::Loader::new(set, opts)?;
-        let chain = Self::with_engines(set, |_, path, inputs, outputs| {
-            loader.load(path, inputs, outputs)
-        })?;
-        loader.finish()?;
-        Ok(chain)
-    }
-
     /// Builds the chain of `set` with engines from `make` (called once per
     /// segment, then for the head, with the artifact path and the tensors
     /// the manifest declares): a backend of your own, or test doubles.

@@ -7,7 +7,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Every backend's first check in `Engine::run`: the caller passes as many
 /// inputs and outputs as the engine has.
-pub(crate) fn check_arity(
+pub fn check_arity(
     artifact: &std::path::Path,
     got: (usize, usize),
     has: (usize, usize),

@@ -5,13 +5,23 @@
 //! * [`EngineSet::open`]: loads a manifest and checks everything before any
 //!   engine is built: format version, files, checksums, and that consecutive
 //!   segments and the head fit together. Each failure names the file and field.
-//! * [`Engine`]: one runnable segment; backends: [`cpu`] (tract, always) and
-//!   `tensorrt` (feature: TensorRT plans through a C ABI shim loaded at run
-//!   time, see [`tensorrt`]).
+//! * [`Engine`]: one runnable segment.
 //! * [`Chain`]: the engines of a set with every buffer allocated once from the
-//!   manifest, run exit by exit.
-//! * [`analyze`] and [`builder`]: what `offramp build` uses to turn ONNX
-//!   segments into an engine set (FLOPs, parameters, activation memory).
+//!   manifest, run exit by exit; [`Chain::with_engines`] builds it from any
+//!   backend's engines.
+//!
+//! This crate holds the format and the runtime's contract only, and links no
+//! backend and no model tooling. The rest lives beside it, in crates of their
+//! own, so that a binary links only what it uses:
+//!
+//! * `offramp-engines-cpu` (`engines/cpu`): the CPU backend, on tract.
+//! * `offramp-engines-tensorrt` (`engines/tensorrt`): the TensorRT backend,
+//!   plans run through a C ABI shim loaded at run time (`shim/`).
+//! * `offramp-build` (`engines/build`): the offline compiler behind
+//!   `offramp build` and `offramp split`: ONNX analysis (FLOPs, parameters,
+//!   activation memory), the splitter, and the engine-set builder.
+//! * `offramp_runtime::backend::load_chain` picks the backend of a
+//!   [`BackendKind`].
 
 mod chain;
 mod error;
@@ -19,19 +29,8 @@ pub mod manifest;
 mod set;
 mod sha;
 
-#[cfg(feature = "cpu")]
-pub mod analyze;
-#[cfg(feature = "cpu")]
-pub mod builder;
-#[cfg(feature = "cpu")]
-pub mod cpu;
-#[cfg(feature = "cpu")]
-pub mod split;
-#[cfg(feature = "tensorrt")]
-pub mod tensorrt;
-
 pub use chain::{Chain, Role};
-pub use error::{Error, Result};
+pub use error::{check_arity, Error, Result};
 pub use manifest::{BackendKind, Manifest, Precision, TensorSpec};
 pub use set::EngineSet;
 pub use sha::sha256_file;

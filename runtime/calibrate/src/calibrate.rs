@@ -8,19 +8,34 @@
 use crate::solve::{
     first_stoppable, predict, shares, solve_q, thresholds_from_shares, FrameDeltas, Prediction,
 };
+use offramp_runtime::camera::FrameMeta;
 use offramp_runtime::exit_chain::{ExitPolicy, FrameOutcome};
 use offramp_runtime::pipeline::{Pipeline, PipelineError};
+use offramp_runtime::run_loop::{Idle, RunError, RunLoop};
+use offramp_runtime::stats::quantile;
 #[cfg(feature = "sim")]
-use offramp_sim::{Sim, SimConfig, Twist};
+use offramp_runtime::twist::TwistCommand;
+#[cfg(feature = "sim")]
+use offramp_sim::{Sim, SimConfig};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CalibrateError {
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// Boxed: a run loop's error is large, and calibration returns it
+    /// rarely.
+    #[error(transparent)]
+    Run(Box<RunError>),
     /// Recorded frames whose parts do not line up.
     #[error("recorded frames: {0}")]
     Recorded(String),
+}
+
+impl From<RunError> for CalibrateError {
+    fn from(e: RunError) -> Self {
+        Self::Run(Box::new(e))
+    }
 }
 
 /// Checks that recorded frames line up with their per-frame instructions and
@@ -79,6 +94,7 @@ pub fn collect(
     progress: &mut dyn FnMut(),
 ) -> Result<(Vec<FrameDeltas>, Vec<Vec<f32>>), CalibrateError> {
     let n = p.chain.exits();
+    let mut rl = RunLoop::new(p, ExitPolicy::All, None, None);
     let mut deltas = Vec::new();
     let mut latency = Vec::new();
     let mut keep = |o: &FrameOutcome| {
@@ -102,16 +118,21 @@ pub fn collect(
             episodes,
         } => {
             let mut buf = Vec::new();
+            let mut command = TwistCommand::new(offramp_sim::LIMITS);
             for e in 0..*episodes {
                 let mut sim = Sim::new(cfg, first_seed + e as u64);
                 buf.resize(sim.frame_len(), 0);
-                p.begin_episode(sim.instruction() as usize)?;
                 loop {
                     sim.render(&mut buf);
-                    let o = p.infer(&buf, ExitPolicy::All, None)?;
+                    let meta = FrameMeta {
+                        seq: sim.steps as u64,
+                        captured: None,
+                        instruction: sim.instruction() as usize,
+                        new_episode: sim.steps == 0,
+                    };
+                    let o = rl.frame(&buf, meta, &mut command)?;
                     keep(&o);
-                    let t = Twist::from_action(p.action());
-                    if sim.step(t.to_wheels(cfg.track_width)).done {
+                    if sim.step(command.twist.to_wheels(cfg.track_width)).done {
                         break;
                     }
                 }
@@ -127,12 +148,18 @@ pub fn collect(
             check_recorded(frames, *frame_len, instructions, episodes)?;
             let mut last_episode = None;
             for (k, frame) in frames.chunks_exact(*frame_len).enumerate() {
-                if last_episode != Some(episodes[k]) {
-                    p.begin_episode(instructions[k])?;
+                let new_episode = last_episode != Some(episodes[k]);
+                if new_episode {
                     last_episode = Some(episodes[k]);
                     progress();
                 }
-                let o = p.infer(frame, ExitPolicy::All, None)?;
+                let meta = FrameMeta {
+                    seq: k as u64,
+                    captured: None,
+                    instruction: instructions[k],
+                    new_episode,
+                };
+                let o = rl.frame(frame, meta, &mut Idle)?;
                 keep(&o);
             }
         }
@@ -193,27 +220,30 @@ pub fn held_out(
     episodes: &[i32],
 ) -> Result<HeldOut, CalibrateError> {
     check_recorded(frames, frame_len, instructions, episodes)?;
-    let n = p.chain.exits();
-    let mut counts = vec![0usize; n];
-    let (mut macs, mut count, mut eps) = (0u64, 0usize, 0usize);
+    let (n, full_macs) = (p.chain.exits(), p.chain.full_macs());
+    let mut rl = RunLoop::new(p, ExitPolicy::Criterion, None, None);
+    let mut eps = 0;
     let mut last = None;
     for (k, frame) in frames.chunks_exact(frame_len).enumerate() {
-        if last != Some(episodes[k]) {
-            p.begin_episode(instructions[k])?;
+        let new_episode = last != Some(episodes[k]);
+        if new_episode {
             last = Some(episodes[k]);
             eps += 1;
         }
-        let o = p.infer(frame, ExitPolicy::Criterion, None)?;
-        counts[o.exit] += 1;
-        macs += p.chain.frame_macs(&o);
-        count += 1;
+        let meta = FrameMeta {
+            seq: k as u64,
+            captured: None,
+            instruction: instructions[k],
+            new_episode,
+        };
+        rl.frame(frame, meta, &mut Idle)?;
     }
-    let f = count.max(1) as f64;
+    let t = rl.tally();
     Ok(HeldOut {
-        frames: count,
+        frames: t.frames as usize,
         episodes: eps,
-        compute_ratio: macs as f64 / f / p.chain.full_macs() as f64,
-        exit_shares: counts.iter().map(|c| *c as f64 / f).collect(),
+        compute_ratio: t.mean_macs() / full_macs as f64,
+        exit_shares: t.exit_shares(n),
     })
 }
 
@@ -359,8 +389,7 @@ fn p99_per_exit(latency: &[Vec<f32>], n: usize) -> Vec<f64> {
         .map(|i| {
             let mut v: Vec<f32> = latency.iter().map(|l| l[i]).collect();
             v.sort_by(f32::total_cmp);
-            v.get(((v.len() as f64 * 0.99) as usize).min(v.len().saturating_sub(1)))
-                .map_or(0.0, |s| *s as f64 * 1e3)
+            quantile(&v, 0.99).map_or(0.0, |s| s as f64 * 1e3)
         })
         .collect()
 }

@@ -8,12 +8,19 @@
 //! Without the `sim` feature only the tallies a refinement compares remain.
 
 #[cfg(feature = "sim")]
+use offramp_runtime::camera::FrameMeta;
+#[cfg(feature = "sim")]
 use offramp_runtime::exit_chain::{ExitPolicy, MAX_EXITS};
 #[cfg(feature = "sim")]
 use offramp_runtime::pipeline::Pipeline;
 use offramp_runtime::pipeline::PipelineError;
+use offramp_runtime::run_loop::RunError;
 #[cfg(feature = "sim")]
-use offramp_sim::{Sim, SimConfig, Twist};
+use offramp_runtime::run_loop::{RunLoop, Tally as FrameTally};
+#[cfg(feature = "sim")]
+use offramp_runtime::twist::TwistCommand;
+#[cfg(feature = "sim")]
+use offramp_sim::{Sim, SimConfig};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -21,8 +28,18 @@ use thiserror::Error;
 pub enum EvalError {
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// Boxed: a run loop's error is large, and evaluation returns it
+    /// rarely.
+    #[error(transparent)]
+    Run(Box<RunError>),
     #[error("no pipeline to evaluate on")]
     NoPipeline,
+}
+
+impl From<RunError> for EvalError {
+    fn from(e: RunError) -> Self {
+        Self::Run(Box::new(e))
+    }
 }
 
 /// A frame is right when the action is this close to the expert's.
@@ -181,12 +198,13 @@ pub fn evaluate_on(
         let _guard = StopOnPanic(&failed);
         let mut done = Vec::new();
         let mut frame = Vec::new();
+        let mut rl = RunLoop::new(p, policy, None, None);
         while !failed.load(Ordering::Relaxed) {
             let e = next.fetch_add(1, Ordering::Relaxed);
             if e >= episodes {
                 break;
             }
-            match run_episode(p, cfg, first_seed + e as u64, policy, &mut frame) {
+            match run_episode(&mut rl, cfg, first_seed + e as u64, &mut frame) {
                 Ok(r) => done.push((e, r)),
                 Err(err) => {
                     failed.store(true, Ordering::Relaxed);
@@ -248,12 +266,8 @@ struct EpisodeRun {
     bucket: usize,
     /// Frames whose action was right (see [`RIGHT_V`]).
     right: usize,
-    exit_counts: [usize; MAX_EXITS],
-    macs: u64,
-    robot_macs: u64,
-    nonfinite: usize,
-    remote: usize,
-    fallback: usize,
+    /// The run loop's counts over the episode.
+    tally: FrameTally,
     collisions: usize,
     /// One per frame.
     latency_ms: Vec<f64>,
@@ -271,13 +285,13 @@ struct Failure {
     crashed: bool,
 }
 
-/// Runs episode `seed` to its end.
+/// Runs episode `seed` to its end: the simulator in lockstep with the run
+/// loop, each frame rendered, decided and then driven.
 #[cfg(feature = "sim")]
 fn run_episode(
-    p: &mut Pipeline,
+    rl: &mut RunLoop<&mut Pipeline>,
     cfg: &SimConfig,
     seed: u64,
-    policy: ExitPolicy,
     frame: &mut Vec<u8>,
 ) -> Result<EpisodeRun, EvalError> {
     let mut sim = Sim::new(cfg, seed);
@@ -286,7 +300,6 @@ fn run_episode(
         .iter()
         .position(|(_, lo, hi)| (*lo..*hi).contains(&sim.world.difficulty))
         .unwrap_or(BUCKETS.len() - 1);
-    p.begin_episode(sim.instruction() as usize)?;
     let mut r = EpisodeRun {
         episode: Episode {
             seed,
@@ -296,27 +309,27 @@ fn run_episode(
         },
         bucket,
         right: 0,
-        exit_counts: [0; MAX_EXITS],
-        macs: 0,
-        robot_macs: 0,
-        nonfinite: 0,
-        remote: 0,
-        fallback: 0,
+        tally: FrameTally::default(),
         collisions: 0,
         latency_ms: Vec::new(),
         failure: None,
     };
+    let start = rl.tally();
+    let mut command = TwistCommand::new(offramp_sim::LIMITS);
     let mut seen = false;
     let (mut last_omega, mut domega) = (None::<f32>, 0.0f64);
     loop {
         seen |= sim.target_in_view();
         sim.render(frame);
-        let t0 = std::time::Instant::now();
-        let o = p.infer(frame, policy, None)?;
-        r.latency_ms.push(t0.elapsed().as_secs_f64() * 1e3);
-        r.remote += o.remote as usize;
-        r.fallback += o.fallback as usize;
-        let act = Twist::from_action(p.action());
+        let meta = FrameMeta {
+            seq: sim.steps as u64,
+            captured: None,
+            instruction: sim.instruction() as usize,
+            new_episode: sim.steps == 0,
+        };
+        rl.frame(frame, meta, &mut command)?;
+        r.latency_ms.push(rl.last_latency() as f64 * 1e3);
+        let act = command.twist;
         // A NaN command (the robot stops) counts as ω = 0.
         let omega = if act.omega.is_finite() {
             act.omega
@@ -331,12 +344,9 @@ fn run_episode(
         let ok =
             (act.v - expert.v).abs() <= RIGHT_V && (act.omega - expert.omega).abs() <= RIGHT_OMEGA;
         r.right += ok as usize;
-        r.exit_counts[o.exit] += 1;
-        r.macs += p.chain.frame_macs(&o);
-        r.robot_macs += p.chain.robot_macs(&o);
-        r.nonfinite += o.nonfinite as usize;
         let out = sim.step(act.to_wheels(cfg.track_width));
         if out.done {
+            r.tally = rl.tally().since(&start);
             r.episode.success = out.success;
             r.episode.steps = sim.steps;
             r.episode.mean_abs_domega = domega / sim.steps.saturating_sub(1).max(1) as f64;
@@ -391,15 +401,15 @@ fn report(
         frames += r.latency_ms.len();
         right += r.right;
         successes += r.episode.success as usize;
-        nonfinite += r.nonfinite;
+        nonfinite += r.tally.nonfinite as usize;
         collisions += r.collisions;
-        for (sum, c) in exit_counts.iter_mut().zip(r.exit_counts) {
-            *sum += c;
+        for (sum, c) in exit_counts.iter_mut().zip(r.tally.exit_counts) {
+            *sum += c as usize;
         }
-        macs_sum += r.macs;
-        robot_macs_sum += r.robot_macs;
-        remote += r.remote;
-        fallback += r.fallback;
+        macs_sum += r.tally.macs;
+        robot_macs_sum += r.tally.robot_macs;
+        remote += r.tally.remote as usize;
+        fallback += r.tally.fallback as usize;
         latency_ms.extend(r.latency_ms);
         if let Some(f) = r.failure {
             failures.episodes += 1;

@@ -26,3 +26,5 @@ pub mod paired;
 pub mod refine;
 pub mod seeds;
 pub mod solve;
+#[cfg(feature = "sim")]
+pub mod sweep;

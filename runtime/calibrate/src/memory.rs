@@ -8,9 +8,10 @@
 //! capped at each exit and running one frame.
 
 use offramp_engines::{BackendKind, EngineSet};
-use offramp_runtime::camera::Views;
+use offramp_runtime::camera::{FrameMeta, Views};
 use offramp_runtime::exit_chain::ExitPolicy;
-use offramp_runtime::pipeline::{Pipeline, PipelineError};
+use offramp_runtime::pipeline::Pipeline;
+use offramp_runtime::run_loop::{Idle, RunError, RunLoop};
 use serde::Serialize;
 
 /// Heap bytes held by a pipeline loaded up to each exit.
@@ -29,7 +30,7 @@ impl Footprints {
         backend: BackendKind,
         frame: impl Into<Views>,
         live_bytes: &dyn Fn() -> i64,
-    ) -> Result<Self, PipelineError> {
+    ) -> Result<Self, RunError> {
         let frame: Views = frame.into();
         let image = vec![0u8; frame.frame_len()];
         let mut bytes = Vec::with_capacity(set.manifest.exits.len());
@@ -37,9 +38,14 @@ impl Footprints {
             let mut capped = set.clone();
             capped.manifest.criterion.deepest_exit = Some(k);
             let before = live_bytes();
-            let mut p = Pipeline::open(&capped, backend, frame.clone())?;
-            p.infer(&image, ExitPolicy::All, None)?;
-            bytes.push((live_bytes() - before).max(0) as u64);
+            let p = Pipeline::open(&capped, backend, frame.clone())?;
+            // The loop's own figures (its latency window) are not the
+            // model's: measured apart and taken off.
+            let before_loop = live_bytes();
+            let mut rl = RunLoop::new(p, ExitPolicy::All, None, None);
+            let own = live_bytes() - before_loop;
+            rl.frame(&image, FrameMeta::default(), &mut Idle)?;
+            bytes.push((live_bytes() - before - own).max(0) as u64);
         }
         Ok(Self { bytes })
     }

@@ -5,9 +5,9 @@
 //! (max-confidence, entropy, top-2 margin) and on a model with learned exit
 //! heads.
 
+use offramp_build::builder::{build, BuildOptions};
 use offramp_calibrate::calibrate::{calibrate, collect, Budget, Frames};
 use offramp_calibrate::solve::predict;
-use offramp_engines::builder::{build, BuildOptions};
 use offramp_engines::manifest::CriterionKind;
 use offramp_engines::{BackendKind, EngineSet, Precision};
 use offramp_runtime::exit_chain::ExitPolicy;
@@ -35,7 +35,7 @@ fn realized_shares(p: &mut Pipeline, cfg: &SimConfig) -> Vec<f64> {
             sim.render(&mut buf);
             let o = p.infer(&buf, ExitPolicy::Criterion, None).unwrap();
             counts[o.exit] += 1;
-            let t = Twist::from_action(p.action());
+            let t = Twist::from_action(p.action(), offramp_sim::LIMITS);
             if sim.step(t.to_wheels(cfg.track_width)).done {
                 break;
             }
@@ -156,7 +156,7 @@ fn max_confidence_is_calibrated_from_class_probabilities() {
 /// weights), split and built as a user would.
 #[test]
 fn learned_exits_are_calibrated_from_their_confidences() {
-    use offramp_engines::split::{split, SplitOptions};
+    use offramp_build::split::{split, SplitOptions};
     let shape = models().join("testdata/shapes/learned");
     let dir = tempfile::tempdir().unwrap();
     split(&SplitOptions {

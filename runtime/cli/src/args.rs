@@ -1,8 +1,62 @@
 //! Arguments shared by several commands, and value checks that refuse a bad
 //! value with a message naming it (instead of silently clamping it).
 
+use offramp_engines::EngineSet;
 use offramp_link::zenoh_link::ZenohOptions;
+use offramp_runtime::camera::CameraSpec;
 use std::path::PathBuf;
+
+/// `--engines DIR`, the engine set a command runs. Flatten it into a
+/// command's `Args` (`#[command(flatten)] pub engine: EngineArgs`); a command
+/// that says more of it replaces the help with `#[command(mut_arg("engines",
+/// |a| a.help("...")))]` on its `Args`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct EngineArgs {
+    /// Engine set: a directory with manifest.toml (`offramp build` writes one).
+    #[arg(long)]
+    pub engines: PathBuf,
+}
+
+impl EngineArgs {
+    pub fn open(&self) -> anyhow::Result<EngineSet> {
+        Ok(EngineSet::open(&self.engines)?)
+    }
+}
+
+/// `--engines DIR` for commands that run the demo's set unless told
+/// otherwise.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DemoEngineArgs {
+    /// Engine set (default: the committed demo set, from the repository root).
+    #[arg(long, default_value = "engines/models/demo")]
+    pub engines: PathBuf,
+}
+
+/// `--camera SPEC`, the simulator's camera unless told otherwise. A command
+/// that takes only some sources says which with `mut_arg("camera", ...)`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CameraArgs {
+    /// sim | replay:DIR | v4l:/dev/videoN; several cameras separated by
+    /// commas, in the order of the model's image inputs.
+    #[arg(long, default_value = "sim")]
+    pub camera: CameraSpec,
+}
+
+/// `--config FILE`, the simulator's task.
+#[cfg(feature = "sim")]
+#[derive(clap::Args, Clone, Debug)]
+pub struct SimConfigArgs {
+    /// Simulator configuration (TOML); default: the built-in one.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[cfg(feature = "sim")]
+impl SimConfigArgs {
+    pub fn load(&self) -> anyhow::Result<offramp_sim::SimConfig> {
+        Ok(offramp_sim::SimConfig::load(self.config.as_deref())?)
+    }
+}
 
 /// Without a config file: peer mode, no multicast scouting, the endpoints
 /// given here.

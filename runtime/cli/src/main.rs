@@ -9,18 +9,11 @@
 //! leaves them out (docs/jetson.md).
 
 mod args;
-mod boards;
 mod commands;
 // Counts live heap bytes for `calibrate --max-memory-mb`; the robot's build
 // (no `sim`) keeps the plain system allocator.
 #[cfg(feature = "sim")]
 mod heap;
-mod held_frames;
-#[cfg(feature = "lerobot")]
-mod lerobot;
-mod mcap_export;
-#[cfg(feature = "plot")]
-mod plot;
 mod progress;
 
 use anyhow::Context;

@@ -63,3 +63,17 @@ pub fn pipelines(
         })
         .collect()
 }
+
+/// A bar for a phase of a domain crate's run (`offramp_bench::Bars`,
+/// `offramp_calibrate::sweep::Bars`): its tick, which clears the bar when
+/// dropped.
+pub fn bars(len: u64, what: &str) -> Box<dyn Fn() + Sync> {
+    struct Clear(ProgressBar);
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            self.0.finish_and_clear();
+        }
+    }
+    let bar = Clear(progress_bar(len, what));
+    Box::new(move || bar.0.inc(1))
+}

@@ -23,7 +23,7 @@
 //!   stops the motors): nothing at all, tract does not run.
 //!
 //! The baseline is tract alone: [`TractOnly`] loads each engine of the set as
-//! `offramp_engines::cpu::CpuEngine::load` does and drives it with the tract
+//! `offramp_engines_cpu::CpuEngine::load` does and drives it with the tract
 //! calls `CpuEngine::run` makes (`set_input` with the input tensors made at
 //! load, `exec`, `output`, `reset_turn`), no offramp code in between. Every
 //! engine allocates the same number of times on every run (checked), so a
@@ -227,7 +227,7 @@ struct Motors {
 
 impl Actuator for Motors {
     fn act(&mut self, action: &[f32], _: &FrameOutcome) {
-        self.twist = Twist::from_action(action);
+        self.twist = Twist::from_action(action, offramp_sim::LIMITS);
     }
     fn stop(&mut self) {
         self.twist = Twist::default();
@@ -351,8 +351,8 @@ fn every_exit() {
 /// Splits and builds a test shape (engines/models/testdata/shapes) the way
 /// `offramp split` and `offramp build` do.
 fn shape_set(name: &str, exits: [&str; 4], dir: &std::path::Path) -> EngineSet {
-    use offramp_engines::builder::{build, BuildOptions};
-    use offramp_engines::split::{split, SplitOptions};
+    use offramp_build::builder::{build, BuildOptions};
+    use offramp_build::split::{split, SplitOptions};
     let shape = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../engines/models/testdata/shapes")
         .join(name);
@@ -435,7 +435,7 @@ fn every_exit_of(set: &EngineSet) {
         let o = p.infer(&image, ExitPolicy::All, None).unwrap();
         let count = allocs() - before;
         assert_eq!(o.ran, n);
-        let twist = Twist::from_action(p.action());
+        let twist = Twist::from_action(p.action(), offramp_sim::LIMITS);
         if sim.step(twist.to_wheels(cfg.track_width)).done {
             sim.steps = 0;
         }

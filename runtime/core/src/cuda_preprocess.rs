@@ -37,13 +37,8 @@ pub enum CudaPreprocessError {
     Cuda { what: &'static str, why: String },
     #[error("NVRTC could not compile the preprocessing kernels: {0}")]
     Compile(String),
-    #[error("frame is {got} bytes; a {width}x{height} RGB frame is {want}")]
-    FrameSize {
-        got: usize,
-        want: usize,
-        width: usize,
-        height: usize,
-    },
+    #[error(transparent)]
+    Frame(#[from] crate::preprocess::PreprocessError),
     #[error("output has {got} values, the tensor {want}")]
     OutputSize { got: usize, want: usize },
 }
@@ -234,14 +229,7 @@ impl CudaPreprocess {
     pub fn run(&mut self, frame: &[u8]) -> Result<(), CudaPreprocessError> {
         let (sw, sh) = self.src;
         let (dw, dh) = self.dst;
-        if frame.len() != sw * sh * 3 {
-            return Err(CudaPreprocessError::FrameSize {
-                got: frame.len(),
-                want: sw * sh * 3,
-                width: sw,
-                height: sh,
-            });
-        }
+        crate::preprocess::check_frame(self.src, frame.len())?;
         self.upload
             .as_mut_slice()
             .map_err(cuda("pinned buffer"))?

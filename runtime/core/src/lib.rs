@@ -7,30 +7,30 @@
 //!   `--features cuda`, `cuda_preprocess` computes the same on the GPU,
 //!   straight into a TensorRT engine's input buffer.
 //! * [`exit_chain`]: the DeeR early-exit loop over an engine set, with the
-//!   per-frame deadline.
-//! * [`offload`]: deep exits on a server, the runtime's side (the network
-//!   is `offramp-link`'s).
+//!   per-frame deadline; [`exit_chain::offload`]: deep exits on a server,
+//!   the runtime's side (the network is `offramp-link`'s).
 //! * [`pipeline`]: preprocess + exit chain, the one frame step every caller
 //!   uses.
 //! * [`run_loop`]: camera → pipeline → [`run_loop::Actuator`], with stats.
 //! * [`recorder`]: the per-frame flight recorder.
 //! * [`npy`]: the replay format's arrays.
 //! * [`stats`]: latency summaries.
+//! * [`twist`]: the command a differential drive gets, held inside its
+//!   limits.
 //!
 //! The simulator, plotting, the network and the QEMU harness live in other
 //! crates; this one never links them.
 
+pub mod backend;
 pub mod camera;
 #[cfg(feature = "cuda")]
 pub mod cuda_preprocess;
 pub mod exit_chain;
 pub mod npy;
-pub mod offload;
 pub mod pipeline;
 pub mod pixfmt;
 pub mod preprocess;
 pub mod recorder;
 pub mod run_loop;
 pub mod stats;
-#[cfg(feature = "v4l")]
-pub mod v4l_source;
+pub mod twist;

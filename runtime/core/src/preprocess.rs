@@ -40,6 +40,22 @@ pub enum PreprocessError {
     },
 }
 
+/// The frame check every preprocessor (CPU or GPU) makes before touching a
+/// frame: `len` bytes must be one HWC RGB frame of `src` (width, height).
+pub fn check_frame(src: (usize, usize), len: usize) -> Result<(), PreprocessError> {
+    let (width, height) = src;
+    let want = width * height * 3;
+    if len != want {
+        return Err(PreprocessError::FrameSize {
+            got: len,
+            want,
+            width,
+            height,
+        });
+    }
+    Ok(())
+}
+
 /// Filter taps of one axis: output `i` reads `len[i]` inputs from `start[i]`
 /// with weights `w[i * stride ..]`.
 #[derive(Debug, Clone)]
@@ -198,16 +214,8 @@ impl Preprocessor {
 
     /// Fills `out` ([1, 3, H, W]) from `frame` (HWC RGB u8).
     pub fn run(&mut self, frame: &[u8], out: &mut [f32]) -> Result<(), PreprocessError> {
-        let (sw, sh) = self.src;
         let (dw, dh) = self.dst;
-        if frame.len() != sw * sh * 3 {
-            return Err(PreprocessError::FrameSize {
-                got: frame.len(),
-                want: sw * sh * 3,
-                width: sw,
-                height: sh,
-            });
-        }
+        check_frame(self.src, frame.len())?;
         if out.len() != dw * dh * 3 {
             return Err(PreprocessError::OutputSize {
                 got: out.len(),

@@ -1,6 +1,13 @@
 //! The runtime's main loop: newest camera frame → preprocess → exit chain
 //! (with an optional per-frame deadline) → action out → flight record.
 //!
+//! The one frame loop: the robot (`offramp run`), the demo, closed-loop
+//! evaluation, calibration and DAgger recording all drive [`RunLoop`], so
+//! what they measure is what the robot runs. A camera on its capture
+//! thread feeds [`RunLoop::run`]; a world stepped in lockstep with the loop
+//! (the simulator) calls [`RunLoop::frame`] itself, frame by frame, and
+//! reads the command back from its actuator ([`crate::twist::TwistCommand`]).
+//!
 //! Allocation-free per frame in offramp's code: every buffer is made in
 //! [`RunLoop::new`] (tract allocates inside its runs; `tests/zero_alloc.rs`
 //! in the cli crate counts both, path by path).
@@ -12,7 +19,9 @@ use crate::camera::{Capture, FrameMeta};
 use crate::exit_chain::{ExitPolicy, FrameOutcome, MAX_EXITS};
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::recorder::{Record, Recorder, RecorderError};
+use crate::stats::Window;
 use serde::Serialize;
+use std::borrow::BorrowMut;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -34,6 +43,15 @@ pub trait Actuator {
     fn stop(&mut self);
 }
 
+/// An actuator that drives nothing: recorded frames, a camera with no robot
+/// behind it, a measurement.
+pub struct Idle;
+
+impl Actuator for Idle {
+    fn act(&mut self, _: &[f32], _: &FrameOutcome) {}
+    fn stop(&mut self) {}
+}
+
 impl<A: Actuator + ?Sized> Actuator for Box<A> {
     fn act(&mut self, action: &[f32], outcome: &FrameOutcome) {
         (**self).act(action, outcome)
@@ -43,53 +61,95 @@ impl<A: Actuator + ?Sized> Actuator for Box<A> {
     }
 }
 
-/// (v, ω) of a model's `[v, ω, ...]` action held inside ±`max_v` (m/s) and
-/// ±`max_omega` (rad/s), a missing value taken as 0: what a differential
-/// drive is commanded. One function for `offramp run`'s publisher (in every
-/// build: a `cmd_vel` base has no firmware that validates what it gets) and
-/// the simulator's robot (a regression head overshoots its training range).
-/// The limits are positive, finite numbers (checked flags or constants).
-pub fn clamped_twist(action: &[f32], max_v: f32, max_omega: f32) -> (f32, f32) {
-    let get = |k: usize| action.get(k).copied().unwrap_or(0.0);
-    (
-        get(0).clamp(-max_v, max_v),
-        get(1).clamp(-max_omega, max_omega),
-    )
+/// Per-frame counts, summed: what every caller reports a frame by. Taken
+/// at two moments, [`Tally::since`] gives what happened in between (an
+/// episode).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tally {
+    pub frames: u64,
+    /// Frames that stopped at each exit.
+    pub exit_counts: [u64; MAX_EXITS],
+    /// Multiply-accumulates of every frame ([`crate::exit_chain::ExitChain::frame_macs`]),
+    /// and the part this machine computed (offload).
+    pub macs: u64,
+    pub robot_macs: u64,
+    pub deadline_cuts: u64,
+    pub deadline_misses: u64,
+    pub nonfinite: u64,
+    /// Frames whose action came from a server, and frames that asked one
+    /// and fell back to the deepest local exit.
+    pub remote: u64,
+    pub fallback: u64,
 }
 
-/// Fixed-capacity latency window for percentiles without allocating.
-pub struct Window {
-    buf: Vec<f32>,
-    scratch: Vec<f32>,
-    next: usize,
-    filled: usize,
-}
-
-impl Window {
-    pub fn new(cap: usize) -> Self {
+impl Default for Tally {
+    fn default() -> Self {
         Self {
-            buf: vec![0.0; cap.max(1)],
-            scratch: vec![0.0; cap.max(1)],
-            next: 0,
-            filled: 0,
+            frames: 0,
+            exit_counts: [0; MAX_EXITS],
+            macs: 0,
+            robot_macs: 0,
+            deadline_cuts: 0,
+            deadline_misses: 0,
+            nonfinite: 0,
+            remote: 0,
+            fallback: 0,
         }
     }
+}
 
-    pub fn push(&mut self, v: f32) {
-        self.buf[self.next] = v;
-        self.next = (self.next + 1) % self.buf.len();
-        self.filled = (self.filled + 1).min(self.buf.len());
+impl Tally {
+    fn add(&mut self, o: &FrameOutcome, macs: u64, robot_macs: u64, missed: bool) {
+        self.frames += 1;
+        self.exit_counts[o.exit] += 1;
+        self.macs += macs;
+        self.robot_macs += robot_macs;
+        self.deadline_cuts += o.deadline_cut as u64;
+        self.deadline_misses += missed as u64;
+        self.nonfinite += o.nonfinite as u64;
+        self.remote += o.remote as u64;
+        self.fallback += o.fallback as u64;
     }
 
-    /// The `q` quantile (0..=1) of the window.
-    pub fn quantile(&mut self, q: f64) -> f32 {
-        if self.filled == 0 {
-            return 0.0;
+    /// What was counted after `earlier` (a tally of the same loop).
+    pub fn since(&self, earlier: &Tally) -> Tally {
+        let mut d = *self;
+        for (c, e) in d.exit_counts.iter_mut().zip(earlier.exit_counts) {
+            *c -= e;
         }
-        let s = &mut self.scratch[..self.filled];
-        s.copy_from_slice(&self.buf[..self.filled]);
-        s.sort_unstable_by(f32::total_cmp);
-        s[((self.filled - 1) as f64 * q).round() as usize]
+        d.frames -= earlier.frames;
+        d.macs -= earlier.macs;
+        d.robot_macs -= earlier.robot_macs;
+        d.deadline_cuts -= earlier.deadline_cuts;
+        d.deadline_misses -= earlier.deadline_misses;
+        d.nonfinite -= earlier.nonfinite;
+        d.remote -= earlier.remote;
+        d.fallback -= earlier.fallback;
+        d
+    }
+
+    /// Mean 1-based exit.
+    pub fn mean_exit(&self) -> f64 {
+        let sum: u64 = self
+            .exit_counts
+            .iter()
+            .enumerate()
+            .map(|(k, c)| k as u64 * c)
+            .sum();
+        sum as f64 / self.frames.max(1) as f64 + 1.0
+    }
+
+    /// Share of frames stopping at each of the first `exits` exits.
+    pub fn exit_shares(&self, exits: usize) -> Vec<f64> {
+        self.exit_counts[..exits.min(MAX_EXITS)]
+            .iter()
+            .map(|c| *c as f64 / self.frames.max(1) as f64)
+            .collect()
+    }
+
+    /// Mean MACs per frame.
+    pub fn mean_macs(&self) -> f64 {
+        self.macs as f64 / self.frames.max(1) as f64
     }
 }
 
@@ -113,23 +173,25 @@ pub struct RunStats {
     pub compute_ratio: f64,
 }
 
-pub struct RunLoop {
-    pub pipeline: Pipeline,
+/// The frame loop over a pipeline it owns (`P = Pipeline`: the robot) or
+/// borrows (`&mut Pipeline`: an evaluation worker that keeps its pipeline
+/// across many loops).
+pub struct RunLoop<P: BorrowMut<Pipeline> = Pipeline> {
+    pub pipeline: P,
     pub policy: ExitPolicy,
     pub deadline: Option<Duration>,
     recorder: Option<Recorder>,
     latency: Window,
-    exit_counts: [u64; MAX_EXITS],
-    exit_sum: u64,
-    macs_sum: u64,
+    last_latency: f32,
+    tally: Tally,
     max_latency: f32,
     pub stats: RunStats,
     started: Instant,
 }
 
-impl RunLoop {
+impl<P: BorrowMut<Pipeline>> RunLoop<P> {
     pub fn new(
-        pipeline: Pipeline,
+        pipeline: P,
         policy: ExitPolicy,
         deadline: Option<Duration>,
         recorder: Option<Recorder>,
@@ -140,9 +202,8 @@ impl RunLoop {
             deadline,
             recorder,
             latency: Window::new(8192),
-            exit_counts: [0; MAX_EXITS],
-            exit_sum: 0,
-            macs_sum: 0,
+            last_latency: 0.0,
+            tally: Tally::default(),
             max_latency: 0.0,
             stats: RunStats {
                 deadline_ms: deadline.map(|d| d.as_secs_f64() * 1e3),
@@ -187,28 +248,30 @@ impl RunLoop {
         actuator: &mut dyn Actuator,
     ) -> Result<FrameOutcome, RunError> {
         let t0 = meta.captured.unwrap_or_else(Instant::now);
+        let pipeline = self.pipeline.borrow_mut();
         if meta.new_episode {
-            self.pipeline.begin_episode(meta.instruction)?;
+            pipeline.begin_episode(meta.instruction)?;
         }
         let deadline = self.deadline.map(|d| t0 + d);
-        let o = self.pipeline.infer(frame, self.policy, deadline)?;
+        let o = pipeline.infer(frame, self.policy, deadline)?;
         if o.stopped {
             self.stop(actuator);
         } else {
-            actuator.act(self.pipeline.action(), &o);
+            actuator.act(self.pipeline.borrow().action(), &o);
         }
         let done = Instant::now();
-        let latency = (done - t0).as_secs_f32();
+        let latency = done.saturating_duration_since(t0).as_secs_f32();
         let missed = deadline.is_some_and(|d| done > d);
         self.latency.push(latency);
+        self.last_latency = latency;
         self.max_latency = self.max_latency.max(latency);
-        self.exit_counts[o.exit] += 1;
-        self.exit_sum += o.exit as u64;
-        self.macs_sum += self.pipeline.chain.frame_macs(&o);
-        self.stats.frames += 1;
-        self.stats.deadline_cuts += o.deadline_cut as u64;
-        self.stats.deadline_misses += missed as u64;
-        self.stats.nonfinite_frames += o.nonfinite as u64;
+        let chain = &self.pipeline.borrow().chain;
+        self.tally
+            .add(&o, chain.frame_macs(&o), chain.robot_macs(&o), missed);
+        self.stats.frames = self.tally.frames;
+        self.stats.deadline_cuts = self.tally.deadline_cuts;
+        self.stats.deadline_misses = self.tally.deadline_misses;
+        self.stats.nonfinite_frames = self.tally.nonfinite;
         if let Some(r) = &mut self.recorder {
             let rec = Record::from_outcome(
                 meta.seq,
@@ -216,11 +279,21 @@ impl RunLoop {
                 &o,
                 latency * 1e6,
                 missed,
-                self.pipeline.action(),
+                self.pipeline.borrow().action(),
             );
             r.push(&rec)?;
         }
         Ok(o)
+    }
+
+    /// What the loop has counted so far.
+    pub fn tally(&self) -> Tally {
+        self.tally
+    }
+
+    /// Seconds from the last frame's capture (or its start) to its command.
+    pub fn last_latency(&self) -> f32 {
+        self.last_latency
     }
 
     /// A period without frames: stop the motors and count it.
@@ -269,34 +342,16 @@ impl RunLoop {
                 tracing::error!("{e}");
             }
         }
-        let chain = &self.pipeline.chain;
+        let chain = &self.pipeline.borrow().chain;
         let n = chain.exits();
-        let frames = self.stats.frames.max(1) as f64;
         let mut s = self.stats.clone();
-        s.exit_counts = self.exit_counts[..n].to_vec();
-        s.mean_exit = self.exit_sum as f64 / frames + 1.0;
+        s.exit_counts = self.tally.exit_counts[..n].to_vec();
+        s.mean_exit = self.tally.mean_exit();
         s.latency_p50_ms = self.latency.quantile(0.5) as f64 * 1e3;
         s.latency_p99_ms = self.latency.quantile(0.99) as f64 * 1e3;
         s.latency_max_ms = self.max_latency as f64 * 1e3;
-        s.mean_macs = self.macs_sum as f64 / frames;
+        s.mean_macs = self.tally.mean_macs();
         s.compute_ratio = s.mean_macs / chain.full_macs() as f64;
         s
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn window_quantiles() {
-        let mut w = Window::new(100);
-        for i in 0..250 {
-            w.push(i as f32);
-        }
-        // The last 100 values: 150..250.
-        assert_eq!(w.quantile(0.0), 150.0);
-        assert_eq!(w.quantile(1.0), 249.0);
-        assert_eq!(w.quantile(0.5), 200.0);
     }
 }

@@ -6,7 +6,7 @@
 use offramp_runtime::cuda_preprocess::{
     available, compile_kernels, CudaPreprocess, CudaPreprocessError,
 };
-use offramp_runtime::preprocess::Preprocessor;
+use offramp_runtime::preprocess::{PreprocessError, Preprocessor};
 
 fn frame(w: usize, h: usize, seed: u32) -> Vec<u8> {
     let mut x = seed.wrapping_mul(2654435761).max(1);
@@ -95,7 +95,10 @@ fn matches_the_cpu_preprocessing_within_1e_5() {
         }
         assert!(matches!(
             gpu.run(&[0u8; 10]),
-            Err(CudaPreprocessError::FrameSize { got: 10, .. })
+            Err(CudaPreprocessError::Frame(PreprocessError::FrameSize {
+                got: 10,
+                ..
+            }))
         ));
     }
 }

@@ -1,5 +1,7 @@
 //! offramp's links between the runtime and the motors.
 //!
+//! * [`actuator`]: the run loop's actions published on zenoh, held inside
+//!   the robot's limits.
 //! * [`zenoh_link`]: the action and telemetry messages and the runtime's
 //!   zenoh session (publisher, telemetry subscriber, liveliness).
 //! * [`bridge`]: zenoh ⇄ the motor controller's serial link (the
@@ -11,6 +13,7 @@
 //! * [`link_check`]: the model-free check of that link (`offramp firmware
 //!   session`).
 
+pub mod actuator;
 pub mod bridge;
 pub mod firmware;
 pub mod link_check;

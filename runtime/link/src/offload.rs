@@ -1,6 +1,6 @@
 //! Deep exits on a second device over zenoh: `offramp serve` on the server,
 //! [`ZenohOffload`] in the robot's runtime (the runtime's side of the
-//! contract is `offramp_runtime::offload`).
+//! contract is `offramp_runtime::exit_chain::offload`).
 //!
 //! Key space, for robot `R`, an engine set whose `model` is `M` and whose
 //! manifest digest is `D` (the first 16 hex digits of its SHA-256, so a
@@ -27,10 +27,10 @@
 
 use crate::zenoh_link::ZenohError;
 use offramp_engines::manifest::CarriedDtype;
-use offramp_runtime::exit_chain::{ExitChain, MAX_EXITS};
-use offramp_runtime::offload::{
+use offramp_runtime::exit_chain::offload::{
     Offload, OffloadCounters, OffloadError, OffloadReply, OffloadRequest,
 };
+use offramp_runtime::exit_chain::{ExitChain, MAX_EXITS};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -26,40 +26,17 @@ pub use world::{ConfigError, Cylinder, Kind, SimConfig, World, LANDMARK_NAMES};
 
 use std::f32::consts::PI;
 
-/// Linear speed (m/s) and yaw rate (rad/s): what the model outputs.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Twist {
-    pub v: f32,
-    pub omega: f32,
-}
-
-/// Per-wheel surface speeds, m/s: what the firmware drives.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Wheels {
-    pub left: f32,
-    pub right: f32,
-}
-
-impl Twist {
-    /// A model's action vector `[v, omega, ...]`; missing dims are 0.
-    /// The model's action (v, omega), held inside the robot's envelope: a
-    /// regression head overshoots its training range by a little.
-    pub fn from_action(a: &[f32]) -> Self {
-        let (v, omega) = offramp_runtime::run_loop::clamped_twist(a, MAX_V, MAX_OMEGA);
-        Self { v, omega }
-    }
-
-    pub fn to_wheels(self, track: f32) -> Wheels {
-        Wheels {
-            left: self.v - self.omega * track / 2.0,
-            right: self.v + self.omega * track / 2.0,
-        }
-    }
-}
+pub use offramp_runtime::twist::{Limits, Twist, Wheels};
 
 /// Largest commands the expert gives (and the model learns).
 pub const MAX_V: f32 = 0.5;
 pub const MAX_OMEGA: f32 = 2.0;
+/// The same as the limits every command to the simulated robot is held
+/// inside ([`Twist::from_action`]).
+pub const LIMITS: Limits = Limits {
+    v: MAX_V,
+    omega: MAX_OMEGA,
+};
 /// How close to touching (metres between surfaces) counts as reaching a
 /// landmark.
 pub const REACH: f32 = 0.12;

@@ -1,8 +1,8 @@
 //! `offramp bench`: benchmarks that print JSON.
 
-use crate::args::at_least;
+use crate::args::{at_least, EngineArgs};
 #[cfg(feature = "sim")]
-use crate::args::{non_negative, positive};
+use crate::args::{non_negative, positive, DemoEngineArgs};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -18,8 +18,8 @@ enum BenchCommand {
     /// exit vs the full model on the same frames, and deadline misses with
     /// CPU hogs on every core. Prints JSON.
     Runtime {
-        #[arg(long)]
-        engines: PathBuf,
+        #[command(flatten)]
+        engine: EngineArgs,
         #[arg(long, default_value_t = 10_000, value_parser = at_least(100))]
         frames: usize,
         #[arg(long, default_value_t = 10.0, value_parser = positive)]
@@ -35,8 +35,8 @@ enum BenchCommand {
     /// same ONNX files, single-threaded, in one run; with --tensorrt, the
     /// same model's TensorRT plans too (host wall time and CUDA-event time).
     Engines {
-        #[arg(long)]
-        engines: PathBuf,
+        #[command(flatten)]
+        engine: EngineArgs,
         /// A TensorRT build of the same model (`offramp build --backend
         /// tensorrt`), timed exit by exit in the same run.
         #[arg(long, value_name = "DIR")]
@@ -56,8 +56,8 @@ enum BenchCommand {
     /// zenoh on loopback) on the same closed-loop episodes, the robot's
     /// engines slowed down by a stated factor. Prints JSON.
     Offload {
-        #[arg(long, default_value = "engines/models/demo")]
-        engines: PathBuf,
+        #[command(flatten)]
+        engine: DemoEngineArgs,
         #[arg(long, default_value_t = 20, value_parser = at_least(1))]
         episodes: usize,
         /// Simulator seeds from here (validation range by default: see
@@ -78,8 +78,8 @@ enum BenchCommand {
     Zenoh {
         #[arg(long, default_value_t = 2000, value_parser = at_least(10))]
         iters: usize,
-        #[arg(long, default_value = "engines/models/demo")]
-        engines: PathBuf,
+        #[command(flatten)]
+        engine: DemoEngineArgs,
         /// Demo episodes for the end-to-end figure (0: skip).
         #[arg(long, default_value_t = 3)]
         demo_episodes: usize,
@@ -97,11 +97,43 @@ fn slowdown(s: &str) -> Result<f64, String> {
     }
 }
 
+/// `bench zenoh`: the action path ([`offramp_bench::zenoh`]), then the
+/// end-to-end figures of a short demo (camera frame → applied by the
+/// firmware).
+#[cfg(feature = "sim")]
+fn zenoh(
+    iters: usize,
+    engines: PathBuf,
+    demo_episodes: usize,
+) -> anyhow::Result<offramp_bench::zenoh::ZenohBench> {
+    use super::demo;
+    let mut r = offramp_bench::zenoh::run(iters, &crate::progress::bars)?;
+    if demo_episodes > 0 {
+        let d = demo::run(&demo::Args {
+            firmware: offramp_rig::FirmwareKind::Host,
+            bridge: offramp_rig::BridgeMode::Process,
+            elf: None,
+            engines,
+            episodes: demo_episodes,
+            first_seed: 0,
+            deadline_ms: None,
+            robot: "offramp-bench".into(),
+            cmd_vel: false,
+            report: None,
+            json: true,
+            offload: None,
+        })?;
+        r.demo_episodes = demo_episodes;
+        (r.frame_to_applied_ms, r.frame_to_sent_ms) = (d.frame_to_applied_ms, d.frame_to_sent_ms);
+    }
+    Ok(r)
+}
+
 pub fn main(a: Args) -> anyhow::Result<()> {
     let json = match a.command {
         #[cfg(feature = "sim")]
         BenchCommand::Runtime {
-            engines,
+            engine,
             frames,
             deadline_ms,
             hogs,
@@ -109,17 +141,24 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         } => {
             let hogs =
                 hogs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-            let r = super::bench_runtime::run(&engines, frames, deadline_ms, hogs, period_ms)?;
+            let r = offramp_bench::runtime::run(
+                &engine.engines,
+                frames,
+                deadline_ms,
+                hogs,
+                period_ms,
+                &crate::progress::bars,
+            )?;
             serde_json::to_string_pretty(&r)?
         }
         BenchCommand::Engines {
-            engines,
+            engine,
             tensorrt,
             iters,
             ops,
             python,
         } => serde_json::to_string_pretty(&super::bench_engines::run(
-            &engines,
+            &engine.engines,
             tensorrt.as_deref(),
             iters,
             ops,
@@ -127,13 +166,13 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         )?)?,
         #[cfg(feature = "sim")]
         BenchCommand::Offload {
-            engines,
+            engine,
             episodes,
             first_seed,
             local_exits,
             robot_slowdown,
         } => serde_json::to_string_pretty(&super::bench_offload::run(
-            &engines,
+            &engine.engines,
             episodes,
             first_seed,
             local_exits,
@@ -142,11 +181,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         #[cfg(feature = "sim")]
         BenchCommand::Zenoh {
             iters,
-            engines,
+            engine,
             demo_episodes,
-        } => {
-            serde_json::to_string_pretty(&super::bench_zenoh::run(iters, engines, demo_episodes)?)?
-        }
+        } => serde_json::to_string_pretty(&zenoh(iters, engine.engines, demo_episodes)?)?,
     };
     println!("{json}");
     Ok(())

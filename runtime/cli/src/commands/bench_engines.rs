@@ -3,8 +3,8 @@
 //! same model, its plans, measured in one run. Prints JSON.
 
 use anyhow::{bail, Context};
-use offramp_engines::cpu::{CpuEngine, OpTime};
 use offramp_engines::{Engine, EngineSet, TensorSpec};
+use offramp_engines_cpu::{CpuEngine, OpTime};
 use offramp_runtime::stats::Summary;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -93,7 +93,7 @@ fn time_tensorrt(
     cpu: &EngineSet,
     iters: usize,
 ) -> anyhow::Result<Vec<(Summary, Summary)>> {
-    use offramp_engines::{BackendKind, Chain};
+    use offramp_engines::BackendKind;
     let set = EngineSet::open(dir)?;
     let m = &set.manifest;
     if m.build.backend != BackendKind::Tensorrt {
@@ -109,7 +109,7 @@ fn time_tensorrt(
             cpu.manifest.exits.len()
         );
     }
-    let mut chain = Chain::load(&set, BackendKind::Tensorrt)?;
+    let mut chain = offramp_runtime::backend::load_chain(&set, BackendKind::Tensorrt)?;
     // As the runtime runs it: hidden states stay on the GPU between
     // segments (only the features are read here).
     let kept = chain.keep_between_segments_on_device(|_, _| false);

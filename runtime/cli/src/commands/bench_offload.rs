@@ -7,12 +7,12 @@
 
 use crate::progress::progress_bar;
 use offramp_calibrate::eval::{evaluate, EvalReport};
-use offramp_engines::cpu::CpuEngine;
 use offramp_engines::{Chain, Engine, EngineSet};
+use offramp_engines_cpu::CpuEngine;
 use offramp_link::offload::{set_prefix, OffloadServer, ZenohOffload};
 use offramp_link::zenoh_link::{free_loopback_endpoint, open_session, ZenohOptions};
+use offramp_runtime::exit_chain::offload::OffloadCounters;
 use offramp_runtime::exit_chain::{ExitChain, ExitPolicy};
-use offramp_runtime::offload::OffloadCounters;
 use offramp_runtime::pipeline::Pipeline;
 use offramp_sim::SimConfig;
 use serde::Serialize;

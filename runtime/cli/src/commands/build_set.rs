@@ -1,7 +1,7 @@
 //! `offramp build`: ONNX segments → engine set, with a progress bar and a
 //! summary table.
 
-use offramp_engines::builder::{build, BuildOptions, Progress, Row};
+use offramp_build::builder::{build, BuildOptions, Progress, Row};
 use offramp_engines::{BackendKind, Manifest, Precision};
 use std::path::PathBuf;
 

@@ -2,8 +2,8 @@
 //! machine's TensorRT and CUDA, and check that it opens TensorRT.
 
 use anyhow::{anyhow, Context};
-use offramp_engines::tensorrt::abi::SHIM_FILE;
-use offramp_engines::tensorrt::build_shim::{build_shim, inspect_shim, ShimBuild};
+use offramp_engines_tensorrt::abi::SHIM_FILE;
+use offramp_engines_tensorrt::build_shim::{build_shim, inspect_shim, ShimBuild};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]

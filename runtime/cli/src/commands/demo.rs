@@ -11,20 +11,22 @@
 //! the motors on its own.
 
 use crate::args::{at_least_1, positive, print_report};
-use crate::boards::rig::{Bridge, BridgeMode, FirmwareEnd};
-use crate::boards::FirmwareKind;
-use crate::plot::{self, Mark, Series};
 use crate::progress::progress_bar;
 use anyhow::Context;
 use offramp_engines::{BackendKind, EngineSet};
+use offramp_link::actuator::ZenohActuator;
 use offramp_link::zenoh_link::{
     free_loopback_endpoint, open_session, BridgeCounters, Keys, RuntimeLink, TelemetryMsg,
     ZenohOptions,
 };
 use offramp_link::COMMAND_VALIDITY;
 use offramp_protocol::MotorState;
+use offramp_report::plot::{self, Mark, Series};
+use offramp_rig::{Bridge, BridgeMode, FirmwareEnd, FirmwareKind};
+use offramp_runtime::camera::FrameMeta;
 use offramp_runtime::exit_chain::ExitPolicy;
 use offramp_runtime::pipeline::Pipeline;
+use offramp_runtime::run_loop::{Idle, RunLoop};
 use offramp_runtime::stats::Summary;
 use offramp_sim::{Sim, SimConfig, Wheels};
 use serde::Serialize;
@@ -130,7 +132,7 @@ pub struct DemoReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub robot_compute_ratio: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub offload: Option<offramp_runtime::offload::OffloadCounters>,
+    pub offload: Option<offramp_runtime::exit_chain::offload::OffloadCounters>,
 }
 
 /// Per-reason rejection counts between two telemetry reports.
@@ -189,7 +191,7 @@ pub fn run(a: &Args) -> anyhow::Result<DemoReport> {
         )
     })?;
     let mut p = Pipeline::open(&set, BackendKind::Cpu, (cfg.image_width, cfg.image_height))?;
-    let n = p.chain.exits();
+    let exits = p.chain.exits();
 
     let fw = FirmwareEnd::start(a.firmware, a.elf.as_deref())?;
     let endpoint = free_loopback_endpoint()?;
@@ -202,9 +204,10 @@ pub fn run(a: &Args) -> anyhow::Result<DemoReport> {
         Some(k) => Some(start_offload(&mut p, &set, &session, a, &endpoint, k)?),
         None => None,
     };
-    let mut link = RuntimeLink::open(session, keys, COMMAND_VALIDITY, a.cmd_vel)?;
+    let link = RuntimeLink::open(session, keys, COMMAND_VALIDITY, a.cmd_vel)?;
     let mut bridge = Bridge::spawn(a.bridge, &fw.device, &a.robot, &endpoint)?;
     let first = wait_for_bridge(&link, &mut bridge, Duration::from_secs(20))?;
+    let full_macs = p.chain.full_macs();
     let rejected_before = first.firmware.counters.rejected();
     tracing::info!(device = %fw.device.display(), %endpoint, "bridge and firmware up");
 
@@ -215,11 +218,12 @@ pub fn run(a: &Args) -> anyhow::Result<DemoReport> {
     } else {
         progress_bar(a.episodes as u64, "episodes")
     };
-    let (mut frames, mut successes, mut exit_sum, mut macs) = (0u64, 0usize, 0u64, 0u64);
-    let mut robot_macs = 0u64;
-    let mut exit_counts = vec![0u64; n];
+    // The robot's loop and actuator: each command published on zenoh,
+    // held inside the simulated robot's limits.
+    let mut rl = RunLoop::new(p, ExitPolicy::Criterion, deadline, None);
+    let mut actuator = ZenohActuator::new(link, Idle, offramp_sim::LIMITS);
+    let mut successes = 0usize;
     let (mut to_sent, mut to_applied) = (Vec::new(), Vec::new());
-    let (mut misses, mut sent) = (0u64, 0u64);
     // Outstanding actions (seq, frame → sent ms), to pair with telemetry.
     let mut pending: Vec<(u64, f64)> = Vec::new();
     let mut applied = Wheels::default();
@@ -230,32 +234,30 @@ pub fn run(a: &Args) -> anyhow::Result<DemoReport> {
     for e in 0..a.episodes {
         let mut sim = Sim::new(&cfg, a.first_seed + e as u64);
         frame.resize(sim.frame_len(), 0);
-        p.begin_episode(sim.instruction() as usize)?;
         loop {
-            let t_frame = Instant::now();
+            let captured = Instant::now();
             sim.render(&mut frame);
-            let o = p.infer(&frame, ExitPolicy::Criterion, deadline.map(|d| t_frame + d))?;
-            // `action()` is zero when the chain stopped.
-            let tw = offramp_sim::Twist::from_action(p.action());
-            let (seq, at) = link.publish(tw.v, tw.omega, o.exit as u8, o.stopped)?;
-            sent += 1;
-            let since = at.duration_since(t_frame);
-            misses += deadline.is_some_and(|d| since > d) as u64;
-            let inference_ms = since.as_secs_f64() * 1e3;
+            let meta = FrameMeta {
+                seq: rl.stats.frames,
+                captured: Some(captured),
+                instruction: sim.instruction() as usize,
+                new_episode: sim.steps == 0,
+            };
+            rl.frame(&frame, meta, &mut actuator)?;
+            let Some((seq, at)) = actuator.last else {
+                anyhow::bail!("publishing a command on zenoh failed (see the log)");
+            };
+            let inference_ms = at.duration_since(captured).as_secs_f64() * 1e3;
             to_sent.push(inference_ms);
             pending.push((seq, inference_ms));
-            frames += 1;
-            exit_counts[o.exit] += 1;
-            exit_sum += o.exit as u64;
-            macs += p.chain.frame_macs(&o);
-            robot_macs += p.chain.robot_macs(&o);
             // Until the next frame: telemetry carries the wheel speeds the
             // firmware applies.
             next += period;
             if next < Instant::now() {
                 next = Instant::now();
             }
-            while let Ok((t, _)) = link
+            while let Ok((t, _)) = actuator
+                .link
                 .telemetry()
                 .recv_timeout(next.saturating_duration_since(Instant::now()))
             {
@@ -297,8 +299,13 @@ pub fn run(a: &Args) -> anyhow::Result<DemoReport> {
     bar.finish_and_clear();
     // Silence: the controller must stop the motors on its own.
     let silence = Instant::now();
+    let tally = rl.tally();
     let stop = loop {
-        match link.telemetry().recv_timeout(Duration::from_millis(100)) {
+        match actuator
+            .link
+            .telemetry()
+            .recv_timeout(Duration::from_millis(100))
+        {
             Ok((t, _)) if t.firmware.state == MotorState::TimedOut => break t,
             Ok(_) => {}
             Err(_) if silence.elapsed() > Duration::from_secs(5) => {
@@ -315,8 +322,8 @@ pub fn run(a: &Args) -> anyhow::Result<DemoReport> {
             o => anyhow::bail!("motor outputs after the timeout are {o:?}, expected zero"),
         }
     }
-    let f = frames.max(1) as f64;
-    let compute_ratio = macs as f64 / (p.chain.full_macs() as f64 * f);
+    let f = tally.frames.max(1) as f64;
+    let compute_ratio = tally.macs as f64 / (full_macs as f64 * f);
     let report = DemoReport {
         firmware: fw.board.clone(),
         link: format!(
@@ -327,16 +334,16 @@ pub fn run(a: &Args) -> anyhow::Result<DemoReport> {
         episodes: a.episodes,
         successes,
         success_rate: successes as f64 / a.episodes.max(1) as f64,
-        frames,
-        mean_exit: exit_sum as f64 / f + 1.0,
-        exit_shares: exit_counts.iter().map(|c| *c as f64 / f).collect(),
+        frames: tally.frames,
+        mean_exit: tally.mean_exit(),
+        exit_shares: tally.exit_shares(exits),
         compute_ratio,
         compute_saved: 1.0 - compute_ratio,
         frame_to_sent_ms: Summary::of(&to_sent),
         frame_to_applied_ms: Summary::of(&to_applied),
         deadline_ms: a.deadline_ms,
-        deadline_misses: misses,
-        commands_sent: sent,
+        deadline_misses: tally.deadline_misses,
+        commands_sent: tally.frames,
         commands_rejected: stop.firmware.counters.rejected() - rejected_before,
         rejections: rejection_reasons(&first.firmware.counters, &stop.firmware.counters),
         bridge: stop.bridge,
@@ -345,8 +352,8 @@ pub fn run(a: &Args) -> anyhow::Result<DemoReport> {
         wall_seconds: start.elapsed().as_secs_f64(),
         robot_compute_ratio: a
             .offload
-            .map(|_| robot_macs as f64 / (p.chain.full_macs() as f64 * f)),
-        offload: p.chain.offload_counters(),
+            .map(|_| tally.robot_macs as f64 / (full_macs as f64 * f)),
+        offload: rl.pipeline.chain.offload_counters(),
     };
     if let Some(path) = &a.report {
         plot::chart(

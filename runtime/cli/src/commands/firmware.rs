@@ -4,11 +4,9 @@
 //! image's timing in QEMU (`bench`).
 
 use crate::args::{positive, print_report};
-use crate::boards::{with_firmware, FirmwareKind, OnLink};
-use offramp_link::firmware::FirmwareLink;
-use offramp_link::link_check::{self, SessionConfig, SessionReport};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use offramp_link::link_check::{SessionConfig, SessionReport};
+use offramp_rig::FirmwareKind;
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(clap::Args)]
@@ -60,7 +58,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
                 drive_for: Duration::from_secs_f64(seconds),
                 ..Default::default()
             };
-            let report = run(firmware, elf.as_deref(), &cfg)?;
+            let report = offramp_rig::session::run(firmware, elf.as_deref(), &cfg)?;
             print_report(json, &report, print_human)?;
             if !report.all_accepted || report.rejected > 0 {
                 anyhow::bail!("the firmware did not accept every command");
@@ -73,29 +71,12 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             commands,
             trials,
         } => {
-            let elf = crate::boards::qemu_elf(elf.as_deref())?;
-            let report = super::firmware_bench::run(&elf, commands, trials)?;
+            let elf = offramp_rig::qemu_elf(elf.as_deref())?;
+            let report = offramp_rig::firmware_bench::run(&elf, commands, trials)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
     }
-}
-
-struct Session<'a>(&'a SessionConfig);
-
-impl OnLink for Session<'_> {
-    type Out = SessionReport;
-    fn run<W: Write>(self, link: &mut FirmwareLink<W>) -> anyhow::Result<SessionReport> {
-        link_check::run(link, self.0)
-    }
-}
-
-pub fn run(
-    firmware: FirmwareKind,
-    elf: Option<&Path>,
-    cfg: &SessionConfig,
-) -> anyhow::Result<SessionReport> {
-    with_firmware(firmware, elf, Session(cfg))
 }
 
 /// One screen for a person.

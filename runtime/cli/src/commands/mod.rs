@@ -5,10 +5,6 @@ pub mod bench;
 pub mod bench_engines;
 #[cfg(feature = "sim")]
 pub mod bench_offload;
-#[cfg(feature = "sim")]
-pub mod bench_runtime;
-#[cfg(feature = "sim")]
-pub mod bench_zenoh;
 pub mod bridge;
 pub mod build_set;
 #[cfg(feature = "tensorrt")]
@@ -19,8 +15,6 @@ pub mod calibrate;
 #[cfg(feature = "sim")]
 pub mod demo;
 pub mod firmware;
-#[cfg(feature = "qemu")]
-pub mod firmware_bench;
 #[cfg(feature = "lerobot")]
 pub mod import_lerobot;
 pub mod profile;

@@ -30,7 +30,7 @@ fn exit_count(s: &str) -> Result<usize, String> {
 pub fn main(a: Args) -> anyhow::Result<()> {
     if let Some(out) = &a.mcap {
         let records = offramp_runtime::recorder::read(&a.file)?;
-        crate::mcap_export::write(&records, out)?;
+        offramp_report::mcap::write(&records, out)?;
         eprintln!("wrote {} frames to {}", records.len(), out.display());
         return Ok(());
     }

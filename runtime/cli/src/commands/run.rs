@@ -3,14 +3,16 @@
 use crate::args::{at_least_1, positive, print_report, ZenohArgs};
 use indicatif::{ProgressBar, ProgressStyle};
 use offramp_engines::EngineSet;
+use offramp_link::actuator::ZenohActuator;
 use offramp_link::offload::ZenohOffload;
 use offramp_link::zenoh_link::{open_session, Keys, RuntimeLink};
 use offramp_link::COMMAND_VALIDITY;
 use offramp_runtime::camera::{self, CameraSpec};
-use offramp_runtime::exit_chain::{ExitPolicy, FrameOutcome};
+use offramp_runtime::exit_chain::ExitPolicy;
 use offramp_runtime::pipeline::Pipeline;
 use offramp_runtime::recorder::Recorder;
-use offramp_runtime::run_loop::{Actuator, RunLoop, RunStats};
+use offramp_runtime::run_loop::{Actuator, Idle, RunLoop, RunStats};
+use offramp_runtime::twist::Limits;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -21,8 +23,9 @@ pub struct SimActuator(pub std::sync::Arc<offramp_sim::camera::CommandSlot>);
 
 #[cfg(feature = "sim")]
 impl Actuator for SimActuator {
-    fn act(&mut self, a: &[f32], _: &FrameOutcome) {
-        self.0.set(offramp_sim::Twist::from_action(a));
+    fn act(&mut self, a: &[f32], _: &offramp_runtime::exit_chain::FrameOutcome) {
+        self.0
+            .set(offramp_sim::Twist::from_action(a, offramp_sim::LIMITS));
     }
     fn stop(&mut self) {
         self.0.set(offramp_sim::Twist::default());
@@ -33,20 +36,6 @@ impl Actuator for SimActuator {
 /// `MAX_OMEGA`, what its expert commands): `run`'s defaults.
 const DEMO_MAX_V: f64 = 0.5;
 const DEMO_MAX_OMEGA: f64 = 2.0;
-
-/// The command limits `run` holds each published action inside.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Limits {
-    /// |v|, m/s.
-    pub v: f32,
-    /// |ω|, rad/s.
-    pub omega: f32,
-}
-
-/// (v, ω) of a model's (v, ω) action, held inside `limits` in every build.
-fn twist(a: &[f32], limits: Limits) -> (f32, f32) {
-    offramp_runtime::run_loop::clamped_twist(a, limits.v, limits.omega)
-}
 
 /// `--zenoh` publishes each action as (v, ω): a set whose action is
 /// anything else (an arm's joints, a longer vector) is refused at start
@@ -139,50 +128,6 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     print_report(a.json, &run(&a)?, print_human)
 }
 
-/// Actions that drive nothing (a real camera with no simulated robot).
-struct NoActuator;
-
-impl Actuator for NoActuator {
-    fn act(&mut self, _: &[f32], _: &FrameOutcome) {}
-    fn stop(&mut self) {}
-}
-
-/// Publishes each action over zenoh as well as driving the inner actuator.
-/// zenoh allocates inside `put` (as tract does inside a run): this actuator
-/// is outside the runtime's zero-allocation guarantee.
-pub struct ZenohActuator<A> {
-    pub link: RuntimeLink,
-    pub inner: A,
-    pub limits: Limits,
-    pub errors: u64,
-}
-
-impl<A: Actuator> Actuator for ZenohActuator<A> {
-    fn act(&mut self, a: &[f32], o: &FrameOutcome) {
-        let (v, omega) = twist(a, self.limits);
-        if let Err(e) = self.link.publish(v, omega, o.exit as u8, false) {
-            self.note(e);
-        }
-        // A simulated robot drives what was published, limits included.
-        self.inner.act(&[v, omega], o);
-    }
-    fn stop(&mut self) {
-        if let Err(e) = self.link.publish(0.0, 0.0, 0, true) {
-            self.note(e);
-        }
-        self.inner.stop();
-    }
-}
-
-impl<A> ZenohActuator<A> {
-    fn note(&mut self, e: offramp_link::zenoh_link::ZenohError) {
-        if self.errors == 0 {
-            tracing::warn!("{e}");
-        }
-        self.errors += 1;
-    }
-}
-
 #[derive(Serialize)]
 pub struct RunReport {
     pub camera: String,
@@ -195,7 +140,7 @@ pub struct RunReport {
     pub wall_seconds: f64,
     /// With --offload: requests, answers, fallbacks, failovers.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub offload: Option<offramp_runtime::offload::OffloadCounters>,
+    pub offload: Option<offramp_runtime::exit_chain::offload::OffloadCounters>,
 }
 
 pub fn run(a: &Args) -> anyhow::Result<RunReport> {
@@ -270,10 +215,10 @@ pub fn run(a: &Args) -> anyhow::Result<RunReport> {
     #[cfg(feature = "sim")]
     let local: Box<dyn Actuator> = match &sim {
         Some((commands, _)) => Box::new(SimActuator(commands.clone())),
-        None => Box::new(NoActuator),
+        None => Box::new(Idle),
     };
     #[cfg(not(feature = "sim"))]
-    let local: Box<dyn Actuator> = Box::new(NoActuator);
+    let local: Box<dyn Actuator> = Box::new(Idle);
     let mut act: Box<dyn Actuator> = if let (true, Some(session)) = (a.zenoh, &session) {
         let link = RuntimeLink::open(
             session.clone(),
@@ -281,15 +226,14 @@ pub fn run(a: &Args) -> anyhow::Result<RunReport> {
             COMMAND_VALIDITY,
             a.cmd_vel,
         )?;
-        Box::new(ZenohActuator {
+        Box::new(ZenohActuator::new(
             link,
-            inner: local,
-            limits: Limits {
+            local,
+            Limits {
                 v: a.max_v as f32,
                 omega: a.max_omega as f32,
             },
-            errors: 0,
-        })
+        ))
     } else {
         local
     };
@@ -389,17 +333,6 @@ pub fn print_human(r: &RunReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_published_twist_stays_inside_the_limits_in_every_build() {
-        let demo = Limits { v: 0.5, omega: 2.0 };
-        assert_eq!(twist(&[0.3, -1.0], demo), (0.3, -1.0));
-        assert_eq!(twist(&[3.0, -5.0], demo), (0.5, -2.0));
-        assert_eq!(twist(&[-3.0, 5.0], demo), (-0.5, 2.0));
-        // A slower robot's limits, not the demo robot's.
-        let slow = Limits { v: 0.2, omega: 0.5 };
-        assert_eq!(twist(&[0.3, -1.0], slow), (0.2, -0.5));
-    }
 
     #[cfg(feature = "sim")]
     #[test]

@@ -1,21 +1,21 @@
 //! `offramp serve`: deep exits for a robot, on a second device.
 
-use crate::args::{positive, ZenohArgs};
-use offramp_engines::EngineSet;
+use crate::args::{positive, EngineArgs, ZenohArgs};
 use offramp_link::offload::{set_prefix, OffloadServer};
 use offramp_link::zenoh_link::open_session;
 use offramp_runtime::exit_chain::ExitChain;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(clap::Args)]
+#[command(mut_arg("engines", |a| a.help(
+    "The robot's engine set (the same build: its manifest digest is part \
+     of the key, so a server with another build is never asked)."
+)))]
 pub struct Args {
-    /// The robot's engine set (the same build: its manifest digest is part
-    /// of the key, so a server with another build is never asked).
-    #[arg(long)]
-    pub engines: PathBuf,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// This server's name, unique among the robot's servers.
     #[arg(long, default_value = "edge")]
     pub name: String,
@@ -31,7 +31,7 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
-    let set = EngineSet::open(&a.engines)?;
+    let set = a.engine.open()?;
     let chain = ExitChain::new(&set, set.manifest.build.backend)?;
     let prefix = set_prefix(&a.zenoh_args.robot, &set)?;
     let session = open_session(&a.zenoh_args.options())?;

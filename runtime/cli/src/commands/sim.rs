@@ -5,8 +5,11 @@ use crate::args::{at_least, at_least_1, share};
 use crate::progress::{evaluate_with_progress, pipelines, progress_bar};
 use offramp_calibrate::eval::EvalReport;
 use offramp_engines::{BackendKind, EngineSet};
+use offramp_runtime::camera::FrameMeta;
 use offramp_runtime::exit_chain::ExitPolicy;
 use offramp_runtime::pipeline::Pipeline;
+use offramp_runtime::run_loop::RunLoop;
+use offramp_runtime::twist::TwistCommand;
 use offramp_sim::record::{record, RecordOptions};
 use offramp_sim::{Sim, SimConfig};
 use serde::Serialize;
@@ -149,10 +152,14 @@ pub struct LearnerOptions<'a> {
 
 /// The runtime as a DAgger learner: per episode either the calibrated
 /// criterion or a random fixed exit, so the data covers the states every
-/// exit (and the deployed mix of exits) leads to.
+/// exit (and the deployed mix of exits) leads to. The run loop decides each
+/// frame, as on the robot.
 struct ChainLearner {
-    p: Pipeline,
-    policy: ExitPolicy,
+    rl: RunLoop,
+    command: TwistCommand,
+    /// The episode's instruction, and whether its first frame is next.
+    instruction: usize,
+    new_episode: bool,
     criterion_share: f32,
     rng: offramp_sim::Rng,
     error: Option<anyhow::Error>,
@@ -160,15 +167,14 @@ struct ChainLearner {
 
 impl offramp_sim::record::Learner for ChainLearner {
     fn start(&mut self, sim: &Sim) {
-        if let Err(e) = self.p.begin_episode(sim.instruction() as usize) {
-            self.error.get_or_insert(e.into());
-        }
+        self.instruction = sim.instruction() as usize;
+        self.new_episode = true;
         // The coin is drawn only when the criterion may drive, so recordings
         // without it keep the exact exit sequence of earlier rounds
         // (reproduce_demo.sh replays them).
         let criterion = self.criterion_share > 0.0 && self.rng.unit() < self.criterion_share;
-        let exit = self.rng.below(self.p.chain.exits());
-        self.policy = if criterion {
+        let exit = self.rng.below(self.rl.pipeline.chain.exits());
+        self.rl.policy = if criterion {
             ExitPolicy::Criterion
         } else {
             ExitPolicy::Fixed(exit)
@@ -176,11 +182,17 @@ impl offramp_sim::record::Learner for ChainLearner {
     }
 
     fn act(&mut self, frame: &[u8]) -> offramp_sim::Twist {
-        if let Err(e) = self.p.infer(frame, self.policy, None) {
+        let meta = FrameMeta {
+            seq: 0,
+            captured: None,
+            instruction: self.instruction,
+            new_episode: std::mem::take(&mut self.new_episode),
+        };
+        if let Err(e) = self.rl.frame(frame, meta, &mut self.command) {
             self.error.get_or_insert(e.into());
             return offramp_sim::Twist::default();
         }
-        offramp_sim::Twist::from_action(self.p.action())
+        self.command.twist
     }
 }
 
@@ -209,9 +221,12 @@ pub fn run_record(
                     lo.criterion_share
                 );
             }
+            let p = Pipeline::open(&set, BackendKind::Cpu, (cfg.image_width, cfg.image_height))?;
             Some(ChainLearner {
-                p: Pipeline::open(&set, BackendKind::Cpu, (cfg.image_width, cfg.image_height))?,
-                policy: ExitPolicy::Fixed(0),
+                rl: RunLoop::new(p, ExitPolicy::Fixed(0), None, None),
+                command: TwistCommand::new(offramp_sim::LIMITS),
+                instruction: 0,
+                new_episode: true,
                 criterion_share: lo.criterion_share,
                 rng: offramp_sim::Rng::new(first_seed ^ 0xDA66E4),
                 error: None,

@@ -1,11 +1,16 @@
 //! `offramp split`: a full ONNX export → one segment per exit and the
 //! `model.toml` that `offramp build` reads, checked against the full model.
+//! Without the `split` feature (the robot's build) the command is there but
+//! says that this build lacks the splitter.
 
+#[cfg(feature = "split")]
 use anyhow::Context;
-use offramp_engines::split::{split, SplitOptions};
+#[cfg(feature = "split")]
+use offramp_build::split::{split, SplitOptions};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
+#[cfg_attr(not(feature = "split"), allow(dead_code))]
 pub struct Args {
     /// The full model, exported once with every exit's output as a named
     /// graph output.
@@ -46,6 +51,17 @@ pub struct Args {
     json: bool,
 }
 
+/// Without the splitter: a clear refusal rather than a missing command.
+#[cfg(not(feature = "split"))]
+pub fn main(_: Args) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "offramp split: this offramp was built without the ONNX splitter (the `split` \
+         feature); split on a development machine and copy the segments here, or rebuild \
+         with `--features split`"
+    )
+}
+
+#[cfg(feature = "split")]
 pub fn main(a: Args) -> anyhow::Result<()> {
     let cuts = if a.cuts.trim().is_empty() {
         Vec::new()

@@ -1,0 +1,64 @@
+//! Shared by the engine tests.
+#![allow(dead_code)]
+
+use offramp_build::builder::{build, BuildOptions};
+use offramp_engines::{BackendKind, EngineSet, Precision};
+use std::path::{Path, PathBuf};
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn tiny_onnx() -> PathBuf {
+    repo().join("engines/models/testdata/tiny")
+}
+
+/// Builds the tiny model for the CPU backend into a fresh directory.
+pub fn built_tiny() -> (tempfile::TempDir, EngineSet) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = BuildOptions {
+        onnx_dir: tiny_onnx(),
+        out_dir: dir.path().to_path_buf(),
+        backend: BackendKind::Cpu,
+        precision: Precision::Fp32,
+        int8_calibration_cache: None,
+        offramp_version: "test".into(),
+    };
+    build(&opts, &mut |_| {}).expect("tiny model builds");
+    let set = EngineSet::open(dir.path()).expect("built set opens");
+    (dir, set)
+}
+
+/// The Python with onnxruntime: $OFFRAMP_PYTHON (scripts/test.sh sets it to
+/// its venv), else python3.
+pub fn python() -> String {
+    std::env::var("OFFRAMP_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Deterministic, varied test input in [-1, 1).
+pub fn pattern(n: usize, seed: u32) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x as f32 / u32::MAX as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Writes raw little-endian f32 (the Python references' input format).
+pub fn f32s_to_file(path: &Path, data: &[f32]) {
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Reads raw little-endian f32 (the Python references' output format).
+pub fn f32s_from_file(path: &Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}

@@ -1,0 +1,29 @@
+//! offramp's measurements on frames held in memory, so that no capture
+//! thread competes with the engines they time:
+//!
+//! * [`held_frames`]: the frames (from the simulator or a recording) and
+//!   one frame through a pipeline.
+//! * [`profile`]: latency and energy per exit on this device, with a power
+//!   sampler running (`offramp profile`).
+//! * [`runtime`]: the runtime's overhead outside the engines, early exit
+//!   against the full model, deadline misses under CPU hogs (`offramp bench
+//!   runtime`; the `sim` feature).
+//! * [`zenoh`]: offramp's action path against bare zenoh (`offramp bench
+//!   zenoh`).
+//!
+//! The profile lives here rather than in `offramp-power` because it drives
+//! the runtime over held frames like the benches do; `offramp-power` stays
+//! what the profile reads (power sources and energy), with no engine in it.
+//! A crate of its own so that the `offramp` command only parses flags and
+//! prints what these return.
+
+pub mod held_frames;
+pub mod profile;
+#[cfg(feature = "sim")]
+pub mod runtime;
+pub mod zenoh;
+
+/// Progress shown by the caller (a bar on a terminal): `bars(len, label)`
+/// starts a phase of `len` steps and returns what to call as each step
+/// ends; dropping that ends the phase.
+pub type Bars<'a> = &'a dyn Fn(u64, &str) -> Box<dyn Fn() + Sync>;
