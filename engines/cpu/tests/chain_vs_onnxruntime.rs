@@ -1,6 +1,8 @@
 //! The CPU backend: its chain computes what onnxruntime computes, within 1e-5,
 //! and its per-operator profile accounts for its plan.
 
+// One copy of the engine tests' helpers, kept with the builder's tests.
+#[path = "../../build/tests/common/mod.rs"]
 mod common;
 use common::*;
 use offramp_engines::BackendKind;

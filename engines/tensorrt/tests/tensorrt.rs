@@ -4,6 +4,8 @@
 //! events, chained exits, and every refusal (version, GPU, shim, library,
 //! plan, tensors), each a clear error naming what is wrong.
 
+// One copy of the engine tests' helpers, kept with the builder's tests.
+#[path = "../../build/tests/common/mod.rs"]
 mod common;
 use common::*;
 use offramp_engines::manifest::TensorSpec;

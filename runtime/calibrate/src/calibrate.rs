@@ -64,6 +64,30 @@ fn check_recorded(
     Ok(())
 }
 
+/// Recorded frames in order, each with what the run loop is told with it
+/// (a new episode where the episode index changes), once they are checked
+/// to line up.
+fn recorded<'a>(
+    frames: &'a [u8],
+    frame_len: usize,
+    instructions: &'a [usize],
+    episodes: &'a [i32],
+) -> Result<impl Iterator<Item = (&'a [u8], FrameMeta)> + 'a, CalibrateError> {
+    check_recorded(frames, frame_len, instructions, episodes)?;
+    Ok(frames
+        .chunks_exact(frame_len)
+        .enumerate()
+        .map(move |(k, frame)| {
+            let meta = FrameMeta {
+                seq: k as u64,
+                captured: None,
+                instruction: instructions[k],
+                new_episode: k == 0 || episodes[k] != episodes[k - 1],
+            };
+            (frame, meta)
+        }))
+}
+
 /// Where calibration frames come from.
 pub enum Frames<'a> {
     /// Closed loop in the simulator: episodes `first_seed..first_seed + n`.
@@ -124,13 +148,7 @@ pub fn collect(
                 buf.resize(sim.frame_len(), 0);
                 loop {
                     sim.render(&mut buf);
-                    let meta = FrameMeta {
-                        seq: sim.steps as u64,
-                        captured: None,
-                        instruction: sim.instruction() as usize,
-                        new_episode: sim.steps == 0,
-                    };
-                    let o = rl.frame(&buf, meta, &mut command)?;
+                    let o = rl.frame(&buf, sim.frame_meta(), &mut command)?;
                     keep(&o);
                     if sim.step(command.twist.to_wheels(cfg.track_width)).done {
                         break;
@@ -145,20 +163,10 @@ pub fn collect(
             instructions,
             episodes,
         } => {
-            check_recorded(frames, *frame_len, instructions, episodes)?;
-            let mut last_episode = None;
-            for (k, frame) in frames.chunks_exact(*frame_len).enumerate() {
-                let new_episode = last_episode != Some(episodes[k]);
-                if new_episode {
-                    last_episode = Some(episodes[k]);
+            for (frame, meta) in recorded(frames, *frame_len, instructions, episodes)? {
+                if meta.new_episode {
                     progress();
                 }
-                let meta = FrameMeta {
-                    seq: k as u64,
-                    captured: None,
-                    instruction: instructions[k],
-                    new_episode,
-                };
                 let o = rl.frame(frame, meta, &mut Idle)?;
                 keep(&o);
             }
@@ -219,23 +227,11 @@ pub fn held_out(
     instructions: &[usize],
     episodes: &[i32],
 ) -> Result<HeldOut, CalibrateError> {
-    check_recorded(frames, frame_len, instructions, episodes)?;
     let (n, full_macs) = (p.chain.exits(), p.chain.full_macs());
     let mut rl = RunLoop::new(p, ExitPolicy::Criterion, None, None);
     let mut eps = 0;
-    let mut last = None;
-    for (k, frame) in frames.chunks_exact(frame_len).enumerate() {
-        let new_episode = last != Some(episodes[k]);
-        if new_episode {
-            last = Some(episodes[k]);
-            eps += 1;
-        }
-        let meta = FrameMeta {
-            seq: k as u64,
-            captured: None,
-            instruction: instructions[k],
-            new_episode,
-        };
+    for (frame, meta) in recorded(frames, frame_len, instructions, episodes)? {
+        eps += meta.new_episode as usize;
         rl.frame(frame, meta, &mut Idle)?;
     }
     let t = rl.tally();

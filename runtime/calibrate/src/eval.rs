@@ -8,9 +8,7 @@
 //! Without the `sim` feature only the tallies a refinement compares remain.
 
 #[cfg(feature = "sim")]
-use offramp_runtime::camera::FrameMeta;
-#[cfg(feature = "sim")]
-use offramp_runtime::exit_chain::{ExitPolicy, MAX_EXITS};
+use offramp_runtime::exit_chain::ExitPolicy;
 #[cfg(feature = "sim")]
 use offramp_runtime::pipeline::Pipeline;
 use offramp_runtime::pipeline::PipelineError;
@@ -321,13 +319,7 @@ fn run_episode(
     loop {
         seen |= sim.target_in_view();
         sim.render(frame);
-        let meta = FrameMeta {
-            seq: sim.steps as u64,
-            captured: None,
-            instruction: sim.instruction() as usize,
-            new_episode: sim.steps == 0,
-        };
-        rl.frame(frame, meta, &mut command)?;
+        rl.frame(frame, sim.frame_meta(), &mut command)?;
         r.latency_ms.push(rl.last_latency() as f64 * 1e3);
         let act = command.twist;
         // A NaN command (the robot stops) counts as ω = 0.
@@ -384,10 +376,8 @@ fn report(
             ..Default::default()
         })
         .collect();
-    let mut exit_counts = [0usize; MAX_EXITS];
-    let (mut frames, mut right, mut successes, mut nonfinite, mut collisions) = (0, 0, 0, 0, 0);
-    let (mut macs_sum, mut robot_macs_sum) = (0u64, 0u64);
-    let (mut remote, mut fallback) = (0usize, 0usize);
+    let mut total = FrameTally::default();
+    let (mut right, mut successes, mut collisions) = (0, 0, 0);
     let mut latency_ms = Vec::new();
     let mut failures = Failures::default();
     let mut final_distance_sum = 0.0f64;
@@ -398,18 +388,10 @@ fn report(
         b.successes += r.episode.success as usize;
         b.frames += r.latency_ms.len();
         b.frames_right += r.right;
-        frames += r.latency_ms.len();
         right += r.right;
         successes += r.episode.success as usize;
-        nonfinite += r.tally.nonfinite as usize;
         collisions += r.collisions;
-        for (sum, c) in exit_counts.iter_mut().zip(r.tally.exit_counts) {
-            *sum += c as usize;
-        }
-        macs_sum += r.tally.macs;
-        robot_macs_sum += r.tally.robot_macs;
-        remote += r.tally.remote as usize;
-        fallback += r.tally.fallback as usize;
+        total.merge(&r.tally);
         latency_ms.extend(r.latency_ms);
         if let Some(f) = r.failure {
             failures.episodes += 1;
@@ -428,7 +410,8 @@ fn report(
         b.right_share = b.frames_right as f64 / b.frames.max(1) as f64;
     }
     failures.mean_final_distance_m = final_distance_sum / failures.episodes.max(1) as f64;
-    let mean_macs = macs_sum as f64 / frames.max(1) as f64;
+    let frames = total.frames as usize;
+    let mean_macs = total.mean_macs();
     let won: Vec<f64> = per_episode
         .iter()
         .filter(|e| e.success)
@@ -447,24 +430,15 @@ fn report(
         success_rate: successes as f64 / episodes.max(1) as f64,
         frames,
         right_share: right as f64 / frames.max(1) as f64,
-        mean_exit: exit_counts
-            .iter()
-            .enumerate()
-            .map(|(k, c)| (k * c) as u64)
-            .sum::<u64>() as f64
-            / frames.max(1) as f64
-            + 1.0,
-        exit_shares: exit_counts[..n]
-            .iter()
-            .map(|c| *c as f64 / frames.max(1) as f64)
-            .collect(),
+        mean_exit: total.mean_exit(),
+        exit_shares: total.exit_shares(n),
         mean_macs,
         compute_ratio: mean_macs / full_macs as f64,
-        robot_compute_ratio: robot_macs_sum as f64 / frames.max(1) as f64 / full_macs as f64,
+        robot_compute_ratio: total.robot_macs as f64 / frames.max(1) as f64 / full_macs as f64,
         latency_ms: offramp_runtime::stats::Summary::of(&latency_ms),
-        remote_frames: remote,
-        fallback_frames: fallback,
-        nonfinite_frames: nonfinite,
+        remote_frames: total.remote as usize,
+        fallback_frames: total.fallback as usize,
+        nonfinite_frames: total.nonfinite as usize,
         collisions,
         mean_success_steps,
         mean_success_seconds: mean_success_steps.map(|s| s * cfg.dt as f64),

@@ -111,6 +111,21 @@ impl Tally {
         self.fallback += o.fallback as u64;
     }
 
+    /// Adds another tally's counts (episodes run on several loops).
+    pub fn merge(&mut self, other: &Tally) {
+        for (c, o) in self.exit_counts.iter_mut().zip(other.exit_counts) {
+            *c += o;
+        }
+        self.frames += other.frames;
+        self.macs += other.macs;
+        self.robot_macs += other.robot_macs;
+        self.deadline_cuts += other.deadline_cuts;
+        self.deadline_misses += other.deadline_misses;
+        self.nonfinite += other.nonfinite;
+        self.remote += other.remote;
+        self.fallback += other.fallback;
+    }
+
     /// What was counted after `earlier` (a tally of the same loop).
     pub fn since(&self, earlier: &Tally) -> Tally {
         let mut d = *self;

@@ -76,6 +76,17 @@ pub struct Sim {
 }
 
 impl Sim {
+    /// What the run loop is told with the frame rendered now: the step,
+    /// the episode's instruction, and whether the episode starts with it.
+    pub fn frame_meta(&self) -> offramp_runtime::camera::FrameMeta {
+        offramp_runtime::camera::FrameMeta {
+            seq: self.steps as u64,
+            captured: None,
+            instruction: self.instruction() as usize,
+            new_episode: self.steps == 0,
+        }
+    }
+
     pub fn new(cfg: &SimConfig, seed: u64) -> Self {
         let world = World::generate(cfg, seed);
         Self {

@@ -1,4 +1,5 @@
-//! Shared by the engine tests.
+//! Shared by the engine tests of offramp-build, offramp-engines-cpu and
+//! offramp-engines-tensorrt (the latter two include this file by path).
 #![allow(dead_code)]
 
 use offramp_build::builder::{build, BuildOptions};

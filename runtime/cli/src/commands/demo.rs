@@ -238,10 +238,8 @@ pub fn run(a: &Args) -> anyhow::Result<DemoReport> {
             let captured = Instant::now();
             sim.render(&mut frame);
             let meta = FrameMeta {
-                seq: rl.stats.frames,
                 captured: Some(captured),
-                instruction: sim.instruction() as usize,
-                new_episode: sim.steps == 0,
+                ..sim.frame_meta()
             };
             rl.frame(&frame, meta, &mut actuator)?;
             let Some((seq, at)) = actuator.last else {
