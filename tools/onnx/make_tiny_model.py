@@ -17,10 +17,16 @@ Needs only `onnx` and `numpy`.
 """
 import argparse
 import os
+import sys
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import model_toml  # noqa: E402
+
+EXITS = [f"segment{i}.onnx" for i in range(3)]
 
 D, TOKENS, HEADS, HIDDEN, ACTIONS, PATCH = 32, 17, 2, 32, 3, 4
 OPSET = 17
@@ -130,41 +136,17 @@ def head(rng, path, bins=None):
     g.save(path, [tensor("feature", [1, D]), tensor("h_in", [1, HIDDEN])], [tensor("action", [1, width]), tensor("h_out", [1, HIDDEN])])
 
 
-MODEL_TOML = """# Source description read by `offramp build --onnx`.
-model = "tiny-test"
-exits = ["segment0.onnx", "segment1.onnx", "segment2.onnx"]
-feature = "feature"
-
-[head]
-artifact = "head.onnx"
-feature_input = "feature"
-state_input = "h_in"
-state_output = "h_out"
-action_output = "action"
-
-[criterion]
-kind = "action-consistency"
-continuous_dims = [0, 1]
-"""
-
+CRITERION = [("kind", "action-consistency"), ("continuous_dims", [0, 1])]
+MODEL_TOML = model_toml.render("tiny-test", EXITS, CRITERION)
 
 # The discrete model: a preprocessing section (so that it runs on camera
 # frames, e.g. the simulator's) and the max-confidence criterion.
-DISCRETE_TOML = (
-    MODEL_TOML.replace('"tiny-test"', '"tiny-discrete-test"')
-    .replace(
-        "[head]",
-        """[preprocess]
-mean = [0.5, 0.5, 0.5]
-std = [0.25, 0.25, 0.25]
-instruction = "instruction"
-
-[head]""",
-    )
-    .replace(
-        'kind = "action-consistency"\ncontinuous_dims = [0, 1]\n',
-        '# The head\'s action is class probabilities: stop when 1 - max p is small.\nkind = "max-confidence"\n',
-    )
+DISCRETE_TOML = model_toml.render(
+    "tiny-discrete-test",
+    EXITS,
+    ["# The head's action is class probabilities: stop when 1 - max p is small.", ("kind", "max-confidence")],
+    preprocess={"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "instruction": "instruction"},
+    preprocess_comment=False,
 )
 
 

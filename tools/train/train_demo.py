@@ -29,12 +29,16 @@ auxiliary loss for each exit driving the head on its own.
 import argparse
 import json
 import os
+import sys
 import time
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "onnx"))
+import model_toml  # noqa: E402
 
 # D: the patch embedding's width, and every segment's unless --widths says
 # otherwise. Each block's MLP is twice its width.
@@ -386,38 +390,29 @@ def export(model, out, seed, args):
         )
     for f in names + ["head.onnx"]:
         finish_onnx(os.path.join(out, f))
-    exits = ", ".join(f'"{n}"' for n in names)
     weights = ""
     if any(w != 1 for w in args.exit_weights):
         weights = "; exit loss weights " + ",".join(f"{w:g}" for w in args.exit_weights)
+    comment = (
+        "Source description read by `offramp build --onnx`; written by",
+        f"tools/train/train_demo.py (seed {seed}, segment widths {','.join(map(str, args.widths))},",
+        f"{args.epochs} epochs on {args.data_desc}{weights}).",
+    )
+    criterion = [
+        ("kind", "action-consistency"),
+        ("continuous_dims", [0, 1]),
+        "# DeeR: exit 0 compares its action with the head's on the embedding.",
+        ("exit0_reference", "feature_ref"),
+    ]
     with open(os.path.join(out, "model.toml"), "w") as f:
         f.write(
-            f"""# Source description read by `offramp build --onnx`; written by
-# tools/train/train_demo.py (seed {seed}, segment widths {",".join(map(str, args.widths))},
-# {args.epochs} epochs on {args.data_desc}{weights}).
-model = "demo-vla"
-exits = [{exits}]
-feature = "feature"
-
-[preprocess]
-# x / 255 -> (x - mean) / std per channel, HWC RGB -> NCHW
-mean = [{MEAN}, {MEAN}, {MEAN}]
-std = [{STD}, {STD}, {STD}]
-instruction = "instruction"
-
-[head]
-artifact = "head.onnx"
-feature_input = "feature"
-state_input = "h_in"
-state_output = "h_out"
-action_output = "action"
-
-[criterion]
-kind = "action-consistency"
-continuous_dims = [0, 1]
-# DeeR: exit 0 compares its action with the head's on the embedding.
-exit0_reference = "feature_ref"
-"""
+            model_toml.render(
+                "demo-vla",
+                names,
+                criterion,
+                comment=comment,
+                preprocess={"mean": [MEAN] * 3, "std": [STD] * 3, "instruction": "instruction"},
+            )
         )
 
 

@@ -33,6 +33,8 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "onnx"))
+import model_toml  # noqa: E402
 from train_demo import (  # noqa: E402
     FEAT, HIDDEN, N_EXITS, N_INSTR, OPSET, H, W, Model, episode_spans, finish_onnx, load, load_onnx_weights,
     preprocess,
@@ -181,20 +183,22 @@ def main():
     for i in range(N_EXITS - 1):
         finish_onnx(os.path.join(args.out, f"segment{i}.onnx"))
     src = os.path.join(args.engines, "model.toml")
-    text = open(src).read()
-    if text.count('\nfeature = "feature"\n') != 1:
-        raise SystemExit(f'{src}: expected one line feature = "feature" (a train_demo.py export)')
-    text = text.replace('\nfeature = "feature"\n', '\nfeature = "feature"\nconfidence_output = "confidence"\n')
-    crit = text.find("\n[criterion]\n")
-    if crit < 0 or "\n[" in text[crit + 1 :]:
-        raise SystemExit(f"{src}: expected [criterion] as the last section (a train_demo.py export)")
-    crit += 1
-    text = text[:crit] + (
-        "[criterion]\n"
-        "# Learned exits: each exit head's confidence that its action agrees with\n"
-        f"# the final exit's within {args.agree_v:g} m/s and {args.agree_omega:g} rad/s\n"
-        f"# (tools/train/train_exit_heads.py, seed {args.seed}).\n"
-        'kind = "learned"\n'
+    m, comment = model_toml.load(src)
+    if m.get("feature") != "feature" or "head" not in m:
+        raise SystemExit(f'{src}: expected feature = "feature" and a [head] (a train_demo.py export)')
+    text = model_toml.render(
+        m["model"],
+        m["exits"],
+        [
+            "# Learned exits: each exit head's confidence that its action agrees with",
+            f"# the final exit's within {args.agree_v:g} m/s and {args.agree_omega:g} rad/s",
+            f"# (tools/train/train_exit_heads.py, seed {args.seed}).",
+            ("kind", "learned"),
+        ],
+        comment=comment,
+        confidence_output="confidence",
+        preprocess=m.get("preprocess"),
+        head=m["head"],
     )
     with open(os.path.join(args.out, "model.toml"), "w") as f:
         f.write(text)

@@ -15,13 +15,22 @@ pub fn check_arity(
     if got == has {
         return Ok(());
     }
-    Err(Error::Run {
-        artifact: artifact.to_path_buf(),
-        message: format!(
+    Err(run_error(
+        artifact,
+        format!(
             "called with {} inputs and {} outputs, the engine has {} and {}",
             got.0, got.1, has.0, has.1
         ),
-    })
+    ))
+}
+
+/// What a backend's engine loaded from `artifact` fails a run with: the
+/// error every backend builds the same way, made once.
+pub fn run_error(artifact: &std::path::Path, message: String) -> Error {
+    Error::Run {
+        artifact: artifact.to_path_buf(),
+        message,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

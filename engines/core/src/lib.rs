@@ -30,7 +30,7 @@ mod set;
 mod sha;
 
 pub use chain::{Chain, Role};
-pub use error::{check_arity, Error, Result};
+pub use error::{check_arity, run_error, Error, Result};
 pub use manifest::{BackendKind, Manifest, Precision, TensorSpec};
 pub use set::EngineSet;
 pub use sha::sha256_file;

@@ -176,10 +176,7 @@ impl CpuEngine {
     /// segment has; the shapes are static). The caller resets the turn, also
     /// when this fails.
     fn exec(&mut self, outputs: &mut [&mut [f32]]) -> Result<()> {
-        let err = |message: String| Error::Run {
-            artifact: self.artifact.clone(),
-            message,
-        };
+        let err = |message| offramp_engines::run_error(&self.artifact, message);
         for (k, value) in self.input_values.iter().enumerate() {
             self.state
                 .set_input(k, TValue::from_const(Arc::clone(value)))
@@ -228,10 +225,7 @@ impl CpuEngine {
     /// runs). A profiling aid, not for the hot path: it allocates, and the
     /// timing adds a little to every node.
     pub fn op_times(&mut self, iters: usize) -> Result<Vec<OpTime>> {
-        let err = |message: String| Error::Run {
-            artifact: self.artifact.clone(),
-            message,
-        };
+        let err = |message| offramp_engines::run_error(&self.artifact, message);
         // op name -> (nodes seen, seconds)
         let mut per: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
         for _ in 0..iters {
@@ -274,10 +268,7 @@ impl CpuEngine {
 
 impl Engine for CpuEngine {
     fn run(&mut self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) -> Result<()> {
-        let err = |message: String| Error::Run {
-            artifact: self.artifact.clone(),
-            message,
-        };
+        let err = |message| offramp_engines::run_error(&self.artifact, message);
         offramp_engines::check_arity(
             &self.artifact,
             (inputs.len(), outputs.len()),

@@ -559,10 +559,7 @@ impl Drop for TrtEngine {
 
 impl offramp_engines::Engine for TrtEngine {
     fn run(&mut self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) -> Result<()> {
-        let err = |message: String| Error::Run {
-            artifact: self.artifact.clone(),
-            message,
-        };
+        let err = |message| offramp_engines::run_error(&self.artifact, message);
         offramp_engines::check_arity(
             &self.artifact,
             (inputs.len(), outputs.len()),

@@ -9,14 +9,12 @@ use crate::solve::{
     first_stoppable, predict, shares, solve_q, thresholds_from_shares, FrameDeltas, Prediction,
 };
 use offramp_runtime::camera::FrameMeta;
+use offramp_runtime::closed_loop::Task;
 use offramp_runtime::exit_chain::{ExitPolicy, FrameOutcome};
 use offramp_runtime::pipeline::{Pipeline, PipelineError};
 use offramp_runtime::run_loop::{Idle, RunError, RunLoop};
 use offramp_runtime::stats::quantile;
-#[cfg(feature = "sim")]
 use offramp_runtime::twist::TwistCommand;
-#[cfg(feature = "sim")]
-use offramp_sim::{Sim, SimConfig};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -90,10 +88,10 @@ fn recorded<'a>(
 
 /// Where calibration frames come from.
 pub enum Frames<'a> {
-    /// Closed loop in the simulator: episodes `first_seed..first_seed + n`.
-    #[cfg(feature = "sim")]
-    Sim {
-        cfg: &'a SimConfig,
+    /// Closed loop in a task (the simulator): episodes
+    /// `first_seed..first_seed + n`.
+    ClosedLoop {
+        task: &'a dyn Task,
         first_seed: u64,
         episodes: usize,
     },
@@ -135,22 +133,21 @@ pub fn collect(
         );
     };
     match frames {
-        #[cfg(feature = "sim")]
-        Frames::Sim {
-            cfg,
+        Frames::ClosedLoop {
+            task,
             first_seed,
             episodes,
         } => {
             let mut buf = Vec::new();
-            let mut command = TwistCommand::new(offramp_sim::LIMITS);
+            let mut command = TwistCommand::new(task.limits());
             for e in 0..*episodes {
-                let mut sim = Sim::new(cfg, first_seed + e as u64);
+                let mut sim = task.episode(first_seed + e as u64);
                 buf.resize(sim.frame_len(), 0);
                 loop {
                     sim.render(&mut buf);
                     let o = rl.frame(&buf, sim.frame_meta(), &mut command)?;
                     keep(&o);
-                    if sim.step(command.twist.to_wheels(cfg.track_width)).done {
+                    if sim.step(command.twist).done {
                         break;
                     }
                 }

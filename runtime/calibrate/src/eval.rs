@@ -5,20 +5,16 @@
 //! often an exit already "gets the frame right".
 
 //!
-//! Without the `sim` feature only the tallies a refinement compares remain.
+//! The task is a [`Task`]: the simulator, or any other world that renders
+//! frames and takes commands in lockstep.
 
-#[cfg(feature = "sim")]
+use offramp_runtime::closed_loop::Task;
 use offramp_runtime::exit_chain::ExitPolicy;
-#[cfg(feature = "sim")]
 use offramp_runtime::pipeline::Pipeline;
 use offramp_runtime::pipeline::PipelineError;
 use offramp_runtime::run_loop::RunError;
-#[cfg(feature = "sim")]
 use offramp_runtime::run_loop::{RunLoop, Tally as FrameTally};
-#[cfg(feature = "sim")]
 use offramp_runtime::twist::TwistCommand;
-#[cfg(feature = "sim")]
-use offramp_sim::{Sim, SimConfig};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -138,10 +134,9 @@ pub struct Failures {
 }
 
 /// Runs `episodes` episodes from `first_seed` with `policy`.
-#[cfg(feature = "sim")]
 pub fn evaluate(
     p: &mut Pipeline,
-    cfg: &SimConfig,
+    task: &dyn Task,
     first_seed: u64,
     episodes: usize,
     policy: ExitPolicy,
@@ -149,7 +144,7 @@ pub fn evaluate(
 ) -> Result<EvalReport, EvalError> {
     evaluate_on(
         std::slice::from_mut(p),
-        cfg,
+        task,
         first_seed,
         episodes,
         policy,
@@ -162,10 +157,9 @@ pub fn evaluate(
 /// chain afresh, so the report is the one a single pipeline gives, episode
 /// for episode, but for the latency figures, which then include the
 /// contention between the threads.
-#[cfg(feature = "sim")]
 pub fn evaluate_on(
     pipelines: &mut [Pipeline],
-    cfg: &SimConfig,
+    task: &dyn Task,
     first_seed: u64,
     episodes: usize,
     policy: ExitPolicy,
@@ -202,7 +196,7 @@ pub fn evaluate_on(
             if e >= episodes {
                 break;
             }
-            match run_episode(&mut rl, cfg, first_seed + e as u64, &mut frame) {
+            match run_episode(&mut rl, task, first_seed + e as u64, &mut frame) {
                 Ok(r) => done.push((e, r)),
                 Err(err) => {
                     failed.store(true, Ordering::Relaxed);
@@ -248,7 +242,7 @@ pub fn evaluate_on(
     runs.sort_by_key(|(e, _)| *e);
     Ok(report(
         runs.into_iter().map(|(_, r)| r),
-        cfg,
+        task,
         first_seed,
         episodes,
         policy,
@@ -258,7 +252,6 @@ pub fn evaluate_on(
 }
 
 /// One episode's outcome and tallies.
-#[cfg(feature = "sim")]
 struct EpisodeRun {
     episode: Episode,
     bucket: usize,
@@ -273,7 +266,6 @@ struct EpisodeRun {
     failure: Option<Failure>,
 }
 
-#[cfg(feature = "sim")]
 struct Failure {
     never_in_view: bool,
     final_distance: f32,
@@ -285,18 +277,17 @@ struct Failure {
 
 /// Runs episode `seed` to its end: the simulator in lockstep with the run
 /// loop, each frame rendered, decided and then driven.
-#[cfg(feature = "sim")]
 fn run_episode(
     rl: &mut RunLoop<&mut Pipeline>,
-    cfg: &SimConfig,
+    task: &dyn Task,
     seed: u64,
     frame: &mut Vec<u8>,
 ) -> Result<EpisodeRun, EvalError> {
-    let mut sim = Sim::new(cfg, seed);
+    let mut sim = task.episode(seed);
     frame.resize(sim.frame_len(), 0);
     let bucket = BUCKETS
         .iter()
-        .position(|(_, lo, hi)| (*lo..*hi).contains(&sim.world.difficulty))
+        .position(|(_, lo, hi)| (*lo..*hi).contains(&sim.difficulty()))
         .unwrap_or(BUCKETS.len() - 1);
     let mut r = EpisodeRun {
         episode: Episode {
@@ -313,7 +304,7 @@ fn run_episode(
         failure: None,
     };
     let start = rl.tally();
-    let mut command = TwistCommand::new(offramp_sim::LIMITS);
+    let mut command = TwistCommand::new(task.limits());
     let mut seen = false;
     let (mut last_omega, mut domega) = (None::<f32>, 0.0f64);
     loop {
@@ -336,19 +327,19 @@ fn run_episode(
         let ok =
             (act.v - expert.v).abs() <= RIGHT_V && (act.omega - expert.omega).abs() <= RIGHT_OMEGA;
         r.right += ok as usize;
-        let out = sim.step(act.to_wheels(cfg.track_width));
+        let out = sim.step(act);
         if out.done {
             r.tally = rl.tally().since(&start);
             r.episode.success = out.success;
-            r.episode.steps = sim.steps;
-            r.episode.mean_abs_domega = domega / sim.steps.saturating_sub(1).max(1) as f64;
-            r.collisions = sim.collisions;
+            r.episode.steps = sim.steps();
+            r.episode.mean_abs_domega = domega / sim.steps().saturating_sub(1).max(1) as f64;
+            r.collisions = sim.collisions();
             r.failure = (!out.success).then(|| Failure {
                 never_in_view: !seen,
                 final_distance: sim.target_distance(),
                 // A crash ends the episode at once: not pressed against
                 // anything for long.
-                stuck: !out.crashed && sim.collisions * 4 >= sim.steps,
+                stuck: !out.crashed && sim.collisions() * 4 >= sim.steps(),
                 in_view_at_end: sim.target_in_view(),
                 reached_decoy: out.reached_decoy,
                 crashed: out.crashed,
@@ -359,10 +350,9 @@ fn run_episode(
 }
 
 /// The report over episode runs in seed order.
-#[cfg(feature = "sim")]
 fn report(
     runs: impl Iterator<Item = EpisodeRun>,
-    cfg: &SimConfig,
+    task: &dyn Task,
     first_seed: u64,
     episodes: usize,
     policy: ExitPolicy,
@@ -441,7 +431,7 @@ fn report(
         nonfinite_frames: total.nonfinite as usize,
         collisions,
         mean_success_steps,
-        mean_success_seconds: mean_success_steps.map(|s| s * cfg.dt as f64),
+        mean_success_seconds: mean_success_steps.map(|s| s * task.step_seconds() as f64),
         mean_abs_domega: per_episode.iter().map(|e| e.mean_abs_domega).sum::<f64>()
             / per_episode.len().max(1) as f64,
         by_difficulty: buckets,
@@ -453,10 +443,9 @@ fn report(
 /// Rolls `thresholds` out with the criterion on `episodes` episodes from
 /// `first_seed`, spread over `pipelines` ([`evaluate_on`]): one call of a
 /// refinement search ([`crate::refine`]).
-#[cfg(feature = "sim")]
 pub fn rollout(
     pipelines: &mut [Pipeline],
-    cfg: &SimConfig,
+    task: &dyn Task,
     thresholds: &[f32],
     first_seed: u64,
     episodes: usize,
@@ -467,7 +456,7 @@ pub fn rollout(
     }
     let r = evaluate_on(
         pipelines,
-        cfg,
+        task,
         first_seed,
         episodes,
         ExitPolicy::Criterion,

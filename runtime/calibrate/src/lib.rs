@@ -6,7 +6,8 @@
 //!   budgets.
 //! * [`memory`]: the heap a loaded model holds up to each exit, measured,
 //!   for the memory budget.
-//! * [`eval`]: closed-loop evaluation of a policy in the simulator, and
+//! * [`eval`]: closed-loop evaluation of a policy in a task
+//!   ([`offramp_runtime::closed_loop::Task`]: the simulator implements it), and
 //!   [`paired`]: two policies compared on the same episodes, with 95 %
 //!   intervals.
 //! * [`refine`]: closed-loop refinement on the budget (successive halving
@@ -26,5 +27,4 @@ pub mod paired;
 pub mod refine;
 pub mod seeds;
 pub mod solve;
-#[cfg(feature = "sim")]
 pub mod sweep;

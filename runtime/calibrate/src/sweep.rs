@@ -20,9 +20,9 @@ use crate::eval::{evaluate_on, rollout, EvalError, EvalReport};
 use crate::paired::{self, PairError, Paired};
 use crate::refine::{race, Objective, RefineReport, Space, RACE_CANDIDATES};
 use crate::solve::predict;
+use offramp_runtime::closed_loop::Task;
 use offramp_runtime::exit_chain::ExitPolicy;
 use offramp_runtime::pipeline::Pipeline;
-use offramp_sim::SimConfig;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -181,7 +181,7 @@ pub struct Sweep {
 /// caller draws its charts, then [`write_json`].
 pub fn run(
     ps: &mut [Pipeline],
-    cfg: &SimConfig,
+    task: &dyn Task,
     a: &SweepConfig,
     bars: Bars,
 ) -> Result<Sweep, SweepError> {
@@ -194,7 +194,7 @@ pub fn run(
     for k in 0..n {
         fixed_exits.push(evaluate(
             ps,
-            cfg,
+            task,
             a,
             ExitPolicy::Fixed(k),
             bars,
@@ -218,8 +218,8 @@ pub fn run(
         );
         let c = calibrate(
             &mut ps[0],
-            &Frames::Sim {
-                cfg,
+            &Frames::ClosedLoop {
+                task,
                 first_seed: a.calibration_seed,
                 episodes: a.calibration_episodes,
             },
@@ -247,7 +247,7 @@ pub fn run(
             let ours = race(
                 &space,
                 objective,
-                &mut |t: &[f32], seed: u64, k: usize| rollout(ps, cfg, t, seed, k, &*tick),
+                &mut |t: &[f32], seed: u64, k: usize| rollout(ps, task, t, seed, k, &*tick),
                 a.calibration_seed,
                 e,
                 RACE_CANDIDATES,
@@ -257,7 +257,7 @@ pub fn run(
             let bo = bayes_opt(
                 &space,
                 objective,
-                &mut |t: &[f32], seed: u64, k: usize| rollout(ps, cfg, t, seed, k, &*tick),
+                &mut |t: &[f32], seed: u64, k: usize| rollout(ps, task, t, seed, k, &*tick),
                 a.calibration_seed,
                 e,
                 &c.thresholds,
@@ -284,7 +284,7 @@ pub fn run(
             }
             let r = evaluate(
                 ps,
-                cfg,
+                task,
                 a,
                 ExitPolicy::Criterion,
                 bars,
@@ -325,14 +325,14 @@ pub fn run(
 /// `policy` evaluated held out, with a bar labelled `label`.
 fn evaluate(
     ps: &mut [Pipeline],
-    cfg: &SimConfig,
+    task: &dyn Task,
     a: &SweepConfig,
     policy: ExitPolicy,
     bars: Bars,
     label: &str,
 ) -> Result<EvalReport, EvalError> {
     let tick = bars(a.eval_episodes as u64, label);
-    evaluate_on(ps, cfg, a.eval_seed, a.eval_episodes, policy, &*tick)
+    evaluate_on(ps, task, a.eval_seed, a.eval_episodes, policy, &*tick)
 }
 
 /// Writes `s` as `sweep.json` into `dir` (which must exist), listed last

@@ -50,8 +50,8 @@ fn check(set: &EngineSet, kind: CriterionKind, ratio: f64) {
     let cfg = SimConfig::default();
     let mut p = Pipeline::open(set, BackendKind::Cpu, (cfg.image_width, cfg.image_height)).unwrap();
     let full = p.chain.full_macs() as f64;
-    let frames = Frames::Sim {
-        cfg: &cfg,
+    let frames = Frames::ClosedLoop {
+        task: &cfg,
         first_seed: SEED,
         episodes: EPISODES,
     };
@@ -132,8 +132,8 @@ fn max_confidence_is_calibrated_from_class_probabilities() {
     let full = p.chain.full_macs() as f64;
     let c = calibrate(
         &mut p,
-        &Frames::Sim {
-            cfg: &cfg,
+        &Frames::ClosedLoop {
+            task: &cfg,
             first_seed: SEED,
             episodes: EPISODES,
         },
@@ -192,8 +192,8 @@ fn an_offload_budget_counts_the_robot_or_both_devices() {
     let n = costs.len();
     // A budget between the cut's cost and the next exit's.
     let budget = 0.5 * (costs[1] + costs[2]) as f64;
-    let frames = Frames::Sim {
-        cfg: &cfg,
+    let frames = Frames::ClosedLoop {
+        task: &cfg,
         first_seed: SEED,
         episodes: EPISODES,
     };

@@ -449,7 +449,7 @@ fn run_loop_frame_criterion() {
     let tract = TractOnly::measure(&set);
     let mut robot = Robot::new(&set, 4, ExitPolicy::Criterion, None, None);
     assert_only_tract_allocates("RunLoop::frame, criterion", &tract, || robot.frame());
-    assert!(robot.rl.stats.frames > FRAMES);
+    assert!(robot.rl.tally().frames > FRAMES);
 }
 
 #[test]
@@ -467,7 +467,7 @@ fn run_loop_frame_deadline() {
         });
         robot.frame()
     });
-    let s = &robot.rl.stats;
+    let s = robot.rl.tally();
     assert!(
         s.deadline_cuts > 0 && s.deadline_misses > 0,
         "the deadline never cut: {s:?}"
@@ -488,7 +488,7 @@ fn run_loop_frame_recorder() {
         &tract,
         || robot.frame(),
     );
-    let frames = robot.rl.stats.frames;
+    let frames = robot.rl.tally().frames;
     robot.rl.summary();
     // Every frame reached the file, in batches written during the frames.
     assert_eq!(
@@ -520,7 +520,7 @@ fn run_loop_gap() {
         counted, 0,
         "camera gap (Latest::take timing out, RunLoop::gap): {counted} allocations over {FRAMES} gaps"
     );
-    assert_eq!(robot.rl.stats.camera_gaps, FRAMES + 1);
+    assert_eq!(robot.rl.counts.camera_gaps, FRAMES + 1);
     assert_eq!(robot.motors.stops, FRAMES + 1);
 }
 

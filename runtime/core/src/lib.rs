@@ -17,12 +17,15 @@
 //! * [`stats`]: latency summaries.
 //! * [`twist`]: the command a differential drive gets, held inside its
 //!   limits.
+//! * [`closed_loop`]: a task the robot acts in, in lockstep with the run
+//!   loop (the simulator implements it; calibration is written against it).
 //!
 //! The simulator, plotting, the network and the QEMU harness live in other
 //! crates; this one never links them.
 
 pub mod backend;
 pub mod camera;
+pub mod closed_loop;
 #[cfg(feature = "cuda")]
 pub mod cuda_preprocess;
 pub mod exit_chain;

@@ -168,7 +168,19 @@ impl Tally {
     }
 }
 
-/// Totals of a run.
+/// What the loop counts besides its frames: the camera's trouble and the
+/// stops it commanded.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct LoopCounts {
+    /// Frames the camera published that the loop never took (it keeps the
+    /// newest).
+    pub dropped: u64,
+    /// Periods without a frame (each commanded a stop).
+    pub camera_gaps: u64,
+    pub stops_commanded: u64,
+}
+
+/// Totals of a run ([`RunLoop::summary`]).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunStats {
     pub frames: u64,
@@ -200,7 +212,7 @@ pub struct RunLoop<P: BorrowMut<Pipeline> = Pipeline> {
     last_latency: f32,
     tally: Tally,
     max_latency: f32,
-    pub stats: RunStats,
+    pub counts: LoopCounts,
     started: Instant,
 }
 
@@ -220,10 +232,7 @@ impl<P: BorrowMut<Pipeline>> RunLoop<P> {
             last_latency: 0.0,
             tally: Tally::default(),
             max_latency: 0.0,
-            stats: RunStats {
-                deadline_ms: deadline.map(|d| d.as_secs_f64() * 1e3),
-                ..Default::default()
-            },
+            counts: LoopCounts::default(),
             started: Instant::now(),
         }
     }
@@ -253,7 +262,7 @@ impl<P: BorrowMut<Pipeline>> RunLoop<P> {
     /// through here.
     fn stop(&mut self, actuator: &mut dyn Actuator) {
         actuator.stop();
-        self.stats.stops_commanded += 1;
+        self.counts.stops_commanded += 1;
     }
 
     fn step(
@@ -283,10 +292,6 @@ impl<P: BorrowMut<Pipeline>> RunLoop<P> {
         let chain = &self.pipeline.borrow().chain;
         self.tally
             .add(&o, chain.frame_macs(&o), chain.robot_macs(&o), missed);
-        self.stats.frames = self.tally.frames;
-        self.stats.deadline_cuts = self.tally.deadline_cuts;
-        self.stats.deadline_misses = self.tally.deadline_misses;
-        self.stats.nonfinite_frames = self.tally.nonfinite;
         if let Some(r) = &mut self.recorder {
             let rec = Record::from_outcome(
                 meta.seq,
@@ -314,7 +319,7 @@ impl<P: BorrowMut<Pipeline>> RunLoop<P> {
     /// A period without frames: stop the motors and count it.
     pub fn gap(&mut self, actuator: &mut dyn Actuator) {
         self.stop(actuator);
-        self.stats.camera_gaps += 1;
+        self.counts.camera_gaps += 1;
     }
 
     /// Runs until `until` says stop or the source closes; a source that
@@ -324,10 +329,10 @@ impl<P: BorrowMut<Pipeline>> RunLoop<P> {
         capture: &Capture,
         actuator: &mut dyn Actuator,
         frame_timeout: Duration,
-        until: &mut dyn FnMut(&RunStats) -> bool,
+        until: &mut dyn FnMut(&Tally, &LoopCounts) -> bool,
     ) -> Result<(), RunError> {
         let latest = capture.latest.clone();
-        while !until(&self.stats) {
+        while !until(&self.tally, &self.counts) {
             let r = latest.take(frame_timeout, |buf, meta| self.frame(buf, meta, actuator));
             match r {
                 Some(r) => {
@@ -345,7 +350,7 @@ impl<P: BorrowMut<Pipeline>> RunLoop<P> {
                     self.gap(actuator);
                 }
             }
-            self.stats.dropped = latest.dropped.load(Ordering::Relaxed);
+            self.counts.dropped = latest.dropped.load(Ordering::Relaxed);
         }
         Ok(())
     }
@@ -359,14 +364,24 @@ impl<P: BorrowMut<Pipeline>> RunLoop<P> {
         }
         let chain = &self.pipeline.borrow().chain;
         let n = chain.exits();
-        let mut s = self.stats.clone();
-        s.exit_counts = self.tally.exit_counts[..n].to_vec();
-        s.mean_exit = self.tally.mean_exit();
-        s.latency_p50_ms = self.latency.quantile(0.5) as f64 * 1e3;
-        s.latency_p99_ms = self.latency.quantile(0.99) as f64 * 1e3;
-        s.latency_max_ms = self.max_latency as f64 * 1e3;
-        s.mean_macs = self.tally.mean_macs();
-        s.compute_ratio = s.mean_macs / chain.full_macs() as f64;
-        s
+        let t = &self.tally;
+        let mean_macs = t.mean_macs();
+        RunStats {
+            frames: t.frames,
+            dropped: self.counts.dropped,
+            camera_gaps: self.counts.camera_gaps,
+            stops_commanded: self.counts.stops_commanded,
+            mean_exit: t.mean_exit(),
+            exit_counts: t.exit_counts[..n].to_vec(),
+            latency_p50_ms: self.latency.quantile(0.5) as f64 * 1e3,
+            latency_p99_ms: self.latency.quantile(0.99) as f64 * 1e3,
+            latency_max_ms: self.max_latency as f64 * 1e3,
+            deadline_ms: self.deadline.map(|d| d.as_secs_f64() * 1e3),
+            deadline_cuts: t.deadline_cuts,
+            deadline_misses: t.deadline_misses,
+            nonfinite_frames: t.nonfinite,
+            mean_macs,
+            compute_ratio: mean_macs / chain.full_macs() as f64,
+        }
     }
 }

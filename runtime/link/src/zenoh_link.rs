@@ -23,7 +23,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use zenoh::liveliness::LivelinessToken;
 use zenoh::pubsub::{Publisher, Subscriber};
 use zenoh::qos::{CongestionControl, Priority};
-use zenoh::{Session, Wait};
+/// The zenoh session type, so that users of this crate need not name zenoh.
+pub use zenoh::Session;
+use zenoh::Wait;
 
 /// Version of the messages on the zenoh keys (independent of the serial
 /// protocol's version).

@@ -10,6 +10,10 @@
 //!   runtime`; the `sim` feature).
 //! * [`zenoh`]: offramp's action path against bare zenoh (`offramp bench
 //!   zenoh`).
+//! * [`engines`]: each segment on tract against onnxruntime (and a TensorRT
+//!   build's plans) on the same files (`offramp bench engines`).
+//! * [`offload`]: local-only against offloading deep exits, on the same
+//!   closed-loop episodes (`offramp bench offload`; the `sim` feature).
 //!
 //! The profile lives here rather than in `offramp-power` because it drives
 //! the runtime over held frames like the benches do; `offramp-power` stays
@@ -17,7 +21,10 @@
 //! A crate of its own so that the `offramp` command only parses flags and
 //! prints what these return.
 
+pub mod engines;
 pub mod held_frames;
+#[cfg(feature = "sim")]
+pub mod offload;
 pub mod profile;
 #[cfg(feature = "sim")]
 pub mod runtime;

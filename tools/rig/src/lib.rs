@@ -10,6 +10,8 @@
 //!   bridge to open; [`bridge::Bridge`]: that bridge.
 //! * [`firmware_bench`]: the firmware image's latency and timeout, in QEMU's
 //!   guest clock.
+//! * [`demo`]: the main job end to end, the simulator's robot driven through
+//!   the runtime, zenoh, a bridge and a firmware (`offramp demo`).
 //!
 //! A crate of its own because the demo, the benches, the tests and
 //! `offramp firmware` share it, and because none of it runs on the robot:
@@ -17,6 +19,8 @@
 //! leaves out.
 
 pub mod bridge;
+#[cfg(feature = "demo")]
+pub mod demo;
 pub mod end;
 #[cfg(feature = "qemu")]
 pub mod firmware_bench;

@@ -9,10 +9,14 @@
 //! * [`Sim`]: an episode in progress: render, expert action, step.
 //! * [`record`]: episodes to `.npy` files for training (the runtime's replay
 //!   format, [`offramp_runtime::npy`]).
+//! * [`learner`]: the runtime's run loop as a DAgger learner for
+//!   [`record`]; [`bench`]: the simulator's own throughput.
 //! * [`camera`]: the simulator as a camera source for the runtime, closed
 //!   loop: it takes the runtime's command back.
 
+pub mod bench;
 pub mod camera;
+pub mod learner;
 pub mod record;
 
 pub use offramp_runtime::npy;
@@ -24,6 +28,7 @@ pub use render::Camera;
 pub use rng::Rng;
 pub use world::{ConfigError, Cylinder, Kind, SimConfig, World, LANDMARK_NAMES};
 
+use offramp_runtime::closed_loop;
 use std::f32::consts::PI;
 
 pub use offramp_runtime::twist::{Limits, Twist, Wheels};
@@ -41,19 +46,7 @@ pub const LIMITS: Limits = Limits {
 /// landmark.
 pub const REACH: f32 = 0.12;
 
-/// What a step did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StepOutcome {
-    pub done: bool,
-    pub success: bool,
-    pub collided: bool,
-    /// The robot reached a decoy where [`SimConfig::decoy_ends_episode`]
-    /// makes that the end (a failure).
-    pub reached_decoy: bool,
-    /// The robot touched something where
-    /// [`SimConfig::collision_ends_episode`] makes that the end (a failure).
-    pub crashed: bool,
-}
+pub use offramp_runtime::closed_loop::StepOutcome;
 
 fn wrap(a: f32) -> f32 {
     (a + PI).rem_euclid(2.0 * PI) - PI
@@ -329,6 +322,65 @@ impl Sim {
             crashed,
         };
         self.outcome
+    }
+}
+
+/// The simulator as a closed-loop task: calibration and evaluation see it
+/// through [`closed_loop::Task`], never by name.
+impl closed_loop::Task for SimConfig {
+    fn episode(&self, seed: u64) -> Box<dyn closed_loop::Episode + '_> {
+        Box::new(Sim::new(self, seed))
+    }
+
+    fn limits(&self) -> Limits {
+        LIMITS
+    }
+
+    fn step_seconds(&self) -> f32 {
+        self.dt
+    }
+}
+
+impl closed_loop::Episode for Sim {
+    fn frame_len(&self) -> usize {
+        Sim::frame_len(self)
+    }
+
+    fn render(&mut self, out: &mut [u8]) {
+        Sim::render(self, out)
+    }
+
+    fn frame_meta(&self) -> offramp_runtime::camera::FrameMeta {
+        Sim::frame_meta(self)
+    }
+
+    fn step(&mut self, twist: Twist) -> StepOutcome {
+        let wheels = twist.to_wheels(self.cfg.track_width);
+        Sim::step(self, wheels)
+    }
+
+    fn expert(&self) -> Twist {
+        Sim::expert(self)
+    }
+
+    fn difficulty(&self) -> f32 {
+        self.world.difficulty
+    }
+
+    fn target_in_view(&self) -> bool {
+        Sim::target_in_view(self)
+    }
+
+    fn target_distance(&self) -> f32 {
+        Sim::target_distance(self)
+    }
+
+    fn steps(&self) -> usize {
+        self.steps
+    }
+
+    fn collisions(&self) -> usize {
+        self.collisions
     }
 }
 

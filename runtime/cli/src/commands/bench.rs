@@ -106,23 +106,25 @@ fn zenoh(
     engines: PathBuf,
     demo_episodes: usize,
 ) -> anyhow::Result<offramp_bench::zenoh::ZenohBench> {
-    use super::demo;
     let mut r = offramp_bench::zenoh::run(iters, &crate::progress::bars)?;
     if demo_episodes > 0 {
-        let d = demo::run(&demo::Args {
-            firmware: offramp_rig::FirmwareKind::Host,
-            bridge: offramp_rig::BridgeMode::Process,
-            elf: None,
-            engines,
-            episodes: demo_episodes,
-            first_seed: 0,
-            deadline_ms: None,
-            robot: "offramp-bench".into(),
-            cmd_vel: false,
-            report: None,
-            json: true,
-            offload: None,
-        })?;
+        let bar = crate::progress::progress_bar(demo_episodes as u64, "demo episodes");
+        let d = offramp_rig::demo::run(
+            &offramp_rig::demo::DemoConfig {
+                firmware: offramp_rig::FirmwareKind::Host,
+                bridge: offramp_rig::BridgeMode::Process,
+                elf: None,
+                engines,
+                episodes: demo_episodes,
+                first_seed: 0,
+                deadline_ms: None,
+                robot: "offramp-bench".into(),
+                cmd_vel: false,
+                offload: None,
+            },
+            &|| bar.inc(1),
+        )?;
+        bar.finish_and_clear();
         r.demo_episodes = demo_episodes;
         (r.frame_to_applied_ms, r.frame_to_sent_ms) = (d.frame_to_applied_ms, d.frame_to_sent_ms);
     }
@@ -157,7 +159,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             iters,
             ops,
             python,
-        } => serde_json::to_string_pretty(&super::bench_engines::run(
+        } => serde_json::to_string_pretty(&offramp_bench::engines::run(
             &engine.engines,
             tensorrt.as_deref(),
             iters,
@@ -171,12 +173,13 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             first_seed,
             local_exits,
             robot_slowdown,
-        } => serde_json::to_string_pretty(&super::bench_offload::run(
+        } => serde_json::to_string_pretty(&offramp_bench::offload::run(
             &engine.engines,
             episodes,
             first_seed,
             local_exits,
             robot_slowdown,
+            &crate::progress::bars,
         )?)?,
         #[cfg(feature = "sim")]
         BenchCommand::Zenoh {

@@ -1,7 +1,7 @@
 //! `offramp calibrate`: thresholds under compute, latency and memory budgets,
 //! written into the engine set's manifest.
 
-use crate::args::at_least_1;
+use crate::args::{at_least_1, EngineArgs};
 use crate::progress::progress_bar;
 use anyhow::{bail, Context};
 use offramp_calibrate::calibrate::{calibrate, Budget, Calibration, Frames, OffloadBudget};
@@ -21,8 +21,8 @@ pub type SimCfg = ();
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(long)]
-    pub engines: PathBuf,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     #[command(flatten)]
     pub budgets: Budgets,
     /// Recorded episodes (`offramp record`, `offramp sim record`); default:
@@ -53,10 +53,9 @@ pub struct Args {
     pub held_out: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
-    /// Simulator configuration (TOML); default: the built-in one.
     #[cfg(feature = "sim")]
-    #[arg(long)]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub sim: crate::args::SimConfigArgs,
 }
 
 /// The budgets a calibration solves under.
@@ -105,7 +104,7 @@ pub enum Source {
 
 pub fn main(a: Args) -> anyhow::Result<()> {
     #[cfg(feature = "sim")]
-    let cfg = offramp_sim::SimConfig::load(a.config.as_deref())?;
+    let cfg = a.sim.load()?;
     #[cfg(not(feature = "sim"))]
     let cfg = ();
     #[cfg(not(feature = "sim"))]
@@ -135,9 +134,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
 // Without the simulator `cfg` is `()` and unused.
 #[cfg_attr(not(feature = "sim"), allow(unused_variables))]
 pub fn run(cfg: &SimCfg, a: &Args, source: &Source) -> anyhow::Result<Calibration> {
-    let (engines, budgets, iterations, json) = (&a.engines, &a.budgets, a.iterations, a.json);
+    let (budgets, iterations, json) = (&a.budgets, a.iterations, a.json);
     let held_out = a.held_out.as_deref();
-    let mut set = EngineSet::open(engines)?;
+    let mut set = a.engine.open()?;
     // Calibrate the whole model: a cap stored by an earlier calibration is
     // re-decided from this one's budgets.
     set.manifest.criterion.deepest_exit = None;
@@ -159,8 +158,8 @@ pub fn run(cfg: &SimCfg, a: &Args, source: &Source) -> anyhow::Result<Calibratio
             first_seed,
             episodes,
         } => (
-            Frames::Sim {
-                cfg,
+            Frames::ClosedLoop {
+                task: cfg,
                 first_seed: *first_seed,
                 episodes: *episodes,
             },

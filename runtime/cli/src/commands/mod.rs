@@ -2,9 +2,6 @@
 //! `main` that runs it.
 
 pub mod bench;
-pub mod bench_engines;
-#[cfg(feature = "sim")]
-pub mod bench_offload;
 pub mod bridge;
 pub mod build_set;
 #[cfg(feature = "tensorrt")]

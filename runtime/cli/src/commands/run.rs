@@ -1,8 +1,7 @@
 //! `offramp run`: the runtime on a camera, with live stats.
 
-use crate::args::{at_least_1, positive, print_report, ZenohArgs};
+use crate::args::{at_least_1, positive, print_report, CameraArgs, EngineArgs, ZenohArgs};
 use indicatif::{ProgressBar, ProgressStyle};
-use offramp_engines::EngineSet;
 use offramp_link::actuator::ZenohActuator;
 use offramp_link::offload::ZenohOffload;
 use offramp_link::zenoh_link::{open_session, Keys, RuntimeLink};
@@ -51,11 +50,10 @@ fn check_twist_action(dims: usize, manifest: &std::path::Path) -> anyhow::Result
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(long)]
-    pub engines: PathBuf,
-    /// sim | replay:DIR | v4l:/dev/videoN
-    #[arg(long, default_value = "sim")]
-    pub camera: CameraSpec,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub camera: CameraArgs,
     /// Per-frame deadline from capture; deeper exits are skipped when
     /// they cannot finish in time.
     #[arg(long, value_parser = positive)]
@@ -144,14 +142,14 @@ pub struct RunReport {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<RunReport> {
-    let set = EngineSet::open(&a.engines)?;
+    let set = a.engine.open()?;
     if a.zenoh {
         check_twist_action(set.manifest.action_dims(), &set.manifest_path)?;
     }
     // The camera's size sizes the pipeline; its thread starts only once the
     // engines are loaded, so no frame is dropped to the loading.
     #[cfg(feature = "sim")]
-    let (source, sim): (Box<dyn camera::Source>, _) = match &a.camera {
+    let (source, sim): (Box<dyn camera::Source>, _) = match &a.camera.camera {
         CameraSpec::Sim => {
             let cfg = offramp_sim::SimConfig::load(a.config.as_deref())?;
             let cam = offramp_sim::camera::SimCamera::new(&cfg, a.first_seed);
@@ -161,7 +159,7 @@ pub fn run(a: &Args) -> anyhow::Result<RunReport> {
         spec => (camera::open(spec)?, None),
     };
     #[cfg(not(feature = "sim"))]
-    let source = match &a.camera {
+    let source = match &a.camera.camera {
         CameraSpec::Sim => return Err(crate::args::no_sim("--camera sim")),
         spec => camera::open(spec)?,
     };
@@ -252,15 +250,15 @@ pub fn run(a: &Args) -> anyhow::Result<RunReport> {
     let mut last_print = start;
     let frame_timeout = Duration::from_secs_f64(3.0 / a.fps);
     let (max_frames, max_secs) = (a.frames, a.seconds);
-    rl.run(&capture, act.as_mut(), frame_timeout, &mut |s| {
+    rl.run(&capture, act.as_mut(), frame_timeout, &mut |s, c| {
         if last_print.elapsed() > Duration::from_millis(500) {
             last_print = Instant::now();
             bar.set_message(format!(
                 "{} frames, {:.1} fps, {} dropped, {} camera gaps, {} deadline misses",
                 s.frames,
                 s.frames as f64 / start.elapsed().as_secs_f64(),
-                s.dropped,
-                s.camera_gaps,
+                c.dropped,
+                c.camera_gaps,
                 s.deadline_misses
             ));
             bar.tick();
@@ -280,8 +278,8 @@ pub fn run(a: &Args) -> anyhow::Result<RunReport> {
     #[cfg(not(feature = "sim"))]
     let (sim_episodes, sim_successes) = (0, 0);
     Ok(RunReport {
-        camera: a.camera.to_string(),
-        engines: a.engines.display().to_string(),
+        camera: a.camera.camera.to_string(),
+        engines: a.engine.engines.display().to_string(),
         policy: format!("{policy:?}"),
         stats,
         sim_episodes,

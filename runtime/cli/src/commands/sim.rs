@@ -1,20 +1,16 @@
 //! `offramp sim`: record demonstrations, evaluate an engine set in closed
 //! loop, and measure the simulator.
 
-use crate::args::{at_least, at_least_1, share};
+use crate::args::{at_least, at_least_1, share, EngineArgs, SimConfigArgs};
 use crate::progress::{evaluate_with_progress, pipelines, progress_bar};
 use offramp_calibrate::eval::EvalReport;
 use offramp_engines::{BackendKind, EngineSet};
-use offramp_runtime::camera::FrameMeta;
 use offramp_runtime::exit_chain::ExitPolicy;
 use offramp_runtime::pipeline::Pipeline;
-use offramp_runtime::run_loop::RunLoop;
-use offramp_runtime::twist::TwistCommand;
+use offramp_sim::learner::ChainLearner;
 use offramp_sim::record::{record, RecordOptions};
-use offramp_sim::{Sim, SimConfig};
-use serde::Serialize;
+use offramp_sim::SimConfig;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -49,16 +45,15 @@ enum SimCommand {
         /// exit.
         #[arg(long, default_value_t = 0.0, value_parser = share)]
         learner_criterion_share: f32,
-        /// Simulator configuration (TOML); default: the built-in one.
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        sim: SimConfigArgs,
     },
     /// Closed-loop evaluation of an engine set driving the simulator: success
     /// rate and the share of frames each exit gets right, per fixed exit and
     /// for the calibrated criterion.
     Eval {
-        #[arg(long)]
-        engines: PathBuf,
+        #[command(flatten)]
+        engine: EngineArgs,
         #[arg(long, default_value_t = 200, value_parser = at_least_1)]
         episodes: usize,
         /// Held-out episodes: training data uses seeds from 100000.
@@ -79,15 +74,15 @@ enum SimCommand {
         jobs: Option<usize>,
         #[arg(long)]
         json: bool,
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        sim: SimConfigArgs,
     },
     /// Render + physics throughput in frames per second (JSON).
     Bench {
         #[arg(long, default_value_t = 20_000, value_parser = at_least(100))]
         frames: usize,
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        sim: SimConfigArgs,
     },
 }
 
@@ -101,9 +96,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             learner,
             expert_share,
             learner_criterion_share,
-            config,
+            sim,
         } => {
-            let cfg = SimConfig::load(config.as_deref())?;
+            let cfg = sim.load()?;
             let learner = learner.as_deref().map(|engines| LearnerOptions {
                 engines,
                 expert_share,
@@ -112,26 +107,37 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             run_record(&cfg, episodes, first_seed, noise, &out, learner)
         }
         SimCommand::Eval {
-            engines,
+            engine,
             episodes,
             first_seed,
             exit,
             criterion,
             jobs,
             json,
-            config,
+            sim,
         } => {
-            let cfg = SimConfig::load(config.as_deref())?;
+            let cfg = sim.load()?;
             let which = match (exit, criterion) {
                 (Some(k), _) => EvalPolicies::Exit(k),
                 (None, true) => EvalPolicies::Criterion,
                 (None, false) => EvalPolicies::All,
             };
-            run_eval(&cfg, &engines, episodes, first_seed, which, jobs, json)
+            run_eval(
+                &cfg,
+                &engine.engines,
+                episodes,
+                first_seed,
+                which,
+                jobs,
+                json,
+            )
         }
-        SimCommand::Bench { frames, config } => {
-            let cfg = SimConfig::load(config.as_deref())?;
-            println!("{}", serde_json::to_string_pretty(&bench(&cfg, frames))?);
+        SimCommand::Bench { frames, sim } => {
+            let cfg = sim.load()?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&offramp_sim::bench::bench(&cfg, frames))?
+            );
             Ok(())
         }
     }
@@ -148,52 +154,6 @@ pub struct LearnerOptions<'a> {
     /// criterion visits the states the deployed operating point leads to,
     /// which no single fixed exit does.
     pub criterion_share: f32,
-}
-
-/// The runtime as a DAgger learner: per episode either the calibrated
-/// criterion or a random fixed exit, so the data covers the states every
-/// exit (and the deployed mix of exits) leads to. The run loop decides each
-/// frame, as on the robot.
-struct ChainLearner {
-    rl: RunLoop,
-    command: TwistCommand,
-    /// The episode's instruction, and whether its first frame is next.
-    instruction: usize,
-    new_episode: bool,
-    criterion_share: f32,
-    rng: offramp_sim::Rng,
-    error: Option<anyhow::Error>,
-}
-
-impl offramp_sim::record::Learner for ChainLearner {
-    fn start(&mut self, sim: &Sim) {
-        self.instruction = sim.instruction() as usize;
-        self.new_episode = true;
-        // The coin is drawn only when the criterion may drive, so recordings
-        // without it keep the exact exit sequence of earlier rounds
-        // (reproduce_demo.sh replays them).
-        let criterion = self.criterion_share > 0.0 && self.rng.unit() < self.criterion_share;
-        let exit = self.rng.below(self.rl.pipeline.chain.exits());
-        self.rl.policy = if criterion {
-            ExitPolicy::Criterion
-        } else {
-            ExitPolicy::Fixed(exit)
-        };
-    }
-
-    fn act(&mut self, frame: &[u8]) -> offramp_sim::Twist {
-        let meta = FrameMeta {
-            seq: 0,
-            captured: None,
-            instruction: self.instruction,
-            new_episode: std::mem::take(&mut self.new_episode),
-        };
-        if let Err(e) = self.rl.frame(frame, meta, &mut self.command) {
-            self.error.get_or_insert(e.into());
-            return offramp_sim::Twist::default();
-        }
-        self.command.twist
-    }
 }
 
 pub fn run_record(
@@ -222,15 +182,7 @@ pub fn run_record(
                 );
             }
             let p = Pipeline::open(&set, BackendKind::Cpu, (cfg.image_width, cfg.image_height))?;
-            Some(ChainLearner {
-                rl: RunLoop::new(p, ExitPolicy::Fixed(0), None, None),
-                command: TwistCommand::new(offramp_sim::LIMITS),
-                instruction: 0,
-                new_episode: true,
-                criterion_share: lo.criterion_share,
-                rng: offramp_sim::Rng::new(first_seed ^ 0xDA66E4),
-                error: None,
-            })
+            Some(ChainLearner::new(p, lo.criterion_share, first_seed))
         }
         None => None,
     };
@@ -242,8 +194,8 @@ pub fn run_record(
             .map(|l| l as &mut dyn offramp_sim::record::Learner),
         &mut |_| bar.inc(1),
     )?;
-    if let Some(e) = l.and_then(|l| l.error) {
-        return Err(e.context("the learner failed while recording"));
+    if let Some(e) = l.and_then(ChainLearner::into_error) {
+        return Err(anyhow::Error::new(e).context("the learner failed while recording"));
     }
     bar.finish_and_clear();
     eprintln!(
@@ -256,51 +208,6 @@ pub fn run_record(
         s.successes
     );
     Ok(())
-}
-
-#[derive(Serialize)]
-pub struct SimBench {
-    pub width: usize,
-    pub height: usize,
-    pub frames: usize,
-    pub render_fps: f64,
-    pub step_fps: f64,
-    pub render_and_step_fps: f64,
-    pub expert_success_rate: f64,
-}
-
-/// Render and physics throughput, single-threaded, with the expert driving.
-pub fn bench(cfg: &SimConfig, frames: usize) -> SimBench {
-    let mut sim = Sim::new(cfg, 0);
-    let mut frame = vec![0u8; sim.frame_len()];
-    let (mut render_s, mut step_s) = (0.0f64, 0.0f64);
-    let (mut episodes, mut successes, mut seed) = (0usize, 0usize, 0u64);
-    for _ in 0..frames {
-        let t0 = Instant::now();
-        sim.render(&mut frame);
-        let t1 = Instant::now();
-        let cmd = sim.expert().to_wheels(cfg.track_width);
-        let o = sim.step(cmd);
-        let t2 = Instant::now();
-        render_s += (t1 - t0).as_secs_f64();
-        step_s += (t2 - t1).as_secs_f64();
-        if o.done {
-            episodes += 1;
-            successes += o.success as usize;
-            seed += 1;
-            sim = Sim::new(cfg, seed);
-        }
-        std::hint::black_box(&frame);
-    }
-    SimBench {
-        width: cfg.image_width,
-        height: cfg.image_height,
-        frames,
-        render_fps: frames as f64 / render_s,
-        step_fps: frames as f64 / step_s,
-        render_and_step_fps: frames as f64 / (render_s + step_s),
-        expert_success_rate: successes as f64 / episodes.max(1) as f64,
-    }
 }
 
 /// Which policies `sim eval` drives the simulator with.

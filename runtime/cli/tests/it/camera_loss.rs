@@ -153,9 +153,12 @@ fn a_panicking_capture_thread_stops_the_motors_and_ends_the_run() {
     let capture = start(Box::new(Breaks(sim)), 50.0).unwrap();
     let mut log = Log::default();
     // Bounded for the code before the fix, whose loop never ended on its own.
-    let ran = rl.run(&capture, &mut log, Duration::from_millis(30), &mut |s| {
-        s.camera_gaps >= 100
-    });
+    let ran = rl.run(
+        &capture,
+        &mut log,
+        Duration::from_millis(30),
+        &mut |_, c| c.camera_gaps >= 100,
+    );
     let e = ran.expect_err("a failed camera must end the run with an error");
     assert!(e.to_string().contains("corrupt JPEG in frame 5"), "{e}");
     assert!(log.acts >= 1, "it drove on the frames before the panic");

@@ -5,7 +5,7 @@
 //! run, the robot's engine sleeps (factor − 1) × the time the run took. The
 //! server (in-process, its own zenoh session on loopback) is not throttled.
 
-use crate::progress::progress_bar;
+use crate::Bars;
 use offramp_calibrate::eval::{evaluate, EvalReport};
 use offramp_engines::{Chain, Engine, EngineSet};
 use offramp_engines_cpu::CpuEngine;
@@ -120,6 +120,7 @@ pub fn run(
     first_seed: u64,
     local_exits: usize,
     slowdown: f64,
+    bars: Bars,
 ) -> anyhow::Result<OffloadBench> {
     let cfg = SimConfig::default();
     let set = EngineSet::open(engines)?;
@@ -155,13 +156,12 @@ pub fn run(
     offload
         .chain
         .set_offload(local_exits, Box::new(link), Duration::from_secs(1))?;
-    let bar = progress_bar(2 * episodes as u64, "bench offload");
-    let tick = || bar.inc(1);
+    let tick = bars(2 * episodes as u64, "bench offload");
     let run =
-        |p: &mut Pipeline| evaluate(p, &cfg, first_seed, episodes, ExitPolicy::Criterion, &tick);
+        |p: &mut Pipeline| evaluate(p, &cfg, first_seed, episodes, ExitPolicy::Criterion, &*tick);
     let lo = run(&mut local)?;
     let off = run(&mut offload)?;
-    bar.finish_and_clear();
+    drop(tick);
     stop.store(true, Ordering::Relaxed);
     let served = server
         .join()

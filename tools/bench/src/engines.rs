@@ -49,7 +49,7 @@ pub struct EngineBench {
 /// tools/onnx/ort_bench.py, built into the binary and handed to Python with
 /// `-c`: an installed offramp (a robot's bundle) has no source tree to find
 /// it in.
-const ORT_BENCH: &str = include_str!("../../../../tools/onnx/ort_bench.py");
+const ORT_BENCH: &str = include_str!("../../onnx/ort_bench.py");
 
 /// What tools/onnx/ort_bench.py reports per file, µs.
 #[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
