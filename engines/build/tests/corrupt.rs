@@ -224,9 +224,72 @@ fn artifact_outside_the_set() {
     });
     let e = open_err(dir.path());
     assert!(
-        e.contains("field `exits[0].artifact`: \"../segment0.onnx\" must be a file name inside"),
+        e.contains("field `exits[0].artifact`: \"../segment0.onnx\" must name a file inside"),
         "{e}"
     );
+}
+
+/// `offramp build` joined model.toml's names unchecked: a segment named
+/// `../escape.onnx` was copied outside `--out` before the build refused
+/// it. Every name is checked before anything is read or written.
+#[test]
+fn a_source_that_names_files_outside_its_directory_is_refused_before_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    for f in [
+        "segment0.onnx",
+        "segment1.onnx",
+        "segment2.onnx",
+        "head.onnx",
+    ] {
+        std::fs::copy(tiny_onnx().join(f), src.join(f)).unwrap();
+    }
+    std::fs::copy(
+        tiny_onnx().join("segment0.onnx"),
+        tmp.path().join("escape.onnx"),
+    )
+    .unwrap();
+    let toml = std::fs::read_to_string(tiny_onnx().join("model.toml")).unwrap();
+    for (field, edited) in [
+        (
+            "exits[0]",
+            toml.replace("\"segment0.onnx\"", "\"../escape.onnx\""),
+        ),
+        (
+            "exits[1]",
+            toml.replace("\"segment1.onnx\"", "\"/etc/passwd\""),
+        ),
+        (
+            "head.artifact",
+            toml.replace("artifact = \"head.onnx\"", "artifact = \"../escape.onnx\""),
+        ),
+    ] {
+        assert_ne!(edited, toml, "{field}");
+        std::fs::write(src.join("model.toml"), edited).unwrap();
+        let e = build(
+            &BuildOptions {
+                onnx_dir: src.clone(),
+                out_dir: out.join("set"),
+                backend: BackendKind::Cpu,
+                precision: Precision::Fp32,
+                int8_calibration_cache: None,
+                offramp_version: "test".into(),
+            },
+            &mut |_| {},
+        )
+        .expect_err("must be refused")
+        .to_string();
+        assert!(
+            e.contains("model.toml") && e.contains(&format!("`{field}`")) && e.contains("inside"),
+            "{field}: {e}"
+        );
+        // Nothing was written outside --out, nor into it.
+        assert!(!out.join("escape.onnx").exists(), "{field}");
+        assert!(!out.join("set").exists(), "{field}");
+    }
 }
 
 #[test]

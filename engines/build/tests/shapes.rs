@@ -521,6 +521,39 @@ fn split_err(s: &Shape, f: impl FnOnce(&mut SplitOptions)) -> String {
     e
 }
 
+/// `split` copied the `--with` description's tokenizer unchecked: a
+/// `../` name was read from beside the description's directory and written
+/// beside `--out`. The name must stay inside both.
+#[test]
+fn split_keeps_the_tokenizer_inside_its_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_dir = dir.path().join("with");
+    std::fs::create_dir_all(&with_dir).unwrap();
+    std::fs::write(dir.path().join("outside.json"), "{}").unwrap();
+    let mut t: toml::Table = toml::from_str(
+        &std::fs::read_to_string(shape_dir(PER_EXIT.name).join(PER_EXIT.with)).unwrap(),
+    )
+    .unwrap();
+    let p = t
+        .entry("preprocess")
+        .or_insert_with(|| toml::Table::new().into())
+        .as_table_mut()
+        .unwrap();
+    p.insert("tokenizer".into(), "../outside.json".into());
+    let with = with_dir.join("with.toml");
+    std::fs::write(&with, toml::to_string(&t).unwrap()).unwrap();
+    let out = dir.path().join("out").join("src");
+    let mut o = options(&PER_EXIT, &out);
+    o.with = Some(with);
+    let e = split(&o).expect_err("must be refused").to_string();
+    assert!(
+        e.contains("with.toml") && e.contains("`preprocess.tokenizer`") && e.contains("inside"),
+        "{e}"
+    );
+    assert!(!dir.path().join("out/outside.json").exists());
+    assert!(!out.join("model.toml").exists());
+}
+
 #[test]
 fn split_refuses_cuts_that_do_not_fit() {
     let e = split_err(&PER_EXIT, |o| {

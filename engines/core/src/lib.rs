@@ -6,6 +6,8 @@
 //!   engine is built: format version, files, checksums, and that consecutive
 //!   segments and the head fit together. Each failure names the file and field.
 //! * [`Engine`]: one runnable segment.
+//! * [`join_inside`]: the one checked way a name read from a file becomes a
+//!   path inside its directory.
 //! * [`Chain`]: the engines of a set with every buffer allocated once from the
 //!   manifest, run exit by exit; [`Chain::with_engines`] builds it from any
 //!   backend's engines.
@@ -25,12 +27,14 @@
 
 mod chain;
 mod error;
+mod inside;
 pub mod manifest;
 mod set;
 mod sha;
 
 pub use chain::{Chain, Role};
 pub use error::{check_arity, run_error, Error, Result};
+pub use inside::join_inside;
 pub use manifest::{BackendKind, Manifest, Precision, TensorSpec};
 pub use set::EngineSet;
 pub use sha::sha256_file;

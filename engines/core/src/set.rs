@@ -96,16 +96,8 @@ impl EngineSet {
             );
         for (field, artifact, sha) in entries {
             // Artifacts live inside the set: no absolute paths or `..`.
-            if Path::new(artifact)
-                .components()
-                .any(|c| !matches!(c, std::path::Component::Normal(_)))
-            {
-                return Err(self.invalid(
-                    format!("{field}.artifact"),
-                    format!("{artifact:?} must be a file name inside the engine-set directory"),
-                ));
-            }
-            let path = self.artifact_path(artifact);
+            let path = crate::join_inside(&self.dir, artifact)
+                .map_err(|why| self.invalid(format!("{field}.artifact"), why))?;
             if !path.is_file() {
                 return Err(Error::MissingArtifact {
                     path: self.manifest_path.clone(),

@@ -59,24 +59,31 @@ impl SimConfigArgs {
 }
 
 /// Without a config file: peer mode, no multicast scouting, the endpoints
-/// given here.
+/// given here (else an ephemeral loopback port). With one, the file is the
+/// whole truth: a flag for a field it sets is refused.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ZenohArgs {
     /// Robot name: keys <robot>/action, <robot>/telemetry, <robot>/alive/*.
     #[arg(long, default_value = "offramp")]
     pub robot: String,
-    /// zenoh JSON5 config file (replaces the embedded default).
+    /// zenoh JSON5 config file (replaces the embedded default; the flags
+    /// below may only fill what it leaves unset).
     #[arg(long)]
     pub zenoh_config: Option<PathBuf>,
     /// peer | client
     #[arg(long)]
     pub zenoh_mode: Option<String>,
-    /// Endpoints to listen on, e.g. tcp/127.0.0.1:7447 (repeatable).
+    /// Endpoints to listen on, e.g. tcp/127.0.0.1:7447 (repeatable). A
+    /// plaintext endpoint beyond loopback needs --insecure.
     #[arg(long)]
     pub listen: Vec<String>,
     /// Endpoints to connect to (repeatable).
     #[arg(long)]
     pub connect: Vec<String>,
+    /// Accept a listener that any host on the network can reach in
+    /// plaintext (it can then publish actions to this robot).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 impl ZenohArgs {
@@ -86,6 +93,7 @@ impl ZenohArgs {
             mode: self.zenoh_mode.clone(),
             listen: self.listen.clone(),
             connect: self.connect.clone(),
+            insecure: self.insecure,
         }
     }
 }

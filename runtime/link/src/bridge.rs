@@ -19,7 +19,7 @@ use crate::zenoh_link::{
 use anyhow::Context;
 use nix::sys::termios::{self, BaudRate, SetArg};
 use offramp_protocol::link::{ClockSync, Link, RecvError, Resync};
-use offramp_protocol::{encode, Drive, HostMsg, McuMsg, Setpoint, MAX_FRAME};
+use offramp_protocol::{encode, Drive, HostMsg, McuMsg, MotorState, Setpoint, MAX_FRAME};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
@@ -28,6 +28,17 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 use zenoh::Wait;
+
+/// How far ahead of the bridge's clock a timestamp from the network may be:
+/// the runtime's and the bridge's clocks differ by at most this (the same
+/// clock on one machine; PTP or NTP between two). A stamp further ahead is
+/// a broken clock or a forgery: as newest it would hold every honest drive
+/// off as stale until the bridge's clock caught up.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_millis(50);
+
+/// The longest validity an action may claim: the firmware refuses
+/// deadlines further ahead anyway.
+pub const MAX_VALIDITY: Duration = Duration::from_millis(500);
 
 pub struct BridgeArgs {
     pub serial: PathBuf,
@@ -250,6 +261,10 @@ fn serve(
     let mut last_heard = Instant::now();
     let mut reported: Option<u32> = None;
     let mut buf = [0u8; TelemetryMsg::MAX_LEN];
+    // The firmware's clock in its last report, and when it was last armed
+    // from here because a report showed it disarmed.
+    let mut last_uptime: Option<u64> = None;
+    let mut last_rearm = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         resync.poll(&mut link)?;
         let r = match link.recv(Duration::from_millis(100)) {
@@ -268,6 +283,30 @@ fn serve(
         last_heard = r.at;
         match r.msg {
             Ok(McuMsg::Telemetry(t)) => {
+                // A Boot lost on the wire (line noise, a reset while the
+                // cable was out) must not stall the robot: the firmware's
+                // clock running backwards says it rebooted, and a firmware
+                // disarmed by no stop of ours says it needs arming.
+                if last_uptime.is_some_and(|u| t.uptime_us < u) {
+                    tracing::warn!(
+                        uptime_us = t.uptime_us,
+                        "the firmware's clock went back (a reboot whose Boot was lost): re-syncing and re-arming"
+                    );
+                    let next = t.last_seq.map_or(1, |q| q.saturating_add(1));
+                    rearm_after_reboot(shared, &mut link, next)?;
+                    last_uptime = None;
+                    continue;
+                }
+                last_uptime = Some(t.uptime_us);
+                let unexpectedly_disarmed =
+                    t.state == MotorState::Disarmed && !shared.lock().disarmed;
+                if unexpectedly_disarmed && last_rearm.elapsed() >= REARM_EVERY {
+                    tracing::warn!("the firmware is disarmed without a stop from here: re-arming");
+                    arm(shared, &mut link)?;
+                    last_rearm = Instant::now();
+                    let mut s = shared.lock();
+                    s.counters.rearms = s.counters.rearms.saturating_add(1);
+                }
                 let mut s = shared.lock();
                 let mut msg = TelemetryMsg {
                     version: MESSAGE_VERSION,
@@ -299,16 +338,8 @@ fn serve(
             }
             Ok(McuMsg::Boot(b)) => {
                 tracing::warn!(cause = ?b.reset_cause, "firmware rebooted: re-syncing and re-arming");
-                // Hold actions until the new boot is synced and armed.
-                shared.lock().clock = None;
-                shared.next_seq.store(1, Ordering::Relaxed);
-                let (clock, rtt) = sync_clock(&mut link, 4)?;
-                arm(shared, &mut link)?;
-                let mut s = shared.lock();
-                s.clock = Some(clock);
-                s.one_way_us = rtt / 2;
-                s.disarmed = false;
-                s.in_flight.clear();
+                rearm_after_reboot(shared, &mut link, 1)?;
+                last_uptime = None;
             }
             Ok(McuMsg::Rejected { reason, seq }) => {
                 tracing::warn!(?reason, ?seq, "firmware rejected a command");
@@ -323,6 +354,30 @@ fn serve(
     // Asked to stop: command the motors off now rather than leaving it to
     // the firmware's timeout.
     link.send(&HostMsg::Stop)?;
+    Ok(())
+}
+
+/// A firmware seen disarmed with no stop of ours is armed again at most
+/// this often (its report may predate an Arm in flight).
+const REARM_EVERY: Duration = Duration::from_millis(200);
+
+/// After a reboot: actions held until the new boot's clock is synced and it
+/// is armed, its sequence numbers from `next_seq`.
+fn rearm_after_reboot(
+    shared: &Shared,
+    link: &mut FirmwareLink<SharedWriter>,
+    next_seq: u32,
+) -> anyhow::Result<()> {
+    shared.lock().clock = None;
+    shared.next_seq.store(next_seq, Ordering::Relaxed);
+    let (clock, rtt) = sync_clock(link, 4)?;
+    arm(shared, link)?;
+    let mut s = shared.lock();
+    s.clock = Some(clock);
+    s.one_way_us = rtt / 2;
+    s.disarmed = false;
+    s.in_flight.clear();
+    s.counters.reboots = s.counters.reboots.saturating_add(1);
     Ok(())
 }
 
@@ -353,20 +408,28 @@ fn on_action(shared: &Shared, bytes: &[u8]) {
             return;
         }
     };
+    let now_ns = zenoh_link::unix_ns(now);
+    let horizon = now_ns.saturating_add(MAX_CLOCK_SKEW.as_nanos() as u64);
+    // What was newest cannot be later than now plus the skew: after this
+    // machine's clock steps back, drives are held off for at most the
+    // skew, not for the length of the step.
+    s.newest_sent_ns = s.newest_sent_ns.min(horizon);
     if m.stop {
         // A stop is forwarded at once, whatever its age or the clock sync:
         // stopping is always safe, and a zero-speed drive would only slew
-        // the motors down.
+        // the motors down. Its stamp counts no further than the horizon.
         forward_stop(&mut s);
-        s.newest_sent_ns = s.newest_sent_ns.max(m.sent_unix_ns);
+        s.newest_sent_ns = s.newest_sent_ns.max(m.sent_unix_ns.min(horizon));
         return;
     }
-    let age = m.age_us(now);
-    let validity = m.valid_for_us as i64;
-    if age > validity || age < -validity || m.sent_unix_ns < s.newest_sent_ns {
+    // Age in µs, negative for a stamp ahead of this clock.
+    let age = (now_ns as i128 - m.sent_unix_ns as i128) / 1000;
+    let validity = (m.valid_for_us as i128).min(MAX_VALIDITY.as_micros() as i128);
+    if age > validity || m.sent_unix_ns > horizon || m.sent_unix_ns < s.newest_sent_ns {
         s.counters.stale = s.counters.stale.saturating_add(1);
         return;
     }
+    let (age, validity) = (age as i64, validity as i64);
     let Some(clock) = s.clock else {
         s.counters.no_link = s.counters.no_link.saturating_add(1);
         return;
@@ -442,11 +505,15 @@ mod tests {
     use super::*;
 
     fn action(sent_unix_ns: u64, stop: bool) -> Vec<u8> {
+        action_valid_for(sent_unix_ns, stop, 200_000)
+    }
+
+    fn action_valid_for(sent_unix_ns: u64, stop: bool, valid_for_us: u32) -> Vec<u8> {
         let m = ActionMsg {
             version: zenoh_link::MESSAGE_VERSION,
             seq: 1,
             sent_unix_ns,
-            valid_for_us: 200_000,
+            valid_for_us,
             v: if stop { 0.0 } else { 0.3 },
             omega: 0.0,
             exit: 0,
@@ -454,6 +521,68 @@ mod tests {
         };
         let mut buf = [0u8; ActionMsg::MAX_LEN];
         m.encode(&mut buf).to_vec()
+    }
+
+    fn linked() -> Shared {
+        let now = Instant::now();
+        Shared {
+            state: Mutex::new(State {
+                writer: Some(tempfile::tempfile().unwrap()),
+                clock: Some(ClockSync::from_ping(now, 1_000, now)),
+                ..State::default()
+            }),
+            next_seq: AtomicU32::new(1),
+        }
+    }
+
+    fn now_ns() -> u64 {
+        zenoh_link::unix_ns(SystemTime::now())
+    }
+
+    /// A stop stamped at the end of time used to become the newest action
+    /// for good, and every later drive was dropped as stale until the
+    /// bridge restarted: one message froze the robot. A stamp counts no
+    /// further than now plus the clock skew.
+    #[test]
+    fn a_stamp_from_the_future_does_not_lock_the_runtime_out() {
+        let shared = linked();
+        on_action(&shared, &action(u64::MAX, true));
+        assert_eq!(
+            shared.lock().counters.stops,
+            1,
+            "a stop is always forwarded"
+        );
+        std::thread::sleep(MAX_CLOCK_SKEW + Duration::from_millis(10));
+        on_action(&shared, &action(now_ns(), false));
+        assert_eq!(
+            shared.lock().counters.forwarded,
+            1,
+            "the runtime drives again"
+        );
+        // A drive from 0.4 s ahead claiming 0.5 s of validity (within what
+        // the old check allowed) is refused, and holds nothing off.
+        on_action(
+            &shared,
+            &action_valid_for(now_ns() + 400_000_000, false, 500_000),
+        );
+        assert_eq!(shared.lock().counters.forwarded, 1);
+        assert_eq!(shared.lock().counters.stale, 1);
+        on_action(&shared, &action(now_ns(), false));
+        assert_eq!(shared.lock().counters.forwarded, 2);
+    }
+
+    /// After this machine's clock steps back, what was newest lies ahead:
+    /// drives are held off for at most the skew, not the step.
+    #[test]
+    fn a_clock_stepped_back_holds_drives_off_for_at_most_the_skew() {
+        let shared = linked();
+        shared.lock().newest_sent_ns = now_ns() + 10_000_000_000;
+        std::thread::sleep(MAX_CLOCK_SKEW + Duration::from_millis(10));
+        on_action(&shared, &action(now_ns(), false));
+        std::thread::sleep(MAX_CLOCK_SKEW + Duration::from_millis(10));
+        on_action(&shared, &action(now_ns(), false));
+        let c = shared.lock().counters;
+        assert_eq!((c.stale, c.forwarded), (1, 1), "{c:?}");
     }
 
     /// A drive published before the newest forwarded action, arriving after

@@ -10,12 +10,15 @@
 //!   version, clock sync.
 //! * [`offload`]: deep exits on a second device (`offramp serve`, and the
 //!   runtime's zenoh client with failover).
+//! * [`inbox`]: the bounded, newest-keeping queue that everything received
+//!   from the network waits in.
 //! * [`link_check`]: the model-free check of that link (`offramp firmware
 //!   session`).
 
 pub mod actuator;
 pub mod bridge;
 pub mod firmware;
+pub mod inbox;
 pub mod link_check;
 pub mod offload;
 pub mod zenoh_link;

@@ -10,15 +10,21 @@
 //!   `geometry_msgs/Twist` in CDR, where zenoh-bridge-ros2dds maps the
 //!   `cmd_vel` topic, so a ROS 2 robot can follow the runtime.
 //!
-//! The embedded default is peer mode on loopback with multicast scouting off:
-//! the runtime listens, the bridge connects, no router and no network needed.
-//! A zenoh JSON5 file (`--zenoh-config`) replaces the default whole: client
-//! mode against a router, TLS with mutual authentication, access control.
+//! The embedded default is peer mode with multicast scouting off, listening
+//! only on loopback (the given endpoints, else an ephemeral loopback port,
+//! so that the sessions of one machine can mesh): the runtime listens on a
+//! known loopback port, the bridge connects, no router and no network
+//! needed. A zenoh JSON5 file
+//! (`--zenoh-config`) replaces the default whole (client mode against a
+//! router, TLS with mutual authentication, access control) and is the whole
+//! truth: a flag for a field the file sets is refused by name. Whatever the
+//! source, a listener that the network can reach in plaintext is refused
+//! unless the user says `--insecure` ([`reach`]).
 
+use crate::inbox::{self, Inbox};
 use offramp_protocol::Telemetry;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use zenoh::liveliness::LivelinessToken;
 use zenoh::pubsub::{Publisher, Subscriber};
@@ -29,7 +35,7 @@ use zenoh::Wait;
 
 /// Version of the messages on the zenoh keys (independent of the serial
 /// protocol's version).
-pub const MESSAGE_VERSION: u8 = 2;
+pub const MESSAGE_VERSION: u8 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ZenohError {
@@ -61,6 +67,14 @@ pub enum ZenohError {
     Version { what: &'static str, got: u8 },
     #[error("publishing on {key}: {why}")]
     Put { key: String, why: String },
+    #[error("{flag} conflicts with the zenoh config {}, which sets {key}: a config file is the whole truth (change it there, or drop the file)", path.display())]
+    Conflict {
+        flag: &'static str,
+        key: &'static str,
+        path: PathBuf,
+    },
+    #[error("listening on {endpoint} ({origin}) lets any host on the network reach this session in plaintext, publish actions included: listen on loopback (tcp/127.0.0.1:PORT), a unix socket (unixsock-stream/PATH) or TLS (tls/HOST:PORT with a config file, docs/security.md), or pass --insecure to accept it")]
+    OpenListener { endpoint: String, origin: String },
 }
 
 /// One action, as the runtime publishes it.
@@ -133,6 +147,12 @@ pub struct BridgeCounters {
     /// Stop actions forwarded to the firmware as `Stop` (which disarms it;
     /// the next drive re-arms first).
     pub stops: u64,
+    /// Firmware reboots re-armed after (announced by a Boot, or seen in its
+    /// clock running backwards when the Boot was lost).
+    pub reboots: u32,
+    /// Times the firmware reported itself disarmed with no stop from here,
+    /// and was armed again.
+    pub rearms: u32,
 }
 
 /// One firmware telemetry report, as the bridge publishes it.
@@ -262,24 +282,103 @@ impl Keys {
 pub struct ZenohOptions {
     /// A zenoh JSON5 config; replaces the embedded default.
     pub config: Option<PathBuf>,
-    /// `peer` or `client` (overrides the file).
+    /// `peer` or `client` (with a file: only where the file sets no mode).
     pub mode: Option<String>,
+    /// Endpoints to listen on (with a file: only where it sets none).
     pub listen: Vec<String>,
+    /// Endpoints to connect to (with a file: only where it sets none).
     pub connect: Vec<String>,
+    /// Accept a listener the network can reach in plaintext.
+    pub insecure: bool,
 }
 
-/// Opens a session: the config file or the embedded default (peer, no
-/// multicast scouting), then the overrides.
-pub fn open_session(o: &ZenohOptions) -> Result<Session, ZenohError> {
+/// Where a session listens when nothing says: an ephemeral port on
+/// loopback.
+pub const DEFAULT_LISTEN: &str = "tcp/127.0.0.1:0";
+
+/// How far a listening endpoint reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Only this machine: a loopback address or a unix socket.
+    Local,
+    /// Beyond this machine, over TLS (`tls/`, `quic/`): encrypted, and
+    /// authenticated where the config asks for mutual TLS.
+    Tls,
+    /// Beyond this machine in plaintext (an address that is not loopback,
+    /// `0.0.0.0`, `[::]`, a host name, an unknown transport): any host on
+    /// the network.
+    Open,
+}
+
+/// How far `endpoint` (zenoh's `proto/address[?metadata][#config]`) reaches
+/// when listened on.
+pub fn reach(endpoint: &str) -> Reach {
+    let Some((proto, rest)) = endpoint.split_once('/') else {
+        return Reach::Open;
+    };
+    let address = rest.split(['?', '#']).next().unwrap_or_default();
+    match proto.to_ascii_lowercase().as_str() {
+        "unixsock-stream" | "unixpipe" => Reach::Local,
+        "tls" | "quic" => Reach::Tls,
+        "tcp" | "udp" | "ws" => {
+            let host = match address.strip_prefix('[') {
+                Some(v6) => v6.split(']').next().unwrap_or_default(),
+                None => address.rsplit_once(':').map_or(address, |(h, _)| h),
+            };
+            let local = host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if local {
+                Reach::Local
+            } else {
+                Reach::Open
+            }
+        }
+        _ => Reach::Open,
+    }
+}
+
+/// The session's configuration: the config file or the embedded default
+/// (peer, no multicast scouting, [`DEFAULT_LISTEN`]), then the flags, then the
+/// check that no listener reaches the network in plaintext unless
+/// `insecure`.
+pub fn session_config(o: &ZenohOptions) -> Result<zenoh::Config, ZenohError> {
     let mut c = match &o.config {
-        Some(path) => zenoh::Config::from_file(path).map_err(|e| ZenohError::ConfigFile {
-            path: path.clone(),
-            why: e.to_string(),
-        })?,
+        Some(path) => {
+            let c = zenoh::Config::from_file(path).map_err(|e| ZenohError::ConfigFile {
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
+            // The file is the whole truth: a flag may fill what it leaves
+            // at zenoh's default, never change what it sets.
+            let default = zenoh::Config::default();
+            for (flag, key, given) in [
+                ("--zenoh-mode", "mode", o.mode.is_some()),
+                ("--listen", "listen/endpoints", !o.listen.is_empty()),
+                ("--connect", "connect/endpoints", !o.connect.is_empty()),
+            ] {
+                if given && c.get_json(key).ok() != default.get_json(key).ok() {
+                    return Err(ZenohError::Conflict {
+                        flag,
+                        key,
+                        path: path.clone(),
+                    });
+                }
+            }
+            c
+        }
         None => {
             let mut c = zenoh::Config::default();
             set(&mut c, "mode", "\"peer\"")?;
             set(&mut c, "scouting/multicast/enabled", "false")?;
+            // zenoh's own default for a peer is every interface; here an
+            // ephemeral loopback port, which the sessions of this machine
+            // learn from each other (gossip) to mesh directly, and nothing
+            // off the machine can reach.
+            if o.mode.as_deref() != Some("client") {
+                set(&mut c, "listen/endpoints", &format!("[{DEFAULT_LISTEN:?}]"))?;
+            }
             c
         }
     };
@@ -293,7 +392,51 @@ pub fn open_session(o: &ZenohOptions) -> Result<Session, ZenohError> {
     if !o.connect.is_empty() {
         set(&mut c, "connect/endpoints", &list(&o.connect))?;
     }
-    zenoh::open(c)
+    if !o.insecure {
+        for endpoint in listen_endpoints(&c) {
+            if reach(&endpoint) == Reach::Open {
+                let origin = match (&o.config, o.listen.contains(&endpoint)) {
+                    (_, true) => "--listen".to_string(),
+                    (Some(path), false) => format!(
+                        "the zenoh config {} (zenoh's default where it sets no listen/endpoints)",
+                        path.display()
+                    ),
+                    (None, false) => "the embedded default".to_string(),
+                };
+                return Err(ZenohError::OpenListener { endpoint, origin });
+            }
+        }
+    }
+    Ok(c)
+}
+
+/// The endpoints `c` listens on in its mode (zenoh's per-mode values
+/// resolved).
+fn listen_endpoints(c: &zenoh::Config) -> Vec<String> {
+    let json = |key: &str| {
+        c.get_json(key)
+            .ok()
+            .and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
+    };
+    let mode = json("mode")
+        .and_then(|m| m.as_str().map(str::to_string))
+        .unwrap_or_else(|| "peer".into());
+    let list = match json("listen/endpoints") {
+        Some(serde_json::Value::Object(per_mode)) => per_mode.get(&mode).cloned(),
+        other => other,
+    };
+    match list {
+        Some(serde_json::Value::Array(v)) => v
+            .into_iter()
+            .filter_map(|e| e.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Opens a session configured by [`session_config`].
+pub fn open_session(o: &ZenohOptions) -> Result<Session, ZenohError> {
+    zenoh::open(session_config(o)?)
         .wait()
         .map_err(|e| ZenohError::Open(e.to_string()))
 }
@@ -335,28 +478,32 @@ pub struct RuntimeLink {
     cmd_vel: Option<Publisher<'static>>,
     _token: LivelinessToken,
     _telemetry: Subscriber<()>,
-    telemetry: Receiver<Received>,
+    telemetry: Inbox<Received>,
     seq: u64,
     valid_for: Duration,
     // Declared last: dropped after everything declared on it.
     session: Session,
 }
 
+/// Telemetry reports kept for a reader that falls behind: 12.8 s at the
+/// firmware's 20 Hz. Older ones are dropped and counted
+/// ([`Inbox::dropped`]).
+pub const TELEMETRY_QUEUE: usize = 256;
+
 /// Subscribes to the firmware telemetry the bridge publishes on `key`; each
-/// report arrives on the channel with the local time it came.
+/// report arrives in a bounded queue ([`TELEMETRY_QUEUE`]) with the local
+/// time it came.
 pub fn telemetry_subscriber(
     session: &Session,
     key: &str,
-) -> Result<(Subscriber<()>, Receiver<Received>), ZenohError> {
-    let (tx, rx) = mpsc::channel();
+) -> Result<(Subscriber<()>, Inbox<Received>), ZenohError> {
+    let (tx, rx) = inbox::bounded(TELEMETRY_QUEUE);
     let sub = session
         .declare_subscriber(key.to_string())
         .callback(move |s| {
             let at = Instant::now();
             match TelemetryMsg::decode(&s.payload().to_bytes()) {
-                Ok(m) => {
-                    let _ = tx.send((m, at));
-                }
+                Ok(m) => tx.push((m, at)),
                 Err(e) => tracing::warn!("{e}"),
             }
         })
@@ -465,8 +612,9 @@ impl RuntimeLink {
         Ok((self.seq, at))
     }
 
-    /// Telemetry received so far (a channel: take what is there or wait).
-    pub fn telemetry(&self) -> &Receiver<Received> {
+    /// Telemetry received so far (a bounded queue: take what is there or
+    /// wait; the oldest reports go when it is full).
+    pub fn telemetry(&self) -> &Inbox<Received> {
         &self.telemetry
     }
 
@@ -482,6 +630,197 @@ impl RuntimeLink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `offramp run` never reads its telemetry: an unbounded channel grew
+    /// by every report (~350 MB a day at 20 Hz, without bound under a
+    /// flood). A flood now leaves at most the queue's capacity, the rest
+    /// dropped and counted.
+    #[test]
+    fn a_telemetry_flood_leaves_a_bounded_queue() {
+        let ep = free_loopback_endpoint().unwrap();
+        let robot = open_session(&ZenohOptions {
+            listen: vec![ep.clone()],
+            ..Default::default()
+        })
+        .unwrap();
+        let keys = Keys::new("flood").unwrap();
+        let link =
+            RuntimeLink::open(robot, keys.clone(), Duration::from_millis(200), false).unwrap();
+        let peer = open_session(&ZenohOptions {
+            connect: vec![ep],
+            ..Default::default()
+        })
+        .unwrap();
+        let msg = TelemetryMsg {
+            version: MESSAGE_VERSION,
+            firmware: Telemetry {
+                uptime_us: 1,
+                report_seq: 0,
+                last_seq: None,
+                last_exit: 0,
+                applied_left: 0.0,
+                applied_right: 0.0,
+                duty_left: 0,
+                duty_right: 0,
+                state: offramp_protocol::MotorState::Disarmed,
+                counters: Default::default(),
+                reset_cause: offramp_protocol::ResetCause::PowerOn,
+                last_apply_latency_us: 0,
+                last_timeout_stop_us: 0,
+            },
+            action_seq: None,
+            sent_to_applied_us: None,
+            bridge: BridgeCounters::default(),
+        };
+        let mut buf = [0u8; TelemetryMsg::MAX_LEN];
+        let bytes = msg.encode(&mut buf).to_vec();
+        let publisher = peer
+            .declare_publisher(keys.telemetry.clone())
+            .congestion_control(CongestionControl::Block)
+            .wait()
+            .unwrap();
+        let t = link.telemetry();
+        // One report through first: the subscriber is matched.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while t.is_empty() {
+            assert!(Instant::now() < deadline, "no report arrived");
+            publisher.put(bytes.clone()).wait().unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let before = t.len() as u64 + t.dropped();
+        let sent = 4 * TELEMETRY_QUEUE as u64;
+        for _ in 0..sent {
+            publisher.put(bytes.clone()).wait().unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while (t.len() as u64 + t.dropped()) < before + sent {
+            assert!(
+                Instant::now() < deadline,
+                "{} kept, {} dropped",
+                t.len(),
+                t.dropped()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(t.len(), TELEMETRY_QUEUE);
+        assert_eq!(t.dropped(), before + sent - TELEMETRY_QUEUE as u64);
+    }
+
+    #[test]
+    fn endpoints_reach_as_far_as_their_address_and_transport() {
+        for (ep, want) in [
+            ("tcp/127.0.0.1:7447", Reach::Local),
+            ("tcp/127.3.2.1:7447", Reach::Local),
+            ("tcp/[::1]:7447", Reach::Local),
+            ("tcp/localhost:7447", Reach::Local),
+            ("udp/127.0.0.1:7447#iface=lo", Reach::Local),
+            ("unixsock-stream//run/offramp.sock", Reach::Local),
+            ("tls/localhost:7447", Reach::Tls),
+            ("tls/0.0.0.0:7447", Reach::Tls),
+            ("quic/[::]:7447", Reach::Tls),
+            ("tcp/[::]:0", Reach::Open),
+            ("tcp/0.0.0.0:7447", Reach::Open),
+            ("tcp/192.168.1.20:7447", Reach::Open),
+            ("tcp/robot.lan:7447", Reach::Open),
+            ("ws/127.0.0.1.evil.example:80", Reach::Open),
+            ("serial//dev/ttyUSB0", Reach::Open),
+            ("nonsense", Reach::Open),
+        ] {
+            assert_eq!(reach(ep), want, "{ep}");
+        }
+    }
+
+    /// zenoh's own default for a peer listens on every interface
+    /// (`tcp/[::]:0`); the embedded default listens on loopback only.
+    #[test]
+    fn the_embedded_default_listens_on_loopback_and_refuses_the_network_in_plaintext() {
+        let c = session_config(&ZenohOptions::default()).unwrap();
+        assert_eq!(listen_endpoints(&c), [DEFAULT_LISTEN]);
+        assert_eq!(reach(DEFAULT_LISTEN), Reach::Local);
+        let client = ZenohOptions {
+            mode: Some("client".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            listen_endpoints(&session_config(&client).unwrap()),
+            Vec::<String>::new()
+        );
+        assert!(!listen_endpoints(&zenoh::Config::default()).is_empty());
+        let opts = |listen: &str, insecure| ZenohOptions {
+            listen: vec![listen.into()],
+            insecure,
+            ..Default::default()
+        };
+        let c = session_config(&opts("tcp/127.0.0.1:7447", false)).unwrap();
+        assert_eq!(listen_endpoints(&c), ["tcp/127.0.0.1:7447"]);
+        let e = session_config(&opts("tcp/0.0.0.0:7447", false)).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("tcp/0.0.0.0:7447")
+                && msg.contains("--listen")
+                && msg.contains("--insecure"),
+            "{msg}"
+        );
+        // Said in so many words, it is the user's choice.
+        let c = session_config(&opts("tcp/0.0.0.0:7447", true)).unwrap();
+        assert_eq!(listen_endpoints(&c), ["tcp/0.0.0.0:7447"]);
+    }
+
+    /// A config file is the whole truth: a flag for a field it sets is
+    /// refused by name (the documented TLS setup used to listen in
+    /// plaintext because a flag silently replaced the file's endpoints); a
+    /// field it leaves at zenoh's default may come from a flag; a file that
+    /// leaves zenoh listening on every interface is refused.
+    #[test]
+    fn a_config_file_is_the_whole_truth() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let sets_listen = file(
+            "listen.json5",
+            r#"{ mode: "peer", listen: { endpoints: ["tcp/127.0.0.1:7447"] } }"#,
+        );
+        let with = |config: &std::path::Path, f: &dyn Fn(&mut ZenohOptions)| {
+            let mut o = ZenohOptions {
+                config: Some(config.to_path_buf()),
+                ..Default::default()
+            };
+            f(&mut o);
+            session_config(&o)
+        };
+        let e = with(&sets_listen, &|o| {
+            o.listen = vec!["tcp/127.0.0.1:9000".into()]
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--listen") && e.contains("listen.json5"), "{e}");
+        let e = with(&sets_listen, &|o| o.mode = Some("client".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--zenoh-mode"), "{e}");
+        // The file sets no connect endpoints: a flag gives them.
+        let c = with(&sets_listen, &|o| {
+            o.connect = vec!["tcp/127.0.0.1:9000".into()]
+        })
+        .unwrap();
+        assert!(c.get_json("connect/endpoints").unwrap().contains("9000"));
+        // No listen/endpoints in the file: zenoh's default, every interface.
+        let silent = file("silent.json5", r#"{ mode: "peer" }"#);
+        let e = with(&silent, &|_| {}).unwrap_err().to_string();
+        assert!(e.contains("tcp/[::]") && e.contains("silent.json5"), "{e}");
+        assert!(with(&silent, &|o| o.insecure = true).is_ok());
+        // The shipped TLS configs pass as they are.
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/zenoh");
+        for f in ["bridge-tls.json5", "runtime-tls.json5"] {
+            let c = with(&shipped.join(f), &|_| {}).unwrap_or_else(|e| panic!("{f}: {e}"));
+            for ep in listen_endpoints(&c) {
+                assert_ne!(reach(&ep), Reach::Open, "{f}: {ep}");
+            }
+        }
+    }
 
     #[test]
     fn action_roundtrip_and_validation() {

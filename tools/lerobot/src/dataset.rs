@@ -61,6 +61,10 @@ pub struct Dataset {
     pub v3: bool,
 }
 
+/// The widest zero-padded field a path template may ask for (a u64 has 20
+/// digits): a width from a file is bounded before it sizes a string.
+const MAX_WIDTH: usize = 20;
+
 /// Python's `str.format` for the path templates: `{name}` and `{name:03d}`.
 pub fn format_path(template: &str, values: &[(&str, String)]) -> anyhow::Result<String> {
     let mut out = String::new();
@@ -82,7 +86,11 @@ pub fn format_path(template: &str, values: &[(&str, String)]) -> anyhow::Result<
             Some(width) => {
                 let width: usize = width
                     .parse()
-                    .with_context(|| format!("{template:?}: format {spec:?}"))?;
+                    .ok()
+                    .filter(|w| *w <= MAX_WIDTH)
+                    .with_context(|| {
+                        format!("{template:?}: format {spec:?} (a width of at most {MAX_WIDTH})")
+                    })?;
                 out.push_str(&format!("{value:0>width$}"));
             }
             None if spec.is_empty() || spec == "d" => out.push_str(value),
@@ -245,6 +253,17 @@ impl Dataset {
         }
     }
 
+    /// `rel`, a path made from meta/info.json's `field` template, inside
+    /// the dataset: a template (or a camera key) cannot reach other files.
+    fn inside(&self, rel: &str, field: &str) -> anyhow::Result<PathBuf> {
+        offramp_engines::join_inside(&self.root, rel).map_err(|why| {
+            anyhow::anyhow!(
+                "{}: {field} gives {why}",
+                self.root.join("meta/info.json").display()
+            )
+        })
+    }
+
     /// Every frame row, in episode then frame order.
     pub fn frame_rows(&self) -> anyhow::Result<Vec<FrameRow>> {
         let files = if self.v3 {
@@ -259,7 +278,7 @@ impl Dataset {
                             ("episode_index", ep.to_string()),
                         ],
                     )?;
-                    Ok(self.root.join(rel))
+                    self.inside(&rel, "data_path")
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?
         };
@@ -365,7 +384,7 @@ impl Dataset {
                         ("video_key", key.to_string()),
                     ],
                 )?;
-                out.insert(ep, (self.root.join(rel), 0.0));
+                out.insert(ep, (self.inside(&rel, "video_path")?, 0.0));
             }
             return Ok(out);
         }
@@ -388,7 +407,7 @@ impl Dataset {
                     ],
                 )?;
                 let from = num_col(&path, &row, &col("from_timestamp"))?;
-                out.insert(ep, (self.root.join(rel), from));
+                out.insert(ep, (self.inside(&rel, "video_path")?, from));
             }
         }
         Ok(out)
@@ -460,5 +479,47 @@ mod tests {
         );
         let e = format_path("{nope}", &[]).unwrap_err().to_string();
         assert!(e.contains("unknown field {nope}"), "{e}");
+    }
+
+    /// A width from info.json sized a string unchecked: over 65535 it
+    /// panicked, and a huge one would allocate without bound.
+    #[test]
+    fn a_template_width_is_bounded() {
+        for spec in ["{episode_index:065536d}", "{episode_index:0999999999999d}"] {
+            let e = format_path(spec, &[("episode_index", "1".into())])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("a width of at most 20"), "{e}");
+        }
+        let ok = format_path("{episode_index:020d}", &[("episode_index", "1".into())]);
+        assert_eq!(ok.unwrap().len(), 20);
+    }
+
+    /// A data_path (or a video key) that leads out of the dataset is
+    /// refused, naming info.json and the field, before any file is read.
+    #[test]
+    fn template_paths_stay_inside_the_dataset() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("meta")).unwrap();
+        for data_path in [
+            "/etc/{episode_index}.parquet",
+            "../outside/{episode_index}.parquet",
+        ] {
+            let info = serde_json::json!({
+                "codebase_version": "v2.1",
+                "fps": 10.0,
+                "total_episodes": 1,
+                "chunks_size": 1000,
+                "data_path": data_path,
+                "features": {},
+            });
+            std::fs::write(dir.path().join("meta/info.json"), info.to_string()).unwrap();
+            let d = super::Dataset::open(dir.path()).unwrap();
+            let e = d.frame_rows().unwrap_err().to_string();
+            assert!(
+                e.contains("info.json") && e.contains("data_path") && e.contains("inside"),
+                "{e}"
+            );
+        }
     }
 }

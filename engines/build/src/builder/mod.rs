@@ -158,6 +158,27 @@ fn read_source(dir: &Path) -> Result<(PathBuf, SourceModel)> {
     if src.exits.is_empty() {
         return Err(invalid(&path, "exits", "list at least one exit segment"));
     }
+    // Every file it names lies beside it (and is written beside the
+    // manifest): checked before anything is read or copied.
+    let named = src
+        .exits
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (format!("exits[{i}]"), e))
+        .chain(
+            src.head
+                .iter()
+                .map(|h| ("head.artifact".to_string(), &h.artifact)),
+        )
+        .chain(
+            src.preprocess
+                .iter()
+                .filter_map(|p| p.tokenizer.as_ref())
+                .map(|t| ("preprocess.tokenizer".to_string(), t)),
+        );
+    for (field, name) in named {
+        offramp_engines::join_inside(dir, name).map_err(|why| invalid(&path, &field, why))?;
+    }
     match (&src.head, &src.feature, &src.action_output) {
         (Some(_), Some(_), None) | (None, None, Some(_)) => {}
         (Some(_), None, _) => {

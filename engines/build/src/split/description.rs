@@ -90,8 +90,16 @@ pub(super) fn write_description(
         .and_then(toml::Value::as_str)
         .map(str::to_string);
     if let Some(t) = tokenizer {
-        let src = with_dir.join(&t);
-        let dst = opts.out.join(&t);
+        let checked = |dir: &Path| {
+            offramp_engines::join_inside(dir, &t).map_err(|why| {
+                invalid(
+                    opts.with.as_deref().unwrap_or(&opts.onnx),
+                    "preprocess.tokenizer",
+                    why,
+                )
+            })
+        };
+        let (src, dst) = (checked(&with_dir)?, checked(&opts.out)?);
         if src.canonicalize().ok() != dst.canonicalize().ok() {
             std::fs::copy(&src, &dst).map_err(io(&src))?;
         }

@@ -549,3 +549,127 @@ fn a_recording_keeps_the_action_the_motor_controller_executed() {
     assert!(ok, "{err}");
     assert!(!plain.join("executed.npy").exists());
 }
+
+/// A firmware behind a cable that can lose its Boot frames: the bridge's
+/// pty and the firmware's joined by a relay that copies every frame but,
+/// when told, the firmware's Boot.
+struct LossyCable {
+    /// What the bridge opens.
+    device: PathBuf,
+    /// The firmware's end, to start a new firmware on (a reboot).
+    firmware_end: std::fs::File,
+    mcu: Option<offramp_host::HostMcu>,
+    lose_boot: Arc<AtomicBool>,
+}
+
+impl LossyCable {
+    fn new() -> Self {
+        use offramp_host::pty;
+        use offramp_protocol::{decode, Accumulator, Feed, McuMsg};
+        let bridge_side = pty::open().unwrap();
+        let firmware_side = pty::open().unwrap();
+        let lose_boot = Arc::new(AtomicBool::new(false));
+        // The bridge's bytes to the firmware, as they are.
+        let (mut from_bridge, mut to_firmware) = (
+            bridge_side.master.try_clone().unwrap(),
+            firmware_side.slave.try_clone().unwrap(),
+        );
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            loop {
+                match from_bridge.read(&mut buf) {
+                    Ok(n) if n > 0 => {
+                        let _ = to_firmware.write_all(&buf[..n]);
+                    }
+                    // The bridge has not opened its end yet, or reconnects.
+                    _ => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        // The firmware's frames to the bridge, a Boot dropped when told.
+        let (mut from_firmware, mut to_bridge) = (
+            firmware_side.slave.try_clone().unwrap(),
+            bridge_side.master.try_clone().unwrap(),
+        );
+        let lose = lose_boot.clone();
+        std::thread::spawn(move || {
+            let mut acc: Accumulator = Accumulator::new();
+            let mut buf = [0u8; 256];
+            loop {
+                let n = match from_firmware.read(&mut buf) {
+                    Ok(n) if n > 0 => n,
+                    _ => {
+                        std::thread::sleep(Duration::from_millis(2));
+                        continue;
+                    }
+                };
+                for &b in &buf[..n] {
+                    if let Feed::Frame(frame) = acc.feed(b) {
+                        let mut wire = frame.to_vec();
+                        wire.push(0);
+                        let boot = matches!(decode::<McuMsg>(frame), Ok(McuMsg::Boot(_)));
+                        if !(boot && lose.load(Ordering::Relaxed)) {
+                            let _ = to_bridge.write_all(&wire);
+                        }
+                    }
+                }
+            }
+        });
+        let firmware_end = firmware_side.master.try_clone().unwrap();
+        let mcu = offramp_host::HostMcu::spawn(firmware_side.master, Config::DEFAULT).unwrap();
+        Self {
+            device: bridge_side.slave_path,
+            firmware_end,
+            mcu: Some(mcu),
+            lose_boot,
+        }
+    }
+
+    fn moving(&self) -> bool {
+        self.mcu
+            .as_ref()
+            .and_then(|m| m.output())
+            .is_some_and(|o| o.state == MotorState::Running && (o.left != 0.0 || o.right != 0.0))
+    }
+
+    fn wait_moving(&self, within: Duration) -> bool {
+        let t = Instant::now();
+        while t.elapsed() < within {
+            if self.moving() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    /// The firmware resets (a new one on the same cable: its clock from
+    /// zero, disarmed) and its Boot frame is lost on the way.
+    fn reboot_losing_the_boot(&mut self) {
+        self.lose_boot.store(true, Ordering::Relaxed);
+        self.mcu = None;
+        let end = self.firmware_end.try_clone().unwrap();
+        self.mcu = Some(offramp_host::HostMcu::spawn(end, Config::DEFAULT).unwrap());
+    }
+}
+
+/// The bridge re-armed only on a Boot frame: with that frame lost, the
+/// rebooted firmware stayed disarmed (and its clock out of sync) for good,
+/// the robot stalled. Its telemetry tells: the clock went backwards.
+#[test]
+fn a_reboot_whose_boot_frame_is_lost_is_rearmed_from_telemetry() {
+    let mut cable = LossyCable::new();
+    let r = robot("lost-boot");
+    let ep = free_loopback_endpoint().unwrap();
+    let _bridge = bridge(&cable.device, &r, &ep);
+    let _rt = runtime(&r, &ep);
+    assert!(cable.wait_moving(Duration::from_secs(30)), "never drove");
+    cable.reboot_losing_the_boot();
+    assert!(
+        cable.wait_moving(Duration::from_secs(10)),
+        "the rebooted firmware was never armed again: {:?}",
+        cable.mcu.as_ref().and_then(|m| m.output())
+    );
+    let t = telemetry_after(&ep, &r, |t| t.bridge.reboots >= 1);
+    assert_eq!(t.bridge.reboots, 1, "{:?}", t.bridge);
+}

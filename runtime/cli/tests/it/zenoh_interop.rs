@@ -147,18 +147,29 @@ fn client_mode_through_a_router() {
     assert_eq!(alive, ["offramp/alive/bridge", "offramp/alive/runtime"]);
 }
 
+/// A shipped config from config/zenoh/ with its port (7447) moved to
+/// `port`, written into `dir`: the file is the whole truth, so the
+/// endpoint is changed in it rather than by a flag.
+fn shipped_config_on(file: &str, port: &str, dir: &Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(repo().join("config/zenoh").join(file)).unwrap();
+    assert!(text.contains(":7447"), "{file}");
+    let path = dir.join(file);
+    std::fs::write(&path, text.replace(":7447", &format!(":{port}"))).unwrap();
+    path
+}
+
 /// A session config like the shipped runtime-tls.json5 but with another
 /// identity (`cn`) from another certificate directory.
-fn tls_session(certs: &Path, cn: &str, connect: &str) -> zenoh::Session {
+fn tls_session(certs: &Path, cn: &str, port: &str) -> zenoh::Session {
     let text = std::fs::read_to_string(repo().join("config/zenoh/runtime-tls.json5")).unwrap();
     let text = text
         .replace("certs/", &format!("{}/", certs.display()))
-        .replace("offramp-runtime.", &format!("{cn}."));
+        .replace("offramp-runtime.", &format!("{cn}."))
+        .replace(":7447", &format!(":{port}"));
     let path = certs.join(format!("{cn}-session.json5"));
     std::fs::write(&path, text).unwrap();
     open_session(&ZenohOptions {
         config: Some(path),
-        connect: vec![connect.to_string()],
         ..Default::default()
     })
     .unwrap()
@@ -209,9 +220,8 @@ fn tls_with_mutual_auth_and_access_control_admits_only_the_runtime() {
         .success());
     let port = free_loopback_endpoint().unwrap();
     let port = port.rsplit(':').next().unwrap();
-    let ep = format!("tls/localhost:{port}");
     let board = HostBoard::start(Config::DEFAULT).unwrap();
-    let cfg = |f: &str| repo().join("config/zenoh").join(f).display().to_string();
+    let cfg = |f: &str| shipped_config_on(f, port, dir.path()).display().to_string();
     let bridge_cfg = cfg("bridge-tls.json5");
     let _bridge = offramp(
         &[
@@ -220,18 +230,16 @@ fn tls_with_mutual_auth_and_access_control_admits_only_the_runtime() {
             board.device.to_str().unwrap(),
             "--zenoh-config",
             &bridge_cfg,
-            "--listen",
-            &ep,
         ],
         dir.path(),
     );
     std::thread::sleep(Duration::from_secs(1));
 
     // Same CA, wrong name: connects, but access control drops its actions.
-    let s = tls_session(&certs, "intruder", &ep);
+    let s = tls_session(&certs, "intruder", port);
     assert!(!drive_as(s, &board, 1.5), "the intruder moved the motors");
     // Wrong CA: the TLS handshake fails, nothing gets through.
-    let s = tls_session(&rogue, "offramp-runtime", &ep);
+    let s = tls_session(&rogue, "offramp-runtime", port);
     assert!(
         !drive_as(s, &board, 1.5),
         "a foreign certificate moved the motors"
@@ -251,12 +259,122 @@ fn tls_with_mutual_auth_and_access_control_admits_only_the_runtime() {
             "--zenoh",
             "--zenoh-config",
             &runtime_cfg,
-            "--connect",
-            &ep,
         ],
         dir.path(),
     );
     wait_moving(&board, Duration::from_secs(30));
+}
+
+/// The systemd units and env file as shipped, run the way systemd runs
+/// them: variables from the env file, `${VAR}` as one argument and `$VAR`
+/// split at whitespace, in the working directory (/etc/offramp there, a
+/// scratch directory here, holding zenoh/ and certs/ as install.sh and
+/// make-certs.sh leave them), on this machine's serial device, camera and
+/// engine set. With the default settings and with the documented TLS ones
+/// (the env file's commented lines), the bridge and the runtime start and
+/// the motors turn. (With the TLS settings the runtime used to pass the
+/// plaintext listen flag too, which overrode the file: the bridge dialled
+/// itself in plaintext and the runtime died on a used port.)
+#[test]
+fn the_systemd_units_as_documented_start_and_drive() {
+    let env_file = std::fs::read_to_string(repo().join("deploy/jetson/offramp.env")).unwrap();
+    let mut env = std::collections::BTreeMap::new();
+    let mut secured = Vec::new();
+    for line in env_file.lines() {
+        let (line, documented) = match line.strip_prefix("#   ") {
+            Some(l) => (l, true),
+            None => (line, false),
+        };
+        if line.starts_with('#') || !line.contains('=') {
+            continue;
+        }
+        let (k, v) = line.split_once('=').unwrap();
+        if documented {
+            secured.push((k.to_string(), v.trim().to_string()));
+        } else {
+            env.insert(k.to_string(), v.trim().to_string());
+        }
+    }
+    assert!(
+        secured.iter().any(|(k, _)| k == "OFFRAMP_RUN_ZENOH")
+            && secured.iter().any(|(k, _)| k == "OFFRAMP_BRIDGE_ZENOH"),
+        "the env file documents the secured settings: {secured:?}"
+    );
+    for tls in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path();
+        let port = free_loopback_endpoint().unwrap();
+        let port = port.rsplit(':').next().unwrap().to_string();
+        // install.sh's layout, with the port moved off 7447.
+        std::fs::create_dir(etc.join("zenoh")).unwrap();
+        for f in ["bridge-tls.json5", "runtime-tls.json5"] {
+            shipped_config_on(f, &port, &etc.join("zenoh"));
+        }
+        let mk = repo().join("config/zenoh/make-certs.sh");
+        assert!(Command::new("bash")
+            .arg(&mk)
+            .arg(etc.join("certs"))
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success());
+        let board = HostBoard::start(Config::DEFAULT).unwrap();
+        let mut vars = env.clone();
+        if tls {
+            vars.extend(secured.iter().cloned());
+        }
+        let etc_s = etc.display().to_string();
+        for v in vars.values_mut() {
+            *v = v
+                .replace("/etc/offramp", &etc_s)
+                .replace(":7447", &format!(":{port}"));
+        }
+        vars.insert("OFFRAMP_SERIAL".into(), board.device.display().to_string());
+        vars.insert("OFFRAMP_CAMERA".into(), "sim".into());
+        vars.insert("OFFRAMP_ENGINES".into(), demo_dir().display().to_string());
+        vars.insert("OFFRAMP_LOG".into(), "warn".into());
+        let start = |unit: &str| {
+            let text = std::fs::read_to_string(repo().join("deploy/jetson").join(unit)).unwrap();
+            let exec = text
+                .lines()
+                .find_map(|l| l.strip_prefix("ExecStart="))
+                .unwrap_or_else(|| panic!("{unit}: no ExecStart"));
+            let mut words = exec.split_whitespace();
+            assert_eq!(words.next(), Some("/opt/offramp/bin/offramp"), "{unit}");
+            let mut args: Vec<String> = Vec::new();
+            for w in words {
+                if let Some(name) = w.strip_prefix("${").and_then(|w| w.strip_suffix('}')) {
+                    args.push(vars.get(name).cloned().unwrap_or_default());
+                } else if let Some(name) = w.strip_prefix('$') {
+                    let value = vars.get(name).cloned().unwrap_or_default();
+                    args.extend(value.split_whitespace().map(str::to_string));
+                } else {
+                    args.push(w.to_string());
+                }
+            }
+            Proc(
+                Command::new(bin())
+                    .args(&args)
+                    .envs(&vars)
+                    .current_dir(etc)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        };
+        let _bridge = start("offramp-bridge.service");
+        let _runtime = start("offramp.service");
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(40) && !board.moving() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            board.moving(),
+            "tls {tls}: motors not moving: {:?}",
+            board.output()
+        );
+    }
 }
 
 #[test]
