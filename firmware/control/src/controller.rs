@@ -92,6 +92,7 @@ impl Controller {
                 clamped: 0,
                 timeouts: 0,
                 rx_dropped: 0,
+                latched: 0,
             },
         }
     }
@@ -125,12 +126,33 @@ impl Controller {
     fn check_and_apply(&mut self, msg: HostMsg, now_us: u64) -> Result<Action, Reject> {
         match msg {
             HostMsg::Stop => {
-                self.stop(MotorState::Disarmed);
+                // The runtime's stop never lifts an operator's.
+                let next = if self.state == MotorState::Latched {
+                    MotorState::Latched
+                } else {
+                    MotorState::Disarmed
+                };
+                self.stop(next);
+                Ok(Action::None)
+            }
+            HostMsg::Latch => {
+                self.stop(MotorState::Latched);
+                Ok(Action::None)
+            }
+            HostMsg::Release { seq } => {
+                self.check_seq(seq)?;
+                self.last_seq = Some(seq);
+                if self.state == MotorState::Latched {
+                    self.stop(MotorState::Disarmed);
+                }
                 Ok(Action::None)
             }
             HostMsg::Ping { nonce } => Ok(Action::Pong { nonce }),
             HostMsg::InjectFault(f) => Ok(Action::Fault(f)),
             HostMsg::Arm { seq } => {
+                if self.state == MotorState::Latched {
+                    return Err(Reject::Latched);
+                }
                 self.check_seq(seq)?;
                 self.last_seq = Some(seq);
                 // Arm while Running changes nothing but the sequence: the
@@ -147,8 +169,10 @@ impl Controller {
                 Ok(Action::None)
             }
             HostMsg::Drive(d) => {
-                if self.state == MotorState::Disarmed {
-                    return Err(Reject::NotArmed);
+                match self.state {
+                    MotorState::Latched => return Err(Reject::Latched),
+                    MotorState::Disarmed => return Err(Reject::NotArmed),
+                    MotorState::Running | MotorState::TimedOut => {}
                 }
                 self.check_seq(d.seq)?;
                 if d.valid_until_us <= now_us {
@@ -543,6 +567,47 @@ mod tests {
         c.handle(HostMsg::Arm { seq: 3 }, 102 * MS).unwrap();
     }
 
+    /// An operator's stop holds against everything the runtime sends (its
+    /// own stop, arms, fresh drives) until a release; after the release
+    /// the firmware is disarmed, and an arm then a drive move it again.
+    #[test]
+    fn an_operators_stop_latches_until_released() {
+        let mut c = armed_fast();
+        c.handle(drive(2, 0, 0.5, 0.5), 0).unwrap();
+        assert!(run(&mut c, MS, 50 * MS).left > 0.0);
+        c.handle(HostMsg::Latch, 50 * MS).unwrap();
+        let out = c.tick(51 * MS);
+        assert_eq!((out.left, out.state), (0.0, MotorState::Latched));
+        assert_eq!(
+            c.handle(HostMsg::Arm { seq: 3 }, 52 * MS),
+            Err(Reject::Latched)
+        );
+        assert_eq!(
+            c.handle(drive(4, 52 * MS, 0.5, 0.5), 52 * MS),
+            Err(Reject::Latched)
+        );
+        c.handle(HostMsg::Stop, 53 * MS).unwrap();
+        assert_eq!(c.tick(54 * MS).state, MotorState::Latched, "a plain stop");
+        assert_eq!(c.counters().latched, 2);
+        assert_eq!(run(&mut c, 55 * MS, 500 * MS).left, 0.0);
+        // A release must be newer than anything accepted (a replayed one
+        // does nothing).
+        assert_eq!(
+            c.handle(HostMsg::Release { seq: 2 }, 500 * MS),
+            Err(Reject::Replay)
+        );
+        assert_eq!(c.state(), MotorState::Latched);
+        c.handle(HostMsg::Release { seq: 5 }, 500 * MS).unwrap();
+        assert_eq!(c.state(), MotorState::Disarmed);
+        assert_eq!(
+            c.handle(drive(6, 500 * MS, 0.5, 0.5), 500 * MS),
+            Err(Reject::NotArmed)
+        );
+        c.handle(HostMsg::Arm { seq: 7 }, 501 * MS).unwrap();
+        c.handle(drive(8, 501 * MS, 0.5, 0.5), 501 * MS).unwrap();
+        assert!(run(&mut c, 502 * MS, 550 * MS).left > 0.0);
+    }
+
     #[test]
     fn arm_while_running_never_extends_a_drive_past_its_deadline() {
         let mut c = armed();
@@ -603,22 +668,37 @@ mod tests {
         /// change by at most the slew step per tick unless they drop to zero.
         #[test]
         fn outputs_always_within_limits(
-            cmds in proptest::collection::vec((0u8..5, -5.0f32..5.0, -5.0f32..5.0, 0u64..600_000, 0u32..40), 1..200)
+            cmds in proptest::collection::vec((0u8..7, -5.0f32..5.0, -5.0f32..5.0, 0u64..600_000, 0u32..40), 1..200)
         ) {
             let cfg = Config::DEFAULT;
             let mut c = Controller::new(cfg);
             let mut t = 0u64;
             let mut prev = c.tick(0);
+            let mut latched = false;
             for (kind, a, b, validity, seq) in cmds {
                 let msg = match kind {
                     0 => HostMsg::Arm { seq },
                     1 => HostMsg::Stop,
+                    4 => HostMsg::Latch,
+                    5 => HostMsg::Release { seq },
                     2 => HostMsg::Drive(Drive { seq, valid_until_us: t + validity, setpoint: Setpoint::Twist { v: a, omega: b }, exit_index: 1 }),
                     _ => HostMsg::Drive(Drive { seq, valid_until_us: t + validity, setpoint: Setpoint::Wheels { left: a, right: b }, exit_index: 1 }),
                 };
-                let _ = c.handle(msg, t);
+                let accepted = c.handle(msg, t).is_ok();
+                match msg {
+                    HostMsg::Latch => latched = true,
+                    HostMsg::Release { .. } if accepted => latched = false,
+                    _ => {}
+                }
                 t += MS;
                 let out = c.tick(t);
+                // Only a release lifts an operator's stop.
+                if latched {
+                    proptest::prop_assert_eq!(
+                        (out.state, out.left, out.right),
+                        (MotorState::Latched, 0.0, 0.0)
+                    );
+                }
                 for (p, o) in [(prev.left, out.left), (prev.right, out.right)] {
                     proptest::prop_assert!(o.is_finite() && o.abs() <= cfg.max_wheel_speed);
                     proptest::prop_assert!(o == 0.0 || (o - p).abs() <= cfg.max_accel * 1e-3 + 1e-6);

@@ -86,7 +86,7 @@ impl Node {
         c.frames_ok = c.frames_ok.saturating_add(1);
         let seq = match msg {
             HostMsg::Drive(d) => Some(d.seq),
-            HostMsg::Arm { seq } => Some(seq),
+            HostMsg::Arm { seq } | HostMsg::Release { seq } => Some(seq),
             _ => None,
         };
         match self.ctl.handle(msg, now_us) {
@@ -240,7 +240,13 @@ mod tests {
     fn boot_then_commands_then_telemetry() {
         let mut node = Node::new(Config::DEFAULT, "host", ResetCause::PowerOn, 0, false);
         let boot = frames(&mut node);
-        assert!(matches!(boot[0], McuMsg::Boot(Boot { protocol: 1, .. })));
+        assert!(matches!(
+            boot[0],
+            McuMsg::Boot(Boot {
+                protocol: PROTOCOL_VERSION,
+                ..
+            })
+        ));
         send(&mut node, &HostMsg::Arm { seq: 1 }, 0);
         send(
             &mut node,

@@ -30,7 +30,7 @@ pub use frame::{decode, encode, EncodeError, FrameError};
 pub use messages::*;
 
 /// Version of this wire contract. Bump on any change to a message layout.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// How long a command from the runtime stays valid, from the moment it is
 /// made, unless it says otherwise: two frames at 10 Hz. Past it the bridge

@@ -63,6 +63,17 @@ pub enum HostMsg {
     Ping { nonce: u32 },
     /// Test hook, see [`Fault`].
     InjectFault(Fault),
+    /// An operator's stop: stop the motors at once and latch
+    /// ([`MotorState::Latched`]): `Arm` and `Drive` are refused until a
+    /// [`HostMsg::Release`]. Always honoured, whatever its age. The runtime's
+    /// own stops ([`HostMsg::Stop`]) do not latch: a lost camera stops the
+    /// motors until the next good frame, an operator's stop until someone
+    /// lifts it.
+    Latch,
+    /// Lift an operator's stop: the firmware goes from `Latched` to
+    /// `Disarmed` (an `Arm` must follow). `seq` follows the drives' ordering
+    /// rule, so a replayed release does nothing.
+    Release { seq: u32 },
 }
 
 /// Why the microcontroller last reset.
@@ -84,13 +95,17 @@ pub enum ResetCause {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum MotorState {
-    /// After boot or [`HostMsg::Stop`]: outputs forced to zero, drives refused.
+    /// After boot, [`HostMsg::Stop`] or [`HostMsg::Release`]: outputs forced
+    /// to zero, drives refused until an `Arm`.
     Disarmed,
     /// Armed and following commands.
     Running,
     /// Armed, but no valid command arrived within the timeout: outputs zero until
     /// the next valid drive.
     TimedOut,
+    /// After [`HostMsg::Latch`] (an operator's stop): outputs forced to zero,
+    /// `Arm`, `Drive` and `Stop` change nothing until [`HostMsg::Release`].
+    Latched,
 }
 
 /// Why a frame or message was refused. Each has its own counter in
@@ -122,6 +137,8 @@ pub enum Reject {
     NotArmed,
     /// Message this build does not act on (fault injection on a real board).
     Unsupported,
+    /// `Arm` or `Drive` while an operator's stop holds.
+    Latched,
 }
 
 /// Monotonic counters since boot; they saturate instead of wrapping.
@@ -147,6 +164,8 @@ pub struct Counters {
     pub timeouts: u32,
     /// Bytes lost because the receive queue was full.
     pub rx_dropped: u32,
+    /// `Arm` or `Drive` refused because an operator's stop holds.
+    pub latched: u32,
 }
 
 impl Counters {
@@ -165,6 +184,7 @@ impl Counters {
             Reject::OutOfRange => &mut self.out_of_range,
             Reject::NotArmed => &mut self.not_armed,
             Reject::Unsupported => &mut self.unsupported,
+            Reject::Latched => &mut self.latched,
         };
         *c = c.saturating_add(1);
     }
@@ -184,6 +204,7 @@ impl Counters {
             self.out_of_range,
             self.not_armed,
             self.unsupported,
+            self.latched,
         ]
         .iter()
         .fold(0u32, |a, b| a.saturating_add(*b))

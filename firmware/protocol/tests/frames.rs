@@ -35,6 +35,8 @@ fn host_msg() -> impl Strategy<Value = HostMsg> {
             Just(Fault::StopControlTick)
         ]
         .prop_map(HostMsg::InjectFault),
+        Just(HostMsg::Latch),
+        any::<u32>().prop_map(|seq| HostMsg::Release { seq }),
     ]
 }
 
@@ -51,7 +53,7 @@ fn reset_cause() -> impl Strategy<Value = ResetCause> {
 }
 
 fn counters() -> impl Strategy<Value = Counters> {
-    proptest::array::uniform16(any::<u32>()).prop_map(|c| Counters {
+    proptest::array::uniform17(any::<u32>()).prop_map(|c| Counters {
         frames_ok: c[0],
         overflow: c[1],
         cobs: c[2],
@@ -68,6 +70,7 @@ fn counters() -> impl Strategy<Value = Counters> {
         clamped: c[13],
         timeouts: c[14],
         rx_dropped: c[15],
+        latched: c[16],
     })
 }
 
@@ -83,7 +86,8 @@ fn telemetry() -> impl Strategy<Value = Telemetry> {
         prop_oneof![
             Just(MotorState::Disarmed),
             Just(MotorState::Running),
-            Just(MotorState::TimedOut)
+            Just(MotorState::TimedOut),
+            Just(MotorState::Latched)
         ],
         counters(),
         reset_cause(),
@@ -248,6 +252,7 @@ fn largest_messages_fit_the_declared_bounds() {
             clamped: u32::MAX,
             timeouts: u32::MAX,
             rx_dropped: u32::MAX,
+            latched: u32::MAX,
         },
         reset_cause: ResetCause::Unknown,
         last_apply_latency_us: u32::MAX,
@@ -280,7 +285,10 @@ fn errors_name_the_problem() {
     let m = cobs::encode(&raw, &mut enc);
     let err = decode::<HostMsg>(&mut enc[..m]).unwrap_err();
     assert_eq!(err, FrameError::Version { got: 99 });
-    assert_eq!(err.to_string(), "protocol version 99, this build speaks 1");
+    assert_eq!(
+        err.to_string(),
+        format!("protocol version 99, this build speaks {PROTOCOL_VERSION}")
+    );
 
     // Bit flip in the payload: CRC.
     let mut bad = buf[..n - 1].to_vec();

@@ -55,3 +55,41 @@ fn boots_disarmed_then_applies_drive_commands() {
     );
     assert!(log.contains("motor state Disarmed -> Running"), "{log}");
 }
+
+/// The real image latches an operator's stop: the outputs drop to zero at
+/// once, `Arm`, `Drive` and the runtime's `Stop` leave it latched, and only
+/// a `Release` (then an `Arm`) lets a drive through again.
+#[test]
+#[ignore = "needs QEMU and the firmware image (scripts/test.sh builds both)"]
+fn an_operators_stop_latches_until_released() {
+    let mut fw = boot(Clock::RealTime);
+    let clock = fw_clock(&mut fw);
+    fw.send(&HostMsg::Arm { seq: 1 }).unwrap();
+    let mut seq = 2;
+    for _ in 0..10 {
+        fw.send(&drive(seq, clock.now_us() + 150_000, 0.5, 0.5))
+            .unwrap();
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fw.send(&HostMsg::Latch).unwrap();
+    let t = telemetry_where(&fw, "latched", 2 * SECOND, |t| {
+        t.state == MotorState::Latched
+    });
+    assert_eq!((t.applied_left, t.applied_right), (0.0, 0.0));
+    fw.send(&HostMsg::Arm { seq }).unwrap();
+    fw.send(&drive(seq + 1, clock.now_us() + 150_000, 0.5, 0.5))
+        .unwrap();
+    fw.send(&HostMsg::Stop).unwrap();
+    let t = telemetry_where(&fw, "two refusals", 2 * SECOND, |t| t.counters.latched == 2);
+    assert_eq!(t.state, MotorState::Latched, "{t:?}");
+    assert_eq!((t.applied_left, t.applied_right), (0.0, 0.0));
+    fw.send(&HostMsg::Release { seq: seq + 2 }).unwrap();
+    fw.send(&HostMsg::Arm { seq: seq + 3 }).unwrap();
+    fw.send(&drive(seq + 4, clock.now_us() + 150_000, 0.5, 0.5))
+        .unwrap();
+    let t = telemetry_where(&fw, "driving after the release", 2 * SECOND, |t| {
+        t.last_seq == Some(seq + 4) && t.applied_left > 0.0
+    });
+    assert_eq!(t.state, MotorState::Running);
+}

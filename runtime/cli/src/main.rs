@@ -56,6 +56,9 @@ enum Command {
     /// zenoh <-> the motor controller's serial link: forwards actions as
     /// wire-protocol commands, publishes firmware telemetry, reconnects.
     Bridge(bridge::Args),
+    /// An operator's stop that holds (in the bridge and the firmware) until
+    /// `offramp operator release`, whatever the runtime sends.
+    Operator(operator::Args),
     /// Cut a full ONNX export of a multi-exit model into one segment per
     /// exit (checked against the full model) and write its model.toml.
     Split(split::Args),
@@ -140,6 +143,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => run::main(a),
         Command::Serve(a) => serve::main(a),
         Command::Bridge(a) => bridge::main(a),
+        Command::Operator(a) => operator::main(a),
         Command::Split(a) => split::main(a),
         Command::Build(a) => build_set::main(a),
         #[cfg(feature = "lerobot")]

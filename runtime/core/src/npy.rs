@@ -1,7 +1,10 @@
 //! Writes NumPy `.npy` files (format 1.0), which Python reads with
-//! `numpy.load` and nothing else installed.
+//! `numpy.load` and nothing else installed: whole ([`write`]) or row by row
+//! as a recording goes ([`Appender`]), readable at every moment.
 
 use std::io::{self, Write};
+use std::marker::PhantomData;
+use std::os::unix::fs::FileExt;
 
 /// Element types the recorder writes and reads.
 pub trait Element: Copy {
@@ -32,31 +35,141 @@ element!(i32, "<i4");
 element!(i64, "<i8");
 element!(f32, "<f4");
 
-/// Encodes `data` with `shape` (C order) as a complete `.npy` file.
-pub fn encode<T: Element>(shape: &[usize], data: &[T]) -> Vec<u8> {
-    assert_eq!(shape.iter().product::<usize>(), data.len(), "npy shape");
+/// The header (magic, version, length, dict, padding, newline) for
+/// `shape`, padded to a multiple of 64 bytes and to at least `min_len`.
+fn header<T: Element>(shape: &[usize], min_len: usize) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let shape_txt = match dims.len() {
         1 => format!("({},)", dims[0]),
         _ => format!("({})", dims.join(", ")),
     };
-    let mut header = format!(
+    let mut dict = format!(
         "{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}",
         T::DESCR,
         shape_txt
     );
-    // Magic (6) + version (2) + length (2) + header + '\n', padded to 64.
-    let total = 10 + header.len() + 1;
-    header.push_str(&" ".repeat((64 - total % 64) % 64));
-    header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + data.len() * 8);
+    // Magic (6) + version (2) + length (2) + dict + '\n', padded to 64.
+    let mut total = 10 + dict.len() + 1;
+    total = total.max(min_len);
+    total += (64 - total % 64) % 64;
+    let pad = total - 10 - dict.len() - 1;
+    dict.push_str(&" ".repeat(pad));
+    dict.push('\n');
+    let mut out = Vec::with_capacity(total);
     out.extend_from_slice(b"\x93NUMPY\x01\x00");
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out
+}
+
+/// Encodes `data` with `shape` (C order) as a complete `.npy` file.
+pub fn encode<T: Element>(shape: &[usize], data: &[T]) -> Vec<u8> {
+    assert_eq!(shape.iter().product::<usize>(), data.len(), "npy shape");
+    let mut out = header::<T>(shape, 0);
+    out.reserve_exact(data.len() * T::SIZE);
     for &x in data {
         x.write_le(&mut out);
     }
     out
+}
+
+/// An `.npy` file written one row (the first axis) at a time. After every
+/// row the header is rewritten with the row count, so the file holds every
+/// whole row written so far whenever it is read: after Ctrl-C, a crash or a
+/// camera fault nothing recorded is lost. A row being appended when the
+/// writer stopped may trail the rows the header counts; [`decode`] ignores
+/// up to one such row.
+pub struct Appender<T: Element> {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    /// The shape of one row (the axes after the first).
+    row_shape: Vec<usize>,
+    row_len: usize,
+    rows: usize,
+    header_len: usize,
+    /// One row encoded, reused.
+    scratch: Vec<u8>,
+    _t: PhantomData<T>,
+}
+
+impl<T: Element> Appender<T> {
+    /// Creates `path` (which must not exist) holding no rows of
+    /// `row_shape`.
+    pub fn create(path: &std::path::Path, row_shape: &[usize]) -> io::Result<Self> {
+        let file = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let row_len = row_shape.iter().product::<usize>();
+        // Room for the largest row count, so the header never grows.
+        let widest: Vec<usize> = std::iter::once(usize::MAX)
+            .chain(row_shape.iter().copied())
+            .collect();
+        let header_len = header::<T>(&widest, 0).len();
+        let mut a = Self {
+            file,
+            path: path.to_path_buf(),
+            row_shape: row_shape.to_vec(),
+            row_len,
+            rows: 0,
+            header_len,
+            scratch: Vec::with_capacity(row_len * T::SIZE),
+            _t: PhantomData,
+        };
+        a.commit()?;
+        Ok(a)
+    }
+
+    /// Appends one row (`row_len` elements) and counts it in the header.
+    pub fn push(&mut self, row: &[T]) -> io::Result<()> {
+        if row.len() != self.row_len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: a row of {:?} is {} values, got {}",
+                    self.path.display(),
+                    self.row_shape,
+                    self.row_len,
+                    row.len()
+                ),
+            ));
+        }
+        self.scratch.clear();
+        for &x in row {
+            x.write_le(&mut self.scratch);
+        }
+        let at = self.header_len + self.rows * self.row_len * T::SIZE;
+        self.file
+            .write_all_at(&self.scratch, at as u64)
+            .map_err(|e| self.error(e))?;
+        self.rows += 1;
+        self.commit()
+    }
+
+    /// Rows written.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Writes the header for the rows written so far.
+    fn commit(&mut self) -> io::Result<()> {
+        let shape: Vec<usize> = std::iter::once(self.rows)
+            .chain(self.row_shape.iter().copied())
+            .collect();
+        let h = header::<T>(&shape, self.header_len);
+        debug_assert_eq!(h.len(), self.header_len);
+        self.file.write_all_at(&h, 0).map_err(|e| self.error(e))
+    }
+
+    /// Flushes everything to the disk.
+    pub fn finish(self) -> io::Result<()> {
+        self.file.sync_all().map_err(|e| self.error(e))
+    }
+
+    fn error(&self, e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), format!("{}: {e}", self.path.display()))
+    }
 }
 
 /// Decodes a `.npy` file of element type `T` (C order); returns the shape
@@ -116,13 +229,21 @@ pub fn decode<T: Element>(bytes: &[u8]) -> Result<(Vec<usize>, Vec<T>), String> 
         .try_fold(T::SIZE, |a, &d| a.checked_mul(d))
         .ok_or_else(|| format!("shape {shape:?} is too large"))?;
     let data = &bytes[start + hlen..];
-    if data.len() != need {
+    // Up to one row past the count: the row an [`Appender`] was writing
+    // when it stopped.
+    let row = shape
+        .get(1..)
+        .map_or(T::SIZE, |r| r.iter().product::<usize>() * T::SIZE);
+    if data.len() < need || data.len() - need > row {
         return Err(format!(
             "shape {shape:?} needs {need} bytes of data, the file has {}",
             data.len()
         ));
     }
-    Ok((shape, data.chunks_exact(T::SIZE).map(T::read_le).collect()))
+    Ok((
+        shape,
+        data[..need].chunks_exact(T::SIZE).map(T::read_le).collect(),
+    ))
 }
 
 /// Reads a `.npy` file; errors name the file.
@@ -180,6 +301,10 @@ mod tests {
         let big = format!("{{'descr': '<f4', 'shape': ({}, 4), }}", 1usize << 62);
         let e = decode::<f32>(&raw(&big, &[])).unwrap_err();
         assert!(e.contains("is too large"), "{e}");
+        // More than a row past the count is not a file an appender left.
+        let mut long = b.clone();
+        long.extend_from_slice(&[0u8; 13]);
+        assert!(decode::<f32>(&long).unwrap_err().contains("needs 24 bytes"));
         let one = encode(&[3], &[1u8, 2, 3]);
         assert!(
             std::str::from_utf8(&one[10..])
@@ -187,5 +312,42 @@ mod tests {
                 .contains("(3,)")
                 || one.windows(4).any(|w| w == b"(3,)")
         );
+    }
+
+    /// Written row by row, the file reads back whole at every moment, and
+    /// a row half written when the writer stopped is ignored.
+    #[test]
+    fn an_appended_file_is_readable_after_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("frames.npy");
+        let mut a = Appender::<u8>::create(&path, &[2, 3]).unwrap();
+        assert_eq!(read::<u8>(&path).unwrap(), (vec![0, 2, 3], vec![]));
+        for k in 0..3u8 {
+            a.push(&[k; 6]).unwrap();
+            let (shape, data) = read::<u8>(&path).unwrap();
+            assert_eq!(shape, vec![k as usize + 1, 2, 3]);
+            assert_eq!(data.len(), 6 * (k as usize + 1));
+        }
+        assert!(a
+            .push(&[0; 5])
+            .unwrap_err()
+            .to_string()
+            .contains("6 values, got 5"));
+        // A crash while the fourth row was written: half of it on disk.
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        let end = std::fs::metadata(&path).unwrap().len();
+        f.write_all_at(&[9; 3], end).unwrap();
+        let (shape, data) = read::<u8>(&path).unwrap();
+        assert_eq!((shape, data.len()), (vec![3, 2, 3], 18));
+        assert!(
+            Appender::<u8>::create(&path, &[2, 3]).is_err(),
+            "never overwrites"
+        );
+        let ints = dir.path().join("i.npy");
+        let mut a = Appender::<i64>::create(&ints, &[]).unwrap();
+        a.push(&[-5]).unwrap();
+        a.finish().unwrap();
+        assert_eq!(read::<i64>(&ints).unwrap(), (vec![1], vec![-5]));
     }
 }

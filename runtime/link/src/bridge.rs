@@ -9,12 +9,19 @@
 //! and when the device goes away it keeps retrying with backoff until it
 //! comes back (a USB adapter re-plugged, a udev symlink re-pointed).
 //!
+//! An operator's stop (`<robot>/operator`, `offramp operator stop`) latches
+//! here and in the firmware: drives are dropped until `offramp operator
+//! release`, and the latch is put back wherever it is found missing (a
+//! firmware reboot, a lost frame, a restarted bridge learns it from the
+//! firmware). The runtime's own stops (a lost camera, NaN) do not latch.
+//!
 //! The firmware never needs the bridge to be well behaved: if the bridge
 //! dies, commands stop and the firmware's own timeout stops the motors.
 
 use crate::firmware::FirmwareLink;
 use crate::zenoh_link::{
-    self, ActionMsg, BridgeCounters, Keys, TelemetryMsg, ZenohOptions, MESSAGE_VERSION,
+    self, ActionMsg, BridgeCounters, Keys, OperatorCommand, OperatorMsg, TelemetryMsg,
+    ZenohOptions, MESSAGE_VERSION,
 };
 use anyhow::Context;
 use nix::sys::termios::{self, BaudRate, SetArg};
@@ -69,6 +76,16 @@ struct State {
     /// from a second publisher) must not override it, least of all restart
     /// motors a newer stop stopped.
     newest_sent_ns: u64,
+    /// An operator's stop holds (mirrored in `counters.latched`): drives
+    /// are dropped, and the firmware is latched again whenever it is found
+    /// otherwise (a reboot, a lost frame), until an operator's release.
+    latched: bool,
+    /// When the last release was sent: a report from before it may still
+    /// show the firmware latched, and must not latch the bridge again.
+    released_at: Option<Instant>,
+    /// Publication time of the newest operator message: a release must be
+    /// newer, so a recorded one cannot be replayed to lift a later stop.
+    newest_operator_ns: u64,
 }
 
 struct Shared {
@@ -100,26 +117,6 @@ impl Write for SharedWriter {
             None => Ok(()),
         }
     }
-}
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: i32) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
-fn install_signal_handlers() -> anyhow::Result<()> {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let act = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    for s in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { sigaction(s, &act) }.context("installing a signal handler")?;
-    }
-    Ok(())
 }
 
 fn baud(b: u32) -> anyhow::Result<BaudRate> {
@@ -158,8 +155,7 @@ fn open_serial(path: &Path, rate: BaudRate) -> anyhow::Result<File> {
 
 /// `offramp bridge`: runs until SIGINT/SIGTERM.
 pub fn run(a: &BridgeArgs) -> anyhow::Result<()> {
-    install_signal_handlers()?;
-    serve_until(a, &STOP)
+    serve_until(a, crate::signal::stop_flag()?)
 }
 
 /// The bridge until `stop` is set (a thread of `offramp demo --bridge thread`,
@@ -188,6 +184,12 @@ pub fn serve_until(a: &BridgeArgs, stop: &AtomicBool) -> anyhow::Result<()> {
         .callback(move |s| on_action(&cb, &s.payload().to_bytes()))
         .wait()
         .map_err(|e| anyhow::anyhow!("declaring {}: {e}", keys.action))?;
+    let cb = shared.clone();
+    let _operator = session
+        .declare_subscriber(keys.operator.clone())
+        .callback(move |s| on_operator(&cb, &s.payload().to_bytes()))
+        .wait()
+        .map_err(|e| anyhow::anyhow!("declaring {}: {e}", keys.operator))?;
     tracing::info!(serial = %a.serial.display(), robot = a.robot, "bridge up");
 
     let mut backoff = Duration::from_millis(50);
@@ -234,15 +236,25 @@ fn serve(
     shared.lock().writer = Some(file);
     let mut link: FirmwareLink<SharedWriter> = Link::new(reader, SharedWriter(shared.clone()))?;
     // The firmware may have run all along (a restarted bridge): its
-    // telemetry says which sequence number comes next. A Boot says it is new.
-    let next = link
+    // telemetry says which sequence number comes next, and whether it holds
+    // an operator's stop (this bridge restarted since). A Boot says it is new.
+    let (next, latched) = link
         .wait_for(Duration::from_secs(2), |m, _| match m {
-            McuMsg::Telemetry(t) => Some(t.last_seq.map_or(1, |s| s.saturating_add(1))),
-            McuMsg::Boot(_) => Some(1),
+            McuMsg::Telemetry(t) => Some((
+                t.last_seq.map_or(1, |s| s.saturating_add(1)),
+                t.state == MotorState::Latched,
+            )),
+            McuMsg::Boot(_) => Some((1, false)),
             _ => None,
         })
         .map_err(|e| anyhow::anyhow!("no telemetry or boot message from the firmware: {e:?}"))?;
     shared.next_seq.fetch_max(next, Ordering::Relaxed);
+    if latched {
+        tracing::warn!(
+            "the firmware holds an operator's stop: drives wait for `offramp operator release`"
+        );
+        set_latched(&mut shared.lock(), true);
+    }
     let (clock, rtt) = sync_clock(&mut link, 8)?;
     // Arm before actions may flow (a set clock is what lets the callback
     // forward): a Drive ahead of the Arm would be refused as not armed, and
@@ -298,8 +310,31 @@ fn serve(
                     continue;
                 }
                 last_uptime = Some(t.uptime_us);
+                let (latched, released_at, disarmed) = {
+                    let s = shared.lock();
+                    (s.latched, s.released_at, s.disarmed)
+                };
+                let fw_latched = t.state == MotorState::Latched;
+                if latched && !fw_latched && last_rearm.elapsed() >= REARM_EVERY {
+                    // The Latch frame was lost, or the firmware rebooted
+                    // with its Boot lost: the operator's stop still holds.
+                    tracing::warn!(
+                        "an operator's stop holds but the firmware is not latched: latching it"
+                    );
+                    arm(shared, &mut link)?;
+                    last_rearm = Instant::now();
+                } else if !latched
+                    && fw_latched
+                    && released_at.is_none_or(|r| r.elapsed() >= REARM_EVERY)
+                {
+                    // Latched by someone else, or the release was lost on the
+                    // wire: fail safe, and say so (`offramp operator release`
+                    // again lifts it).
+                    tracing::warn!("the firmware holds an operator's stop: drives wait for `offramp operator release`");
+                    set_latched(&mut shared.lock(), true);
+                }
                 let unexpectedly_disarmed =
-                    t.state == MotorState::Disarmed && !shared.lock().disarmed;
+                    t.state == MotorState::Disarmed && !disarmed && !latched;
                 if unexpectedly_disarmed && last_rearm.elapsed() >= REARM_EVERY {
                     tracing::warn!("the firmware is disarmed without a stop from here: re-arming");
                     arm(shared, &mut link)?;
@@ -381,10 +416,83 @@ fn rearm_after_reboot(
     Ok(())
 }
 
+/// Arms the firmware, or latches it while an operator's stop holds.
 fn arm(shared: &Shared, link: &mut FirmwareLink<SharedWriter>) -> anyhow::Result<()> {
+    if shared.lock().latched {
+        link.send(&HostMsg::Latch)?;
+        return Ok(());
+    }
     let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
     link.send(&HostMsg::Arm { seq })?;
     Ok(())
+}
+
+fn set_latched(s: &mut State, latched: bool) {
+    s.latched = latched;
+    s.counters.latched = latched;
+}
+
+/// The operator subscriber's callback: a stop latches at once, whatever its
+/// age; a release is taken only fresh, newer than the last operator message,
+/// and with the firmware reachable to hear it.
+fn on_operator(shared: &Shared, bytes: &[u8]) {
+    let now_ns = zenoh_link::unix_ns(SystemTime::now());
+    let mut s = shared.lock();
+    let refuse = |s: &mut State, why: &str| {
+        tracing::warn!("operator message refused: {why}");
+        s.counters.operator_refused = s.counters.operator_refused.saturating_add(1);
+    };
+    let m = match OperatorMsg::decode(bytes) {
+        Ok(m) => m,
+        Err(e) => return refuse(&mut s, &e.to_string()),
+    };
+    let horizon = now_ns.saturating_add(MAX_CLOCK_SKEW.as_nanos() as u64);
+    s.newest_operator_ns = s.newest_operator_ns.min(horizon);
+    match m.command {
+        OperatorCommand::Stop => {
+            set_latched(&mut s, true);
+            s.newest_operator_ns = s.newest_operator_ns.max(m.sent_unix_ns.min(horizon));
+            s.counters.operator_stops = s.counters.operator_stops.saturating_add(1);
+            // With the link down the latch waits in `latched`: link-up
+            // latches the firmware instead of arming it.
+            write_frame(&mut s, &HostMsg::Latch);
+            tracing::warn!("operator stop: the motors stay off until `offramp operator release`");
+        }
+        OperatorCommand::Release => {
+            let age_ns = now_ns as i128 - m.sent_unix_ns as i128;
+            if age_ns > MAX_VALIDITY.as_nanos() as i128 || m.sent_unix_ns > horizon {
+                return refuse(
+                    &mut s,
+                    "a release that is not fresh (replayed, or clocks apart)",
+                );
+            }
+            if m.sent_unix_ns <= s.newest_operator_ns {
+                return refuse(&mut s, "a release older than the last operator message");
+            }
+            s.newest_operator_ns = m.sent_unix_ns;
+            if !s.latched {
+                return;
+            }
+            if s.writer.is_none() || s.clock.is_none() {
+                return refuse(
+                    &mut s,
+                    "no link to the firmware (it keeps its stop); release again when it is back",
+                );
+            }
+            let release = HostMsg::Release {
+                seq: shared.next_seq.fetch_add(1, Ordering::Relaxed),
+            };
+            if write_frame(&mut s, &release) {
+                set_latched(&mut s, false);
+                s.released_at = Some(Instant::now());
+                // Out of the latch the firmware is disarmed: the next
+                // drive arms it first.
+                s.disarmed = true;
+                s.counters.releases = s.counters.releases.saturating_add(1);
+                tracing::info!("operator release: the runtime's drives move the motors again");
+            }
+        }
+    }
 }
 
 /// Best of `n` pings: (clock, shortest round trip µs).
@@ -420,6 +528,10 @@ fn on_action(shared: &Shared, bytes: &[u8]) {
         // the motors down. Its stamp counts no further than the horizon.
         forward_stop(&mut s);
         s.newest_sent_ns = s.newest_sent_ns.max(m.sent_unix_ns.min(horizon));
+        return;
+    }
+    if s.latched {
+        s.counters.latched_drops = s.counters.latched_drops.saturating_add(1);
         return;
     }
     // Age in µs, negative for a stamp ahead of this clock.
@@ -620,5 +732,104 @@ mod tests {
         on_action(&shared, &action(t + 3_000_000, false));
         assert_eq!(shared.lock().counters.forwarded, 2);
         assert!(!shared.lock().disarmed);
+    }
+
+    fn operator(command: OperatorCommand, sent_unix_ns: u64) -> Vec<u8> {
+        let m = OperatorMsg {
+            version: zenoh_link::MESSAGE_VERSION,
+            command,
+            sent_unix_ns,
+        };
+        let mut buf = [0u8; OperatorMsg::MAX_LEN];
+        m.encode(&mut buf).to_vec()
+    }
+
+    /// The frames the bridge wrote to the firmware, decoded.
+    fn written(shared: &Shared) -> Vec<HostMsg> {
+        use std::io::{Read, Seek};
+        let mut s = shared.lock();
+        let f = s.writer.as_mut().unwrap();
+        let mut bytes = Vec::new();
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        f.read_to_end(&mut bytes).unwrap();
+        let mut acc = offramp_protocol::Accumulator::<MAX_FRAME>::new();
+        let mut out = Vec::new();
+        for b in bytes {
+            if let offramp_protocol::Feed::Frame(frame) = acc.feed(b) {
+                out.push(offramp_protocol::decode::<HostMsg>(frame).unwrap());
+            }
+        }
+        out
+    }
+
+    /// An operator's stop holds against the runtime's drives, however new,
+    /// until a release; a stale or replayed release lifts nothing; after a
+    /// release the next drive arms the firmware first. (Before, a stop
+    /// lasted until the runtime's next frame: the bridge re-armed at once.)
+    #[test]
+    fn an_operators_stop_holds_until_a_fresh_release() {
+        let shared = linked();
+        on_action(&shared, &action(now_ns(), false));
+        let stop_at = now_ns();
+        on_operator(&shared, &operator(OperatorCommand::Stop, stop_at));
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(2));
+            on_action(&shared, &action(now_ns(), false));
+        }
+        let c = shared.lock().counters;
+        assert_eq!((c.forwarded, c.latched_drops, c.latched), (1, 3, true));
+        // A release recorded before the stop, and one from long ago, are
+        // refused; so is one from the future.
+        on_operator(&shared, &operator(OperatorCommand::Release, stop_at - 1));
+        on_operator(
+            &shared,
+            &operator(OperatorCommand::Release, stop_at - 10_000_000_000),
+        );
+        on_operator(
+            &shared,
+            &operator(OperatorCommand::Release, now_ns() + 1_000_000_000),
+        );
+        on_action(&shared, &action(now_ns(), false));
+        let c = shared.lock().counters;
+        assert_eq!((c.operator_refused, c.releases, c.forwarded), (3, 0, 1));
+        // The runtime's own stop does not lift it either.
+        on_action(&shared, &action(now_ns(), true));
+        on_action(&shared, &action(now_ns(), false));
+        assert_eq!(shared.lock().counters.forwarded, 1);
+        on_operator(&shared, &operator(OperatorCommand::Release, now_ns()));
+        on_action(&shared, &action(now_ns(), false));
+        let c = shared.lock().counters;
+        assert_eq!((c.releases, c.forwarded, c.latched), (1, 2, false));
+        let frames = written(&shared);
+        let kinds: Vec<&str> = frames
+            .iter()
+            .map(|m| match m {
+                HostMsg::Drive(_) => "drive",
+                HostMsg::Latch => "latch",
+                HostMsg::Release { .. } => "release",
+                HostMsg::Arm { .. } => "arm",
+                HostMsg::Stop => "stop",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["drive", "latch", "stop", "release", "arm", "drive"],
+            "{frames:?}"
+        );
+    }
+
+    /// A stop from an operator latches even with the serial link down; the
+    /// bridge then refuses a release it cannot pass on (the firmware would
+    /// keep its stop while the bridge thought it lifted).
+    #[test]
+    fn a_release_needs_the_firmware_to_hear_it() {
+        let shared = linked();
+        on_operator(&shared, &operator(OperatorCommand::Stop, now_ns()));
+        shared.lock().writer = None;
+        std::thread::sleep(Duration::from_millis(2));
+        on_operator(&shared, &operator(OperatorCommand::Release, now_ns()));
+        let c = shared.lock().counters;
+        assert_eq!((c.latched, c.releases, c.operator_refused), (true, 0, 1));
     }
 }

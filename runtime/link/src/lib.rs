@@ -4,6 +4,9 @@
 //!   the robot's limits.
 //! * [`zenoh_link`]: the action and telemetry messages and the runtime's
 //!   zenoh session (publisher, telemetry subscriber, liveliness).
+//! * [`error`]: the errors of sessions, messages and keys.
+//! * [`session`]: opening a zenoh session, secure by default (loopback
+//!   unless configured, plaintext beyond loopback only with `--insecure`).
 //! * [`bridge`]: zenoh ⇄ the motor controller's serial link (the
 //!   `offramp bridge` service).
 //! * [`firmware`]: the serial link's start-up: boot message, protocol
@@ -12,15 +15,20 @@
 //!   runtime's zenoh client with failover).
 //! * [`inbox`]: the bounded, newest-keeping queue that everything received
 //!   from the network waits in.
+//! * [`signal`]: SIGINT/SIGTERM as a flag, for commands that finish
+//!   cleanly.
 //! * [`link_check`]: the model-free check of that link (`offramp firmware
 //!   session`).
 
 pub mod actuator;
 pub mod bridge;
+pub mod error;
 pub mod firmware;
 pub mod inbox;
 pub mod link_check;
 pub mod offload;
+pub mod session;
+pub mod signal;
 pub mod zenoh_link;
 
 pub use firmware::COMMAND_VALIDITY;

@@ -10,21 +10,17 @@
 //!   `geometry_msgs/Twist` in CDR, where zenoh-bridge-ros2dds maps the
 //!   `cmd_vel` topic, so a ROS 2 robot can follow the runtime.
 //!
-//! The embedded default is peer mode with multicast scouting off, listening
-//! only on loopback (the given endpoints, else an ephemeral loopback port,
-//! so that the sessions of one machine can mesh): the runtime listens on a
-//! known loopback port, the bridge connects, no router and no network
-//! needed. A zenoh JSON5 file
-//! (`--zenoh-config`) replaces the default whole (client mode against a
-//! router, TLS with mutual authentication, access control) and is the whole
-//! truth: a flag for a field the file sets is refused by name. Whatever the
-//! source, a listener that the network can reach in plaintext is refused
-//! unless the user says `--insecure` ([`reach`]).
+//! Sessions are opened by [`crate::session`] (re-exported here): loopback
+//! unless configured, plaintext beyond loopback only with `--insecure`.
 
+pub use crate::error::ZenohError;
 use crate::inbox::{self, Inbox};
+pub use crate::session::{
+    free_loopback_endpoint, open_session, reach, session_config, Reach, ZenohOptions,
+    DEFAULT_LISTEN,
+};
 use offramp_protocol::Telemetry;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use zenoh::liveliness::LivelinessToken;
 use zenoh::pubsub::{Publisher, Subscriber};
@@ -35,47 +31,7 @@ use zenoh::Wait;
 
 /// Version of the messages on the zenoh keys (independent of the serial
 /// protocol's version).
-pub const MESSAGE_VERSION: u8 = 3;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ZenohError {
-    #[error("zenoh config {}: {why}", path.display())]
-    ConfigFile { path: PathBuf, why: String },
-    #[error("zenoh config key {key} = {value}: {why}")]
-    ConfigKey {
-        key: &'static str,
-        value: String,
-        why: String,
-    },
-    #[error("opening the zenoh session: {0}")]
-    Open(String),
-    #[error("zenoh {what} on {key}: {why}")]
-    Declare {
-        what: &'static str,
-        key: String,
-        why: String,
-    },
-    #[error("robot name {0:?}: use letters, digits, '-', '_' and '/' (no wildcards, no leading or trailing '/')")]
-    RobotName(String),
-    #[error("{what}: {len} bytes, {why}")]
-    Payload {
-        what: &'static str,
-        len: usize,
-        why: String,
-    },
-    #[error("{what}: message version {got}, this build speaks {MESSAGE_VERSION}")]
-    Version { what: &'static str, got: u8 },
-    #[error("publishing on {key}: {why}")]
-    Put { key: String, why: String },
-    #[error("{flag} conflicts with the zenoh config {}, which sets {key}: a config file is the whole truth (change it there, or drop the file)", path.display())]
-    Conflict {
-        flag: &'static str,
-        key: &'static str,
-        path: PathBuf,
-    },
-    #[error("listening on {endpoint} ({origin}) lets any host on the network reach this session in plaintext, publish actions included: listen on loopback (tcp/127.0.0.1:PORT), a unix socket (unixsock-stream/PATH) or TLS (tls/HOST:PORT with a config file, docs/security.md), or pass --insecure to accept it")]
-    OpenListener { endpoint: String, origin: String },
-}
+pub const MESSAGE_VERSION: u8 = 4;
 
 /// One action, as the runtime publishes it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -153,6 +109,17 @@ pub struct BridgeCounters {
     /// Times the firmware reported itself disarmed with no stop from here,
     /// and was armed again.
     pub rearms: u32,
+    /// An operator's stop holds: drives are dropped until a release.
+    pub latched: bool,
+    /// Operator stops latched (`offramp operator stop`).
+    pub operator_stops: u32,
+    /// Operator releases that lifted a latch.
+    pub releases: u32,
+    /// Drives dropped because an operator's stop held.
+    pub latched_drops: u64,
+    /// Operator messages refused: undecodable, wrong version, or a release
+    /// too old, from the future, or older than the last operator command.
+    pub operator_refused: u32,
 }
 
 /// One firmware telemetry report, as the bridge publishes it.
@@ -184,6 +151,52 @@ impl TelemetryMsg {
     }
 }
 
+/// What an operator tells the bridge, on `<robot>/operator`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OperatorCommand {
+    /// Stop the motors and latch: drives are refused, in the bridge and in
+    /// the firmware, until a [`OperatorCommand::Release`].
+    Stop,
+    /// Lift the latch: the runtime's next drive arms and moves the motors.
+    Release,
+}
+
+/// An operator's stop or release. Who may publish it is the network's
+/// access control (docs/security.md); the bridge bounds its timestamp: a
+/// stop is honoured whatever its age, a release only when fresh and newer
+/// than the last operator message, so a recorded release cannot be
+/// replayed to lift a later stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorMsg {
+    pub version: u8,
+    pub command: OperatorCommand,
+    /// Wall clock at publication, ns since the Unix epoch.
+    pub sent_unix_ns: u64,
+}
+
+impl OperatorMsg {
+    pub const MAX_LEN: usize = 16;
+
+    pub fn new(command: OperatorCommand) -> Self {
+        Self {
+            version: MESSAGE_VERSION,
+            command,
+            sent_unix_ns: unix_ns(SystemTime::now()),
+        }
+    }
+
+    pub fn encode<'b>(&self, buf: &'b mut [u8; Self::MAX_LEN]) -> &'b [u8] {
+        match postcard::to_slice(self, buf) {
+            Ok(b) => b,
+            Err(_) => unreachable!("OperatorMsg fits in MAX_LEN by construction"),
+        }
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, ZenohError> {
+        decode_versioned("operator", bytes, |m: &Self| m.version)
+    }
+}
+
 /// postcard-decodes a message and checks its version against ours.
 fn decode_versioned<T: serde::de::DeserializeOwned>(
     what: &'static str,
@@ -197,7 +210,11 @@ fn decode_versioned<T: serde::de::DeserializeOwned>(
     })?;
     match version(&m) {
         MESSAGE_VERSION => Ok(m),
-        got => Err(ZenohError::Version { what, got }),
+        got => Err(ZenohError::Version {
+            what,
+            got,
+            speaks: MESSAGE_VERSION,
+        }),
     }
 }
 
@@ -253,6 +270,8 @@ pub struct Keys {
     pub alive_runtime: String,
     pub alive_bridge: String,
     pub cmd_vel: String,
+    /// Operator stops and releases ([`OperatorMsg`]).
+    pub operator: String,
 }
 
 impl Keys {
@@ -273,198 +292,9 @@ impl Keys {
             alive_runtime: format!("{robot}/alive/runtime"),
             alive_bridge: format!("{robot}/alive/bridge"),
             cmd_vel: "cmd_vel".to_string(),
+            operator: format!("{robot}/operator"),
         })
     }
-}
-
-/// How to reach the other zenoh nodes.
-#[derive(Debug, Clone, Default)]
-pub struct ZenohOptions {
-    /// A zenoh JSON5 config; replaces the embedded default.
-    pub config: Option<PathBuf>,
-    /// `peer` or `client` (with a file: only where the file sets no mode).
-    pub mode: Option<String>,
-    /// Endpoints to listen on (with a file: only where it sets none).
-    pub listen: Vec<String>,
-    /// Endpoints to connect to (with a file: only where it sets none).
-    pub connect: Vec<String>,
-    /// Accept a listener the network can reach in plaintext.
-    pub insecure: bool,
-}
-
-/// Where a session listens when nothing says: an ephemeral port on
-/// loopback.
-pub const DEFAULT_LISTEN: &str = "tcp/127.0.0.1:0";
-
-/// How far a listening endpoint reaches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reach {
-    /// Only this machine: a loopback address or a unix socket.
-    Local,
-    /// Beyond this machine, over TLS (`tls/`, `quic/`): encrypted, and
-    /// authenticated where the config asks for mutual TLS.
-    Tls,
-    /// Beyond this machine in plaintext (an address that is not loopback,
-    /// `0.0.0.0`, `[::]`, a host name, an unknown transport): any host on
-    /// the network.
-    Open,
-}
-
-/// How far `endpoint` (zenoh's `proto/address[?metadata][#config]`) reaches
-/// when listened on.
-pub fn reach(endpoint: &str) -> Reach {
-    let Some((proto, rest)) = endpoint.split_once('/') else {
-        return Reach::Open;
-    };
-    let address = rest.split(['?', '#']).next().unwrap_or_default();
-    match proto.to_ascii_lowercase().as_str() {
-        "unixsock-stream" | "unixpipe" => Reach::Local,
-        "tls" | "quic" => Reach::Tls,
-        "tcp" | "udp" | "ws" => {
-            let host = match address.strip_prefix('[') {
-                Some(v6) => v6.split(']').next().unwrap_or_default(),
-                None => address.rsplit_once(':').map_or(address, |(h, _)| h),
-            };
-            let local = host.eq_ignore_ascii_case("localhost")
-                || host
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback());
-            if local {
-                Reach::Local
-            } else {
-                Reach::Open
-            }
-        }
-        _ => Reach::Open,
-    }
-}
-
-/// The session's configuration: the config file or the embedded default
-/// (peer, no multicast scouting, [`DEFAULT_LISTEN`]), then the flags, then the
-/// check that no listener reaches the network in plaintext unless
-/// `insecure`.
-pub fn session_config(o: &ZenohOptions) -> Result<zenoh::Config, ZenohError> {
-    let mut c = match &o.config {
-        Some(path) => {
-            let c = zenoh::Config::from_file(path).map_err(|e| ZenohError::ConfigFile {
-                path: path.clone(),
-                why: e.to_string(),
-            })?;
-            // The file is the whole truth: a flag may fill what it leaves
-            // at zenoh's default, never change what it sets.
-            let default = zenoh::Config::default();
-            for (flag, key, given) in [
-                ("--zenoh-mode", "mode", o.mode.is_some()),
-                ("--listen", "listen/endpoints", !o.listen.is_empty()),
-                ("--connect", "connect/endpoints", !o.connect.is_empty()),
-            ] {
-                if given && c.get_json(key).ok() != default.get_json(key).ok() {
-                    return Err(ZenohError::Conflict {
-                        flag,
-                        key,
-                        path: path.clone(),
-                    });
-                }
-            }
-            c
-        }
-        None => {
-            let mut c = zenoh::Config::default();
-            set(&mut c, "mode", "\"peer\"")?;
-            set(&mut c, "scouting/multicast/enabled", "false")?;
-            // zenoh's own default for a peer is every interface; here an
-            // ephemeral loopback port, which the sessions of this machine
-            // learn from each other (gossip) to mesh directly, and nothing
-            // off the machine can reach.
-            if o.mode.as_deref() != Some("client") {
-                set(&mut c, "listen/endpoints", &format!("[{DEFAULT_LISTEN:?}]"))?;
-            }
-            c
-        }
-    };
-    if let Some(m) = &o.mode {
-        set(&mut c, "mode", &format!("{m:?}"))?;
-    }
-    let list = |v: &[String]| format!("{v:?}");
-    if !o.listen.is_empty() {
-        set(&mut c, "listen/endpoints", &list(&o.listen))?;
-    }
-    if !o.connect.is_empty() {
-        set(&mut c, "connect/endpoints", &list(&o.connect))?;
-    }
-    if !o.insecure {
-        for endpoint in listen_endpoints(&c) {
-            if reach(&endpoint) == Reach::Open {
-                let origin = match (&o.config, o.listen.contains(&endpoint)) {
-                    (_, true) => "--listen".to_string(),
-                    (Some(path), false) => format!(
-                        "the zenoh config {} (zenoh's default where it sets no listen/endpoints)",
-                        path.display()
-                    ),
-                    (None, false) => "the embedded default".to_string(),
-                };
-                return Err(ZenohError::OpenListener { endpoint, origin });
-            }
-        }
-    }
-    Ok(c)
-}
-
-/// The endpoints `c` listens on in its mode (zenoh's per-mode values
-/// resolved).
-fn listen_endpoints(c: &zenoh::Config) -> Vec<String> {
-    let json = |key: &str| {
-        c.get_json(key)
-            .ok()
-            .and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
-    };
-    let mode = json("mode")
-        .and_then(|m| m.as_str().map(str::to_string))
-        .unwrap_or_else(|| "peer".into());
-    let list = match json("listen/endpoints") {
-        Some(serde_json::Value::Object(per_mode)) => per_mode.get(&mode).cloned(),
-        other => other,
-    };
-    match list {
-        Some(serde_json::Value::Array(v)) => v
-            .into_iter()
-            .filter_map(|e| e.as_str().map(str::to_string))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// Opens a session configured by [`session_config`].
-pub fn open_session(o: &ZenohOptions) -> Result<Session, ZenohError> {
-    zenoh::open(session_config(o)?)
-        .wait()
-        .map_err(|e| ZenohError::Open(e.to_string()))
-}
-
-fn set(c: &mut zenoh::Config, key: &'static str, value: &str) -> Result<(), ZenohError> {
-    c.insert_json5(key, value)
-        .map_err(|e| ZenohError::ConfigKey {
-            key,
-            value: value.to_string(),
-            why: e.to_string(),
-        })
-}
-
-/// A free TCP port on loopback for a listener (the demo's embedded default).
-/// The port is free when this returns; the kernel may hand a just-released
-/// port out again, so one process never gets the same port twice.
-pub fn free_loopback_endpoint() -> std::io::Result<String> {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
-    for _ in 0..64 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let port = l.local_addr()?.port();
-        if !given.contains(&port) {
-            given.push(port);
-            return Ok(format!("tcp/127.0.0.1:{port}"));
-        }
-    }
-    Err(std::io::Error::other("no fresh loopback port"))
 }
 
 /// Telemetry as received, with the local time it arrived.
@@ -631,6 +461,89 @@ impl RuntimeLink {
 mod tests {
     use super::*;
 
+    /// Every message at its largest fits its buffer (`encode` would panic
+    /// otherwise) and decodes back.
+    #[test]
+    fn the_largest_messages_fit_their_buffers() {
+        let c = offramp_protocol::Counters {
+            frames_ok: u32::MAX,
+            overflow: u32::MAX,
+            cobs: u32::MAX,
+            too_short: u32::MAX,
+            crc: u32::MAX,
+            version: u32::MAX,
+            decode: u32::MAX,
+            stale: u32::MAX,
+            deadline_too_far: u32::MAX,
+            replay: u32::MAX,
+            out_of_range: u32::MAX,
+            not_armed: u32::MAX,
+            unsupported: u32::MAX,
+            clamped: u32::MAX,
+            timeouts: u32::MAX,
+            rx_dropped: u32::MAX,
+            latched: u32::MAX,
+        };
+        let t = TelemetryMsg {
+            version: MESSAGE_VERSION,
+            firmware: Telemetry {
+                uptime_us: u64::MAX,
+                report_seq: u32::MAX,
+                last_seq: Some(u32::MAX),
+                last_exit: u8::MAX,
+                applied_left: f32::MAX,
+                applied_right: f32::MIN,
+                duty_left: i16::MIN,
+                duty_right: i16::MAX,
+                state: offramp_protocol::MotorState::Latched,
+                counters: c,
+                reset_cause: offramp_protocol::ResetCause::Unknown,
+                last_apply_latency_us: u32::MAX,
+                last_timeout_stop_us: u32::MAX,
+            },
+            action_seq: Some(u64::MAX),
+            sent_to_applied_us: Some(u32::MAX),
+            bridge: BridgeCounters {
+                link_up: true,
+                connects: u32::MAX,
+                frame_errors: u32::MAX,
+                forwarded: u64::MAX,
+                stale: u64::MAX,
+                malformed: u64::MAX,
+                no_link: u64::MAX,
+                stops: u64::MAX,
+                reboots: u32::MAX,
+                rearms: u32::MAX,
+                latched: true,
+                operator_stops: u32::MAX,
+                releases: u32::MAX,
+                latched_drops: u64::MAX,
+                operator_refused: u32::MAX,
+            },
+        };
+        let mut buf = [0u8; TelemetryMsg::MAX_LEN];
+        assert_eq!(TelemetryMsg::decode(t.encode(&mut buf)).unwrap(), t);
+        let a = ActionMsg {
+            version: MESSAGE_VERSION,
+            seq: u64::MAX,
+            sent_unix_ns: u64::MAX,
+            valid_for_us: u32::MAX,
+            v: f32::MAX,
+            omega: f32::MIN,
+            exit: u8::MAX,
+            stop: true,
+        };
+        let mut buf = [0u8; ActionMsg::MAX_LEN];
+        assert_eq!(ActionMsg::decode(a.encode(&mut buf)).unwrap(), a);
+        let o = OperatorMsg {
+            version: MESSAGE_VERSION,
+            command: OperatorCommand::Release,
+            sent_unix_ns: u64::MAX,
+        };
+        let mut buf = [0u8; OperatorMsg::MAX_LEN];
+        assert_eq!(OperatorMsg::decode(o.encode(&mut buf)).unwrap(), o);
+    }
+
     /// `offramp run` never reads its telemetry: an unbounded channel grew
     /// by every report (~350 MB a day at 20 Hz, without bound under a
     /// flood). A flood now leaves at most the queue's capacity, the rest
@@ -704,122 +617,6 @@ mod tests {
         }
         assert_eq!(t.len(), TELEMETRY_QUEUE);
         assert_eq!(t.dropped(), before + sent - TELEMETRY_QUEUE as u64);
-    }
-
-    #[test]
-    fn endpoints_reach_as_far_as_their_address_and_transport() {
-        for (ep, want) in [
-            ("tcp/127.0.0.1:7447", Reach::Local),
-            ("tcp/127.3.2.1:7447", Reach::Local),
-            ("tcp/[::1]:7447", Reach::Local),
-            ("tcp/localhost:7447", Reach::Local),
-            ("udp/127.0.0.1:7447#iface=lo", Reach::Local),
-            ("unixsock-stream//run/offramp.sock", Reach::Local),
-            ("tls/localhost:7447", Reach::Tls),
-            ("tls/0.0.0.0:7447", Reach::Tls),
-            ("quic/[::]:7447", Reach::Tls),
-            ("tcp/[::]:0", Reach::Open),
-            ("tcp/0.0.0.0:7447", Reach::Open),
-            ("tcp/192.168.1.20:7447", Reach::Open),
-            ("tcp/robot.lan:7447", Reach::Open),
-            ("ws/127.0.0.1.evil.example:80", Reach::Open),
-            ("serial//dev/ttyUSB0", Reach::Open),
-            ("nonsense", Reach::Open),
-        ] {
-            assert_eq!(reach(ep), want, "{ep}");
-        }
-    }
-
-    /// zenoh's own default for a peer listens on every interface
-    /// (`tcp/[::]:0`); the embedded default listens on loopback only.
-    #[test]
-    fn the_embedded_default_listens_on_loopback_and_refuses_the_network_in_plaintext() {
-        let c = session_config(&ZenohOptions::default()).unwrap();
-        assert_eq!(listen_endpoints(&c), [DEFAULT_LISTEN]);
-        assert_eq!(reach(DEFAULT_LISTEN), Reach::Local);
-        let client = ZenohOptions {
-            mode: Some("client".into()),
-            ..Default::default()
-        };
-        assert_eq!(
-            listen_endpoints(&session_config(&client).unwrap()),
-            Vec::<String>::new()
-        );
-        assert!(!listen_endpoints(&zenoh::Config::default()).is_empty());
-        let opts = |listen: &str, insecure| ZenohOptions {
-            listen: vec![listen.into()],
-            insecure,
-            ..Default::default()
-        };
-        let c = session_config(&opts("tcp/127.0.0.1:7447", false)).unwrap();
-        assert_eq!(listen_endpoints(&c), ["tcp/127.0.0.1:7447"]);
-        let e = session_config(&opts("tcp/0.0.0.0:7447", false)).unwrap_err();
-        let msg = e.to_string();
-        assert!(
-            msg.contains("tcp/0.0.0.0:7447")
-                && msg.contains("--listen")
-                && msg.contains("--insecure"),
-            "{msg}"
-        );
-        // Said in so many words, it is the user's choice.
-        let c = session_config(&opts("tcp/0.0.0.0:7447", true)).unwrap();
-        assert_eq!(listen_endpoints(&c), ["tcp/0.0.0.0:7447"]);
-    }
-
-    /// A config file is the whole truth: a flag for a field it sets is
-    /// refused by name (the documented TLS setup used to listen in
-    /// plaintext because a flag silently replaced the file's endpoints); a
-    /// field it leaves at zenoh's default may come from a flag; a file that
-    /// leaves zenoh listening on every interface is refused.
-    #[test]
-    fn a_config_file_is_the_whole_truth() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = |name: &str, text: &str| {
-            let p = dir.path().join(name);
-            std::fs::write(&p, text).unwrap();
-            p
-        };
-        let sets_listen = file(
-            "listen.json5",
-            r#"{ mode: "peer", listen: { endpoints: ["tcp/127.0.0.1:7447"] } }"#,
-        );
-        let with = |config: &std::path::Path, f: &dyn Fn(&mut ZenohOptions)| {
-            let mut o = ZenohOptions {
-                config: Some(config.to_path_buf()),
-                ..Default::default()
-            };
-            f(&mut o);
-            session_config(&o)
-        };
-        let e = with(&sets_listen, &|o| {
-            o.listen = vec!["tcp/127.0.0.1:9000".into()]
-        })
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("--listen") && e.contains("listen.json5"), "{e}");
-        let e = with(&sets_listen, &|o| o.mode = Some("client".into()))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("--zenoh-mode"), "{e}");
-        // The file sets no connect endpoints: a flag gives them.
-        let c = with(&sets_listen, &|o| {
-            o.connect = vec!["tcp/127.0.0.1:9000".into()]
-        })
-        .unwrap();
-        assert!(c.get_json("connect/endpoints").unwrap().contains("9000"));
-        // No listen/endpoints in the file: zenoh's default, every interface.
-        let silent = file("silent.json5", r#"{ mode: "peer" }"#);
-        let e = with(&silent, &|_| {}).unwrap_err().to_string();
-        assert!(e.contains("tcp/[::]") && e.contains("silent.json5"), "{e}");
-        assert!(with(&silent, &|o| o.insecure = true).is_ok());
-        // The shipped TLS configs pass as they are.
-        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/zenoh");
-        for f in ["bridge-tls.json5", "runtime-tls.json5"] {
-            let c = with(&shipped.join(f), &|_| {}).unwrap_or_else(|e| panic!("{f}: {e}"));
-            for ep in listen_endpoints(&c) {
-                assert_ne!(reach(&ep), Reach::Open, "{f}: {ep}");
-            }
-        }
     }
 
     #[test]

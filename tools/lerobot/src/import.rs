@@ -1,30 +1,19 @@
-//! A LeRobot dataset's frames as the replay format's arrays, for N frames:
-//! each camera's frames u8 [N, H, W, 3] (laid end to end per frame, in the
-//! order asked), the task index i64 [N] as the instruction (the task texts
-//! in that order beside), the episode i32 [N], the dataset's timestamps in
-//! ns i64 [N] (episodes laid end to end) and its `action` f32 [N, A], where
-//! it has one.
+//! A LeRobot dataset's frames written in the replay format, for N frames:
+//! each camera's frames u8 [N, H, W, 3] (`frames.npy`, `frames.1.npy`...,
+//! in the order asked), the task index i64 [N] as the instruction (the task
+//! texts in that order beside), the episode i32 [N], the dataset's
+//! timestamps in ns i64 [N] (episodes laid end to end) and its `action`
+//! f32 [N, A] (`actions.npy`), where it has one.
+//!
+//! Frames stream into a [`ReplayWriter`] as they are decoded: memory holds
+//! one episode's video per camera, however large the dataset, and an import
+//! that stops half way leaves every frame before the stop readable.
 
 use crate::dataset::{decode_video, Dataset};
 use anyhow::{bail, Context};
-use offramp_runtime::camera::Views;
+use offramp_runtime::camera::{ReplayWriter, Views};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-
-/// A dataset imported: the replay format's arrays and what `meta.json`
-/// says of them.
-pub struct Import {
-    pub views: Views,
-    /// Each frame's views end to end.
-    pub frames: Vec<u8>,
-    pub instructions: Vec<i64>,
-    pub episodes: Vec<i32>,
-    pub timestamps_ns: Vec<i64>,
-    /// `report.action_dims` values per frame (none when the dataset has no
-    /// `action`).
-    pub actions: Vec<f32>,
-    pub report: ImportReport,
-}
 
 /// What was imported (the recording's `meta.json`, and `--json`).
 #[derive(Serialize)]
@@ -42,16 +31,16 @@ pub struct ImportReport {
     pub tasks: Vec<String>,
 }
 
-/// Reads the dataset at `dir`: cameras `cameras` (video features separated
-/// by commas, in the order of the model's image inputs; needed when it has
-/// more than one), its first `episodes` episodes (default: all). `out` is
-/// where the recording will be written, for the report.
+/// Imports the dataset at `dir` into the recording directory `out`:
+/// cameras `cameras` (video features separated by commas, in the order of
+/// the model's image inputs; needed when it has more than one), its first
+/// `episodes` episodes (default: all).
 pub fn import(
     dir: &Path,
     cameras: Option<&str>,
     episodes: Option<usize>,
     out: &Path,
-) -> anyhow::Result<Import> {
+) -> anyhow::Result<ImportReport> {
     let ds = Dataset::open(dir)?;
     let keys = choose_cameras(&ds, dir, cameras)?;
     let views = Views::new(
@@ -79,19 +68,23 @@ pub fn import(
     // and an episode's frames of one camera lie in one file.
     let mut decoded: Vec<Option<(PathBuf, Vec<u8>)>> = vec![None; keys.len()];
     let n = rows.len();
-    let mut frames = Vec::with_capacity(n * views.frame_len());
-    let (mut instructions, mut episode_of, mut stamps) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
+    if n == 0 {
+        bail!("{}: no frames to import", dir.display());
+    }
     let action_dims = rows.first().map_or(0, |r| r.action.len());
-    let mut actions = Vec::with_capacity(n * action_dims);
+    let mut writer = ReplayWriter::create(
+        out,
+        &views,
+        (action_dims > 0).then_some(("actions.npy", action_dims)),
+    )
+    .with_context(|| format!("writing a recording into {}", out.display()))?;
+    let mut frame = vec![0u8; views.frame_len()];
     let step = 1.0 / ds.info.fps;
     let (mut offset, mut last_end) = (0.0f64, 0.0f64);
     // The episode of the previous row, and its number in the import.
     let (mut current, mut episode) = (None, -1i32);
     for r in &rows {
+        let mut at = 0;
         for (c, key) in keys.iter().enumerate() {
             let (path, from) = videos[c].get(&r.episode).with_context(|| {
                 format!(
@@ -121,7 +114,8 @@ pub fn import(
                 );
             }
             let k = index as usize;
-            frames.extend_from_slice(&video[k * frame_len..(k + 1) * frame_len]);
+            frame[at..at + frame_len].copy_from_slice(&video[k * frame_len..(k + 1) * frame_len]);
+            at += frame_len;
         }
         if current != Some(r.episode) {
             current = Some(r.episode);
@@ -130,22 +124,30 @@ pub fn import(
         }
         let t = offset + r.timestamp;
         last_end = last_end.max(t + step);
-        stamps.push((t * 1e9).round() as i64);
-        instructions.push(r.task);
-        episode_of.push(episode);
         if r.action.len() != action_dims {
             bail!(
-                "episode {} frame {}: action has {} values, earlier frames {action_dims}",
+                "episode {} frame {}: action has {} values, earlier frames {action_dims} \
+                 (the {} frames before it are in {})",
                 r.episode,
                 r.frame,
-                r.action.len()
+                r.action.len(),
+                writer.frames(),
+                out.display()
             );
         }
-        actions.extend_from_slice(&r.action);
+        writer
+            .push(
+                &frame,
+                r.task,
+                episode,
+                (t * 1e9).round() as i64,
+                (action_dims > 0).then_some(&r.action[..]),
+            )
+            .with_context(|| format!("writing a frame into {}", out.display()))?;
     }
-    if n == 0 {
-        bail!("{}: no frames to import", dir.display());
-    }
+    writer
+        .finish()
+        .with_context(|| format!("finishing the recording in {}", out.display()))?;
     let report = ImportReport {
         dataset: dir.display().to_string(),
         codebase_version: ds.info.codebase_version.clone(),
@@ -158,15 +160,7 @@ pub fn import(
         action_dims,
         tasks: ds.tasks()?,
     };
-    Ok(Import {
-        views,
-        frames,
-        instructions,
-        episodes: episode_of,
-        timestamps_ns: stamps,
-        actions,
-        report,
-    })
+    Ok(report)
 }
 
 /// The cameras asked for (`--camera top,wrist`), or the dataset's only one.

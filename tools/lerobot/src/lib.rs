@@ -17,4 +17,4 @@ pub mod dataset;
 pub mod import;
 
 pub use dataset::Dataset;
-pub use import::{import, Import, ImportReport};
+pub use import::{import, ImportReport};

@@ -139,6 +139,7 @@ fn rejection_reasons(
         ),
         ("version", a.version, b.version),
         ("unsupported", a.unsupported, b.unsupported),
+        ("latched", a.latched, b.latched),
     ];
     pairs
         .iter()

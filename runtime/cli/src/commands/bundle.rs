@@ -18,6 +18,7 @@ const ENV: &str = include_str!("../../../../deploy/jetson/offramp.env");
 const INSTALL: &str = include_str!("../../../../deploy/jetson/install.sh");
 const RUNTIME_TLS: &str = include_str!("../../../../config/zenoh/runtime-tls.json5");
 const BRIDGE_TLS: &str = include_str!("../../../../config/zenoh/bridge-tls.json5");
+const OPERATOR_TLS: &str = include_str!("../../../../config/zenoh/operator-tls.json5");
 const MAKE_CERTS: &str = include_str!("../../../../config/zenoh/make-certs.sh");
 
 /// ELF e_machine of AArch64.
@@ -195,6 +196,11 @@ pub fn run(a: &Args) -> anyhow::Result<BundleReport> {
     add(
         "config/zenoh/bridge-tls.json5".into(),
         BRIDGE_TLS.as_bytes(),
+        0o644,
+    )?;
+    add(
+        "config/zenoh/operator-tls.json5".into(),
+        OPERATOR_TLS.as_bytes(),
         0o644,
     )?;
     add(

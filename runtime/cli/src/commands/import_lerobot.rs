@@ -11,7 +11,6 @@
 //! timestamps, episodes laid end to end), `actions.npy` f32 [N, A] (the
 //! dataset's `action`, where it has one) and `meta.json`.
 
-use super::record::write_replay;
 use anyhow::{bail, Context};
 use offramp_lerobot::ImportReport;
 use offramp_runtime::camera::Views;
@@ -57,24 +56,13 @@ pub fn import(a: &Args) -> anyhow::Result<ImportReport> {
     if a.out.join("frames.npy").exists() {
         bail!("{}: already holds a recording", a.out.display());
     }
-    let i = offramp_lerobot::import(&a.dataset, a.camera.as_deref(), a.episodes, &a.out)?;
-    let dims = i.report.action_dims;
-    let extra = (dims > 0).then_some(("actions.npy", dims, &i.actions[..]));
-    write_replay(
-        &a.out,
-        &i.views,
-        &i.frames,
-        &i.instructions,
-        &i.episodes,
-        &i.timestamps_ns,
-        extra,
-    )?;
+    let report = offramp_lerobot::import(&a.dataset, a.camera.as_deref(), a.episodes, &a.out)?;
     let io = |name: &str| format!("writing {}", a.out.join(name).display());
     for (name, json) in [
-        ("tasks.json", serde_json::to_string_pretty(&i.report.tasks)?),
-        ("meta.json", serde_json::to_string_pretty(&i.report)?),
+        ("tasks.json", serde_json::to_string_pretty(&report.tasks)?),
+        ("meta.json", serde_json::to_string_pretty(&report)?),
     ] {
         std::fs::write(a.out.join(name), json).with_context(|| io(name))?;
     }
-    Ok(i.report)
+    Ok(report)
 }

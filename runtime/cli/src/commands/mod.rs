@@ -14,6 +14,7 @@ pub mod demo;
 pub mod firmware;
 #[cfg(feature = "lerobot")]
 pub mod import_lerobot;
+pub mod operator;
 pub mod profile;
 pub mod record;
 pub mod recording;

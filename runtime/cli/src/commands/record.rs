@@ -15,12 +15,16 @@
 //! motor controller last reported applying (its telemetry through `offramp
 //! bridge`, on `<robot>/telemetry`), NaN for a frame with no report in the
 //! `--telemetry-max-age-ms` before it.
+//!
+//! Frames are streamed to disk as they are taken: memory stays one frame,
+//! and Ctrl-C, a crash or a camera fault leaves a recording that loads with
+//! every whole frame (Ctrl-C and a fault also write `meta.json`, saying
+//! what stopped it).
 
 use crate::args::{at_least_1, positive, ZenohArgs};
 use anyhow::{bail, Context};
 use offramp_link::zenoh_link::{open_session, telemetry_subscriber, Keys, TelemetryMsg};
-use offramp_runtime::camera::{self, CameraSpec, Views};
-use offramp_runtime::npy;
+use offramp_runtime::camera::{self, CameraSpec, ReplayWriter, Views};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -75,6 +79,9 @@ pub struct RecordReport {
     /// newest, as the runtime does).
     pub dropped: u64,
     pub seconds: f64,
+    /// What ended the recording: `frames` (as many as asked), `interrupted`
+    /// (Ctrl-C), `source ended`, or the camera's fault.
+    pub stopped: String,
     /// With --telemetry: frames with an executed action, and the reports
     /// received.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -96,51 +103,6 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             r.seconds
         )
     })
-}
-
-/// Writes the replay format's arrays into `out` (created): one u8
-/// [N, H, W, 3] array per camera view (`frames.npy`, `frames.1.npy`...,
-/// from `frames`, each frame's views end to end), `instructions`,
-/// `episodes` and `timestamps_ns` [N], and an optional f32 [N, D] array
-/// (`(file, D, values)`).
-pub fn write_replay(
-    out: &std::path::Path,
-    views: &Views,
-    frames: &[u8],
-    instructions: &[i64],
-    episodes: &[i32],
-    stamps: &[i64],
-    extra: Option<(&str, usize, &[f32])>,
-) -> anyhow::Result<()> {
-    let n = instructions.len();
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let io = |name: &str| format!("writing {}", out.join(name).display());
-    // One array per view; a single view is the frames as they are.
-    let split: Vec<Vec<u8>> = if views.sizes().len() == 1 {
-        Vec::new()
-    } else {
-        let mut per_view = vec![Vec::new(); views.sizes().len()];
-        for f in frames.chunks_exact(views.frame_len()) {
-            for (dst, view) in per_view.iter_mut().zip(views.split(f)) {
-                dst.extend_from_slice(view);
-            }
-        }
-        per_view
-    };
-    for (k, &(w, h)) in views.sizes().iter().enumerate() {
-        let file = camera::view_file(k);
-        let view = split.get(k).map_or(frames, Vec::as_slice);
-        npy::write(&out.join(&file), &[n, h, w, 3], view).with_context(|| io(&file))?;
-    }
-    npy::write(&out.join("instructions.npy"), &[n], instructions)
-        .with_context(|| io("instructions.npy"))?;
-    npy::write(&out.join("episodes.npy"), &[n], episodes).with_context(|| io("episodes.npy"))?;
-    npy::write(&out.join("timestamps_ns.npy"), &[n], stamps)
-        .with_context(|| io("timestamps_ns.npy"))?;
-    if let Some((name, d, values)) = extra {
-        npy::write(&out.join(name), &[n, d], values).with_context(|| io(name))?;
-    }
-    Ok(())
 }
 
 pub fn record(a: &Args) -> anyhow::Result<RecordReport> {
@@ -171,18 +133,30 @@ pub fn record(a: &Args) -> anyhow::Result<RecordReport> {
     let mut latest: Option<(TelemetryMsg, Instant)> = None;
     let mut later: Vec<(TelemetryMsg, Instant)> = Vec::new();
     let mut reports = 0u64;
-    let mut executed: Vec<f32> = Vec::new();
+    let mut executed_frames = 0usize;
+    // Ctrl-C (or SIGTERM) ends the recording after the frame in hand.
+    let interrupted = offramp_link::signal::stop_flag()?;
     let capture = camera::start(source, a.fps)?;
     let views = capture.views.clone();
-    let len = views.frame_len();
-    let mut frames = Vec::with_capacity(a.frames.min(4096) * len);
-    let (mut instructions, mut episodes, mut stamps) = (Vec::new(), Vec::new(), Vec::new());
+    // Streamed: every frame is on disk, counted, as soon as it is taken.
+    let mut writer = ReplayWriter::create(
+        &a.out,
+        &views,
+        telemetry.is_some().then_some(("executed.npy", 2)),
+    )
+    .with_context(|| format!("creating the recording in {}", a.out.display()))?;
     let timeout = Duration::from_secs_f64(3.0 / a.fps).max(Duration::from_secs(1));
     let start = Instant::now();
     let mut first: Option<Instant> = None;
     let mut episode: i32 = -1;
     let mut in_episode = 0usize;
-    while instructions.len() < a.frames {
+    let mut stopped = "frames".to_string();
+    let mut failed: Option<anyhow::Error> = None;
+    while writer.frames() < a.frames {
+        if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+            stopped = "interrupted".into();
+            break;
+        }
         let got = capture.latest.take(timeout, |buf, meta| {
             let at = meta.captured.unwrap_or_else(Instant::now);
             let t0 = *first.get_or_insert(at);
@@ -192,7 +166,7 @@ pub fn record(a: &Args) -> anyhow::Result<RecordReport> {
                 in_episode = 0;
             }
             in_episode += 1;
-            frames.extend_from_slice(buf);
+            let mut executed = [f32::NAN; 2];
             if let Some((_, _, rx)) = &telemetry {
                 // The newest report from before the frame; one that came
                 // after it tells what was executed later, and waits for a
@@ -208,51 +182,62 @@ pub fn record(a: &Args) -> anyhow::Result<RecordReport> {
                     }
                     !due
                 });
-                match latest {
-                    Some((m, t)) if at.duration_since(t) <= max_age => executed
-                        .extend_from_slice(&[m.firmware.applied_left, m.firmware.applied_right]),
-                    _ => executed.extend_from_slice(&[f32::NAN; 2]),
+                if let Some((m, _)) = latest.filter(|(_, t)| at.duration_since(*t) <= max_age) {
+                    executed = [m.firmware.applied_left, m.firmware.applied_right];
+                    executed_frames += 1;
                 }
             }
-            instructions.push(a.instruction.unwrap_or(meta.instruction) as i64);
-            episodes.push(episode);
-            stamps.push(at.saturating_duration_since(t0).as_nanos() as i64);
+            writer.push(
+                buf,
+                a.instruction.unwrap_or(meta.instruction) as i64,
+                episode,
+                at.saturating_duration_since(t0).as_nanos() as i64,
+                telemetry.is_some().then_some(&executed[..]),
+            )
         });
-        if got.is_none() {
-            if capture
-                .latest
-                .closed
-                .load(std::sync::atomic::Ordering::Acquire)
-            {
-                if let Some(why) = capture.latest.fault() {
-                    bail!("--camera {}: {why}", a.camera);
-                }
+        match got {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                stopped = format!("write error: {e}");
+                failed = Some(e.into());
                 break;
             }
-            bail!("--camera {}: no frame for {timeout:?}", a.camera);
+            None => {
+                if capture
+                    .latest
+                    .closed
+                    .load(std::sync::atomic::Ordering::Acquire)
+                {
+                    if let Some(why) = capture.latest.fault() {
+                        stopped = format!("camera fault: {why}");
+                        failed = Some(anyhow::anyhow!("--camera {}: {why}", a.camera));
+                    } else {
+                        stopped = "source ended".into();
+                    }
+                    break;
+                }
+                stopped = format!("no frame for {timeout:?}");
+                failed = Some(anyhow::anyhow!(
+                    "--camera {}: no frame for {timeout:?}",
+                    a.camera
+                ));
+                break;
+            }
         }
     }
-    let n = instructions.len();
-    if n == 0 {
-        bail!("--camera {}: the source gave no frame", a.camera);
-    }
+    let n = writer.frames();
     let dropped = capture
         .latest
         .dropped
         .load(std::sync::atomic::Ordering::Relaxed);
     drop(capture);
-    let extra = telemetry
-        .is_some()
-        .then_some(("executed.npy", 2, &executed[..]));
-    write_replay(
-        &a.out,
-        &views,
-        &frames,
-        &instructions,
-        &episodes,
-        &stamps,
-        extra,
-    )?;
+    writer
+        .finish()
+        .with_context(|| format!("finishing the recording in {}", a.out.display()))?;
+    if n == 0 {
+        let why = failed.unwrap_or_else(|| anyhow::anyhow!("the source gave no frame"));
+        return Err(why.context(format!("--camera {}: nothing recorded", a.camera)));
+    }
     let io = |name: &str| format!("writing {}", a.out.join(name).display());
     let report = RecordReport {
         camera: a.camera.to_string(),
@@ -262,12 +247,8 @@ pub fn record(a: &Args) -> anyhow::Result<RecordReport> {
         views: views.sizes().to_vec(),
         dropped,
         seconds: start.elapsed().as_secs_f64(),
-        executed_frames: telemetry.is_some().then(|| {
-            executed
-                .chunks_exact(2)
-                .filter(|e| e[0].is_finite())
-                .count()
-        }),
+        stopped,
+        executed_frames: telemetry.is_some().then_some(executed_frames),
         telemetry_reports: telemetry.is_some().then_some(reports),
     };
     std::fs::write(
@@ -275,5 +256,11 @@ pub fn record(a: &Args) -> anyhow::Result<RecordReport> {
         serde_json::to_string_pretty(&report)?,
     )
     .with_context(|| io("meta.json"))?;
+    if let Some(e) = failed {
+        return Err(e.context(format!(
+            "the recording in {} keeps its {n} frames",
+            a.out.display()
+        )));
+    }
     Ok(report)
 }

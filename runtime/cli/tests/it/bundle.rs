@@ -66,6 +66,7 @@ fn bundle_holds_binary_engines_configs_units_and_checksums() {
         "offramp/config/offramp.env",
         "offramp/config/zenoh/bridge-tls.json5",
         "offramp/config/zenoh/runtime-tls.json5",
+        "offramp/config/zenoh/operator-tls.json5",
         "offramp/config/zenoh/make-certs.sh",
         "offramp/engines/demo/manifest.toml",
         "offramp/engines/demo/model.toml",

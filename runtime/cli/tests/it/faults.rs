@@ -447,20 +447,85 @@ fn a_stop_action_stops_the_motors_at_once_and_driving_resumes_after_it() {
         eprintln!("round {round}: stop action → motors off and disarmed in {took:?}");
         assert!(took < Duration::from_millis(150), "round {round}: {took:?}");
     }
-    // Driving after a stop re-arms; the bridge counted every stop.
-    rt.publish(0.3, 0.0, 2, false).unwrap();
-    board.until(
-        "not running",
-        Instant::now(),
-        Duration::from_secs(2),
-        |s, _, _| s == MotorState::Running,
-    );
+    // Driving after a stop re-arms and turns the wheels (an Arm alone
+    // gives Running; only a drive that went through gives speed).
+    let t = Instant::now();
+    loop {
+        rt.publish(0.3, 0.0, 2, false).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        match board.state() {
+            Some((MotorState::Running, l, _)) if l > 0.1 => break,
+            other => assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "not driving after the stops: {other:?}"
+            ),
+        }
+    }
     let t = telemetry_after(&ep, &r, |t| t.bridge.stops >= rounds);
     assert_eq!(
         t.firmware.counters.not_armed, 0,
         "{:?}",
         t.firmware.counters
     );
+}
+
+/// An operator's stop holds: the runtime (`offramp run`) keeps publishing
+/// drives at 20 Hz and the bridge is killed and restarted, yet the motors
+/// stay off (latched in the firmware, and learned back from it by the new
+/// bridge) until `offramp operator release`; then they turn again. Before,
+/// a stop lasted until the runtime's next frame.
+#[test]
+fn an_operators_stop_holds_until_released_across_a_bridge_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let board = Board::new(dir.path());
+    let r = robot("operator");
+    let ep = free_loopback_endpoint().unwrap();
+    let _rt = runtime(&r, &ep);
+    let b = bridge(&board.link, &r, &ep);
+    board.wait_running(Duration::from_secs(60));
+    let operator = |cmd: &str| {
+        let out = Command::new(bin())
+            .args(["--log", "warn", "operator", cmd, "--robot", &r])
+            .args(["--connect", &ep, "--timeout", "10"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "operator {cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    operator("stop");
+    board.until(
+        "not latched",
+        Instant::now(),
+        Duration::from_secs(2),
+        |s, l, r| s == MotorState::Latched && l == 0.0 && r == 0.0,
+    );
+    let stays_latched = |for_: Duration| {
+        let t = Instant::now();
+        while t.elapsed() < for_ {
+            assert_eq!(
+                board.state(),
+                Some((MotorState::Latched, 0.0, 0.0)),
+                "after {:?}",
+                t.elapsed()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    stays_latched(Duration::from_secs(1));
+    kill(b);
+    let _b = bridge(&board.link, &r, &ep);
+    let t = telemetry_after(&ep, &r, |t| t.bridge.link_up && t.bridge.latched);
+    assert_eq!(t.bridge.releases, 0);
+    stays_latched(Duration::from_secs(1));
+    let t = telemetry_after(&ep, &r, |t| t.bridge.latched_drops > 5);
+    assert_eq!(t.firmware.state, MotorState::Latched);
+    operator("release");
+    board.wait_running(Duration::from_secs(5));
+    let t = telemetry_after(&ep, &r, |t| t.bridge.releases == 1);
+    assert!(!t.bridge.latched, "{:?}", t.bridge);
 }
 
 /// `offramp record --telemetry` keeps, per frame, the wheel speeds the motor

@@ -90,3 +90,54 @@ fn thresholds_solved_on_recorded_episodes_meet_the_budget_held_out() {
         );
     }
 }
+
+/// `offramp record` held every frame in memory and wrote at the end:
+/// Ctrl-C, a crash or a late camera fault lost the whole recording. It
+/// streams now: killed without warning (SIGKILL), the recording loads with
+/// every whole frame; interrupted (SIGINT), it also ends cleanly and says
+/// so in meta.json.
+#[test]
+fn a_recording_survives_a_kill_and_an_interrupt() {
+    use offramp_runtime::{camera::load_replay, npy};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    for signal in ["KILL", "INT"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("rec");
+        let mut p = Proc(
+            Command::new(bin())
+                .args(["--log", "warn", "record", "--camera", "sim", "--out"])
+                .arg(&out)
+                .args(["--frames", "1000000", "--fps", "50", "--json"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let t = Instant::now();
+        while npy::read::<u8>(&out.join("frames.npy")).map_or(true, |(s, _)| s[0] < 10) {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "{signal}: no frames on disk"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let sent = Command::new("kill")
+            .args(["-s", signal, &p.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let status = p.0.wait().unwrap();
+        let r = load_replay(&out).unwrap_or_else(|e| panic!("{signal}: {e}"));
+        let n = r.instructions.len();
+        assert!(n >= 10 && r.episodes.len() == n, "{signal}: {n} frames");
+        assert_eq!(r.frames.len(), n * r.frame_len());
+        if signal == "INT" {
+            assert!(status.success(), "{status}");
+            let meta: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(out.join("meta.json")).unwrap()).unwrap();
+            assert_eq!(meta["stopped"], "interrupted");
+            assert_eq!(meta["frames"], n);
+        }
+    }
+}

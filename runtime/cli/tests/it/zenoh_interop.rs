@@ -9,8 +9,10 @@ use common::{bin, demo_dir, repo, Proc};
 use offramp_control::Config;
 use offramp_host::HostBoard;
 use offramp_link::zenoh_link::{
-    free_loopback_endpoint, open_session, Keys, RuntimeLink, ZenohOptions,
+    free_loopback_endpoint, open_session, Keys, OperatorCommand, OperatorMsg, RuntimeLink,
+    ZenohOptions,
 };
+use offramp_protocol::MotorState;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -233,7 +235,35 @@ fn tls_with_mutual_auth_and_access_control_admits_only_the_runtime() {
         ],
         dir.path(),
     );
-    std::thread::sleep(Duration::from_secs(1));
+    // The runtime with the shipped config and its certificate drives: the
+    // positive control, in this harness, before and after each refusal.
+    let d = demo_dir();
+    let runtime_cfg = cfg("runtime-tls.json5");
+    let runtime = || {
+        offramp(
+            &[
+                "run",
+                "--engines",
+                d.to_str().unwrap(),
+                "--camera",
+                "sim",
+                "--fps",
+                "20",
+                "--zenoh",
+                "--zenoh-config",
+                &runtime_cfg,
+            ],
+            dir.path(),
+        )
+    };
+    let rt = runtime();
+    wait_moving(&board, Duration::from_secs(30));
+    drop(rt);
+    let t = Instant::now();
+    while board.moving() {
+        assert!(t.elapsed() < Duration::from_secs(2), "still moving");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 
     // Same CA, wrong name: connects, but access control drops its actions.
     let s = tls_session(&certs, "intruder", port);
@@ -244,25 +274,63 @@ fn tls_with_mutual_auth_and_access_control_admits_only_the_runtime() {
         !drive_as(s, &board, 1.5),
         "a foreign certificate moved the motors"
     );
-    // The runtime with the shipped config and its certificate drives.
-    let d = demo_dir();
-    let runtime_cfg = cfg("runtime-tls.json5");
-    let _rt = offramp(
-        &[
-            "run",
-            "--engines",
-            d.to_str().unwrap(),
-            "--camera",
-            "sim",
-            "--fps",
-            "20",
-            "--zenoh",
-            "--zenoh-config",
-            &runtime_cfg,
-        ],
-        dir.path(),
-    );
+    // The bridge still serves its runtime.
+    let _rt = runtime();
     wait_moving(&board, Duration::from_secs(30));
+
+    // Operator stops: the runtime's certificate cannot latch the motors
+    // (they go on turning: the positive control is the runtime driving in
+    // this same harness), the operator's can, through the shipped config;
+    // then neither the runtime's nor a stranger's certificate can lift
+    // the stop, and the operator's lifts it.
+    let publish_operator = |s: zenoh::Session, command: OperatorCommand, secs: f64| {
+        let key = Keys::new("offramp").unwrap().operator;
+        let p = s.declare_publisher(key).wait().unwrap();
+        let t = Instant::now();
+        let mut buf = [0u8; OperatorMsg::MAX_LEN];
+        while t.elapsed().as_secs_f64() < secs {
+            p.put(OperatorMsg::new(command).encode(&mut buf).to_vec())
+                .wait()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    publish_operator(
+        tls_session(&certs, "offramp-runtime", port),
+        OperatorCommand::Stop,
+        1.5,
+    );
+    assert!(
+        board.moving(),
+        "the runtime's certificate stopped the robot as an operator: {:?}",
+        board.output()
+    );
+    let operator_cfg = cfg("operator-tls.json5");
+    let operator = |cmd: &str| {
+        let out = Command::new(bin())
+            .args(["--log", "warn", "operator", cmd, "--timeout", "15"])
+            .args(["--zenoh-config", &operator_cfg])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "operator {cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    operator("stop");
+    assert_eq!(board.output().map(|o| o.state), Some(MotorState::Latched));
+    for cn in ["offramp-runtime", "intruder"] {
+        publish_operator(tls_session(&certs, cn, port), OperatorCommand::Release, 1.0);
+        assert_eq!(
+            board.output().map(|o| (o.state, o.left)),
+            Some((MotorState::Latched, 0.0)),
+            "{cn} released an operator's stop"
+        );
+    }
+    operator("release");
+    wait_moving(&board, Duration::from_secs(10));
 }
 
 /// The systemd units and env file as shipped, run the way systemd runs

@@ -28,7 +28,7 @@ pub mod v4l;
 
 pub use capture::{start, Capture};
 pub use latest::Latest;
-pub use replay::{load_replay, view_file, Replay};
+pub use replay::{load_replay, view_file, Replay, ReplayWriter};
 pub use several::Several;
 pub use source::{CameraError, FrameMeta, Source, Views};
 pub use spec::{open, CameraSpec};

@@ -1,5 +1,12 @@
 //! Recorded episodes in the replay format (`offramp sim record`, `offramp
-//! record`, `offramp import-lerobot`), loaded whole and played as a camera.
+//! record`, `offramp import-lerobot`): written frame by frame
+//! ([`ReplayWriter`]), loaded whole and played as a camera.
+//!
+//! A recording directory holds, for N frames: `frames.npy` u8 [N, H, W, 3]
+//! (the first camera; `frames.1.npy`... the others), `instructions.npy` i64
+//! [N], `episodes.npy` i32 [N], `timestamps_ns.npy` i64 [N] (capture time
+//! since the first frame) and, where the recorder has one, an f32 [N, D]
+//! array (`executed.npy`, `actions.npy`).
 
 use super::latest::Latest;
 use super::source::{CameraError, FrameMeta, Source, Views};
@@ -32,6 +39,113 @@ pub fn view_file(k: usize) -> String {
     }
 }
 
+/// A recording written frame by frame. Every array counts its rows after
+/// each frame, `frames.npy` last, so that the directory loads
+/// ([`load_replay`]) with every whole frame whenever the writer stops:
+/// Ctrl-C, a crash, a camera fault. Memory stays one frame, however long
+/// the recording.
+pub struct ReplayWriter {
+    views: Views,
+    /// One per camera view, the first (`frames.npy`) first.
+    frames: Vec<npy::Appender<u8>>,
+    instructions: npy::Appender<i64>,
+    episodes: npy::Appender<i32>,
+    stamps: npy::Appender<i64>,
+    /// An f32 [N, D] array beside the frames, and its D.
+    extra: Option<(npy::Appender<f32>, usize)>,
+}
+
+impl ReplayWriter {
+    /// Creates `dir` (if needed) and the recording's files in it, with an
+    /// f32 [N, D] array `extra = (file, D)` if given; refuses a directory
+    /// that already holds a recording.
+    pub fn create(
+        dir: &Path,
+        views: &Views,
+        extra: Option<(&str, usize)>,
+    ) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("creating {}: {e}", dir.display()))
+        })?;
+        let frames = views
+            .sizes()
+            .iter()
+            .enumerate()
+            .map(|(k, &(w, h))| npy::Appender::create(&dir.join(view_file(k)), &[h, w, 3]))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Self {
+            views: views.clone(),
+            frames,
+            instructions: npy::Appender::create(&dir.join("instructions.npy"), &[])?,
+            episodes: npy::Appender::create(&dir.join("episodes.npy"), &[])?,
+            stamps: npy::Appender::create(&dir.join("timestamps_ns.npy"), &[])?,
+            extra: match extra {
+                Some((file, d)) => Some((npy::Appender::create(&dir.join(file), &[d])?, d)),
+                None => None,
+            },
+        })
+    }
+
+    /// Appends one frame (its views end to end) with its instruction,
+    /// episode, capture time and, if the recording has one, its extra row.
+    pub fn push(
+        &mut self,
+        frame: &[u8],
+        instruction: i64,
+        episode: i32,
+        stamp_ns: i64,
+        extra: Option<&[f32]>,
+    ) -> std::io::Result<()> {
+        let bad = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
+        if frame.len() != self.views.frame_len() {
+            return Err(bad(format!(
+                "a frame of {} is {} bytes, got {}",
+                self.views,
+                self.views.frame_len(),
+                frame.len()
+            )));
+        }
+        match (&mut self.extra, extra) {
+            (Some((a, _)), Some(row)) => a.push(row)?,
+            (None, None) => {}
+            (Some((_, d)), None) => {
+                return Err(bad(format!(
+                    "this recording needs {d} extra values a frame"
+                )))
+            }
+            (None, Some(_)) => return Err(bad("this recording has no extra array".into())),
+        }
+        self.instructions.push(&[instruction])?;
+        self.episodes.push(&[episode])?;
+        self.stamps.push(&[stamp_ns])?;
+        // The first view last: frames.npy's count is the recording's.
+        for (a, view) in self.frames.iter_mut().zip(self.views.split(frame)).skip(1) {
+            a.push(view)?;
+        }
+        let first = self.views.split(frame).next().unwrap_or(&[]);
+        self.frames[0].push(first)
+    }
+
+    /// Frames written.
+    pub fn frames(&self) -> usize {
+        self.frames[0].rows()
+    }
+
+    /// Flushes every file to the disk.
+    pub fn finish(self) -> std::io::Result<()> {
+        for a in self.frames {
+            a.finish()?;
+        }
+        self.instructions.finish()?;
+        self.episodes.finish()?;
+        self.stamps.finish()?;
+        if let Some((a, _)) = self.extra {
+            a.finish()?;
+        }
+        Ok(())
+    }
+}
+
 impl Replay {
     pub fn frame_len(&self) -> usize {
         self.views.frame_len()
@@ -54,21 +168,28 @@ pub fn load_replay(dir: &Path) -> Result<Replay, CameraError> {
     };
     let (shape, mut frames) =
         npy::read::<u8>(&dir.join("frames.npy")).map_err(|e| err(e.to_string()))?;
-    let (_, instructions) =
+    let (_, mut instructions) =
         npy::read::<i64>(&dir.join("instructions.npy")).map_err(|e| err(e.to_string()))?;
-    let (_, episodes) =
+    let (_, mut episodes) =
         npy::read::<i32>(&dir.join("episodes.npy")).map_err(|e| err(e.to_string()))?;
+    // A recording stopped mid-frame (Ctrl-C, a crash) may hold one entry
+    // more in the arrays written before frames.npy: that frame is not in
+    // the recording.
+    let n = shape.first().copied().unwrap_or(0);
+    let whole = |len: usize| len == n || len == n + 1;
     if shape.len() != 4
         || shape[3] != 3
         || shape[1] == 0
         || shape[2] == 0
-        || instructions.len() != shape[0]
-        || episodes.len() != shape[0]
+        || !whole(instructions.len())
+        || !whole(episodes.len())
     {
         return Err(err(format!(
             "frames.npy is {shape:?}; expected [N, H, W, 3] (H and W at least 1) with one instruction and episode per frame"
         )));
     }
+    instructions.truncate(n);
+    episodes.truncate(n);
     // An instruction is an index into the model's instructions; a negative
     // one (an "unknown" marker) would otherwise run silently as task 0.
     let instructions = instructions
@@ -86,14 +207,15 @@ pub fn load_replay(dir: &Path) -> Result<Replay, CameraError> {
     let mut more = Vec::new();
     while dir.join(view_file(views.len())).exists() {
         let file = view_file(views.len());
-        let (s, v) = npy::read::<u8>(&dir.join(&file)).map_err(|e| err(e.to_string()))?;
-        if s.len() != 4 || s[3] != 3 || s[0] != shape[0] || s[1] == 0 || s[2] == 0 {
+        let (s, mut v) = npy::read::<u8>(&dir.join(&file)).map_err(|e| err(e.to_string()))?;
+        if s.len() != 4 || s[3] != 3 || !whole(s[0]) || s[1] == 0 || s[2] == 0 {
             return Err(err(format!(
                 "{file} is {s:?}; expected [{}, H, W, 3] (one image per frame of frames.npy, H and W at least 1)",
                 shape[0]
             )));
         }
         views.push((s[2], s[1]));
+        v.truncate(n * s[1] * s[2] * 3);
         more.push(v);
     }
     let views = Views::new(views);
