@@ -315,22 +315,39 @@ fn corrupt_engine_with_matching_checksum() {
 
 #[test]
 fn manifest_shapes_that_the_graph_does_not_produce() {
-    // Consistent manifest, wrong for the actual graph: caught when loading.
+    // A manifest consistent with itself (every exit hands the head a
+    // [1, 33] feature, and the head takes [1, 33]) but not with the
+    // graphs, whose feature is [1, 32]: only the backend's check of a
+    // loaded graph against the manifest can catch it, and names the
+    // artifact.
     let (dir, _) = built_tiny();
     edit_manifest(dir.path(), |t| {
-        let o = exit_mut(t, 2)["outputs"].as_array_mut().unwrap()[1]
-            .as_table_mut()
-            .unwrap();
-        o["shape"] = toml::Value::Array(vec![1.into(), 33.into()]);
+        for exit in t["exits"].as_array_mut().unwrap() {
+            for o in exit["outputs"].as_array_mut().unwrap() {
+                let o = o.as_table_mut().unwrap();
+                if o["name"].as_str() == Some("feature") {
+                    o["shape"] = toml::Value::Array(vec![1.into(), 33.into()]);
+                }
+            }
+        }
         let head_in = t["head"].as_table_mut().unwrap()["inputs"]
             .as_array_mut()
             .unwrap()[0]
             .as_table_mut()
             .unwrap();
-        head_in["shape"] = toml::Value::Array(vec![1.into(), 32.into()]);
+        head_in["shape"] = toml::Value::Array(vec![1.into(), 33.into()]);
     });
-    let e = open_err(dir.path());
-    assert!(e.contains("field `exits[2].feature`: \"feature\" is [1, 33] but the head's \"feature\" expects [1, 32]"), "{e}");
+    let set = EngineSet::open(dir.path()).expect("consistent with itself");
+    let e = offramp_engines_cpu::load_chain(&set)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains("segment0.onnx")
+            && e.contains("(\"feature\")")
+            && e.contains("the manifest says f32 [1, 33]"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -328,3 +328,20 @@ fn trailing_bytes_are_a_decode_error() {
     let m = cobs::encode(&raw, &mut enc);
     assert_eq!(decode::<HostMsg>(&mut enc[..m]), Err(FrameError::Decode));
 }
+
+/// The fuzz seeds are frames of this contract, so fuzzing starts past COBS,
+/// CRC and the version (tools/fuzz/make_seeds.py writes them: rerun it when
+/// the contract changes).
+#[test]
+fn the_fuzz_seeds_are_frames_of_this_contract() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/decode");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.pop(), Some(0), "{}", path.display());
+        decode::<HostMsg>(&mut bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        n += 1;
+    }
+    assert!(n >= 10, "{n} seeds in {}", dir.display());
+}

@@ -480,3 +480,190 @@ fn zenoh_bench_prints_both_paths() {
     }
     assert_eq!(j["payload_bytes"], 26);
 }
+
+/// A second host on the robot's network: a network namespace joined to
+/// this one by a veth pair, made by the test. None where the machine does
+/// not allow it (no `ip`, no privilege).
+struct OtherHost {
+    ns: String,
+    link: String,
+    /// This machine's (the robot's) address on the shared network.
+    robot_ip: String,
+}
+
+impl OtherHost {
+    fn new() -> Option<Self> {
+        let id = std::process::id() % 100_000;
+        let ip = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let ns = format!("offramp-{id}");
+        if !ip(&["netns", "add", &ns]) {
+            return None;
+        }
+        let host = Self {
+            ns: ns.clone(),
+            link: format!("ofr{id}a"),
+            robot_ip: format!("10.213.{}.1", id % 250),
+        };
+        let peer = format!("ofr{id}b");
+        let other_ip = format!("10.213.{}.2/30", id % 250);
+        let robot_cidr = format!("{}/30", host.robot_ip);
+        let steps: [&[&str]; 7] = [
+            &[
+                "link", "add", &host.link, "type", "veth", "peer", "name", &peer,
+            ],
+            &["link", "set", &peer, "netns", &ns],
+            &["addr", "add", &robot_cidr, "dev", &host.link],
+            &["link", "set", &host.link, "up"],
+            &["-n", &ns, "addr", "add", &other_ip, "dev", &peer],
+            &["-n", &ns, "link", "set", &peer, "up"],
+            &["-n", &ns, "link", "set", "lo", "up"],
+        ];
+        steps.iter().all(|s| ip(s)).then_some(host)
+    }
+
+    /// `offramp ARGS` on the other host.
+    fn offramp(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(bin())
+            .args(["--log", "warn"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Whether a TCP connection from the other host to `addr` opens.
+    fn reaches(&self, addr: &str) -> bool {
+        let (host, port) = addr.rsplit_once(':').unwrap();
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns, "bash", "-c"])
+            .arg(format!("exec 3<>/dev/tcp/{host}/{port}"))
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for OtherHost {
+    fn drop(&mut self) {
+        for args in [["link", "del", &self.link], ["netns", "del", &self.ns]] {
+            let _ = Command::new("ip").args(args).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+/// The TCP listening addresses of process `pid` (`ss -ltnp`).
+fn listening(pid: u32) -> Vec<String> {
+    let out = Command::new("ss").args(["-ltnpH"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!("pid={pid},")))
+        .filter_map(|l| l.split_whitespace().nth(3).map(str::to_string))
+        .collect()
+}
+
+/// With the default settings a second host on the robot's network can
+/// neither stop nor drive the robot: nothing of the runtime's or the
+/// bridge's listens beyond loopback, and an `offramp operator stop` from
+/// there finds no one, on any port they listen on; the motors keep turning.
+/// The same command on the robot itself latches them (the positive
+/// control), and the second host does reach a port opened on the robot's
+/// network address (the network works).
+#[test]
+fn a_second_host_cannot_reach_the_robot_by_default() {
+    let Some(other) = OtherHost::new() else {
+        eprintln!(
+            "skipped: this machine cannot make a network namespace (needs root and iproute2)"
+        );
+        return;
+    };
+    let open = std::net::TcpListener::bind(format!("{}:0", other.robot_ip)).unwrap();
+    assert!(
+        other.reaches(&open.local_addr().unwrap().to_string()),
+        "the second host cannot reach the robot's address at all"
+    );
+    let ep = free_loopback_endpoint().unwrap();
+    let board = HostBoard::start(Config::DEFAULT).unwrap();
+    let d = demo_dir();
+    let robot = format!("second-host-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let rt = offramp(
+        &[
+            "run",
+            "--engines",
+            d.to_str().unwrap(),
+            "--camera",
+            "sim",
+            "--fps",
+            "20",
+            "--zenoh",
+            "--robot",
+            &robot,
+            "--listen",
+            &ep,
+        ],
+        dir.path(),
+    );
+    let bridge = offramp(
+        &[
+            "bridge",
+            "--serial",
+            board.device.to_str().unwrap(),
+            "--robot",
+            &robot,
+            "--connect",
+            &ep,
+        ],
+        dir.path(),
+    );
+    wait_moving(&board, Duration::from_secs(60));
+    let mut ports = Vec::new();
+    for p in [&rt, &bridge] {
+        for addr in listening(p.0.id()) {
+            assert!(
+                addr.starts_with("127.0.0.1:") || addr.starts_with("[::1]:"),
+                "listening beyond loopback: {addr}"
+            );
+            ports.push(addr.rsplit_once(':').unwrap().1.to_string());
+        }
+    }
+    assert!(!ports.is_empty(), "no listener found for the runtime");
+    for port in &ports {
+        let at = format!("{}:{port}", other.robot_ip);
+        assert!(!other.reaches(&at), "the second host reaches {at}");
+        let out = other.offramp(&[
+            "operator",
+            "stop",
+            "--robot",
+            &robot,
+            "--connect",
+            &format!("tcp/{at}"),
+            "--timeout",
+            "2",
+        ]);
+        assert!(
+            !out.status.success(),
+            "an operator stop from the second host was confirmed"
+        );
+        assert!(board.moving(), "{:?}", board.output());
+    }
+    // On the robot itself the same command latches the motors.
+    let out = Command::new(bin())
+        .args(["--log", "warn", "operator", "stop", "--robot", &robot])
+        .args(["--connect", &ep, "--timeout", "10"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(board.output().map(|o| o.state), Some(MotorState::Latched));
+}
