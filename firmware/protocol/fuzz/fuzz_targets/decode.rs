@@ -12,12 +12,14 @@ where
     if let Ok(msg) = decode::<M>(frame) {
         let mut buf = [0u8; MAX_FRAME];
         let n = encode(&msg, &mut buf).expect("a decoded message re-encodes");
+        // `decode` undoes COBS in place: keep the encoding to compare.
+        let first = buf;
         let again = decode::<M>(&mut buf[..n - 1]).expect("and decodes again");
         // NaN setpoints are legal on the wire (the controller rejects them)
         // but never compare equal; compare their encodings instead.
         let mut buf2 = [0u8; MAX_FRAME];
         let m = encode(&again, &mut buf2).expect("re-encodes");
-        assert_eq!(&buf[..n], &buf2[..m]);
+        assert_eq!(&first[..n], &buf2[..m]);
     }
 }
 

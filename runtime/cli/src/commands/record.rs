@@ -23,7 +23,8 @@
 
 use crate::args::{at_least_1, positive, ZenohArgs};
 use anyhow::{bail, Context};
-use offramp_link::zenoh_link::{open_session, telemetry_subscriber, Keys, TelemetryMsg};
+use offramp_link::executed::Executed;
+use offramp_link::zenoh_link::{open_session, telemetry_subscriber, Keys};
 use offramp_runtime::camera::{self, CameraSpec, ReplayWriter, Views};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -121,18 +122,15 @@ pub fn record(a: &Args) -> anyhow::Result<RecordReport> {
     };
     // Subscribed before the camera starts, so the first frames find the
     // robot's reports already coming.
-    let telemetry = if a.telemetry {
+    let mut telemetry = if a.telemetry {
         let session = open_session(&a.zenoh_args.options())?;
         let key = Keys::new(&a.zenoh_args.robot)?.telemetry;
         let (sub, rx) = telemetry_subscriber(&session, &key)?;
-        Some((session, sub, rx))
+        let max_age = Duration::from_secs_f64(a.telemetry_max_age_ms / 1000.0);
+        Some((session, sub, Executed::new(rx, max_age)))
     } else {
         None
     };
-    let max_age = Duration::from_secs_f64(a.telemetry_max_age_ms / 1000.0);
-    let mut latest: Option<(TelemetryMsg, Instant)> = None;
-    let mut later: Vec<(TelemetryMsg, Instant)> = Vec::new();
-    let mut reports = 0u64;
     let mut executed_frames = 0usize;
     // Ctrl-C (or SIGTERM) ends the recording after the frame in hand.
     let interrupted = offramp_link::signal::stop_flag()?;
@@ -167,25 +165,9 @@ pub fn record(a: &Args) -> anyhow::Result<RecordReport> {
             }
             in_episode += 1;
             let mut executed = [f32::NAN; 2];
-            if let Some((_, _, rx)) = &telemetry {
-                // The newest report from before the frame; one that came
-                // after it tells what was executed later, and waits for a
-                // later frame.
-                for r in rx.try_iter() {
-                    reports += 1;
-                    later.push(r);
-                }
-                later.retain(|r| {
-                    let due = r.1 <= at;
-                    if due && latest.is_none_or(|(_, t)| t <= r.1) {
-                        latest = Some(*r);
-                    }
-                    !due
-                });
-                if let Some((m, _)) = latest.filter(|(_, t)| at.duration_since(*t) <= max_age) {
-                    executed = [m.firmware.applied_left, m.firmware.applied_right];
-                    executed_frames += 1;
-                }
+            if let Some(got) = telemetry.as_mut().and_then(|(_, _, e)| e.at(at)) {
+                executed = got;
+                executed_frames += 1;
             }
             writer.push(
                 buf,
@@ -249,7 +231,7 @@ pub fn record(a: &Args) -> anyhow::Result<RecordReport> {
         seconds: start.elapsed().as_secs_f64(),
         stopped,
         executed_frames: telemetry.is_some().then_some(executed_frames),
-        telemetry_reports: telemetry.is_some().then_some(reports),
+        telemetry_reports: telemetry.as_ref().map(|(_, _, e)| e.reports),
     };
     std::fs::write(
         a.out.join("meta.json"),

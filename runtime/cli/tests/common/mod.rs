@@ -18,6 +18,22 @@ pub fn offramp(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `offramp operator CMD ARGS…` in `cwd`, which must succeed (the robot's
+/// telemetry confirmed it).
+pub fn operator(cmd: &str, args: &[&str], cwd: &std::path::Path) {
+    let out = Command::new(bin())
+        .args(["--log", "warn", "operator", cmd])
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run offramp");
+    assert!(
+        out.status.success(),
+        "operator {cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))

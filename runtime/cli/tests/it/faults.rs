@@ -484,16 +484,8 @@ fn an_operators_stop_holds_until_released_across_a_bridge_restart() {
     let b = bridge(&board.link, &r, &ep);
     board.wait_running(Duration::from_secs(60));
     let operator = |cmd: &str| {
-        let out = Command::new(bin())
-            .args(["--log", "warn", "operator", cmd, "--robot", &r])
-            .args(["--connect", &ep, "--timeout", "10"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "operator {cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let args = ["--robot", &r, "--connect", &ep, "--timeout", "10"];
+        common::operator(cmd, &args, dir.path());
     };
     operator("stop");
     board.until(

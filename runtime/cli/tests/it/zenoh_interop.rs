@@ -307,17 +307,8 @@ fn tls_with_mutual_auth_and_access_control_admits_only_the_runtime() {
     );
     let operator_cfg = cfg("operator-tls.json5");
     let operator = |cmd: &str| {
-        let out = Command::new(bin())
-            .args(["--log", "warn", "operator", cmd, "--timeout", "15"])
-            .args(["--zenoh-config", &operator_cfg])
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "operator {cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let args = ["--timeout", "15", "--zenoh-config", &operator_cfg];
+        common::operator(cmd, &args, dir.path());
     };
     operator("stop");
     assert_eq!(board.output().map(|o| o.state), Some(MotorState::Latched));
@@ -655,15 +646,7 @@ fn a_second_host_cannot_reach_the_robot_by_default() {
         assert!(board.moving(), "{:?}", board.output());
     }
     // On the robot itself the same command latches the motors.
-    let out = Command::new(bin())
-        .args(["--log", "warn", "operator", "stop", "--robot", &robot])
-        .args(["--connect", &ep, "--timeout", "10"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args = ["--robot", &robot, "--connect", &ep, "--timeout", "10"];
+    common::operator("stop", &args, dir.path());
     assert_eq!(board.output().map(|o| o.state), Some(MotorState::Latched));
 }
