@@ -76,10 +76,6 @@ struct State {
     /// from a second publisher) must not override it, least of all restart
     /// motors a newer stop stopped.
     newest_sent_ns: u64,
-    /// An operator's stop holds (mirrored in `counters.latched`): drives
-    /// are dropped, and the firmware is latched again whenever it is found
-    /// otherwise (a reboot, a lost frame), until an operator's release.
-    latched: bool,
     /// When the last release was sent: a report from before it may still
     /// show the firmware latched, and must not latch the bridge again.
     released_at: Option<Instant>,
@@ -253,7 +249,7 @@ fn serve(
         tracing::warn!(
             "the firmware holds an operator's stop: drives wait for `offramp operator release`"
         );
-        set_latched(&mut shared.lock(), true);
+        shared.lock().counters.latched = true;
     }
     let (clock, rtt) = sync_clock(&mut link, 8)?;
     // Arm before actions may flow (a set clock is what lets the callback
@@ -312,7 +308,7 @@ fn serve(
                 last_uptime = Some(t.uptime_us);
                 let (latched, released_at, disarmed) = {
                     let s = shared.lock();
-                    (s.latched, s.released_at, s.disarmed)
+                    (s.counters.latched, s.released_at, s.disarmed)
                 };
                 let fw_latched = t.state == MotorState::Latched;
                 if latched && !fw_latched && last_rearm.elapsed() >= REARM_EVERY {
@@ -331,7 +327,7 @@ fn serve(
                     // wire: fail safe, and say so (`offramp operator release`
                     // again lifts it).
                     tracing::warn!("the firmware holds an operator's stop: drives wait for `offramp operator release`");
-                    set_latched(&mut shared.lock(), true);
+                    shared.lock().counters.latched = true;
                 }
                 let unexpectedly_disarmed =
                     t.state == MotorState::Disarmed && !disarmed && !latched;
@@ -418,18 +414,13 @@ fn rearm_after_reboot(
 
 /// Arms the firmware, or latches it while an operator's stop holds.
 fn arm(shared: &Shared, link: &mut FirmwareLink<SharedWriter>) -> anyhow::Result<()> {
-    if shared.lock().latched {
+    if shared.lock().counters.latched {
         link.send(&HostMsg::Latch)?;
         return Ok(());
     }
     let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
     link.send(&HostMsg::Arm { seq })?;
     Ok(())
-}
-
-fn set_latched(s: &mut State, latched: bool) {
-    s.latched = latched;
-    s.counters.latched = latched;
 }
 
 /// The operator subscriber's callback: a stop latches at once, whatever its
@@ -450,7 +441,7 @@ fn on_operator(shared: &Shared, bytes: &[u8]) {
     s.newest_operator_ns = s.newest_operator_ns.min(horizon);
     match m.command {
         OperatorCommand::Stop => {
-            set_latched(&mut s, true);
+            s.counters.latched = true;
             s.newest_operator_ns = s.newest_operator_ns.max(m.sent_unix_ns.min(horizon));
             s.counters.operator_stops = s.counters.operator_stops.saturating_add(1);
             // With the link down the latch waits in `latched`: link-up
@@ -470,7 +461,7 @@ fn on_operator(shared: &Shared, bytes: &[u8]) {
                 return refuse(&mut s, "a release older than the last operator message");
             }
             s.newest_operator_ns = m.sent_unix_ns;
-            if !s.latched {
+            if !s.counters.latched {
                 return;
             }
             if s.writer.is_none() || s.clock.is_none() {
@@ -483,7 +474,7 @@ fn on_operator(shared: &Shared, bytes: &[u8]) {
                 seq: shared.next_seq.fetch_add(1, Ordering::Relaxed),
             };
             if write_frame(&mut s, &release) {
-                set_latched(&mut s, false);
+                s.counters.latched = false;
                 s.released_at = Some(Instant::now());
                 // Out of the latch the firmware is disarmed: the next
                 // drive arms it first.
@@ -530,7 +521,7 @@ fn on_action(shared: &Shared, bytes: &[u8]) {
         s.newest_sent_ns = s.newest_sent_ns.max(m.sent_unix_ns.min(horizon));
         return;
     }
-    if s.latched {
+    if s.counters.latched {
         s.counters.latched_drops = s.counters.latched_drops.saturating_add(1);
         return;
     }

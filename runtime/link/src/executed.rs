@@ -5,6 +5,7 @@
 
 use crate::inbox::Inbox;
 use crate::zenoh_link::{Received, TELEMETRY_QUEUE};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 pub struct Executed {
@@ -13,7 +14,7 @@ pub struct Executed {
     latest: Option<Received>,
     /// Reports newer than the last frame asked about (bounded: the oldest
     /// go first, as in the inbox).
-    later: Vec<Received>,
+    later: VecDeque<Received>,
     /// Reports received.
     pub reports: u64,
 }
@@ -24,7 +25,7 @@ impl Executed {
             rx,
             max_age,
             latest: None,
-            later: Vec::with_capacity(TELEMETRY_QUEUE),
+            later: VecDeque::with_capacity(TELEMETRY_QUEUE),
             reports: 0,
         }
     }
@@ -35,9 +36,9 @@ impl Executed {
         for r in self.rx.try_iter() {
             self.reports += 1;
             if self.later.len() == TELEMETRY_QUEUE {
-                self.later.remove(0);
+                self.later.pop_front();
             }
-            self.later.push(r);
+            self.later.push_back(r);
         }
         let latest = &mut self.latest;
         self.later.retain(|r| {

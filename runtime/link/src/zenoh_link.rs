@@ -109,7 +109,10 @@ pub struct BridgeCounters {
     /// Times the firmware reported itself disarmed with no stop from here,
     /// and was armed again.
     pub rearms: u32,
-    /// An operator's stop holds: drives are dropped until a release.
+    /// An operator's stop holds: drives are dropped, and the firmware is
+    /// latched again whenever it is found otherwise (a reboot, a lost
+    /// frame), until an operator's release. The bridge's own state, not a
+    /// count: it decides by this field.
     pub latched: bool,
     /// Operator stops latched (`offramp operator stop`).
     pub operator_stops: u32,

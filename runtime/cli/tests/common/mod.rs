@@ -2,8 +2,8 @@
 #![allow(dead_code)]
 
 use offramp_engines::EngineSet;
-use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 /// Runs the `offramp` binary: (success, stdout, stderr).
 pub fn offramp(args: &[&str]) -> (bool, String, String) {
@@ -20,7 +20,7 @@ pub fn offramp(args: &[&str]) -> (bool, String, String) {
 
 /// `offramp operator CMD ARGS…` in `cwd`, which must succeed (the robot's
 /// telemetry confirmed it).
-pub fn operator(cmd: &str, args: &[&str], cwd: &std::path::Path) {
+pub fn operator(cmd: &str, args: &[&str], cwd: &Path) {
     let out = Command::new(bin())
         .args(["--log", "warn", "operator", cmd])
         .args(args)
@@ -51,6 +51,36 @@ pub fn demo_set() -> EngineSet {
 /// Path of the `offramp` binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_offramp")
+}
+
+/// `offramp bridge` on serial `device` for `robot`, dialling `connect`.
+pub fn bridge(device: &Path, robot: &str, connect: &str) -> Proc {
+    Proc(
+        Command::new(bin())
+            .args(["--log", "warn", "bridge", "--serial"])
+            .arg(device)
+            .args(["--robot", robot, "--connect", connect])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// `offramp run --zenoh` of the demo set on the simulator camera at
+/// 20 Hz for `robot`, listening on `listen`.
+pub fn runtime(robot: &str, listen: &str) -> Proc {
+    Proc(
+        Command::new(bin())
+            .args(["--log", "warn", "run", "--engines"])
+            .arg(demo_dir())
+            .args(["--camera", "sim", "--fps", "20", "--zenoh"])
+            .args(["--robot", robot, "--listen", listen])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// A child process, killed (SIGKILL) and reaped when dropped.

@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use common::{bin, demo_dir, Proc};
+use common::{bin, bridge, demo_dir, runtime, Proc};
 use offramp_control::Config;
 use offramp_host::HostBoard;
 use offramp_link::zenoh_link::{
@@ -106,33 +106,6 @@ fn kill(mut p: Proc) -> Instant {
     let at = Instant::now();
     let _ = p.0.wait();
     at
-}
-
-fn bridge(device: &Path, robot: &str, connect: &str) -> Proc {
-    Proc(
-        Command::new(bin())
-            .args(["--log", "warn", "bridge", "--serial"])
-            .arg(device)
-            .args(["--robot", robot, "--connect", connect])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn runtime(robot: &str, listen: &str) -> Proc {
-    Proc(
-        Command::new(bin())
-            .args(["--log", "warn", "run", "--engines"])
-            .arg(demo_dir())
-            .args(["--camera", "sim", "--fps", "20", "--zenoh"])
-            .args(["--robot", robot, "--listen", listen])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
 }
 
 fn robot(name: &str) -> String {

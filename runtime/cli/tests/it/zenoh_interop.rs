@@ -582,38 +582,10 @@ fn a_second_host_cannot_reach_the_robot_by_default() {
     );
     let ep = free_loopback_endpoint().unwrap();
     let board = HostBoard::start(Config::DEFAULT).unwrap();
-    let d = demo_dir();
     let robot = format!("second-host-{}", std::process::id());
     let dir = tempfile::tempdir().unwrap();
-    let rt = offramp(
-        &[
-            "run",
-            "--engines",
-            d.to_str().unwrap(),
-            "--camera",
-            "sim",
-            "--fps",
-            "20",
-            "--zenoh",
-            "--robot",
-            &robot,
-            "--listen",
-            &ep,
-        ],
-        dir.path(),
-    );
-    let bridge = offramp(
-        &[
-            "bridge",
-            "--serial",
-            board.device.to_str().unwrap(),
-            "--robot",
-            &robot,
-            "--connect",
-            &ep,
-        ],
-        dir.path(),
-    );
+    let rt = common::runtime(&robot, &ep);
+    let bridge = common::bridge(&board.device, &robot, &ep);
     wait_moving(&board, Duration::from_secs(60));
     let mut ports = Vec::new();
     for p in [&rt, &bridge] {

@@ -119,10 +119,11 @@ impl ReplayWriter {
         self.episodes.push(&[episode])?;
         self.stamps.push(&[stamp_ns])?;
         // The first view last: frames.npy's count is the recording's.
-        for (a, view) in self.frames.iter_mut().zip(self.views.split(frame)).skip(1) {
+        let mut views = self.views.split(frame);
+        let first = views.next().unwrap_or(&[]);
+        for (a, view) in self.frames.iter_mut().skip(1).zip(views) {
             a.push(view)?;
         }
-        let first = self.views.split(frame).next().unwrap_or(&[]);
         self.frames[0].push(first)
     }
 
