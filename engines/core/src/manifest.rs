@@ -459,7 +459,7 @@ pub struct Manifest {
 }
 
 /// `[offload]`: what crosses the link when exits run on another device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OffloadSpec {
     /// The tensors carried across the cut: `fp32` (bit for bit, the
@@ -467,6 +467,32 @@ pub struct OffloadSpec {
     /// local ones by the rounding).
     #[serde(default)]
     pub carried: CarriedDtype,
+    /// Largest magnitude of any element of a server's next recurrent
+    /// state the robot commits (default [`OffloadSpec::DEFAULT_MAX_ABS`]):
+    /// an answer past it is refused and the frame falls back, so a faulty
+    /// or hostile server cannot push the state where the head never was.
+    /// A GRU's state is within 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_abs_state: Option<f32>,
+    /// Largest magnitude of any element of a server's action (default
+    /// [`OffloadSpec::DEFAULT_MAX_ABS`]); the runtime's velocity limits
+    /// apply after it as to every action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_abs_action: Option<f32>,
+}
+
+impl OffloadSpec {
+    /// The bound on a server's state and action elements where the
+    /// manifest sets none.
+    pub const DEFAULT_MAX_ABS: f32 = 1000.0;
+
+    /// (state, action) bounds, defaults filled in.
+    pub fn bounds(&self) -> (f32, f32) {
+        (
+            self.max_abs_state.unwrap_or(Self::DEFAULT_MAX_ABS),
+            self.max_abs_action.unwrap_or(Self::DEFAULT_MAX_ABS),
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -124,6 +124,16 @@ impl EngineSet {
         if m.exits.is_empty() {
             return Err(self.invalid("exits", "an engine set needs at least one exit"));
         }
+        if let Some(o) = &m.offload {
+            for (field, v) in [
+                ("offload.max_abs_state", o.max_abs_state),
+                ("offload.max_abs_action", o.max_abs_action),
+            ] {
+                if let Some(v) = v.filter(|v| !(v.is_finite() && *v > 0.0)) {
+                    return Err(self.invalid(field, format!("{v}: must be finite and above 0")));
+                }
+            }
+        }
         // Token ids (i64) feed only the instruction input; the image and
         // every tensor between segments are f32.
         let instruction = m.preprocess.as_ref().and_then(|p| p.instruction.as_ref());

@@ -637,6 +637,15 @@ impl ZenohOffload {
             let Ok(sample) = got.result() else {
                 continue;
             };
+            // Only the server asked answers: a reply on another key (a
+            // wildcard queryable's, or one naming another server) is not
+            // its. With the secured configuration, access control admits a
+            // reply on a server's key only from that server's certificate
+            // (docs/offload.md), so the key is the server's identity.
+            if sample.key_expr().as_str() != key {
+                tracing::warn!(server = %key, from = %sample.key_expr(), "offload reply from another key ignored");
+                continue;
+            }
             let bytes = sample.payload().to_bytes();
             let m = match ReplyMsg::decode(&bytes) {
                 Ok(m) if m.frame == frame => m,

@@ -321,6 +321,8 @@ mod tests {
             "bridge-tls.json5",
             "runtime-tls.json5",
             "operator-tls.json5",
+            "runtime-offload-tls.json5",
+            "offload-server-tls.json5",
         ] {
             let c = with(&shipped.join(f), &|_| {}).unwrap_or_else(|e| panic!("{f}: {e}"));
             for ep in listen_endpoints(&c) {

@@ -172,6 +172,7 @@ fn fp16_carried_tensors_stay_close_to_local_exits() {
     let mut m = demo.manifest.clone();
     m.offload = Some(OffloadSpec {
         carried: CarriedDtype::Fp16,
+        ..OffloadSpec::default()
     });
     EngineSet::write_manifest(dir.path(), &m).unwrap();
     let set = EngineSet::open(dir.path()).unwrap();
@@ -194,6 +195,48 @@ fn fp16_carried_tensors_stay_close_to_local_exits() {
     eprintln!("fp16: {same_exit}/40 frames at the same exit, worst action difference {worst}");
     assert!(same_exit >= 36, "{same_exit}/40");
     assert!(worst < 0.01, "{worst}");
+}
+
+#[test]
+fn answers_past_the_manifests_bounds_are_not_committed() {
+    let demo = demo_set();
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(&demo.dir).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    // A bound that is not a bound is refused by name.
+    let mut m = demo.manifest.clone();
+    for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        m.offload = Some(OffloadSpec {
+            max_abs_state: Some(bad),
+            ..OffloadSpec::default()
+        });
+        let e = EngineSet::write_manifest(dir.path(), &m)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("offload.max_abs_state") && e.contains("finite"),
+            "{e}"
+        );
+    }
+    // The demo head's state is a GRU's (within 1): a bound below what it
+    // reaches refuses the server's answers, and the robot falls back.
+    m.offload = Some(OffloadSpec {
+        max_abs_state: Some(1e-3),
+        ..OffloadSpec::default()
+    });
+    EngineSet::write_manifest(dir.path(), &m).unwrap();
+    let set = EngineSet::open(dir.path()).unwrap();
+    let (server, _, mut robot) = local_and_offloaded(&set, "bounded");
+    for f in 0..20 {
+        fill(&mut robot, f);
+        let r = robot.step(ExitPolicy::Criterion).unwrap();
+        assert!(!r.remote && r.fallback, "frame {f}: {r:?}");
+    }
+    let c = robot.offload_counters().unwrap();
+    assert_eq!((c.requests, c.answered, c.rejected), (20, 0, 20));
+    drop(server);
 }
 
 /// One frame at `period`, with the frame's deadline a period from its

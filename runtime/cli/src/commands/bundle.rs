@@ -16,10 +16,40 @@ const SERVICE: &str = include_str!("../../../../deploy/jetson/offramp.service");
 const BRIDGE_SERVICE: &str = include_str!("../../../../deploy/jetson/offramp-bridge.service");
 const ENV: &str = include_str!("../../../../deploy/jetson/offramp.env");
 const INSTALL: &str = include_str!("../../../../deploy/jetson/install.sh");
-const RUNTIME_TLS: &str = include_str!("../../../../config/zenoh/runtime-tls.json5");
-const BRIDGE_TLS: &str = include_str!("../../../../config/zenoh/bridge-tls.json5");
-const OPERATOR_TLS: &str = include_str!("../../../../config/zenoh/operator-tls.json5");
-const MAKE_CERTS: &str = include_str!("../../../../config/zenoh/make-certs.sh");
+/// config/zenoh/ as shipped: the secured configurations and the recipe
+/// for their certificates.
+const ZENOH_CONFIGS: [(&str, &str, u32); 6] = [
+    (
+        "runtime-tls.json5",
+        include_str!("../../../../config/zenoh/runtime-tls.json5"),
+        0o644,
+    ),
+    (
+        "runtime-offload-tls.json5",
+        include_str!("../../../../config/zenoh/runtime-offload-tls.json5"),
+        0o644,
+    ),
+    (
+        "bridge-tls.json5",
+        include_str!("../../../../config/zenoh/bridge-tls.json5"),
+        0o644,
+    ),
+    (
+        "operator-tls.json5",
+        include_str!("../../../../config/zenoh/operator-tls.json5"),
+        0o644,
+    ),
+    (
+        "offload-server-tls.json5",
+        include_str!("../../../../config/zenoh/offload-server-tls.json5"),
+        0o644,
+    ),
+    (
+        "make-certs.sh",
+        include_str!("../../../../config/zenoh/make-certs.sh"),
+        0o755,
+    ),
+];
 
 /// ELF e_machine of AArch64.
 const EM_AARCH64: u16 = 183;
@@ -188,26 +218,9 @@ pub fn run(a: &Args) -> anyhow::Result<BundleReport> {
         )?;
     }
     add("config/offramp.env".into(), ENV.as_bytes(), 0o644)?;
-    add(
-        "config/zenoh/runtime-tls.json5".into(),
-        RUNTIME_TLS.as_bytes(),
-        0o644,
-    )?;
-    add(
-        "config/zenoh/bridge-tls.json5".into(),
-        BRIDGE_TLS.as_bytes(),
-        0o644,
-    )?;
-    add(
-        "config/zenoh/operator-tls.json5".into(),
-        OPERATOR_TLS.as_bytes(),
-        0o644,
-    )?;
-    add(
-        "config/zenoh/make-certs.sh".into(),
-        MAKE_CERTS.as_bytes(),
-        0o755,
-    )?;
+    for (name, text, mode) in ZENOH_CONFIGS {
+        add(format!("config/zenoh/{name}"), text.as_bytes(), mode)?;
+    }
     add("systemd/offramp.service".into(), SERVICE.as_bytes(), 0o644)?;
     add(
         "systemd/offramp-bridge.service".into(),

@@ -67,6 +67,8 @@ fn bundle_holds_binary_engines_configs_units_and_checksums() {
         "offramp/config/zenoh/bridge-tls.json5",
         "offramp/config/zenoh/runtime-tls.json5",
         "offramp/config/zenoh/operator-tls.json5",
+        "offramp/config/zenoh/runtime-offload-tls.json5",
+        "offramp/config/zenoh/offload-server-tls.json5",
         "offramp/config/zenoh/make-certs.sh",
         "offramp/engines/demo/manifest.toml",
         "offramp/engines/demo/model.toml",

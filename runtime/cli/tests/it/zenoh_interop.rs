@@ -622,3 +622,202 @@ fn a_second_host_cannot_reach_the_robot_by_default() {
     common::operator("stop", &args, dir.path());
     assert_eq!(board.output().map(|o| o.state), Some(MotorState::Latched));
 }
+
+impl OtherHost {
+    /// `offramp ARGS` started on the other host in `cwd`.
+    fn spawn(&self, args: &[&str], cwd: &Path) -> Proc {
+        Proc(
+            Command::new("ip")
+                .args(["netns", "exec", &self.ns])
+                .arg(bin())
+                .args(["--log", "warn"])
+                .args(args)
+                .current_dir(cwd)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
+/// A free TCP port on `ip`.
+fn free_port(ip: &str) -> u16 {
+    let l = std::net::TcpListener::bind(format!("{ip}:0")).unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Waits until something listens on `addr`.
+fn wait_listening(addr: &str, within: Duration) {
+    let t = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(t.elapsed() < within, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The documented secure setup on a real network (docs/security.md): the
+/// bridge and the runtime listen on the robot's network address over TLS,
+/// with certificates made by make-certs.sh (the robot's address in their
+/// SAN) and the shipped access control; the offload server and any other
+/// device sit on a second host (a network namespace).
+///
+/// From that host, a runtime with the runtime's certificate drives the
+/// motors (the network, the names and the certificates work), one with a
+/// stranger's certificate from the same CA does not. The robot's own
+/// runtime, offloading deep exits, gets no answer from servers with the
+/// stranger's certificate (one of them using the allowlisted server's name)
+/// and gets answers from the allowlisted server, run the same way.
+#[test]
+fn with_the_secured_configuration_a_second_host_can_neither_drive_nor_serve() {
+    let Some(other) = OtherHost::new() else {
+        eprintln!(
+            "skipped: this machine cannot make a network namespace (needs root and iproute2)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path();
+    let ip = other.robot_ip.clone();
+    assert!(Command::new("bash")
+        .arg(repo().join("config/zenoh/make-certs.sh"))
+        .arg(etc.join("certs"))
+        .args(["offramp-offload-edge-a", "intruder"])
+        .env("OFFRAMP_CERT_SAN", format!("IP:{ip}"))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    let (bridge_at, offload_at) = (
+        format!("{ip}:{}", free_port(&ip)),
+        format!("{ip}:{}", free_port(&ip)),
+    );
+    // The shipped configs with the robot's address for localhost and
+    // 0.0.0.0 (as a user writes it), and a certificate swapped for
+    // `cn`'s where asked.
+    std::fs::create_dir(etc.join("zenoh")).unwrap();
+    let config = |file: &str, cert: Option<(&str, &str)>| {
+        let mut text = std::fs::read_to_string(repo().join("config/zenoh").join(file)).unwrap();
+        for (from, to) in [
+            ("localhost:7447", &bridge_at),
+            ("localhost:7448", &offload_at),
+            ("0.0.0.0:7448", &offload_at),
+        ] {
+            text = text.replace(from, to);
+        }
+        let mut name = file.to_string();
+        if let Some((from, to)) = cert {
+            assert!(text.contains(&format!("certs/{from}.pem")), "{file}");
+            text = text.replace(&format!("certs/{from}."), &format!("certs/{to}."));
+            name = format!("{to}-{file}");
+        }
+        std::fs::write(etc.join("zenoh").join(&name), text).unwrap();
+        format!("zenoh/{name}")
+    };
+    let board = HostBoard::start(Config::DEFAULT).unwrap();
+    let bridge_cfg = config("bridge-tls.json5", None);
+    let dev = board.device.display().to_string();
+    let _bridge = offramp(
+        &["bridge", "--serial", &dev, "--zenoh-config", &bridge_cfg],
+        etc,
+    );
+    wait_listening(&bridge_at, Duration::from_secs(20));
+    let d = demo_dir().display().to_string();
+    let drive = ["run", "--engines", &d, "--camera", "sim", "--fps", "20"];
+    let stopped = |board: &HostBoard| {
+        let t = Instant::now();
+        while board.moving() {
+            assert!(t.elapsed() < Duration::from_secs(2), "still moving");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+
+    // Driving from the second host: the runtime's certificate does, a
+    // stranger's does not.
+    let runtime_cfg = config("runtime-tls.json5", None);
+    let rt = other.spawn(
+        &[&drive[..], &["--zenoh", "--zenoh-config", &runtime_cfg]].concat(),
+        etc,
+    );
+    wait_moving(&board, Duration::from_secs(30));
+    drop(rt);
+    stopped(&board);
+    let intruder_cfg = config("runtime-tls.json5", Some(("offramp-runtime", "intruder")));
+    let rt = other.spawn(
+        &[&drive[..], &["--zenoh", "--zenoh-config", &intruder_cfg]].concat(),
+        etc,
+    );
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(6) {
+        assert!(!board.moving(), "a stranger's certificate drove the motors");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(rt);
+
+    // The robot's runtime offloads exits 2.. to whichever server answers:
+    // (answered, requests) over 200 frames, with `servers` (certificate,
+    // name) started on the second host once it listens.
+    let robot_cfg = config("runtime-offload-tls.json5", None);
+    let offload_run = |servers: &[(&str, &str)]| -> (u64, u64) {
+        let run = Command::new(bin())
+            .args(["--log", "warn"])
+            .args(drive)
+            .args(["--frames", "200", "--json", "--deadline-ms", "200"])
+            .args(["--offload", "1", "--zenoh", "--zenoh-config", &robot_cfg])
+            .current_dir(etc)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut run = Proc(run);
+        wait_listening(&offload_at, Duration::from_secs(20));
+        let _servers: Vec<Proc> = servers
+            .iter()
+            .map(|(cn, name)| {
+                let cfg = if *cn == "offramp-offload-edge-a" {
+                    config("offload-server-tls.json5", None)
+                } else {
+                    config(
+                        "offload-server-tls.json5",
+                        Some(("offramp-offload-edge-a", cn)),
+                    )
+                };
+                other.spawn(
+                    &[
+                        "serve",
+                        "--engines",
+                        &d,
+                        "--name",
+                        name,
+                        "--zenoh-config",
+                        &cfg,
+                    ],
+                    etc,
+                )
+            })
+            .collect();
+        wait_moving(&board, Duration::from_secs(30));
+        let mut out = String::new();
+        std::io::Read::read_to_string(run.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+        assert!(run.0.wait().unwrap().success(), "{out}");
+        let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let o = &r["offload"];
+        (
+            o["answered"].as_u64().unwrap(),
+            o["requests"].as_u64().unwrap(),
+        )
+    };
+    let (answered, requests) = offload_run(&[("intruder", "edge-a"), ("intruder", "intruder")]);
+    assert!(requests > 20, "{requests} requests");
+    assert_eq!(
+        answered, 0,
+        "a stranger answered {answered} of {requests} requests"
+    );
+    stopped(&board);
+    let (answered, requests) = offload_run(&[("offramp-offload-edge-a", "edge-a")]);
+    assert!(
+        answered * 2 > requests,
+        "the allowlisted server answered {answered} of {requests}"
+    );
+}

@@ -157,6 +157,9 @@ pub struct ExitChain {
     full_macs: u64,
     latency: LatencyModel,
     remote: Option<Remote>,
+    /// (state, action) bounds on a server's answer (the manifest's
+    /// `[offload]`).
+    offload_bounds: (f32, f32),
     residency: Residency,
 }
 
@@ -277,6 +280,7 @@ impl ExitChain {
             full_macs: m.exits.iter().map(|s| s.cost.macs).sum::<u64>() + head_macs,
             latency: LatencyModel::with_costs(&exit_cost),
             remote: None,
+            offload_bounds: set.manifest.offload.unwrap_or_default().bounds(),
             residency: Residency::Undecided,
         })
     }

@@ -665,7 +665,7 @@ fn without_an_answer_the_deepest_local_exit_is_used_and_the_state_stays_local() 
 }
 
 #[test]
-fn an_answer_for_another_frame_or_not_finite_is_rejected() {
+fn an_answer_for_another_frame_not_finite_or_out_of_bounds_is_rejected() {
     let mut n = 0;
     let (mut f, _) = offloaded(Duration::from_millis(50), move |req, _, reply| {
         exit3(req, reply);
@@ -675,13 +675,16 @@ fn an_answer_for_another_frame_or_not_finite_is_rejected() {
             2 => reply.action[0] = f32::NAN,
             3 => reply.next_state[0] = f32::INFINITY,
             4 => reply.exit = 1,
+            // Finite but past the manifest's bounds (the default, 1000).
+            5 => reply.next_state[0] = 1e30,
+            6 => reply.action[1] = -1000.5,
             _ => {}
         }
         true
     });
     f.actions(&with_deltas([1.0, 0.5, 0.0, 0.0]));
     let mut state = 0.0;
-    for _ in 0..4 {
+    for _ in 0..6 {
         let o = f.chain.step(ExitPolicy::Criterion).unwrap();
         assert!(o.fallback && !o.remote);
         assert_eq!(o.exit, 1);
@@ -691,7 +694,7 @@ fn an_answer_for_another_frame_or_not_finite_is_rejected() {
     let o = f.chain.step(ExitPolicy::Criterion).unwrap();
     assert!(o.remote);
     let c = f.chain.offload_counters().unwrap();
-    assert_eq!((c.rejected, c.fallbacks, c.answered), (4, 4, 1));
+    assert_eq!((c.rejected, c.fallbacks, c.answered), (6, 6, 1));
 }
 
 #[test]

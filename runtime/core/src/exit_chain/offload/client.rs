@@ -3,7 +3,6 @@
 //! its deadline, and falls back to the deepest local exit without an
 //! answer. With `--offload-auto` the cut moves by measurement.
 
-use super::super::criteria::finite;
 use super::super::walk::Walk;
 use super::super::{ExitChain, ExitChainError, FrameOutcome, MAX_EXITS};
 use super::{Offload, OffloadCounters, OffloadReply, OffloadRequest, Partitioner};
@@ -22,6 +21,15 @@ pub(crate) struct Remote {
     pub(in crate::exit_chain) counters: OffloadCounters,
     /// Moves `local` by measurement (`None`: a fixed cut).
     pub(in crate::exit_chain) auto: Option<Partitioner>,
+    /// Bounds on an answer's elements (the manifest's `[offload]`).
+    pub(in crate::exit_chain) max_abs_state: f32,
+    pub(in crate::exit_chain) max_abs_action: f32,
+}
+
+/// Whether every element is finite and at most `bound` in magnitude: what
+/// an answer from the network must be before the robot commits it.
+fn within(v: &[f32], bound: f32) -> bool {
+    v.iter().all(|x| x.abs() <= bound)
 }
 
 /// Frames between two choices of the cut by measurement.
@@ -48,6 +56,7 @@ impl ExitChain {
                 self.n
             )));
         }
+        let (max_abs_state, max_abs_action) = self.offload_bounds;
         self.remote = Some(Remote {
             local,
             link,
@@ -56,6 +65,8 @@ impl ExitChain {
             frames: 0,
             counters: OffloadCounters::default(),
             auto: None,
+            max_abs_state,
+            max_abs_action,
         });
         Ok(())
     }
@@ -174,8 +185,8 @@ impl ExitChain {
             && (local..self.n).contains(&reply.exit)
             && reply.ran > reply.exit
             && reply.ran <= self.n
-            && finite(&reply.action)
-            && finite(&reply.next_state);
+            && within(&reply.action, r.max_abs_action)
+            && within(&reply.next_state, r.max_abs_state);
         if !usable {
             r.counters.rejected += answered as u64;
             r.counters.fallbacks += 1;
