@@ -8,7 +8,7 @@
 #   setup  Debian packages, rustup targets, cargo tools, zig, Python test env
 #   check  rustfmt, clippy -D warnings on every crate and feature, firmware images
 #   test   every test, ignored ones (QEMU, Python references) included
-#   fuzz   the wire decoder and the firmware's receive path, briefly
+#   fuzz   every parser of outside bytes, briefly (scripts/fuzz.sh --long: longer)
 #   bench  firmware, engines, simulator, runtime, zenoh benches; profile (JSON)
 #   cross  the aarch64 Jetson binary (glibc 2.31), qemu-aarch64 smoke test, bundle
 #   demo   the main job, offramp demo

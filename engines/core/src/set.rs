@@ -44,6 +44,22 @@ impl EngineSet {
         Ok(set)
     }
 
+    /// Parses `text` as the manifest at `manifest_path` and checks
+    /// everything [`EngineSet::open`] checks but the artifacts (their
+    /// presence and checksums): a manifest's fields and chain, from text.
+    pub fn check_text(manifest_path: &Path, text: &str) -> Result<Manifest> {
+        let set = Self {
+            dir: manifest_path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .to_path_buf(),
+            manifest_path: manifest_path.to_path_buf(),
+            manifest: parse(manifest_path, text)?,
+        };
+        set.check_chain()?;
+        Ok(set.manifest)
+    }
+
     /// Writes `manifest` into `dir/manifest.toml` (used by build and
     /// calibrate), only if it loads back: it is checked as
     /// [`EngineSet::open`] checks a set (its fields, the artifacts' checksums,

@@ -21,7 +21,7 @@
 
 use crate::exit_chain::{FrameOutcome, MAX_EXITS};
 use std::fs::File;
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 
 pub const MAGIC: &[u8; 12] = b"OFFRAMP-REC\0";
@@ -231,11 +231,19 @@ impl Drop for Recorder {
 /// (impossible with whole-batch writes, but a copied file may be cut) is
 /// reported and skipped.
 pub fn read(path: &Path) -> Result<Vec<Record>, RecorderError> {
+    let f = File::open(path).map_err(|source| RecorderError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    read_from(io::BufReader::new(f), path)
+}
+
+/// [`read`] from any reader; `path` names it in errors.
+pub fn read_from(mut f: impl BufRead, path: &Path) -> Result<Vec<Record>, RecorderError> {
     let io = |source| RecorderError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let mut f = io::BufReader::new(File::open(path).map_err(io)?);
     let mut header = [0u8; 16];
     f.read_exact(&mut header)
         .map_err(|_| RecorderError::Format {

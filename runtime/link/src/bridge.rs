@@ -603,6 +603,117 @@ fn write_frame(s: &mut State, msg: &HostMsg) -> bool {
     true
 }
 
+/// The bridge's handling of what arrives over the network, without a
+/// serial port or a session: for the fuzzer (`runtime/fuzz`, target
+/// `bridge`), behind the `fuzzing` feature.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    use super::*;
+    use std::io::{Read, Seek, SeekFrom};
+
+    /// Feeds `inputs` to a bridge whose firmware link is up (frames go to
+    /// `scratch`, truncated first), each as it would arrive: a kind byte
+    /// (bit 0: an operator message, else an action; bit 1: re-stamped
+    /// within a second of now, so the timing checks see plausible times)
+    /// then the message. Panics on a broken invariant: every action is
+    /// counted exactly once; every frame written decodes; a drive's
+    /// command is finite; no arm or drive is written between an operator's
+    /// latch and a release; drives written equal drives counted.
+    pub fn feed(scratch: &mut File, inputs: &[&[u8]]) {
+        scratch.set_len(0).expect("scratch file");
+        scratch.seek(SeekFrom::Start(0)).expect("scratch file");
+        let now = Instant::now();
+        let shared = Shared {
+            state: Mutex::new(State {
+                writer: Some(scratch.try_clone().expect("scratch file")),
+                clock: Some(ClockSync::from_ping(now, 1_000, now)),
+                ..State::default()
+            }),
+            next_seq: AtomicU32::new(1),
+        };
+        let counted = |s: &State| {
+            let c = &s.counters;
+            [
+                c.malformed,
+                c.stops,
+                c.latched_drops,
+                c.stale,
+                c.no_link,
+                c.forwarded,
+            ]
+            .iter()
+            .fold(0u64, |a, b| a.saturating_add(*b))
+        };
+        for input in inputs {
+            let Some((&kind, msg)) = input.split_first() else {
+                continue;
+            };
+            let now = zenoh_link::unix_ns(SystemTime::now());
+            let near = |t: u64| {
+                now.saturating_sub(1_000_000_000)
+                    .saturating_add(t % 2_000_000_000)
+            };
+            let (mut abuf, mut obuf) = ([0u8; ActionMsg::MAX_LEN], [0u8; OperatorMsg::MAX_LEN]);
+            let msg = match (kind & 2 == 2, kind & 1 == 1) {
+                (true, true) => match OperatorMsg::decode(msg) {
+                    Ok(mut m) => {
+                        m.sent_unix_ns = near(m.sent_unix_ns);
+                        m.encode(&mut obuf)
+                    }
+                    Err(_) => msg,
+                },
+                (true, false) => match ActionMsg::decode(msg) {
+                    Ok(mut m) => {
+                        m.sent_unix_ns = near(m.sent_unix_ns);
+                        m.encode(&mut abuf)
+                    }
+                    Err(_) => msg,
+                },
+                _ => msg,
+            };
+            if kind & 1 == 1 {
+                on_operator(&shared, msg);
+            } else {
+                let before = counted(&shared.lock());
+                on_action(&shared, msg);
+                let after = counted(&shared.lock());
+                assert_eq!(
+                    after,
+                    before + 1,
+                    "an action counted {} times",
+                    after - before
+                );
+            }
+        }
+        let mut s = shared.lock();
+        let mut bytes = Vec::new();
+        let f = s.writer.as_mut().expect("the writer stays");
+        f.seek(SeekFrom::Start(0)).expect("scratch file");
+        f.read_to_end(&mut bytes).expect("scratch file");
+        let mut acc = offramp_protocol::Accumulator::<MAX_FRAME>::new();
+        let (mut latched, mut drives) = (false, 0u64);
+        for b in bytes {
+            if let offramp_protocol::Feed::Frame(frame) = acc.feed(b) {
+                match offramp_protocol::decode::<HostMsg>(frame).expect("a frame written decodes") {
+                    HostMsg::Latch => latched = true,
+                    HostMsg::Release { .. } => latched = false,
+                    HostMsg::Arm { .. } => assert!(!latched, "armed while latched"),
+                    HostMsg::Drive(d) => {
+                        assert!(!latched, "a drive written while latched");
+                        let Setpoint::Twist { v, omega } = d.setpoint else {
+                            panic!("the bridge writes twists: {d:?}");
+                        };
+                        assert!(v.is_finite() && omega.is_finite(), "{d:?}");
+                        drives += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(drives, s.counters.forwarded, "drives written vs counted");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

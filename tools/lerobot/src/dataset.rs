@@ -191,7 +191,14 @@ impl Dataset {
                 root.display()
             )
         })?;
-        let info: Info = serde_json::from_str(&text)
+        Self::from_info(root, &text)
+    }
+
+    /// The dataset at `root` described by `text` (its `meta/info.json`),
+    /// checked as [`Dataset::open`] checks it.
+    pub fn from_info(root: &Path, text: &str) -> anyhow::Result<Self> {
+        let path = root.join("meta/info.json");
+        let info: Info = serde_json::from_str(text)
             .with_context(|| format!("{}: not a LeRobot info.json", path.display()))?;
         let v3 = match info
             .codebase_version

@@ -151,7 +151,19 @@ fn read_source(dir: &Path) -> Result<(PathBuf, SourceModel)> {
         path: path.clone(),
         source,
     })?;
-    let src: SourceModel = toml::from_str(&text).map_err(|e| Error::SourceSyntax {
+    let src = parse_source(dir, &path, &text)?;
+    Ok((path, src))
+}
+
+/// Checks `text` as the `model.toml` in `dir`, as `offramp build` does
+/// before it reads any graph.
+pub fn check_model_toml(dir: &Path, text: &str) -> Result<()> {
+    parse_source(dir, &dir.join("model.toml"), text).map(|_| ())
+}
+
+fn parse_source(dir: &Path, path: &Path, text: &str) -> Result<SourceModel> {
+    let path = path.to_path_buf();
+    let src: SourceModel = toml::from_str(text).map_err(|e| Error::SourceSyntax {
         path: path.clone(),
         message: e.to_string().trim_end().to_string(),
     })?;
@@ -227,7 +239,7 @@ fn read_source(dir: &Path) -> Result<(PathBuf, SourceModel)> {
         }
         _ => {}
     }
-    Ok((path, src))
+    Ok(src)
 }
 
 /// Builds an engine set and returns its manifest and summary rows. The set is

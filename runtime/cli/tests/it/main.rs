@@ -13,6 +13,7 @@ mod camera_loss;
 mod cli;
 mod closed_loop;
 mod faults;
+mod fuzz_seeds;
 mod lerobot;
 mod offload;
 mod profile;
