@@ -6,7 +6,7 @@ source "$(dirname "$0")/env.sh"
 
 step "format"
 cargo fmt --all --check
-for dir in firmware/boards/lm3s6965-qemu firmware/boards/stm32f411-blackpill firmware/protocol/fuzz; do
+for dir in firmware/boards/lm3s6965-qemu firmware/boards/stm32f411-blackpill firmware/protocol/fuzz runtime/fuzz; do
   (cd "$dir" && cargo fmt --check)
 done
 

@@ -6,7 +6,8 @@
 //! state).
 
 use crate::solve::{
-    first_stoppable, predict, shares, solve_q, thresholds_from_shares, FrameDeltas, Prediction,
+    first_stoppable, over_budget, predict, shares, solve_q, thresholds_from_shares, FrameDeltas,
+    OverBudget, Prediction,
 };
 use offramp_runtime::camera::FrameMeta;
 use offramp_runtime::closed_loop::Task;
@@ -202,6 +203,10 @@ pub struct Calibration {
     /// The thresholds on recorded episodes they were not solved on
     /// ([`held_out`]), when some were given.
     pub held_out: Option<HeldOut>,
+    /// Set when the thresholds spend more than the budget (on the robot
+    /// alone when the budget counts only its compute): the least the
+    /// criterion can spend on these frames, and why.
+    pub over_budget: Option<OverBudget>,
 }
 
 /// What thresholds do on recorded frames they were not solved on.
@@ -346,6 +351,9 @@ pub fn calibrate(
         p.chain.set_thresholds(&thresholds);
     }
     let costs: Vec<f64> = costs_u.iter().map(|c| *c as f64).collect();
+    let budgeted: Vec<f64> = budgeted.iter().map(|c| *c as f64).collect();
+    let spent = predict(&last.0, &thresholds, &budgeted).mean_cost;
+    let over_budget = over_budget(&last.0, &budgeted, deepest, budget_macs, spent);
     let offload = match (offload, robot_u) {
         (Some(o), Some(r)) => {
             let rc: Vec<f64> = r.iter().map(|c| *c as f64).collect();
@@ -362,6 +370,7 @@ pub fn calibrate(
     Ok(Calibration {
         offload,
         held_out: None,
+        over_budget,
         predicted: predict(&last.0, &thresholds, &costs),
         thresholds,
         q,

@@ -172,9 +172,120 @@ pub fn predict(deltas: &[FrameDeltas], thresholds: &[f32], costs: &[f64]) -> Pre
     }
 }
 
+/// A budget the solve does not meet, the least compute the criterion
+/// allows on these frames, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OverBudget {
+    pub budget_macs: f64,
+    /// What the thresholds spend on the calibration frames.
+    pub predicted_macs: f64,
+    /// The least any thresholds can spend: every frame stops at the first
+    /// exit (up to the deepest allowed) where the criterion has a score.
+    pub cheapest_macs: f64,
+    pub why: String,
+}
+
+impl OverBudget {
+    /// One line, compute as shares of the full model's `full_macs`.
+    pub fn summary(&self, full_macs: u64) -> String {
+        let r = |m: f64| m / full_macs as f64;
+        format!(
+            "{:.3} of the full model for a budget of {:.3}; the least the criterion allows on these frames is {:.3}: {}",
+            r(self.predicted_macs),
+            r(self.budget_macs),
+            r(self.cheapest_macs),
+            self.why
+        )
+    }
+}
+
+/// Shares of frames can miss a budget by rounding; more than this over it
+/// is reported.
+pub const BUDGET_TOLERANCE: f64 = 0.005;
+
+/// Whether thresholds predicted to spend `predicted` (per frame, in the
+/// units of `costs`, cumulative per exit) meet `budget` on `deltas`; if not,
+/// the nearest they can and why.
+pub fn over_budget(
+    deltas: &[FrameDeltas],
+    costs: &[f64],
+    deepest: usize,
+    budget: f64,
+    predicted: f64,
+) -> Option<OverBudget> {
+    if predicted <= budget * (1.0 + BUDGET_TOLERANCE) || deltas.is_empty() {
+        return None;
+    }
+    let first_score = |f: &FrameDeltas| {
+        (0..deepest)
+            .find(|&i| f.get(i).is_some_and(|d| !d.is_nan()))
+            .unwrap_or(deepest)
+    };
+    let cheapest = deltas.iter().map(|f| costs[first_score(f)]).sum::<f64>() / deltas.len() as f64;
+    let first = first_stoppable(deltas, deepest);
+    let why = if first == 0 && budget < costs[0] {
+        format!(
+            "the budget is below exit 1's own cost ({:.0} MACs): every frame runs exit 1 at least",
+            costs[0]
+        )
+    } else if budget < costs[first] {
+        format!(
+            "no frame can stop before exit {}: the criterion has no score at exit{} {} (action consistency compares each exit's action with the one before, so exit 1 needs the model's `exit0_reference`; a learned or max-confidence criterion needs none)",
+            first + 1,
+            if first > 1 { "s" } else { "" },
+            (1..=first).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+        )
+    } else if budget < cheapest {
+        let late = deltas.iter().filter(|f| first_score(f) > first).count();
+        format!(
+            "{late} of {} frames have no criterion score at exit {} (a non-finite action or score there): they cannot stop before a deeper exit",
+            deltas.len(),
+            first + 1
+        )
+    } else {
+        "frames tie at the thresholds' cuts (saturated scores): no threshold stops exactly the shares the budget asks for".to_string()
+    };
+    Some(OverBudget {
+        budget_macs: budget,
+        predicted_macs: predicted,
+        cheapest_macs: cheapest,
+        why,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_budget_the_criterion_cannot_meet_names_the_nearest_and_why() {
+        let costs = [1.0, 2.0, 3.0];
+        // Action consistency without a reference: exit 0 has no score.
+        let frames = vec![vec![f32::NAN, 0.1, 0.2]; 10];
+        let t = thresholds_for(&frames, &[0.0, 1.0, 0.0]);
+        let p = predict(&frames, &t, &costs);
+        assert_eq!(p.mean_cost, 2.0);
+        assert_eq!(over_budget(&frames, &costs, 2, 2.0, p.mean_cost), None);
+        let o = over_budget(&frames, &costs, 2, 1.5, p.mean_cost).unwrap();
+        assert_eq!((o.cheapest_macs, o.predicted_macs), (2.0, 2.0));
+        assert!(
+            o.why.contains("before exit 2") && o.why.contains("reference"),
+            "{}",
+            o.why
+        );
+        // Exit 0 scores, but half the frames are NaN there.
+        let mut frames = vec![vec![0.1, 0.1, 0.2]; 5];
+        frames.extend(vec![vec![f32::NAN, 0.1, 0.2]; 5]);
+        let o = over_budget(&frames, &costs, 2, 1.2, 1.6).unwrap();
+        assert_eq!(o.cheapest_macs, 1.5);
+        assert!(o.why.starts_with("5 of 10 frames"), "{}", o.why);
+        // Feasible in principle, missed by ties; within the tolerance, fine.
+        let o = over_budget(&frames, &costs, 2, 1.6, 1.7).unwrap();
+        assert!(o.why.contains("tie"), "{}", o.why);
+        assert_eq!(over_budget(&frames, &costs, 2, 1.6, 1.6 * 1.004), None);
+        let o = over_budget(&frames, &costs, 2, 0.5, 1.6).unwrap();
+        assert!(o.why.contains("below exit 1's own cost"), "{}", o.why);
+    }
 
     #[test]
     fn q_meets_the_budget() {

@@ -127,8 +127,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             ))
         }
     };
-    run(&cfg, &a, &source)?;
-    Ok(())
+    run(&cfg, &a, &source).map(drop)
 }
 
 // Without the simulator `cfg` is `()` and unused.
@@ -167,6 +166,14 @@ pub fn run(cfg: &SimCfg, a: &Args, source: &Source) -> anyhow::Result<Calibratio
             *episodes as u64,
         ),
     };
+    // Held-out frames are checked before minutes of calibration.
+    let held_out = held_out
+        .map(|d| load_replay(d).map(|h| (h, d)))
+        .transpose()?;
+    if let Some((h, d)) = held_out.as_ref().filter(|(h, _)| h.views != frame) {
+        let (d, views) = (d.display(), &h.views);
+        bail!("--held-out {d}: frames are {views}, the calibration frames {frame}");
+    }
     let mut p = Pipeline::open(&set, BackendKind::Cpu, frame.clone())?;
     let full = p.chain.full_macs() as f64;
     let budget_macs = match (budgets.ratio, budgets.mflops) {
@@ -260,15 +267,7 @@ pub fn run(cfg: &SimCfg, a: &Args, source: &Source) -> anyhow::Result<Calibratio
         c.thresholds = r.best.thresholds.clone();
         c.refined = Some(r);
     }
-    if let Some(dir) = held_out {
-        let h = load_replay(dir)?;
-        if h.views != frame {
-            bail!(
-                "--held-out {}: frames are {}, the calibration frames {frame}",
-                dir.display(),
-                h.views,
-            );
-        }
+    if let Some((h, _)) = &held_out {
         p.chain.set_thresholds(&c.thresholds);
         c.held_out = Some(offramp_calibrate::calibrate::held_out(
             &mut p,
@@ -310,6 +309,9 @@ pub fn run(cfg: &SimCfg, a: &Args, source: &Source) -> anyhow::Result<Calibratio
                 c.exit_costs[i] as f64 / 1e6,
                 c.exit_latency_p99_ms[i]
             );
+        }
+        if let Some(o) = &c.over_budget {
+            println!("  over budget: {}", o.summary(c.full_macs));
         }
         if let Some(h) = &c.held_out {
             println!(

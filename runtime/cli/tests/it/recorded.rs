@@ -141,3 +141,118 @@ fn a_recording_survives_a_kill_and_an_interrupt() {
         }
     }
 }
+
+/// A copy of the demo set in `dir/name` (calibration writes its manifest).
+fn demo_copy(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let set = dir.join(name);
+    std::fs::create_dir(&set).unwrap();
+    for e in std::fs::read_dir(demo_dir()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), set.join(e.file_name())).unwrap();
+    }
+    set
+}
+
+/// `--held-out` frames of another size are refused before the
+/// calibration pass, not after it: here the pass would take hours (100,000
+/// simulator episodes), so the refusal has to come first for the command
+/// to end at all.
+#[test]
+fn calibrate_checks_held_out_frames_before_the_first_pass() {
+    use offramp_runtime::npy;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let held = dir.path().join("held");
+    std::fs::create_dir(&held).unwrap();
+    npy::write::<u8>(
+        &held.join("frames.npy"),
+        &[2, 16, 16, 3],
+        &[0; 2 * 16 * 16 * 3],
+    )
+    .unwrap();
+    npy::write::<i64>(&held.join("instructions.npy"), &[2], &[0, 0]).unwrap();
+    npy::write::<i32>(&held.join("episodes.npy"), &[2], &[0, 0]).unwrap();
+    let set = demo_copy(dir.path(), "set");
+    let mut p = Proc(
+        Command::new(bin())
+            .args(["--log", "warn", "calibrate", "--engines"])
+            .arg(&set)
+            .args([
+                "--sim-episodes",
+                "100000",
+                "--budget-ratio",
+                "0.5",
+                "--held-out",
+            ])
+            .arg(&held)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = p.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "still calibrating after 60 s: the held-out frames were not checked first"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(p.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(err.contains("--held-out") && err.contains("16x16"), "{err}");
+}
+
+/// A budget the criterion cannot meet is reported with the least it can
+/// spend and why; a budget it meets is not.
+#[test]
+fn calibrate_reports_a_budget_it_cannot_meet() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    let (ok, _, err) = offramp(&[
+        "sim",
+        "record",
+        "--episodes",
+        "3",
+        "--first-seed",
+        "200000",
+        "--out",
+        rec.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let set = demo_copy(dir.path(), "set");
+    let calibrate = |budget: &str| {
+        let (ok, out, err) = offramp(&[
+            "calibrate",
+            "--engines",
+            set.to_str().unwrap(),
+            "--episodes",
+            rec.to_str().unwrap(),
+            "--budget-ratio",
+            budget,
+            "--json",
+        ]);
+        assert!(ok, "{err}");
+        let c: serde_json::Value = serde_json::from_str(&out).unwrap();
+        c
+    };
+    let c = calibrate("0.5");
+    assert!(c["over_budget"].is_null(), "{}", c["over_budget"]);
+    let c = calibrate("0.01");
+    let o = &c["over_budget"];
+    let exit1 = c["exit_costs"][0].as_f64().unwrap();
+    assert_eq!(o["cheapest_macs"].as_f64().unwrap(), exit1, "{o}");
+    assert!(o["predicted_macs"].as_f64().unwrap() >= exit1, "{o}");
+    assert!(
+        o["why"]
+            .as_str()
+            .unwrap()
+            .contains("below exit 1's own cost"),
+        "{o}"
+    );
+}
