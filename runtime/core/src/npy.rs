@@ -231,9 +231,14 @@ pub fn decode<T: Element>(bytes: &[u8]) -> Result<(Vec<usize>, Vec<T>), String> 
     let data = &bytes[start + hlen..];
     // Up to one row past the count: the row an [`Appender`] was writing
     // when it stopped.
+    // Checked too: with a zero first dimension `need` is 0 whatever the
+    // others are, and their product may not fit.
     let row = shape
         .get(1..)
-        .map_or(T::SIZE, |r| r.iter().product::<usize>() * T::SIZE);
+        .unwrap_or_default()
+        .iter()
+        .try_fold(T::SIZE, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| format!("shape {shape:?} is too large"))?;
     if data.len() < need || data.len() - need > row {
         return Err(format!(
             "shape {shape:?} needs {need} bytes of data, the file has {}",
@@ -300,6 +305,15 @@ mod tests {
         assert!(e.contains("malformed shape"), "{e}");
         let big = format!("{{'descr': '<f4', 'shape': ({}, 4), }}", 1usize << 62);
         let e = decode::<f32>(&raw(&big, &[])).unwrap_err();
+        assert!(e.contains("is too large"), "{e}");
+        // No rows, but rows too large to count (found by fuzzing: the row
+        // size overflowed while the total was 0).
+        let empty = format!(
+            "{{'descr': '|u1', 'shape': (0, {}, {}), }}",
+            1usize << 40,
+            1usize << 40
+        );
+        let e = decode::<u8>(&raw(&empty, &[])).unwrap_err();
         assert!(e.contains("is too large"), "{e}");
         // More than a row past the count is not a file an appender left.
         let mut long = b.clone();

@@ -152,6 +152,8 @@ pub struct ExitChain {
     chosen: usize,
     stopped: bool,
     instruction: Option<usize>,
+    /// The instruction set last (`None` before any, or after a refusal).
+    current_instruction: Option<usize>,
     segment_macs: Vec<u64>,
     head_macs: u64,
     full_macs: u64,
@@ -275,6 +277,7 @@ impl ExitChain {
             chosen: n - 1,
             stopped: false,
             instruction,
+            current_instruction: None,
             segment_macs,
             head_macs,
             full_macs: m.exits.iter().map(|s| s.cost.macs).sum::<u64>() + head_macs,
@@ -316,7 +319,9 @@ impl ExitChain {
     /// element k, or the token ids of instruction k. An instruction the
     /// model does not know is refused (the input keeps no stale one).
     pub fn set_instruction(&mut self, k: usize) -> Result<(), ExitChainError> {
+        self.current_instruction = None;
         let Some(i) = self.instruction else {
+            self.current_instruction = Some(k);
             return Ok(());
         };
         let buf = &mut self.chain.inputs_mut()[i];
@@ -337,7 +342,13 @@ impl ExitChain {
                 *x = *id as f32;
             }
         }
+        self.current_instruction = Some(k);
         Ok(())
+    }
+
+    /// The instruction set last, if any (and not refused since).
+    pub fn instruction(&self) -> Option<usize> {
+        self.current_instruction
     }
 
     /// Forgets the recurrent state (new episode).
