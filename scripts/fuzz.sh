@@ -14,13 +14,14 @@
 # outside the clone ($OFFRAMP_CACHE/fuzz-corpus/<target>). A crash fails the
 # run and leaves its input under the fuzz crate's artifacts/<target>/. The
 # last line per target is libFuzzer's "Done N runs in S second(s)"; the run
-# ends with a JSON summary (target, runs, seconds) in
+# ends with a JSON summary (target, runs, seconds, edges covered) in
 # $OFFRAMP_CACHE/reports/fuzz.json.
 source "$(dirname "$0")/steps/env.sh"
 seconds=${OFFRAMP_FUZZ_SECONDS:-15}
+long=
 if [ "${1:-}" = --long ]; then
   shift
-  seconds=1200
+  long=1 seconds=1200
   if [[ "${1:-}" =~ ^[0-9]+$ ]]; then seconds=$1; shift; fi
 fi
 firmware=(decode firmware_rx firmware_msgs)
@@ -32,13 +33,19 @@ step "fuzz (${seconds}s per target)"
 log=$(mktemp)
 summary=()
 for t in "${targets[@]}"; do
-  # The firmware's targets run with AddressSanitizer (the protocol crate is
-  # no_std with its own buffers); the runtime's are safe Rust over large
-  # dependencies: no sanitizer, debug assertions (overflow checks) on.
+  # Debug assertions (overflow checks) are on everywhere. The brief runs
+  # build the firmware's targets with AddressSanitizer and the runtime's
+  # unoptimised (they link zenoh and tract: a fraction of the build time);
+  # the long runs build everything optimised and without a sanitizer, which
+  # runs several times as many inputs (the code fuzzed is safe Rust: the
+  # protocol crate forbids unsafe, and a panic or an overflow is what a
+  # crash is).
   if [[ " ${firmware[*]} " == *" $t "* ]]; then
     dir=firmware/protocol/fuzz flags=()
+    [ -z "$long" ] || flags+=(-s none)
   elif [[ " ${runtime[*]} " == *" $t "* ]]; then
     dir=runtime/fuzz flags=(--fuzz-dir . -s none -a)
+    [ -n "$long" ] || flags+=(--dev)
   else
     echo "unknown fuzz target '$t' (${firmware[*]} ${runtime[*]})"
     exit 2
@@ -57,7 +64,8 @@ for t in "${targets[@]}"; do
   echo "$t: $done_line"
   runs=$(sed -E 's/^Done ([0-9]+) runs in ([0-9]+) second.*/\1/' <<<"$done_line")
   secs=$(sed -E 's/^Done ([0-9]+) runs in ([0-9]+) second.*/\2/' <<<"$done_line")
-  summary+=("{\"target\": \"$t\", \"runs\": $runs, \"seconds\": $secs}")
+  cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -n1 | cut -d' ' -f2)
+  summary+=("{\"target\": \"$t\", \"runs\": $runs, \"seconds\": $secs, \"edges\": ${cov:-0}}")
 done
 (IFS=,; echo "[${summary[*]}]") >"$reports/fuzz.json"
 cat "$reports/fuzz.json"

@@ -160,15 +160,22 @@ fn remote_deep_exits_equal_local_ones_bit_for_bit() {
     assert_eq!((c.requests, c.answered, c.fallbacks), (40, 40, 0));
 }
 
-#[test]
-fn fp16_carried_tensors_stay_close_to_local_exits() {
-    // The demo set with `[offload] carried = "fp16"` in its manifest.
+/// The demo set and a copy of it in a scratch directory (for a manifest
+/// of its own).
+fn demo_copy() -> (EngineSet, tempfile::TempDir) {
     let demo = demo_set();
     let dir = tempfile::tempdir().unwrap();
     for e in std::fs::read_dir(&demo.dir).unwrap() {
         let e = e.unwrap();
         std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
     }
+    (demo, dir)
+}
+
+#[test]
+fn fp16_carried_tensors_stay_close_to_local_exits() {
+    // The demo set with `[offload] carried = "fp16"` in its manifest.
+    let (demo, dir) = demo_copy();
     let mut m = demo.manifest.clone();
     m.offload = Some(OffloadSpec {
         carried: CarriedDtype::Fp16,
@@ -199,12 +206,7 @@ fn fp16_carried_tensors_stay_close_to_local_exits() {
 
 #[test]
 fn answers_past_the_manifests_bounds_are_not_committed() {
-    let demo = demo_set();
-    let dir = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(&demo.dir).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
-    }
+    let (demo, dir) = demo_copy();
     // A bound that is not a bound is refused by name.
     let mut m = demo.manifest.clone();
     for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {

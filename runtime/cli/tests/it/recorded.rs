@@ -57,12 +57,7 @@ fn thresholds_solved_on_recorded_episodes_meet_the_budget_held_out() {
     assert!(!ok);
     assert!(err.contains("already holds a recording"), "{err}");
     for budget in [0.3, 0.5, 0.7] {
-        let set = dir.path().join(format!("set-{budget}"));
-        std::fs::create_dir(&set).unwrap();
-        for e in std::fs::read_dir(demo_dir()).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), set.join(e.file_name())).unwrap();
-        }
+        let set = demo_copy(dir.path(), &format!("set-{budget}"));
         let (ok, out, err) = offramp(&[
             "calibrate",
             "--engines",
