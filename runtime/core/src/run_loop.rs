@@ -275,7 +275,7 @@ impl<P: BorrowMut<Pipeline>> RunLoop<P> {
         let pipeline = self.pipeline.borrow_mut();
         if meta.new_episode {
             pipeline.begin_episode(meta.instruction)?;
-        } else if pipeline.chain.instruction() != Some(meta.instruction) {
+        } else if pipeline.chain.current_instruction() != Some(meta.instruction) {
             // The model reads its instruction every frame: one given in the
             // middle of an episode (a new command, a recording that changes
             // it) applies from this frame on, the recurrent state kept.

@@ -347,7 +347,7 @@ impl ExitChain {
     }
 
     /// The instruction set last, if any (and not refused since).
-    pub fn instruction(&self) -> Option<usize> {
+    pub fn current_instruction(&self) -> Option<usize> {
         self.current_instruction
     }
 
