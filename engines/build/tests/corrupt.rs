@@ -412,3 +412,67 @@ fn build_errors_name_the_source() {
     .to_string();
     assert!(e.contains("trtexec not found"), "{e}");
 }
+
+/// A build refused part way (here: the second segment's file is missing,
+/// after the first was read) leaves `--out` as it was: absent when it was,
+/// or holding the set it held, byte for byte; no staging directory stays.
+#[test]
+fn a_refused_build_leaves_out_as_it_was() {
+    let (set_dir, _) = built_tiny();
+    let src = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(tiny_onnx()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), src.path().join(e.file_name())).unwrap();
+    }
+    std::fs::remove_file(src.path().join("segment1.onnx")).unwrap();
+    let snapshot = |dir: &Path| -> Vec<(std::ffi::OsString, Vec<u8>)> {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name(), std::fs::read(e.path()).unwrap())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let parent = tempfile::tempdir().unwrap();
+    let fresh = parent.path().join("set");
+    let existing = set_dir.path().to_path_buf();
+    std::fs::write(existing.join("keep.txt"), "mine").unwrap();
+    let before = snapshot(&existing);
+    for out in [&fresh, &existing] {
+        let e = build(
+            &BuildOptions {
+                onnx_dir: src.path().to_path_buf(),
+                out_dir: out.clone(),
+                backend: BackendKind::Cpu,
+                precision: Precision::Fp32,
+                int8_calibration_cache: None,
+                offramp_version: "test".into(),
+            },
+            &mut |_| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("segment1.onnx"), "{e}");
+    }
+    assert!(!fresh.exists(), "a refused build created --out");
+    assert_eq!(snapshot(&existing), before, "a refused build changed --out");
+    assert!(
+        std::fs::read_dir(parent.path()).unwrap().next().is_none(),
+        "a staging directory stayed"
+    );
+    let name = existing.file_name().unwrap().to_string_lossy().into_owned();
+    let staged = std::fs::read_dir(existing.parent().unwrap())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!(".{name}.building-"))
+        })
+        .count();
+    assert_eq!(staged, 0, "a staging directory stayed");
+}

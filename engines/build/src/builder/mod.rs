@@ -245,7 +245,60 @@ fn parse_source(dir: &Path, path: &Path, text: &str) -> Result<SourceModel> {
 /// Builds an engine set and returns its manifest and summary rows. The set is
 /// re-opened (every check of [`EngineSet::open`]) and, for the CPU backend,
 /// every engine is loaded once before this returns.
+///
+/// The set is built in a staging directory beside `out_dir` and its files
+/// move into `out_dir` only once all of it built, checked and (CPU) loaded:
+/// a refused build leaves `out_dir` as it was (absent, or the set it held).
 pub fn build(
+    opts: &BuildOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(Manifest, Vec<Row>)> {
+    let out = &opts.out_dir;
+    let stage = match out.file_name() {
+        Some(name) => out.with_file_name(format!(
+            ".{}.building-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        )),
+        None => out.join(format!(".building-{}", std::process::id())),
+    };
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    let staged = BuildOptions {
+        out_dir: stage.clone(),
+        ..opts.clone()
+    };
+    // TensorRT's timing cache from an earlier build speeds this one up.
+    let cache = out.join("timing.cache");
+    if cache.is_file() {
+        std::fs::create_dir_all(&stage).map_err(io(&stage))?;
+        std::fs::copy(&cache, stage.join("timing.cache")).map_err(io(&cache))?;
+    }
+    let built = build_into(&staged, progress);
+    let moved = built.and_then(|(manifest, rows)| {
+        std::fs::create_dir_all(out).map_err(io(out))?;
+        // The manifest last: until it moves, the old set (if any) stays
+        // the one its manifest describes.
+        let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(&stage)
+            .map_err(io(&stage))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()
+            .map_err(io(&stage))?;
+        names.sort_by_key(|n| n == "manifest.toml");
+        for name in names {
+            let dst = out.join(&name);
+            std::fs::rename(stage.join(&name), &dst).map_err(io(&dst))?;
+        }
+        Ok((manifest, rows))
+    });
+    let _ = std::fs::remove_dir_all(&stage);
+    moved
+}
+
+/// [`build`] into `opts.out_dir` (the staging directory).
+fn build_into(
     opts: &BuildOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(Manifest, Vec<Row>)> {
