@@ -352,8 +352,7 @@ pub fn calibrate(
     }
     let costs: Vec<f64> = costs_u.iter().map(|c| *c as f64).collect();
     let budgeted: Vec<f64> = budgeted.iter().map(|c| *c as f64).collect();
-    let spent = predict(&last.0, &thresholds, &budgeted).mean_cost;
-    let over_budget = over_budget(&last.0, &budgeted, deepest, budget_macs, spent);
+    let predicted = predict(&last.0, &thresholds, &costs);
     let offload = match (offload, robot_u) {
         (Some(o), Some(r)) => {
             let rc: Vec<f64> = r.iter().map(|c| *c as f64).collect();
@@ -367,11 +366,17 @@ pub fn calibrate(
         }
         _ => None,
     };
+    // What the budget counted, as predicted above: no second pass.
+    let spent = match &offload {
+        Some(o) if o.budget_counts_robot_only => o.predicted_robot.mean_cost,
+        _ => predicted.mean_cost,
+    };
+    let over_budget = over_budget(&last.0, &budgeted, deepest, budget_macs, spent);
     Ok(Calibration {
         offload,
         held_out: None,
         over_budget,
-        predicted: predict(&last.0, &thresholds, &costs),
+        predicted,
         thresholds,
         q,
         budget_macs,
