@@ -29,7 +29,7 @@ fn err(path: &Path, message: impl Into<String>) -> Error {
 
 /// A graph input or output as a tensor spec. Every tensor is f32, but a
 /// graph input may hold int64 token ids (`allow_ids`).
-fn spec_of(path: &Path, v: &pb::ValueInfoProto, allow_ids: bool) -> Result<TensorSpec> {
+pub(crate) fn spec_of(path: &Path, v: &pb::ValueInfoProto, allow_ids: bool) -> Result<TensorSpec> {
     use pb::tensor_proto::DataType;
     use pb::type_proto::Value;
     let Some(Value::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
@@ -77,15 +77,40 @@ fn spec_of(path: &Path, v: &pb::ValueInfoProto, allow_ids: bool) -> Result<Tenso
     })
 }
 
-/// Analyses one ONNX file.
-pub fn analyze(path: &Path) -> Result<Analysis> {
-    let proto = tract_onnx::onnx()
-        .proto_model_for_path(path)
-        .map_err(|e| err(path, format!("not a readable ONNX model: {e:#}")))?;
-    let graph = proto
-        .graph
-        .as_ref()
-        .ok_or_else(|| err(path, "the model has no graph"))?;
+/// The ONNX description of a tensor.
+pub(crate) fn value_info(spec: &TensorSpec) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::{dimension, Dimension};
+    let elem_type = match spec.dtype {
+        DType::F32 => pb::tensor_proto::DataType::Float,
+        DType::I64 => pb::tensor_proto::DataType::Int64,
+    } as i32;
+    pb::ValueInfoProto {
+        name: spec.name.clone(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type,
+                shape: Some(pb::TensorShapeProto {
+                    dim: spec
+                        .shape
+                        .iter()
+                        .map(|&d| Dimension {
+                            value: Some(dimension::Value::DimValue(d as i64)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A graph's inputs (those that are not initializers) and outputs.
+pub(crate) fn io_specs(
+    path: &Path,
+    graph: &pb::GraphProto,
+) -> Result<(Vec<TensorSpec>, Vec<TensorSpec>)> {
     let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let inputs = graph
         .input
@@ -98,6 +123,19 @@ pub fn analyze(path: &Path) -> Result<Analysis> {
         .iter()
         .map(|v| spec_of(path, v, false))
         .collect::<Result<Vec<_>>>()?;
+    Ok((inputs, outputs))
+}
+
+/// Analyses one ONNX file.
+pub fn analyze(path: &Path) -> Result<Analysis> {
+    let proto = tract_onnx::onnx()
+        .proto_model_for_path(path)
+        .map_err(|e| err(path, format!("not a readable ONNX model: {e:#}")))?;
+    let graph = proto
+        .graph
+        .as_ref()
+        .ok_or_else(|| err(path, "the model has no graph"))?;
+    let (inputs, outputs) = io_specs(path, graph)?;
     // Parameters are the floating-point initializers; integer ones are shapes
     // and indices (Reshape, Slice).
     use pb::tensor_proto::DataType as T;

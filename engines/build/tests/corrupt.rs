@@ -396,8 +396,12 @@ fn build_errors_name_the_source() {
     let e = build(&opts(src.path(), Precision::Fp32), &mut |_| {})
         .unwrap_err()
         .to_string();
+    // Both boundaries at once, each with the mapping that would fit.
     assert!(
-        e.contains("\"hidden1\" is not among the outputs of exits[0]"),
+        e.starts_with("2 problems:")
+            && e.contains("field `exits[1].inputs`: segment1.onnx reads \"hidden1\" f32 [1, 17, 32], which is not an output of segment0.onnx")
+            && e.contains("exits[1] = { file = \"segment1.onnx\", inputs = { hidden1 = \"hidden0\" } }")
+            && e.contains("field `exits[2].inputs`: segment2.onnx reads \"hidden1\""),
         "{e}"
     );
 

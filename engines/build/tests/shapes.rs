@@ -6,10 +6,10 @@
 
 mod common;
 use common::*;
-use offramp_build::builder::{build, BuildOptions};
+
 use offramp_build::split::{split, SplitOptions, SplitReport};
 use offramp_engines::manifest::{ActionKind, DType};
-use offramp_engines::{BackendKind, EngineSet, Precision};
+use offramp_engines::EngineSet;
 use offramp_engines_cpu::load_chain;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -112,18 +112,6 @@ fn options(s: &Shape, out: &Path) -> SplitOptions {
         out: out.to_path_buf(),
         tolerance: 1e-5,
     }
-}
-
-fn build_dir(src: &Path, out: &Path) -> offramp_engines::Result<()> {
-    let opts = BuildOptions {
-        onnx_dir: src.to_path_buf(),
-        out_dir: out.to_path_buf(),
-        backend: BackendKind::Cpu,
-        precision: Precision::Fp32,
-        int8_calibration_cache: None,
-        offramp_version: "test".into(),
-    };
-    build(&opts, &mut |_| {}).map(|_| ())
 }
 
 /// Splits and builds one shape into a fresh directory (`src/`, `set/`).

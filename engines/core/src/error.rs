@@ -5,6 +5,18 @@ use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// The problems found, as one error: `None` for none, the problem
+    /// itself for one, [`Error::Problems`] for several.
+    pub fn all(mut problems: Vec<Error>) -> Option<Error> {
+        match problems.len() {
+            0 => None,
+            1 => problems.pop(),
+            _ => Some(Error::Problems(problems)),
+        }
+    }
+}
+
 /// Every backend's first check in `Engine::run`: the caller passes as many
 /// inputs and outputs as the engine has.
 pub fn check_arity(
@@ -33,8 +45,17 @@ pub fn run_error(artifact: &std::path::Path, message: String) -> Error {
     }
 }
 
+/// The problems of a list, one per line.
+fn listed(problems: &[Error]) -> String {
+    problems.iter().map(|p| format!("\n  - {p}")).collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Several problems found in one pass (of a model description and its
+    /// graphs): all of them, so one run names every fix.
+    #[error("{} problems:{}", .0.len(), listed(.0))]
+    Problems(Vec<Error>),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

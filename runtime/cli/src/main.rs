@@ -62,6 +62,11 @@ enum Command {
     /// Cut a full ONNX export of a multi-exit model into one segment per
     /// exit (checked against the full model) and write its model.toml.
     Split(split::Args),
+    /// Draft the model.toml of an export (segments, or one full export,
+    /// split first): exits, carried tensors, actions, inputs; prints what
+    /// it guessed and what to confirm.
+    #[cfg(feature = "split")]
+    Init(split::InitArgs),
     /// Build an engine set from ONNX segments (a directory with model.toml).
     Build(build_set::Args),
     /// Import a LeRobot dataset (v2.x or v3.0: parquet + mp4) into the
@@ -145,6 +150,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bridge(a) => bridge::main(a),
         Command::Operator(a) => operator::main(a),
         Command::Split(a) => split::main(a),
+        #[cfg(feature = "split")]
+        Command::Init(a) => split::init(a),
         Command::Build(a) => build_set::main(a),
         #[cfg(feature = "lerobot")]
         Command::ImportLerobot(a) => import_lerobot::main(a),

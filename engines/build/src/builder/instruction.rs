@@ -2,8 +2,8 @@
 //! own `tokenizer.json` (the tokenizers crate, pure Rust) into the
 //! `instruction_ids` the manifest carries.
 
-use super::invalid;
 use crate::analyze::analyze;
+use crate::invalid;
 use offramp_engines::manifest::Preprocess;
 use offramp_engines::Result;
 use std::path::Path;
@@ -17,7 +17,7 @@ pub(super) fn tokenize_instructions(
     dir: &Path,
     source_path: &Path,
     p: &mut Preprocess,
-    first_segment: &str,
+    first_segment: &Path,
 ) -> Result<()> {
     let Some(file) = p.tokenizer.take() else {
         if !p.instruction_texts.is_empty() && p.instruction_ids.is_empty() {
@@ -44,7 +44,7 @@ pub(super) fn tokenize_instructions(
         ));
     }
     let name = p.instruction.as_deref().unwrap_or_default();
-    let inputs = analyze(&dir.join(first_segment))?.inputs;
+    let inputs = analyze(first_segment)?.inputs;
     let Some(len) = inputs
         .iter()
         .find(|t| t.name == name)

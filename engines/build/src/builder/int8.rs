@@ -119,16 +119,7 @@ pub(super) fn int8_calibration(
     if let Some(p) = &opts.int8_calibration_cache {
         return Calibration::open(p).map(Some);
     }
-    let artifacts = src
-        .exits
-        .iter()
-        .enumerate()
-        .map(|(i, f)| (f, format!("exits[{i}]")))
-        .chain(
-            src.head
-                .iter()
-                .map(|h| (&h.artifact, "head.artifact".to_string())),
-        );
+    let artifacts = src.files().into_iter().map(|(field, file)| (file, field));
     let mut unquantized = Vec::new();
     for (file, field) in artifacts {
         let onnx = opts.onnx_dir.join(file);
@@ -140,7 +131,7 @@ pub(super) fn int8_calibration(
             });
         }
         if !explicitly_quantized(&onnx)? {
-            unquantized.push(file.as_str());
+            unquantized.push(file);
         }
     }
     if unquantized.is_empty() {

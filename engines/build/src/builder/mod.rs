@@ -39,62 +39,28 @@
 mod device;
 mod instruction;
 mod int8;
+pub(crate) mod prepare;
+mod source;
 mod trtexec;
 
 pub use device::parse_nvidia_smi;
+pub use source::check_model_toml;
 pub use trtexec::parse_trtexec_version;
 
 use crate::analyze::{analyze, Analysis};
+use crate::{invalid, io};
 use device::{cpu_name, gpu_name};
 use instruction::tokenize_instructions;
 use int8::int8_calibration;
 use offramp_engines::manifest::{
-    ActionSpec, BackendKind, BuildInfo, Criterion, CriterionKind, Head, Manifest, OffloadSpec,
-    Precision, Preprocess, Segment, FORMAT_VERSION,
+    BackendKind, BuildInfo, Head, Manifest, Precision, Segment, FORMAT_VERSION,
 };
 use offramp_engines::{sha256_file, EngineSet, Error, Result};
-use serde::Deserialize;
+use prepare::prepare;
+use source::{read_source, SourceModel};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use trtexec::Trtexec;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SourceHead {
-    artifact: String,
-    feature_input: String,
-    #[serde(default)]
-    state_input: Option<String>,
-    #[serde(default)]
-    state_output: Option<String>,
-    action_output: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SourceModel {
-    model: String,
-    exits: Vec<String>,
-    /// With a `[head]`: the output of each segment the head reads.
-    #[serde(default)]
-    feature: Option<String>,
-    /// Without a head: the output of each segment that is its action.
-    #[serde(default)]
-    action_output: Option<String>,
-    /// The learned criterion: the output of each segment (but the last)
-    /// that is its exit's confidence.
-    #[serde(default)]
-    confidence_output: Option<String>,
-    #[serde(default)]
-    head: Option<SourceHead>,
-    #[serde(default)]
-    action: ActionSpec,
-    criterion: Criterion,
-    #[serde(default)]
-    preprocess: Option<Preprocess>,
-    #[serde(default)]
-    offload: Option<OffloadSpec>,
-}
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -137,111 +103,6 @@ pub struct Row {
     pub peak_activation_bytes: u64,
 }
 
-fn invalid(path: &Path, field: &str, message: impl Into<String>) -> Error {
-    Error::Invalid {
-        path: path.to_path_buf(),
-        field: field.to_string(),
-        message: message.into(),
-    }
-}
-
-fn read_source(dir: &Path) -> Result<(PathBuf, SourceModel)> {
-    let path = dir.join("model.toml");
-    let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
-        path: path.clone(),
-        source,
-    })?;
-    let src = parse_source(dir, &path, &text)?;
-    Ok((path, src))
-}
-
-/// Checks `text` as the `model.toml` in `dir`, as `offramp build` does
-/// before it reads any graph.
-pub fn check_model_toml(dir: &Path, text: &str) -> Result<()> {
-    parse_source(dir, &dir.join("model.toml"), text).map(|_| ())
-}
-
-fn parse_source(dir: &Path, path: &Path, text: &str) -> Result<SourceModel> {
-    let path = path.to_path_buf();
-    let src: SourceModel = toml::from_str(text).map_err(|e| Error::SourceSyntax {
-        path: path.clone(),
-        message: e.to_string().trim_end().to_string(),
-    })?;
-    if src.exits.is_empty() {
-        return Err(invalid(&path, "exits", "list at least one exit segment"));
-    }
-    // Every file it names lies beside it (and is written beside the
-    // manifest): checked before anything is read or copied.
-    let named = src
-        .exits
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (format!("exits[{i}]"), e))
-        .chain(
-            src.head
-                .iter()
-                .map(|h| ("head.artifact".to_string(), &h.artifact)),
-        )
-        .chain(
-            src.preprocess
-                .iter()
-                .filter_map(|p| p.tokenizer.as_ref())
-                .map(|t| ("preprocess.tokenizer".to_string(), t)),
-        );
-    for (field, name) in named {
-        offramp_engines::join_inside(dir, name).map_err(|why| invalid(&path, &field, why))?;
-    }
-    match (&src.head, &src.feature, &src.action_output) {
-        (Some(_), Some(_), None) | (None, None, Some(_)) => {}
-        (Some(_), None, _) => {
-            return Err(invalid(
-                &path,
-                "feature",
-                "missing: a model with a [head] names the output of each segment the head reads",
-            ))
-        }
-        (Some(_), Some(_), Some(_)) => {
-            return Err(invalid(
-                &path,
-                "action_output",
-                "a model with a [head] takes its actions from the head; drop action_output (or the [head])",
-            ))
-        }
-        (None, _, None) => {
-            return Err(invalid(
-                &path,
-                "action_output",
-                "missing: without a [head], name the output of each segment that is its action",
-            ))
-        }
-        (None, Some(_), Some(_)) => {
-            return Err(invalid(
-                &path,
-                "feature",
-                "a feature is what a head reads, and this model has no [head]",
-            ))
-        }
-    }
-    match (&src.confidence_output, src.criterion.kind) {
-        (None, CriterionKind::Learned) => {
-            return Err(invalid(
-                &path,
-                "confidence_output",
-                "missing: the learned criterion reads each exit's confidence; name the output of each segment that is it",
-            ))
-        }
-        (Some(_), k) if k != CriterionKind::Learned => {
-            return Err(invalid(
-                &path,
-                "confidence_output",
-                "only the learned criterion (criterion.kind = \"learned\") reads a confidence",
-            ))
-        }
-        _ => {}
-    }
-    Ok(src)
-}
-
 /// Builds an engine set and returns its manifest and summary rows. The set is
 /// re-opened (every check of [`EngineSet::open`]) and, for the CPU backend,
 /// every engine is loaded once before this returns.
@@ -262,10 +123,6 @@ pub fn build(
         )),
         None => out.join(format!(".building-{}", std::process::id())),
     };
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { path, source }
-    };
     let staged = BuildOptions {
         out_dir: stage.clone(),
         ..opts.clone()
@@ -276,7 +133,11 @@ pub fn build(
         std::fs::create_dir_all(&stage).map_err(io(&stage))?;
         std::fs::copy(&cache, stage.join("timing.cache")).map_err(io(&cache))?;
     }
-    let built = build_into(&staged, progress);
+    let in_place = match (opts.onnx_dir.canonicalize(), out.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    let built = build_into(&staged, in_place, progress);
     let moved = built.and_then(|(manifest, rows)| {
         std::fs::create_dir_all(out).map_err(io(out))?;
         // The manifest last: until it moves, the old set (if any) stays
@@ -300,9 +161,10 @@ pub fn build(
 /// [`build`] into `opts.out_dir` (the staging directory).
 fn build_into(
     opts: &BuildOptions,
+    in_place: bool,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(Manifest, Vec<Row>)> {
-    let (source_path, mut src) = read_source(&opts.onnx_dir)?;
+    let (source_path, src, problems) = read_source(&opts.onnx_dir)?;
     if opts.backend == BackendKind::Cpu && opts.precision != Precision::Fp32 {
         return Err(invalid(
             &source_path,
@@ -320,8 +182,35 @@ fn build_into(
     if let (Some(t), Some(c)) = (&trt, &calibration) {
         c.check_version(t)?;
     }
+    // Every graph read and checked against the description (all problems
+    // at once), and renamed or reshaped where the description says so.
+    let work = opts.out_dir.join(".prepared");
+    let prepared = prepare(
+        &opts.onnx_dir,
+        &source_path,
+        &src,
+        problems,
+        &work,
+        in_place,
+    );
+    let built = prepared
+        .and_then(|p| build_prepared(opts, &trt, calibration, &source_path, src, p, progress));
+    let _ = std::fs::remove_dir_all(&work);
+    built
+}
+
+/// [`build_into`] from the prepared graphs.
+fn build_prepared(
+    opts: &BuildOptions,
+    trt: &Option<Trtexec>,
+    calibration: Option<int8::Calibration>,
+    source_path: &Path,
+    mut src: SourceModel,
+    prepared: prepare::Prepared,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(Manifest, Vec<Row>)> {
     if let Some(p) = src.preprocess.as_mut() {
-        tokenize_instructions(&opts.onnx_dir, &source_path, p, &src.exits[0])?;
+        tokenize_instructions(&opts.onnx_dir, source_path, p, &prepared.paths[0])?;
     }
     std::fs::create_dir_all(&opts.out_dir).map_err(|source| Error::Io {
         path: opts.out_dir.clone(),
@@ -333,39 +222,23 @@ fn build_into(
 
     let mut tools = BTreeMap::new();
     let mut opset = None;
-    let mut produce = |file: &str, field: &str| -> Result<(Analysis, String, String)> {
+    let mut produce = |onnx: &Path, file: &str| -> Result<(Analysis, String, String)> {
         progress(Progress::Artifact {
             name: file.to_string(),
         });
-        let onnx = opts.onnx_dir.join(file);
-        if !onnx.is_file() {
-            return Err(Error::MissingArtifact {
-                path: source_path.clone(),
-                field: field.to_string(),
-                artifact: onnx,
-            });
-        }
-        let a = analyze(&onnx)?;
+        let a = analyze(onnx)?;
         opset = Some(a.opset);
-        let artifact = match &trt {
+        let artifact = match trt {
             None => {
                 let dst = opts.out_dir.join(file);
-                // Building in place (out = onnx dir): copying a file onto
-                // itself would truncate it.
-                let same = match (dst.canonicalize(), onnx.canonicalize()) {
-                    (Ok(a), Ok(b)) => a == b,
-                    _ => false,
-                };
-                if !same {
-                    std::fs::copy(&onnx, &dst).map_err(|source| Error::Io {
-                        path: dst.clone(),
-                        source,
-                    })?;
-                }
+                std::fs::copy(onnx, &dst).map_err(|source| Error::Io {
+                    path: dst.clone(),
+                    source,
+                })?;
                 file.to_string()
             }
             Some(t) => t.build(
-                &onnx,
+                onnx,
                 &opts.out_dir,
                 opts.precision,
                 calibration.as_ref().map(|c| c.path.as_path()),
@@ -377,31 +250,26 @@ fn build_into(
 
     let mut exits = Vec::with_capacity(src.exits.len());
     let mut inputs = Vec::new();
-    for (i, file) in src.exits.iter().enumerate() {
-        let (a, artifact, sha256) = produce(file, &format!("exits[{i}]"))?;
+    for (i, e) in src.exits.iter().enumerate() {
+        let (a, artifact, sha256) = produce(&prepared.paths[i], &e.file)?;
         if i == 0 {
             inputs = a.inputs.clone();
         }
-        // The last exit always stops: it may have no confidence.
-        let confidence = src
-            .confidence_output
-            .clone()
-            .filter(|c| a.outputs.iter().any(|t| &t.name == c));
         exits.push(Segment {
             name: format!("exit{i}"),
             artifact,
             sha256,
             inputs: a.inputs,
             outputs: a.outputs,
-            feature: src.feature.clone(),
-            action: src.action_output.clone(),
-            confidence,
+            feature: prepared.feature[i].clone(),
+            action: prepared.action[i].clone(),
+            confidence: prepared.confidence[i].clone(),
             cost: a.cost,
         });
     }
     let head = match src.head {
         Some(h) => {
-            let (a, artifact, sha256) = produce(&h.artifact, "head.artifact")?;
+            let (a, artifact, sha256) = produce(&prepared.paths[src.exits.len()], &h.artifact)?;
             Some(Head {
                 artifact,
                 sha256,
@@ -419,7 +287,7 @@ fn build_into(
     if let Some(o) = opset {
         tools.insert("onnx_opset".to_string(), o.to_string());
     }
-    let (target_device, tensorrt_version) = match &trt {
+    let (target_device, tensorrt_version) = match trt {
         None => {
             tools.insert("tract".to_string(), TRACT_VERSION.to_string());
             (cpu_name(), None)
@@ -483,6 +351,47 @@ pub fn summary(m: &Manifest) -> Vec<Row> {
         });
     }
     rows
+}
+
+fn human(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.2} G", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.2} M", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1} k", n as f64 / 1e3),
+        n => n.to_string(),
+    }
+}
+
+/// The summary table `offramp build` prints: per exit MACs, FLOPs (2 × MACs), cumulative cost with
+/// the head, parameters and peak activation memory.
+pub fn summary_table(rows: &[Row], m: &Manifest) -> String {
+    let full = m.cumulative_macs(m.exits.len().saturating_sub(1)).max(1);
+    let mut s = format!(
+        "{:<8} {:<16} {:>10} {:>10} {:>14} {:>8} {:>10} {:>12}\n",
+        "exit", "artifact", "MACs", "FLOPs", "cum. w/ head", "of full", "params", "peak act."
+    );
+    for r in rows {
+        let (cum, share) = if r.name == "head" {
+            ("-".to_string(), "-".to_string())
+        } else {
+            (
+                human(r.cumulative_macs),
+                format!("{:.0}%", 100.0 * r.cumulative_macs as f64 / full as f64),
+            )
+        };
+        s += &format!(
+            "{:<8} {:<16} {:>10} {:>10} {:>14} {:>8} {:>10} {:>12}\n",
+            r.name,
+            r.artifact,
+            human(r.macs),
+            human(2 * r.macs),
+            cum,
+            share,
+            human(r.params),
+            format!("{}B", human(r.peak_activation_bytes)),
+        );
+    }
+    s
 }
 
 /// The tract version this build links (kept in step with Cargo.toml).

@@ -19,13 +19,14 @@
 mod description;
 mod verify;
 
-use crate::analyze::analyze;
+use crate::analyze::{analyze, value_info};
+pub(crate) use crate::{invalid, io};
 use description::write_description;
 use offramp_engines::manifest::{DType, TensorSpec};
-use offramp_engines::{Error, Result};
+use offramp_engines::Result;
 use prost::Message;
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use verify::{check_chain, check_tolerance, run_full, seeded_inputs};
@@ -66,49 +67,6 @@ pub struct SplitReport {
     /// Per boundary, the carried tensors and their values.
     pub carried: Vec<Vec<(String, usize)>>,
     pub model_toml: PathBuf,
-}
-
-fn invalid(path: &Path, field: &str, message: impl Into<String>) -> Error {
-    Error::Invalid {
-        path: path.to_path_buf(),
-        field: field.to_string(),
-        message: message.into(),
-    }
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-fn value_info(spec: &TensorSpec) -> pb::ValueInfoProto {
-    use pb::tensor_shape_proto::{dimension, Dimension};
-    let elem_type = match spec.dtype {
-        DType::F32 => pb::tensor_proto::DataType::Float,
-        DType::I64 => pb::tensor_proto::DataType::Int64,
-    } as i32;
-    pb::ValueInfoProto {
-        name: spec.name.clone(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type,
-                shape: Some(pb::TensorShapeProto {
-                    dim: spec
-                        .shape
-                        .iter()
-                        .map(|&d| Dimension {
-                            value: Some(dimension::Value::DimValue(d as i64)),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
 
 /// The name every segment gives its exit's confidence output.
@@ -184,6 +142,22 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
         }
     }
     let weights: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    // Nodes whose value needs no input (a `Constant`, or a node of
+    // constants only, as exporters share one scalar between blocks): each
+    // segment that reads one computes it itself, nothing carries it.
+    let mut constant: HashSet<usize> = HashSet::new();
+    for (k, node) in graph.node.iter().enumerate() {
+        let from_constants = node.input.iter().all(|i| {
+            i.is_empty()
+                || weights.contains(i.as_str())
+                || producer
+                    .get(i.as_str())
+                    .is_some_and(|p| constant.contains(p))
+        });
+        if from_constants && !node.op_type.starts_with("Random") {
+            constant.insert(k);
+        }
+    }
     if let Some(t) = graph
         .initializer
         .iter()
@@ -307,6 +281,11 @@ pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
                 continue;
             }
             let from = match producer.get(t) {
+                Some(&p) if constant.contains(&p) => {
+                    needed.insert(p);
+                    stack.extend(graph.node[p].input.iter().map(String::as_str));
+                    continue;
+                }
                 Some(&p) => match computed_by.get(&p) {
                     Some(&j) => j,
                     None => {

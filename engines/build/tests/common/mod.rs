@@ -30,6 +30,19 @@ pub fn built_tiny() -> (tempfile::TempDir, EngineSet) {
     (dir, set)
 }
 
+/// Builds the CPU set of the `model.toml` in `src` into `out`.
+pub fn build_dir(src: &Path, out: &Path) -> offramp_engines::Result<()> {
+    let opts = BuildOptions {
+        onnx_dir: src.to_path_buf(),
+        out_dir: out.to_path_buf(),
+        backend: BackendKind::Cpu,
+        precision: Precision::Fp32,
+        int8_calibration_cache: None,
+        offramp_version: "test".into(),
+    };
+    build(&opts, &mut |_| {}).map(|_| ())
+}
+
 /// The Python with onnxruntime: $OFFRAMP_PYTHON (scripts/test.sh sets it to
 /// its venv), else python3.
 pub fn python() -> String {

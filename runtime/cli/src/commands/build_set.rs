@@ -1,7 +1,7 @@
 //! `offramp build`: ONNX segments → engine set, with a progress bar and a
 //! summary table.
 
-use offramp_build::builder::{build, BuildOptions, Progress, Row};
+use offramp_build::builder::{build, summary_table, BuildOptions, Progress};
 use offramp_engines::{BackendKind, Manifest, Precision};
 use std::path::PathBuf;
 
@@ -91,47 +91,6 @@ pub fn run(
         manifest.build.precision,
         out.display()
     );
-    print!("{}", table(&rows, &manifest));
+    print!("{}", summary_table(&rows, &manifest));
     Ok(manifest)
-}
-
-fn human(n: u64) -> String {
-    match n {
-        n if n >= 1_000_000_000 => format!("{:.2} G", n as f64 / 1e9),
-        n if n >= 1_000_000 => format!("{:.2} M", n as f64 / 1e6),
-        n if n >= 1_000 => format!("{:.1} k", n as f64 / 1e3),
-        n => n.to_string(),
-    }
-}
-
-/// The summary table: per exit MACs, FLOPs (2 × MACs), cumulative cost with
-/// the head, parameters and peak activation memory.
-pub fn table(rows: &[Row], m: &Manifest) -> String {
-    let full = m.cumulative_macs(m.exits.len().saturating_sub(1)).max(1);
-    let mut s = format!(
-        "{:<8} {:<16} {:>10} {:>10} {:>14} {:>8} {:>10} {:>12}\n",
-        "exit", "artifact", "MACs", "FLOPs", "cum. w/ head", "of full", "params", "peak act."
-    );
-    for r in rows {
-        let (cum, share) = if r.name == "head" {
-            ("-".to_string(), "-".to_string())
-        } else {
-            (
-                human(r.cumulative_macs),
-                format!("{:.0}%", 100.0 * r.cumulative_macs as f64 / full as f64),
-            )
-        };
-        s += &format!(
-            "{:<8} {:<16} {:>10} {:>10} {:>14} {:>8} {:>10} {:>12}\n",
-            r.name,
-            r.artifact,
-            human(r.macs),
-            human(2 * r.macs),
-            cum,
-            share,
-            human(r.params),
-            format!("{}B", human(r.peak_activation_bytes)),
-        );
-    }
-    s
 }

@@ -6,7 +6,7 @@
 #[cfg(feature = "split")]
 use anyhow::Context;
 #[cfg(feature = "split")]
-use offramp_build::split::{split, SplitOptions};
+use offramp_build::{init, split};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -77,7 +77,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             })
             .collect()
     };
-    let opts = SplitOptions {
+    let opts = split::SplitOptions {
         onnx: a.onnx,
         exit_outputs: a.exit_outputs,
         confidence_outputs: a.confidence_outputs,
@@ -87,7 +87,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         out: a.out,
         tolerance: a.tolerance,
     };
-    let r = split(&opts)?;
+    let r = split::split(&opts)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r).context("report")?);
         return Ok(());
@@ -109,6 +109,42 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         "wrote {}; next: offramp build --onnx {} --out <engine set>",
         r.model_toml.display(),
         opts.out.display()
+    );
+    Ok(())
+}
+
+/// `offramp init`: a draft model.toml read off an export's graphs.
+#[derive(clap::Args)]
+pub struct InitArgs {
+    /// A directory of per-segment ONNX exports (and the head's), or one
+    /// full export (split into segments first).
+    #[arg(long)]
+    onnx: PathBuf,
+    /// Where model.toml goes, with the segments (default: beside the
+    /// exports; for a full export, `<name>-segments` beside it).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print what was drafted as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[cfg(feature = "split")]
+pub fn init(a: InitArgs) -> anyhow::Result<()> {
+    let d = init::init(&init::InitOptions {
+        onnx: a.onnx,
+        out: a.out,
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&d).context("draft")?);
+        return Ok(());
+    }
+    d.guessed.iter().for_each(|g| println!("guessed: {g}"));
+    d.confirm.iter().for_each(|c| println!("confirm: {c}"));
+    let dir = d.model_toml.parent().unwrap_or(&d.model_toml).display();
+    println!(
+        "wrote {}; next: offramp build --onnx {dir} --out <engine set>",
+        d.model_toml.display()
     );
     Ok(())
 }

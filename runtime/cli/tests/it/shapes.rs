@@ -151,62 +151,7 @@ fn each_model_shape_splits_builds_runs_on_replayed_frames_and_calibrates() {
         let (ok, _, err) = offramp(&["build", "--onnx", &out_dir, "--out", &set]);
         assert!(ok, "{shape}: {err}");
 
-        let run = |what: &str| -> serde_json::Value {
-            let (ok, out, err) = offramp(&[
-                "run",
-                "--engines",
-                &set,
-                "--camera",
-                &format!("replay:{rec}"),
-                "--frames",
-                "200",
-                "--fps",
-                "1000",
-                "--json",
-            ]);
-            assert!(ok, "{shape} {what}: {err}");
-            serde_json::from_str(&out).unwrap()
-        };
-        // Before calibration every frame runs to the last exit.
-        let before = run("uncalibrated");
-        assert_eq!(before["frames"], 200, "{before}");
-        assert_eq!(before["nonfinite_frames"], 0, "{before}");
-        assert_eq!(before["exit_counts"][3], 200, "{before}");
-
-        let (ok, out, err) = offramp(&[
-            "calibrate",
-            "--engines",
-            &set,
-            "--episodes",
-            &rec,
-            "--budget-ratio",
-            budget,
-            "--json",
-        ]);
-        assert!(ok, "{shape}: {err}");
-        let c: serde_json::Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(c["thresholds"].as_array().unwrap().len(), 3, "{c}");
-        let budget_macs = c["budget_macs"].as_f64().unwrap();
-        let predicted = c["predicted"]["mean_cost"].as_f64().unwrap();
-        assert!(
-            predicted <= budget_macs * 1.01,
-            "{shape}: {predicted} > {budget_macs}"
-        );
-
-        // With the thresholds, frames stop early and compute falls.
-        let after = run("calibrated");
-        let shallow: u64 = (0..3)
-            .map(|i| after["exit_counts"][i].as_u64().unwrap())
-            .sum();
-        eprintln!(
-            "{shape}: exits {} compute {:.3} after calibration for {budget}",
-            after["exit_counts"], after["compute_ratio"]
-        );
-        assert!(shallow > 0, "{shape}: {after}");
-        assert!(
-            after["compute_ratio"].as_f64().unwrap() < before["compute_ratio"].as_f64().unwrap(),
-            "{shape}: {after}"
-        );
+        runs_and_calibrates(shape, &set, &rec, budget);
         if shape == "cameras" {
             // Live from both cameras at once.
             let (ok, out, err) = offramp(&[
@@ -227,6 +172,89 @@ fn each_model_shape_splits_builds_runs_on_replayed_frames_and_calibrates() {
             assert_eq!(live["nonfinite_frames"], 0, "{live}");
         }
     }
+    // Models as exporters name them: `offramp init` drafts the model.toml
+    // (splitting a full export first), `offramp build` takes it unedited.
+    let exports = repo().join("engines/models/testdata/exports");
+    for (name, export) in [
+        ("renamed", "renamed"),
+        ("two-carried", "two-carried"),
+        ("tokens-export", "tokens/full.onnx"),
+        ("vit", "vit/full.onnx"),
+    ] {
+        let (src, set) = (p(&format!("{name}-src")), p(name));
+        let onnx = exports.join(export);
+        let (ok, out, err) = offramp(&["init", "--onnx", onnx.to_str().unwrap(), "--out", &src]);
+        assert!(ok, "{name}: {err}");
+        assert!(
+            out.contains("confirm: preprocess mean/std"),
+            "{name}: {out}"
+        );
+        let (ok, _, err) = offramp(&["build", "--onnx", &src, "--out", &set]);
+        assert!(ok, "{name}: {err}");
+        runs_and_calibrates(name, &set, &p("rec"), "0.7");
+    }
+}
+
+/// `offramp run` of `set` on the replay `rec` (every frame to the last
+/// exit), `offramp calibrate` on it for `budget`, and run again: frames stop
+/// early and compute falls.
+fn runs_and_calibrates(shape: &str, set: &str, rec: &str, budget: &str) {
+    let run = |what: &str| -> serde_json::Value {
+        let (ok, out, err) = offramp(&[
+            "run",
+            "--engines",
+            set,
+            "--camera",
+            &format!("replay:{rec}"),
+            "--frames",
+            "200",
+            "--fps",
+            "1000",
+            "--json",
+        ]);
+        assert!(ok, "{shape} {what}: {err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    // Before calibration every frame runs to the last exit.
+    let before = run("uncalibrated");
+    assert_eq!(before["frames"], 200, "{before}");
+    assert_eq!(before["nonfinite_frames"], 0, "{before}");
+    assert_eq!(before["exit_counts"][3], 200, "{before}");
+
+    let (ok, out, err) = offramp(&[
+        "calibrate",
+        "--engines",
+        set,
+        "--episodes",
+        rec,
+        "--budget-ratio",
+        budget,
+        "--json",
+    ]);
+    assert!(ok, "{shape}: {err}");
+    let c: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(c["thresholds"].as_array().unwrap().len(), 3, "{c}");
+    let budget_macs = c["budget_macs"].as_f64().unwrap();
+    let predicted = c["predicted"]["mean_cost"].as_f64().unwrap();
+    assert!(
+        predicted <= budget_macs * 1.01,
+        "{shape}: {predicted} > {budget_macs}"
+    );
+
+    // With the thresholds, frames stop early and compute falls.
+    let after = run("calibrated");
+    let shallow: u64 = (0..3)
+        .map(|i| after["exit_counts"][i].as_u64().unwrap())
+        .sum();
+    eprintln!(
+        "{shape}: exits {} compute {:.3} after calibration for {budget}",
+        after["exit_counts"], after["compute_ratio"]
+    );
+    assert!(shallow > 0, "{shape}: {after}");
+    assert!(
+        after["compute_ratio"].as_f64().unwrap() < before["compute_ratio"].as_f64().unwrap(),
+        "{shape}: {after}"
+    );
 }
 
 /// Split and build the two-camera test model into `dir`; returns the set.
@@ -315,4 +343,45 @@ fn each_camera_view_feeds_its_own_image_input() {
         err.contains("manifest.toml") && err.contains("1 view(s)"),
         "{err}"
     );
+}
+
+/// The walkthroughs of docs/model-format.md ("From PyTorch to the robot"):
+/// every `offramp` line of their `sh` blocks runs, in order, from the
+/// repository root, with `/tmp/` standing for a fresh directory.
+#[test]
+fn the_walkthroughs_run_as_written() {
+    let doc = std::fs::read_to_string(repo().join("docs/model-format.md")).unwrap();
+    let start = doc.find("### Walkthroughs").expect("the walkthroughs");
+    let end = doc[start..].find("\n## ").map_or(doc.len(), |e| start + e);
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = format!("{}/", dir.path().display());
+    let mut in_sh = false;
+    let mut commands = Vec::new();
+    for line in doc[start..end].lines() {
+        match line.trim() {
+            "```sh" => in_sh = true,
+            "```" => in_sh = false,
+            l if in_sh && l.starts_with("offramp ") => commands.push(l.replace("/tmp/", &tmp)),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        commands
+            .iter()
+            .filter(|c| c.starts_with("offramp init"))
+            .count(),
+        4
+    );
+    for c in &commands {
+        let out = std::process::Command::new(bin())
+            .args(c.split_whitespace().skip(1))
+            .current_dir(repo())
+            .output()
+            .expect("run offramp");
+        assert!(
+            out.status.success(),
+            "{c}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
