@@ -14,6 +14,8 @@
 //!   with common random numbers), and [`bayes`], DeeR's Bayesian
 //!   optimisation, the baseline it is compared with.
 //!
+//! * [`offline`]: the offline curve: budgets and fixed exits on recorded
+//!   episodes, actions against the full model's and the recorded ones.
 //! * [`seeds`]: the simulator's seed ranges, one per use (training,
 //!   calibration, validation, test...).
 //!
@@ -23,6 +25,7 @@ pub mod bayes;
 pub mod calibrate;
 pub mod eval;
 pub mod memory;
+pub mod offline;
 pub mod paired;
 pub mod refine;
 pub mod seeds;

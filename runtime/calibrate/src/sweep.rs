@@ -343,3 +343,74 @@ pub fn write_json(dir: &Path, s: &mut Sweep) -> Result<(), SweepError> {
     std::fs::write(&json, serde_json::to_vec_pretty(s)?)
         .map_err(|source| SweepError::Write { path: json, source })
 }
+
+impl std::fmt::Display for Sweep {
+    /// The table `offramp calibrate-sweep` prints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self;
+        writeln!(
+            f,
+            "calibrated on {}, evaluated on {}",
+            s.calibration, s.evaluation
+        )?;
+        writeln!(
+            f,
+        "  {:<14} {:>9} {:>9} {:>8} {:>9} {:>7} {:>7}  paired success difference, 95 % interval (points)",
+        "policy", "compute", "vs asked", "success", "mean exit", "steps", "|dω|",
+    )?;
+        let steps = |s: Option<f64>| s.map_or("-".into(), |s| format!("{s:.1}"));
+        let pts = |p: &Paired| {
+            format!(
+                "{:+.1} [{:+.1}, {:+.1}]",
+                100.0 * p.mean,
+                100.0 * p.ci95_low,
+                100.0 * p.ci95_high
+            )
+        };
+        for r in &s.fixed_exits {
+            writeln!(
+                f,
+                "  {:<14} {:>9.3} {:>9} {:>7.1}% {:>9.2} {:>7} {:>7.3}",
+                r.policy,
+                r.compute_ratio,
+                "-",
+                100.0 * r.success_rate,
+                r.mean_exit,
+                steps(r.mean_success_steps),
+                r.mean_abs_domega
+            )?;
+        }
+        for b in &s.budgets {
+            let (r, c) = (&b.held_out, &b.comparison);
+            let fixed = c.vs_fixed.as_ref().map_or(String::new(), |v| {
+                format!(
+                    "; vs exit {} {}{}",
+                    v.exit,
+                    pts(&v.success),
+                    v.gap_closed.map_or(String::new(), |g| format!(
+                        ", closes {:.0} % of its gap",
+                        100.0 * g
+                    ))
+                )
+            });
+            writeln!(
+            f,
+            "  {:<14} {:>9.3} {:>+8.1}% {:>7.1}% {:>9.2} {:>7} {:>7.3}  vs full {}{fixed}  ({}, {} rollout episodes)",
+            format!("budget {:.3}", b.budget_ratio),
+            r.compute_ratio,
+            100.0 * b.compute_error,
+            100.0 * r.success_rate,
+            r.mean_exit,
+            steps(r.mean_success_steps),
+            r.mean_abs_domega,
+            pts(&c.vs_full),
+            b.method,
+            b.rollout_episodes
+        )?;
+        }
+        for file in &s.files {
+            writeln!(f, "  wrote {file}")?;
+        }
+        Ok(())
+    }
+}

@@ -3,6 +3,7 @@
 //! and with refinement, the searches' convergence.
 
 use crate::plot::{self, Mark, Series};
+use offramp_calibrate::offline::{OfflineSweep, Point as OfflinePoint};
 use offramp_calibrate::sweep::Sweep;
 use std::path::Path;
 
@@ -79,5 +80,44 @@ pub fn charts(dir: &Path, s: &mut Sweep) -> anyhow::Result<()> {
         )?;
         s.files.push(conv.display().to_string());
     }
+    Ok(())
+}
+
+/// The offline curve's chart ([`offramp_calibrate::offline`]): the share
+/// of evaluation frames within tolerance of the recorded action (of the
+/// full model's, where none is recorded) against compute, for the budgets
+/// and the fixed exits. Written into `dir` and listed in its `files`.
+pub fn offline_chart(dir: &Path, s: &mut OfflineSweep) -> anyhow::Result<()> {
+    let svg = dir.join("agreement_vs_compute.svg");
+    let recorded = s.reference.is_some();
+    let y = |p: &OfflinePoint| {
+        let a = match (&p.vs_recorded, recorded) {
+            (Some(r), true) => r,
+            _ => &p.vs_full_model,
+        };
+        (p.compute_ratio, 100.0 * a.within_tolerance)
+    };
+    let mut budgets: Vec<(f64, f64)> = s.budgets.iter().map(y).collect();
+    budgets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let series = [
+        Series::new("calibrated thresholds (DeeR solve)", budgets, Mark::Bold),
+        Series::new(
+            "fixed exits (last = full model)",
+            s.fixed_exits.iter().map(y).collect(),
+            Mark::Points,
+        ),
+    ];
+    let against = match &s.reference {
+        Some(r) => format!("the recorded action ({r})"),
+        None => "the full model".into(),
+    };
+    plot::chart(
+        &svg,
+        &format!("Frames within {} of {against}", s.tolerance),
+        "mean compute per frame (share of the full model)",
+        "frames within tolerance (%)",
+        &series,
+    )?;
+    s.files = vec![svg.display().to_string()];
     Ok(())
 }

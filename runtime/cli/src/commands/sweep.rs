@@ -7,8 +7,9 @@
 use crate::args::{at_least_1, print_report, EngineArgs, SimConfigArgs};
 use crate::progress::pipelines;
 use anyhow::Context;
-use offramp_calibrate::paired::Paired;
+use offramp_calibrate::offline::{self, OfflineConfig, OfflineSweep};
 use offramp_calibrate::sweep::{self, Sweep, SweepConfig};
+use offramp_runtime::pipeline::Pipeline;
 use offramp_sim::SimConfig;
 use std::path::PathBuf;
 
@@ -44,6 +45,20 @@ pub struct Args {
     pub report: PathBuf,
     #[arg(long)]
     pub json: bool,
+    /// Recorded episodes (`offramp record`, `offramp import-lerobot`): the
+    /// curve on them, no simulator. Solved on the earlier half of the
+    /// episodes (all, with --held-out), evaluated on the rest; actions
+    /// compared with the full model's and the recorded ones (actions.npy,
+    /// else executed.npy).
+    #[arg(long, value_name = "DIR")]
+    pub episodes: Option<PathBuf>,
+    /// With --episodes: evaluate on these recorded episodes instead.
+    #[arg(long, value_name = "DIR", requires = "episodes")]
+    pub held_out: Option<PathBuf>,
+    /// With --episodes: the largest |action - reference| per dimension
+    /// that counts as agreeing.
+    #[arg(long, default_value_t = 0.1)]
+    pub tolerance: f32,
     #[command(flatten)]
     pub sim: SimConfigArgs,
     /// Evaluation episodes run at once, one engine set loaded per job
@@ -54,6 +69,15 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
+    for &b in &a.budgets {
+        anyhow::ensure!(
+            b > 0.0 && b <= 1.0,
+            "--budgets: {b} is not a share of the full model in (0, 1]"
+        );
+    }
+    if let Some(dir) = &a.episodes {
+        return print_report(a.json, &recorded(&a, dir)?, |s| print!("{s}"));
+    }
     let cfg = a.sim.load()?;
     print_report(a.json, &run(&cfg, &a)?, print_human)
 }
@@ -69,12 +93,6 @@ pub fn run(cfg: &SimConfig, a: &Args) -> anyhow::Result<Sweep> {
     );
     offramp_calibrate::seeds::check_evaluation(a.eval_seed, a.eval_episodes as u64)
         .map_err(|e| anyhow::anyhow!("--eval-seed: {e}"))?;
-    for &b in &a.budgets {
-        anyhow::ensure!(
-            b > 0.0 && b <= 1.0,
-            "--budgets: {b} is not a share of the full model in (0, 1]"
-        );
-    }
     let set = a.engine.open()?;
     let mut ps = pipelines(
         &set,
@@ -102,64 +120,33 @@ pub fn run(cfg: &SimConfig, a: &Args) -> anyhow::Result<Sweep> {
     Ok(s)
 }
 
-pub fn print_human(s: &Sweep) {
-    println!(
-        "calibrated on {}, evaluated on {}",
-        s.calibration, s.evaluation
-    );
-    println!(
-        "  {:<14} {:>9} {:>9} {:>8} {:>9} {:>7} {:>7}  paired success difference, 95 % interval (points)",
-        "policy", "compute", "vs asked", "success", "mean exit", "steps", "|dω|",
-    );
-    let steps = |s: Option<f64>| s.map_or("-".into(), |s| format!("{s:.1}"));
-    let pts = |p: &Paired| {
-        format!(
-            "{:+.1} [{:+.1}, {:+.1}]",
-            100.0 * p.mean,
-            100.0 * p.ci95_low,
-            100.0 * p.ci95_high
-        )
+/// The offline curve on recorded episodes ([`offline`]).
+fn recorded(a: &Args, dir: &std::path::Path) -> anyhow::Result<OfflineSweep> {
+    let loaded = offline::load(dir, a.held_out.as_deref())?;
+    let (calibration, evaluation) = loaded.parts()?;
+    let set = a.engine.open()?;
+    let mut p = Pipeline::open(&set, set.manifest.build.backend, loaded.views())?;
+    let cfg = OfflineConfig {
+        budgets: &a.budgets,
+        iterations: a.iterations,
+        tolerance: a.tolerance,
+        reference: loaded.reference.clone(),
     };
-    for r in &s.fixed_exits {
-        println!(
-            "  {:<14} {:>9.3} {:>9} {:>7.1}% {:>9.2} {:>7} {:>7.3}",
-            r.policy,
-            r.compute_ratio,
-            "-",
-            100.0 * r.success_rate,
-            r.mean_exit,
-            steps(r.mean_success_steps),
-            r.mean_abs_domega
-        );
-    }
-    for b in &s.budgets {
-        let (r, c) = (&b.held_out, &b.comparison);
-        let fixed = c.vs_fixed.as_ref().map_or(String::new(), |f| {
-            format!(
-                "; vs exit {} {}{}",
-                f.exit,
-                pts(&f.success),
-                f.gap_closed.map_or(String::new(), |g| format!(
-                    ", closes {:.0} % of its gap",
-                    100.0 * g
-                ))
-            )
-        });
-        println!(
-            "  {:<14} {:>9.3} {:>+8.1}% {:>7.1}% {:>9.2} {:>7} {:>7.3}  vs full {}{fixed}  ({}, {} rollout episodes)",
-            format!("budget {:.3}", b.budget_ratio),
-            r.compute_ratio,
-            100.0 * b.compute_error,
-            100.0 * r.success_rate,
-            r.mean_exit,
-            steps(r.mean_success_steps),
-            r.mean_abs_domega,
-            pts(&c.vs_full),
-            b.method,
-            b.rollout_episodes
-        );
-    }
-    for f in &s.files {
-        println!("  wrote {f}");
-    }
+    let bar = crate::progress::progress_bar(
+        (set.manifest.exits.len() + a.budgets.len()) as u64,
+        "sweeping",
+    );
+    let mut s = offline::sweep(&mut p, &calibration, &evaluation, &cfg, &mut || bar.inc(1))?;
+    bar.finish_and_clear();
+    std::fs::create_dir_all(&a.report)
+        .with_context(|| format!("creating {}", a.report.display()))?;
+    offramp_report::sweep::offline_chart(&a.report, &mut s)?;
+    let json = a.report.join("sweep.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&s)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    Ok(s)
+}
+
+pub fn print_human(s: &Sweep) {
+    print!("{s}");
 }

@@ -406,6 +406,45 @@ fn lerobot_v2_and_v3_datasets_import_into_the_replay_format() {
         "0.5",
     ]);
     assert!(ok, "{err}");
+    // The offline curve on the import: solved on its first episode,
+    // evaluated on the other two against the dataset's actions.
+    let report = dir.path().join("sweep");
+    let (ok, out, err) = offramp(&[
+        "calibrate-sweep",
+        "--engines",
+        set.to_str().unwrap(),
+        "--episodes",
+        rec.to_str().unwrap(),
+        "--budgets",
+        "0.3,0.6",
+        "--tolerance",
+        "0.5",
+        "--report",
+        report.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["calibration_episodes"], 1, "{s}");
+    assert_eq!(s["evaluation_episodes"], 2, "{s}");
+    assert_eq!(s["evaluation_frames"], LENGTHS[1] + LENGTHS[2], "{s}");
+    assert_eq!(s["reference"], "actions.npy", "{s}");
+    let fixed = s["fixed_exits"].as_array().unwrap();
+    assert_eq!(fixed.len(), 4, "{s}");
+    // The full model agrees with itself on every frame.
+    let full = &fixed[3]["vs_full_model"];
+    assert_eq!(full["mean_abs_error"], 0.0, "{s}");
+    assert_eq!(full["within_tolerance"], 1.0, "{s}");
+    for b in s["budgets"].as_array().unwrap() {
+        let c = b["compute_ratio"].as_f64().unwrap();
+        assert!(c > 0.0 && c <= 1.0, "{b}");
+        let r = &b["vs_recorded"];
+        assert!(r["mean_abs_error"].as_f64().unwrap().is_finite(), "{b}");
+        // Paired with the full model over the two evaluation episodes.
+        assert_eq!(r["minus_full_model"]["episodes"], 2, "{b}");
+    }
+    assert!(report.join("agreement_vs_compute.svg").is_file());
+    assert!(report.join("sweep.json").is_file());
     let (ok, _, err) = offramp(&[
         "calibrate",
         "--engines",

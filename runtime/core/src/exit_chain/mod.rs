@@ -292,6 +292,11 @@ impl ExitChain {
         self.n
     }
 
+    /// The thresholds the criterion compares with.
+    pub fn thresholds(&self) -> &[f32] {
+        &self.thresholds
+    }
+
     /// Replaces the thresholds (calibration).
     pub fn set_thresholds(&mut self, thresholds: &[f32]) {
         self.thresholds.clear();
