@@ -15,6 +15,19 @@ rm -rf "$bench_set"
 "$offramp" build --onnx engines/models/testdata/tiny --out "$bench_set"
 "$offramp" bench engines --engines "$bench_set" --iters 1000 | tee "$reports/engine-bench.json"
 
+step "engine bench at real size (a ViT-S/16-size export: init, build, tract vs onnxruntime on 1 and 2 threads)"
+scale=$reports/vit-s
+rm -rf "$scale"
+"$OFFRAMP_PYTHON" tools/onnx/make_scale_model.py "$scale"
+"$offramp" init --onnx "$scale/full.onnx" --out "$scale/src"
+"$offramp" build --onnx "$scale/src" --out "$scale/set"
+for t in 1 2; do
+  "$offramp" bench engines --engines "$scale/set" --iters 20 --threads "$t" |
+    tee "$reports/engine-bench-vit-s-threads$t.json"
+done
+# The segments (87 MB) are not kept; the JSON is.
+rm -rf "$scale"
+
 step "simulator bench (render + physics, frames per second)"
 "$offramp" sim bench --frames 20000 | tee "$reports/sim-bench.json"
 

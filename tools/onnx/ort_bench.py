@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""onnxruntime side of `offramp bench engines`: times each ONNX file on one
-thread with zero inputs, prints JSON {file: {"p50_us":…, "mean_us":…, "n":…}}.
+"""onnxruntime side of `offramp bench engines`: times each ONNX file on
+--threads intra-op threads (default 1) with zero inputs, prints JSON
+{file: {"p50_us":…, "mean_us":…, "n":…}}.
 
-    python3 tools/onnx/ort_bench.py --iters 500 seg0.onnx seg1.onnx …
+    python3 tools/onnx/ort_bench.py --iters 500 --threads 1 seg0.onnx seg1.onnx …
 """
 import argparse
 import json
@@ -16,12 +17,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--iters", type=int, default=500)
     ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("files", nargs="+")
     a = ap.parse_args()
     out = {}
     for path in a.files:
         o = ort.SessionOptions()
-        o.intra_op_num_threads = 1
+        o.intra_op_num_threads = a.threads
         o.inter_op_num_threads = 1
         o.add_session_config_entry("session.intra_op.allow_spinning", "0")
         s = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])

@@ -95,11 +95,7 @@ fn each_export_inits_builds_and_matches_onnxruntime() {
         );
         let theirs = f32s_from_file(&output);
         assert_eq!(ours.len(), theirs.len(), "{export}");
-        let worst = ours
-            .iter()
-            .zip(&theirs)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let worst = max_abs_diff(&ours, &theirs);
         eprintln!("{export}: max |chain - onnxruntime on the export| = {worst:e}");
         assert!(worst <= 1e-5, "{export}: {worst}");
     }

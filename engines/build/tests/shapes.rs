@@ -262,11 +262,7 @@ fn chained_segments_equal_onnxruntimes_full_model() {
         );
         let theirs: Vec<f32> = f32s_from_file(&output);
         assert_eq!(ours.len(), theirs.len(), "{}", s.name);
-        let worst = ours
-            .iter()
-            .zip(&theirs)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let worst = max_abs_diff(&ours, &theirs);
         eprintln!("{}: max |chain - onnxruntime full| = {worst:e}", s.name);
         assert!(worst <= 1e-5, "{}: {worst}", s.name);
     }

@@ -1,8 +1,11 @@
 //! The CPU backend: tract. Each segment is parsed, given the manifest's static
 //! input shapes, optimised once at load, and run from one reusable state.
-//! tract runs each segment on the calling thread: offramp sets up no tract
-//! thread pool (tract has none by default), so a frame never waits on pool
-//! threads that compete with the rest of the robot's work for the same cores.
+//! With one thread ([`set_threads`]), tract runs each segment on the calling
+//! thread: no pool threads compete with the rest of the robot's work for the
+//! same cores. With more, one pool serves every segment (they run one after
+//! another): tract splits the matrix products and convolutions big enough
+//! to gain from it across the pool's threads, and keeps small ones on the
+//! calling thread.
 //!
 //! A crate of its own, beside the format (`offramp-engines`), so that tract
 //! is linked only by what runs or reads ONNX: the runtime
@@ -16,6 +19,39 @@ use offramp_engines::{Engine, Error, Result};
 use std::path::{Path, PathBuf};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::{bail, format_err};
+
+/// The threads tract's kernels use, for every CPU engine of this process:
+/// 1 runs every kernel on the calling thread (tract's default); more starts
+/// one pool of that many threads, the calling thread among them, shared by
+/// all engines. Takes effect for the runs that follow.
+pub fn set_threads(n: usize) -> Result<()> {
+    use tract_linalg::multithread::{set_default_executor, Executor};
+    let executor = if n <= 1 {
+        Executor::SingleThread
+    } else {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .thread_name(|k| format!("offramp-tract-{k}"))
+            .num_threads(n)
+            .build()
+            .map_err(|e| Error::Unavailable {
+                what: format!("{n} CPU threads"),
+                backend: "cpu",
+                why: e.to_string(),
+            })?;
+        Executor::MultiThread(Arc::new(pool))
+    };
+    set_default_executor(executor);
+    Ok(())
+}
+
+/// The default thread count: the cores this process may run on (its CPU
+/// affinity), less one left to the bridge and the capture thread, at least 1.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .saturating_sub(1)
+        .max(1)
+}
 
 /// Builds every engine of `set` on the CPU (what
 /// `offramp_runtime::backend::load_chain` does for [`BackendKind::Cpu`]

@@ -67,11 +67,7 @@ fn chain_matches_onnxruntime() {
     );
     let reference: Vec<f32> = f32s_from_file(&output);
     assert_eq!(reference.len(), ours.len());
-    let worst = ours
-        .iter()
-        .zip(&reference)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let worst = max_abs_diff(&ours, &reference);
     assert!(worst <= 1e-5, "max |tract - onnxruntime| = {worst:e}");
     // Not vacuous: the outputs are not all zero and exits differ.
     assert!(ours.iter().any(|v| v.abs() > 0.1));

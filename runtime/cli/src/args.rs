@@ -15,11 +15,22 @@ pub struct EngineArgs {
     /// Engine set: a directory with manifest.toml (`offramp build` writes one).
     #[arg(long)]
     pub engines: PathBuf,
+    /// Threads of the CPU backend, shared by every segment (default: the
+    /// cores this process may use, less one for the bridge).
+    #[arg(long, value_parser = at_least_1)]
+    pub threads: Option<usize>,
 }
 
 impl EngineArgs {
+    /// Opens the set, with the CPU backend on --threads threads.
     pub fn open(&self) -> anyhow::Result<EngineSet> {
+        offramp_engines_cpu::set_threads(self.threads())?;
         Ok(EngineSet::open(&self.engines)?)
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+            .unwrap_or_else(offramp_engines_cpu::default_threads)
     }
 }
 

@@ -147,14 +147,19 @@ fn time_tensorrt(
     Ok(out)
 }
 
+/// Times every segment of the CPU set `engines` with tract on `threads`
+/// threads, and onnxruntime on as many intra-op threads (and a TensorRT
+/// build of the same model, if given).
 pub fn run(
     engines: &Path,
     tensorrt: Option<&Path>,
     iters: usize,
     ops: bool,
     python: &str,
+    threads: usize,
 ) -> anyhow::Result<EngineBench> {
     let set = EngineSet::open(engines)?;
+    offramp_engines_cpu::set_threads(threads)?;
     #[cfg(feature = "tensorrt")]
     let trt = tensorrt
         .map(|dir| time_tensorrt(dir, &set, iters))
@@ -201,6 +206,8 @@ pub fn run(
         .arg(ORT_BENCH)
         .arg("--iters")
         .arg(iters.to_string())
+        .arg("--threads")
+        .arg(threads.to_string())
         .args(parts.iter().map(|p| &p.0))
         .output();
     let (ort, missing): (BTreeMap<String, OrtTimes>, _) = match ort {
@@ -247,7 +254,7 @@ pub fn run(
     Ok(EngineBench {
         model: m.model.clone(),
         iters,
-        threads: 1,
+        threads,
         segments,
         onnxruntime_missing: missing,
     })

@@ -62,6 +62,15 @@ pub fn pattern(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// The largest |a − b| over two outputs of the same length.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "outputs of different lengths");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
+}
+
 /// Writes raw little-endian f32 (the Python references' input format).
 pub fn f32s_to_file(path: &Path, data: &[f32]) {
     let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();

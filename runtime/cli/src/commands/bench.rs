@@ -32,7 +32,7 @@ enum BenchCommand {
         period_ms: f64,
     },
     /// Per-segment latency: the CPU backend (tract) against onnxruntime on the
-    /// same ONNX files, single-threaded, in one run; with --tensorrt, the
+    /// same ONNX files, on the same number of threads (--threads), in one run; with --tensorrt, the
     /// same model's TensorRT plans too (host wall time and CUDA-event time).
     Engines {
         #[command(flatten)]
@@ -165,6 +165,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             iters,
             ops,
             &python,
+            engine.threads(),
         )?)?,
         #[cfg(feature = "sim")]
         BenchCommand::Offload {
