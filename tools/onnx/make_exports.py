@@ -22,7 +22,7 @@ model their own way, and no `model.toml` (`offramp init` drafts it):
 - `vit/full.onnx`: one full export of a 4-block transformer without an
   instruction, exits after each block (`a{k}` [1, 2]), whose scalars and
   shape vectors are `Constant` nodes shared between blocks, as the
-  TorchScript exporter deduplicates them.
+  TorchScript exporter deduplicates them; its batch axis dynamic.
 
 Weights are random (seeded). Needs only `onnx` and `numpy`.
 """
@@ -153,7 +153,7 @@ def vit(rng, out):
     for k in range(EXITS):
         x = g.block(x)
         outs.append(named(g, action(g, g.layer_norm(x)), f"a{k}"))
-    g.save(os.path.join(out, "full.onnx"), [tensor("image", [1, 3, 16, 16])], [tensor(o, [1, 2]) for o in outs])
+    g.save(os.path.join(out, "full.onnx"), [dynamic("image", [1, 3, 16, 16])], [dynamic(o, [1, 2]) for o in outs])
 
 
 def main():

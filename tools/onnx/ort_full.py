@@ -3,8 +3,9 @@
 
     python3 tools/onnx/ort_full.py --onnx full.onnx --input in.f32 --outputs a0,a1 --output out.f32
 
-The input file is raw little-endian f32: each graph input in order (int64
-inputs, token ids, are given as f32 integers and cast). The output file gets
+The input file is raw little-endian f32: each graph input in order, a
+dynamic dimension read as 1 (int64 inputs, token ids, are given as f32
+integers and cast). The output file gets
 the named graph outputs, in the order given, as raw little-endian f32. Needs
 onnxruntime and numpy.
 """
@@ -28,8 +29,9 @@ def main():
     flat = np.fromfile(a.input, dtype="<f4")
     feeds, off = {}, 0
     for i in s.get_inputs():
-        n = int(np.prod(i.shape))
-        v = flat[off:off + n].reshape(i.shape)
+        shape = [d if isinstance(d, int) else 1 for d in i.shape]  # a dynamic axis: 1
+        n = int(np.prod(shape))
+        v = flat[off:off + n].reshape(shape)
         feeds[i.name] = v.astype(np.int64) if i.type == "tensor(int64)" else v
         off += n
     if off != flat.size:

@@ -91,8 +91,9 @@ pub fn init(opts: &InitOptions) -> Result<Draft> {
         .out
         .clone()
         .unwrap_or_else(|| path.with_file_name(format!("{stem}-segments")));
-    let full = read_specs(path)?;
-    let (actions, confidences) = exit_outputs(path, &full.1)?;
+    let (_, outputs, _) = read_specs(path)?;
+    let (actions, confidences) = exit_outputs(path, &outputs)?;
+    let mut confirm = Vec::new();
     let mut guessed = vec![format!(
         "{}: exits {} (outputs of one shape, in the order the export lists them){}",
         path.display(),
@@ -103,23 +104,83 @@ pub fn init(opts: &InitOptions) -> Result<Draft> {
             format!(", confidences {}", confidences.join(", "))
         }
     )];
+    // A shared head beside the export: another graph that takes the exits'
+    // output (the feature) first.
+    let feature = outputs.iter().find(|t| t.name == actions[0]).cloned();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut heads = Vec::new();
+    for g in read_dir(dir)? {
+        if Some(g.file.as_str()) != path.file_name().and_then(|n| n.to_str())
+            && feature
+                .as_ref()
+                .zip(g.inputs.first())
+                .is_some_and(|(f, i)| same(f, i))
+        {
+            heads.push(g);
+        }
+    }
+    let with = out.join(format!(".{stem}.with-{}.toml", std::process::id()));
+    if let Some(h) = heads.first() {
+        guessed.push(format!(
+            "{}: the shared head (its first input takes the exit outputs)",
+            h.file
+        ));
+        if heads.len() > 1 {
+            confirm.push(format!(
+                "head: {} graphs take the exit outputs ({}); drafted with {}",
+                heads.len(),
+                heads
+                    .iter()
+                    .map(|h| h.file.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                h.file
+            ));
+        }
+        let state = h
+            .inputs
+            .get(1)
+            .filter(|s| h.outputs.iter().any(|o| same(o, s)));
+        let state_out = state.and_then(|s| h.outputs.iter().find(|o| same(o, s)));
+        let action = h
+            .outputs
+            .iter()
+            .find(|o| Some(&o.name) != state_out.map(|s| &s.name));
+        let mut t = format!(
+            "[head]\nartifact = {:?}\nfeature_input = {:?}\n",
+            h.file, h.inputs[0].name
+        );
+        if let (Some(s), Some(o)) = (state, state_out) {
+            t += &format!("state_input = {:?}\nstate_output = {:?}\n", s.name, o.name);
+        }
+        t += &format!(
+            "action_output = {:?}\n",
+            action.map_or("", |a| a.name.as_str())
+        );
+        std::fs::create_dir_all(&out).map_err(io(&out))?;
+        std::fs::write(&with, t).map_err(io(&with))?;
+    }
     let report = split(&SplitOptions {
         onnx: path.clone(),
         exit_outputs: actions,
         confidence_outputs: confidences,
         cuts: Vec::new(),
-        head: None,
-        with: None,
+        head: heads.first().map(|h| dir.join(&h.file)),
+        with: heads.first().map(|_| with.clone()),
         out: out.clone(),
         tolerance: 1e-5,
-    })?;
+    });
+    let _ = std::fs::remove_file(&with);
+    let report = report?;
     let worst = report.max_abs_diff.iter().copied().fold(0.0, f32::max);
     guessed.push(format!(
         "split into {} segments in {} (chain against the full model: max |diff| {worst:.1e})",
         report.segments.len(),
         out.display()
     ));
-    draft_dir(&out, &out, stem, guessed)
+    let mut draft = draft_dir(&out, &out, stem, guessed)?;
+    draft.confirm.extend(confirm);
+    Ok(draft)
 }
 
 /// The exit outputs of a full export: the largest group of outputs of one
@@ -169,7 +230,7 @@ fn read_dir(dir: &Path) -> Result<Vec<Onnx>> {
     files
         .into_iter()
         .map(|file| {
-            let (inputs, outputs) = read_specs(&dir.join(&file))?;
+            let (inputs, outputs, _) = read_specs(&dir.join(&file))?;
             Ok(Onnx {
                 file,
                 inputs,

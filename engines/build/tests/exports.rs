@@ -258,3 +258,32 @@ fn an_export_that_needs_renaming_is_not_built_in_place() {
         "{e}"
     );
 }
+
+/// DeeR's layout exported as a full model and its head beside it: init
+/// finds the head (a graph taking the exits' feature), splits with it and
+/// drafts the recurrent [head]; with two candidates it asks to confirm.
+#[test]
+fn init_finds_the_shared_head_beside_a_full_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = init(&InitOptions {
+        onnx: repo().join("engines/models/testdata/shapes/recurrent/full.onnx"),
+        out: Some(dir.path().join("src")),
+    })
+    .unwrap();
+    assert!(
+        d.confirm
+            .iter()
+            .any(|c| c.contains("head.onnx, stateless-head.onnx")),
+        "{:?}",
+        d.confirm
+    );
+    build_dir(&dir.path().join("src"), &dir.path().join("set")).unwrap();
+    let set = EngineSet::open(dir.path().join("set")).unwrap();
+    let h = set.manifest.head.as_ref().expect("a head");
+    assert_eq!(
+        (h.state_input.as_deref(), h.state_output.as_deref()),
+        (Some("h_in"), Some("h_out"))
+    );
+    assert!(set.manifest.state_len() > 0);
+    assert_eq!(set.manifest.exits[0].feature.as_deref(), Some("feature"));
+}

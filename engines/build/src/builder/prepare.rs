@@ -239,11 +239,17 @@ fn dim(n: i64) -> pb::tensor_shape_proto::Dimension {
     }
 }
 
+/// A graph's inputs and outputs, and the graph with static shapes
+/// (encoded) where it needed fixing.
+#[cfg(feature = "split")]
+pub(crate) type StaticSpecs = (Vec<TensorSpec>, Vec<TensorSpec>, Option<Vec<u8>>);
+
 /// The inputs and outputs of the graph at `path`, with a dynamic batch
 /// axis read as 1 and output shapes inferred where the export left them
-/// open (what `offramp init` matches segments by).
+/// open (what `offramp init` matches segments by), and the graph so fixed,
+/// encoded, if it needed fixing.
 #[cfg(feature = "split")]
-pub(crate) fn read_specs(path: &Path) -> Result<(Vec<TensorSpec>, Vec<TensorSpec>)> {
+pub(crate) fn read_specs(path: &Path) -> Result<StaticSpecs> {
     let proto = tract_onnx::onnx()
         .proto_model_for_path(path)
         .map_err(|e| Error::Load {
@@ -265,7 +271,9 @@ pub(crate) fn read_specs(path: &Path) -> Result<(Vec<TensorSpec>, Vec<TensorSpec
     let work = std::env::temp_dir().join(format!("offramp-init-{}", std::process::id()));
     let read = normalise(&mut g, false, None, &[], &work);
     let _ = std::fs::remove_dir_all(&work);
-    read.map(|()| (g.inputs, g.outputs))
+    read?;
+    let fixed = g.changed.then(|| g.proto.encode_to_vec());
+    Ok((g.inputs, g.outputs, fixed))
 }
 
 /// Gives a graph static model inputs with a batch axis and outputs with

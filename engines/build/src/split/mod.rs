@@ -82,8 +82,39 @@ fn exit_name(head: bool) -> &'static str {
 }
 
 /// Splits, verifies and writes; a refused split leaves no segment or
-/// description behind.
+/// description behind. An export with a dynamic batch axis
+/// (`dynamic_axes`) is split from a copy with the axis fixed to 1.
 pub fn split(opts: &SplitOptions) -> Result<SplitReport> {
+    let (_, _, fixed) = crate::builder::prepare::read_specs(&opts.onnx)?;
+    let Some(bytes) = fixed else {
+        return split_static(opts);
+    };
+    let dir = opts.out.join(format!(".static-{}", std::process::id()));
+    let copy = dir.join(opts.onnx.file_name().unwrap_or("full.onnx".as_ref()));
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let split = std::fs::write(&copy, bytes)
+        .map_err(io(&copy))
+        .and_then(|()| {
+            split_static(&SplitOptions {
+                onnx: copy.clone(),
+                ..opts.clone()
+            })
+        });
+    let _ = std::fs::remove_dir_all(&dir);
+    // The description names the export, not the copy.
+    let report = split?;
+    let text = std::fs::read_to_string(&report.model_toml).map_err(io(&report.model_toml))?;
+    let text = text.replacen(
+        &copy.display().to_string(),
+        &opts.onnx.display().to_string(),
+        1,
+    );
+    std::fs::write(&report.model_toml, text).map_err(io(&report.model_toml))?;
+    Ok(report)
+}
+
+/// [`split`] of an export with static shapes.
+fn split_static(opts: &SplitOptions) -> Result<SplitReport> {
     let path = &opts.onnx;
     let n = opts.exit_outputs.len();
     if n < 2 {
