@@ -48,6 +48,29 @@ struct Onnx {
     outputs: Vec<TensorSpec>,
 }
 
+impl Onnx {
+    /// As a shared head: its state input and output (a second input of
+    /// the shape of an output: recurrent) and its action output.
+    fn head_tensors(
+        &self,
+    ) -> (
+        Option<&TensorSpec>,
+        Option<&TensorSpec>,
+        Option<&TensorSpec>,
+    ) {
+        let state = self
+            .inputs
+            .get(1)
+            .filter(|s| self.outputs.iter().any(|o| same(o, s)));
+        let state_out = state.and_then(|s| self.outputs.iter().find(|o| same(o, s)));
+        let action = self
+            .outputs
+            .iter()
+            .find(|o| Some(&o.name) != state_out.map(|s| &s.name));
+        (state, state_out, action)
+    }
+}
+
 fn same(a: &TensorSpec, b: &TensorSpec) -> bool {
     a.shape == b.shape && a.dtype == b.dtype
 }
@@ -137,15 +160,7 @@ pub fn init(opts: &InitOptions) -> Result<Draft> {
                 h.file
             ));
         }
-        let state = h
-            .inputs
-            .get(1)
-            .filter(|s| h.outputs.iter().any(|o| same(o, s)));
-        let state_out = state.and_then(|s| h.outputs.iter().find(|o| same(o, s)));
-        let action = h
-            .outputs
-            .iter()
-            .find(|o| Some(&o.name) != state_out.map(|s| &s.name));
+        let (state, state_out, action) = h.head_tensors();
         let mut t = format!(
             "[head]\nartifact = {:?}\nfeature_input = {:?}\n",
             h.file, h.inputs[0].name
@@ -522,15 +537,7 @@ fn draft_dir(dir: &Path, out: &Path, model: String, mut guessed: Vec<String>) ->
     confirm.push("preprocess mean/std: drafted as ImageNet's; use your training's".into());
 
     if let Some(h) = head {
-        let state = h
-            .inputs
-            .get(1)
-            .filter(|s| h.outputs.iter().any(|o| same(o, s)));
-        let state_out = state.and_then(|s| h.outputs.iter().find(|o| same(o, s)));
-        let act = h
-            .outputs
-            .iter()
-            .find(|o| Some(o.name.as_str()) != state_out.map(|s| s.name.as_str()));
+        let (state, state_out, act) = h.head_tensors();
         let _ = writeln!(
             text,
             "\n[head]\nartifact = {:?}\nfeature_input = {:?}",
