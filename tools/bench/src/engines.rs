@@ -23,6 +23,11 @@ pub struct SegmentBench {
     pub onnxruntime_us: Option<OrtTimes>,
     /// tract p50 / onnxruntime p50.
     pub tract_over_onnxruntime: Option<f64>,
+    /// tract in chain order, as a robot runs a frame: every segment (and
+    /// the head on its exit) one after another, the caches flushed between
+    /// frames (the `tract_us` figures run one segment back to back, its
+    /// weights hot in cache).
+    pub chain_cold_us: Summary,
     /// The TensorRT plan of this segment: host wall time of a run (copies
     /// in, inference, copies out, synchronize)...
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,6 +87,47 @@ fn time_tract(
     }
     let ops = ops.then(|| e.op_times(iters)).transpose()?;
     Ok((Summary::of(&samples).context("no samples")?, ops))
+}
+
+/// Bytes written between frames of the chain-order timing: more than any
+/// last-level cache, so each frame starts with cold caches.
+const FLUSH_BYTES: usize = 64 << 20;
+
+/// Each segment's time (and the head's, on the last exit, last) when the
+/// whole chain runs frame after frame with the caches flushed between
+/// frames; `frames` frames after a tenth as warm-up.
+fn time_chain_cold(set: &EngineSet, frames: usize) -> anyhow::Result<Vec<Summary>> {
+    let mut chain = offramp_engines_cpu::load_chain(set)?;
+    let n = chain.exits();
+    let state = vec![0.0; set.manifest.state_len()];
+    let head = set.manifest.head.is_some();
+    let mut samples = vec![Vec::with_capacity(frames); n + head as usize];
+    let mut flush = vec![0u8; FLUSH_BYTES];
+    for f in 0..frames + frames / 10 {
+        for (k, b) in flush.iter_mut().enumerate().step_by(64) {
+            *b = b.wrapping_add(k as u8 | 1);
+        }
+        std::hint::black_box(&flush);
+        for i in 0..n {
+            let t = Instant::now();
+            chain.run_exit(i)?;
+            let dt = t.elapsed().as_secs_f64() * 1e6;
+            let t = Instant::now();
+            if head && i + 1 == n {
+                chain.run_head(i, &state)?;
+            }
+            if f >= frames / 10 {
+                samples[i].push(dt);
+                if head && i + 1 == n {
+                    samples[n].push(t.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+        }
+    }
+    samples
+        .iter()
+        .map(|s| Summary::of(s).context("no samples"))
+        .collect()
 }
 
 /// Wall and device time of each segment of a TensorRT set, the head last
@@ -230,6 +276,7 @@ pub fn run(
     if let Some(why) = &missing {
         tracing::warn!("no onnxruntime column: {why}");
     }
+    let cold = time_chain_cold(&set, iters)?;
     let mut segments = Vec::new();
     for (k, (path, ins, outs, macs)) in parts.iter().enumerate() {
         let (tract_us, tract_ops) = time_tract(path, ins, outs, iters, ops)?;
@@ -243,6 +290,7 @@ pub fn run(
                 .unwrap_or_default(),
             macs: *macs,
             tract_over_onnxruntime: ort_us.map(|o| tract_us.p50 / o.p50_us),
+            chain_cold_us: cold[k],
             tract_over_tensorrt: tensorrt_us.as_ref().map(|t| tract_us.p50 / t.p50),
             tensorrt_us,
             tensorrt_device_us,

@@ -385,12 +385,15 @@ fn bench_tiny_engines(extra: &[&str]) -> serde_json::Value {
 #[test]
 #[ignore = "needs the Python test environment (scripts/test.sh sets OFFRAMP_PYTHON)"]
 fn bench_engines_times_tract_and_onnxruntime_side_by_side() {
-    let v = bench_tiny_engines(&[]);
+    let v = bench_tiny_engines(&["--threads", "2"]);
     assert!(v.get("onnxruntime_missing").is_none(), "{v}");
+    assert_eq!(v["threads"], 2, "{v}");
     let segments = v["segments"].as_array().unwrap();
     assert!(!segments.is_empty());
     for s in segments {
         assert!(s["tract_over_onnxruntime"].as_f64().unwrap() > 0.0, "{s}");
+        // In chain order with cold caches too, every segment and the head.
+        assert!(s["chain_cold_us"]["p50"].as_f64().unwrap() > 0.0, "{s}");
         // Per-operator times only when asked for.
         assert!(s.get("tract_ops").is_none(), "{s}");
     }
