@@ -268,7 +268,10 @@ pub(crate) fn read_specs(path: &Path) -> Result<StaticSpecs> {
         outputs: Vec::new(),
         moved: HashMap::new(),
     };
-    let work = std::env::temp_dir().join(format!("offramp-init-{}", std::process::id()));
+    // One directory per call: calls may run at once in one process.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let work = std::env::temp_dir().join(format!("offramp-init-{}-{call}", std::process::id()));
     let read = normalise(&mut g, false, None, &[], &work);
     let _ = std::fs::remove_dir_all(&work);
     read?;
