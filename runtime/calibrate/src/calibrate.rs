@@ -66,7 +66,7 @@ fn check_recorded(
 /// Recorded frames in order, each with what the run loop is told with it
 /// (a new episode where the episode index changes), once they are checked
 /// to line up.
-fn recorded<'a>(
+pub(crate) fn recorded<'a>(
     frames: &'a [u8],
     frame_len: usize,
     instructions: &'a [usize],

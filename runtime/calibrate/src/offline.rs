@@ -13,9 +13,8 @@
 //! Episodes are the unit of the 95 % intervals: each policy's per-episode
 //! share against the full model's on the same episodes (paired).
 
-use crate::calibrate::{calibrate, Budget, CalibrateError, Frames};
+use crate::calibrate::{calibrate, recorded, Budget, CalibrateError, Frames};
 use crate::paired::Paired;
-use offramp_runtime::camera::FrameMeta;
 use offramp_runtime::camera::{load_replay, Replay, Views};
 use offramp_runtime::exit_chain::{ExitPolicy, FrameOutcome};
 use offramp_runtime::pipeline::Pipeline;
@@ -248,13 +247,8 @@ fn run(
         exits: Vec::new(),
     };
     let mut rl = RunLoop::new(p, policy, None, None);
-    for (k, frame) in rec.frames.chunks_exact(rec.frame_len).enumerate() {
-        let meta = FrameMeta {
-            seq: k as u64,
-            captured: None,
-            instruction: rec.instructions[k],
-            new_episode: k == 0 || rec.episodes[k] != rec.episodes[k - 1],
-        };
+    let frames = recorded(rec.frames, rec.frame_len, rec.instructions, rec.episodes)?;
+    for (frame, meta) in frames {
         let before = sink.exits.len();
         rl.frame(frame, meta, &mut sink)?;
         if sink.exits.len() == before {

@@ -258,3 +258,36 @@ fn entropy_and_margin_are_calibrated_from_their_own_scores() {
         check(&set, kind, 0.6);
     }
 }
+
+/// The offline curve on recordings whose parts do not line up (fewer
+/// instructions than frames) is an error naming the counts, not a panic.
+#[test]
+fn the_offline_curve_refuses_recordings_that_do_not_line_up() {
+    use offramp_calibrate::offline::{sweep, OfflineConfig, Recorded};
+    let set = EngineSet::open(models().join("demo")).unwrap();
+    let (w, h) = (32, 32);
+    let mut p = Pipeline::open(&set, BackendKind::Cpu, (w, h)).unwrap();
+    let frames = vec![128u8; 4 * w * h * 3];
+    let episodes = [0, 0, 1, 1];
+    let whole = Recorded {
+        frames: &frames,
+        frame_len: w * h * 3,
+        instructions: &[0, 0, 0, 0],
+        episodes: &episodes,
+        actions: None,
+    };
+    let short = Recorded {
+        instructions: &[0, 0],
+        ..whole
+    };
+    let cfg = OfflineConfig {
+        budgets: &[0.5],
+        iterations: 1,
+        tolerance: 0.1,
+        reference: None,
+    };
+    let e = sweep(&mut p, &whole, &short, &cfg, &mut || {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("4 frames, 2 instructions"), "{e}");
+}
