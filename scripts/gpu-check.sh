@@ -3,6 +3,13 @@
 # driver (a Jetson, a workstation, a cloud GPU):
 #
 #   scripts/gpu-check.sh [REPORT.json]
+#   scripts/gpu-check.sh --prebuilt DIR [REPORT.json]
+#
+# --prebuilt runs from the bundle scripts/gpu-bundle.sh makes on a
+# development machine (DIR: where it was unpacked): no cargo, no Rust
+# toolchain, no network. Without a GPU it still runs everything else (the
+# CUDA tests' error paths, the TensorRT backend's tests) and ends naming what
+# is missing: CI runs it so.
 #
 #   1. the GPU and driver (nvidia-smi, libcuda);
 #   2. the CUDA preprocessing tests on the GPU (NVRTC kernels vs the CPU
@@ -19,7 +26,16 @@
 # TensorRT's and CUDA's places: TENSORRT_INCLUDE_DIR, CUDA_HOME (default
 # /usr/local/cuda), trtexec on PATH or in /usr/src/tensorrt/bin.
 set -uo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
+prebuilt=""
+if [ "${1:-}" = --prebuilt ]; then
+  [ -n "${2:-}" ] && [ -x "$2/bin/offramp" ] || {
+    echo "--prebuilt ${2:-}: not an unpacked GPU bundle (no bin/offramp; make one with scripts/gpu-bundle.sh)" >&2
+    exit 2
+  }
+  prebuilt=$(cd "$2" && pwd)
+  shift 2
+fi
+here=${prebuilt:-$(cd "$(dirname "$0")/.." && pwd)}
 cd "$here"
 cache=${OFFRAMP_CACHE:-$HOME/.cache/offramp}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
@@ -49,21 +65,42 @@ if [ -z "$gpu" ]; then
 fi
 note "GPU: ${gpu:-none}"
 
-# 2. Build offramp with the GPU features, and run the CUDA preprocessing tests.
-note "building offramp (features tensorrt, cuda)"
-if cargo build --release -p offramp --features tensorrt,cuda >>"$log" 2>&1; then
-  stage[build]=ok
+# 2. Build offramp with the GPU features (or take the bundle's), and run the
+# CUDA preprocessing tests.
+if [ -n "$prebuilt" ]; then
+  offramp=$prebuilt/bin/offramp
+  stage[build]="prebuilt ($(python3 -c 'import json,sys; b=json.load(open(sys.argv[1])); print(b["commit"], "needs", b["needs"])' "$prebuilt/BUNDLE.json" 2>>"$log"))"
+  cuda_tests=("$prebuilt/tests/cuda_preprocess")
+  trt_tests=("$prebuilt/tests/tensorrt")
+  # The test executables read the bundle's files, not the checkout they were built from.
+  export OFFRAMP_REPO=$prebuilt OFFRAMP_TRT_DOUBLE=$prebuilt/lib/libofframp_trt_double.so
 else
-  stage[build]=failed
-  failed+=("cargo build (see $log)")
+  note "building offramp (features tensorrt, cuda)"
+  if cargo build --release -p offramp --features tensorrt,cuda >>"$log" 2>&1; then
+    stage[build]=ok
+  else
+    stage[build]=failed
+    failed+=("cargo build (see $log)")
+  fi
+  offramp=$CARGO_TARGET_DIR/release/offramp
+  cuda_tests=(cargo test --release -p offramp-runtime --features cuda --test cuda_preprocess --)
+  trt_tests=(cargo test --release -p offramp-engines-tensorrt --test tensorrt --)
 fi
-offramp=$CARGO_TARGET_DIR/release/offramp
 if ((${#missing[@]} == 0)); then
   note "CUDA preprocessing tests on the GPU"
   # OFFRAMP_REQUIRE_GPU turns the tests' skip-without-GPU into a failure.
-  if OFFRAMP_REQUIRE_GPU=1 cargo test --release -p offramp-runtime --features cuda \
-    --test cuda_preprocess -- --include-ignored >>"$log" 2>&1; then
+  if OFFRAMP_REQUIRE_GPU=1 "${cuda_tests[@]}" --include-ignored >>"$log" 2>&1; then
     stage[cuda_preprocess]=ok
+  else
+    stage[cuda_preprocess]=failed
+    failed+=("the CUDA preprocessing tests (see $log)")
+  fi
+elif [ -n "$prebuilt" ]; then
+  # No GPU: the bundle's tests still run their error paths here (the
+  # executable loads, CUDA's absence is named), the GPU parts skipped.
+  note "CUDA preprocessing tests without a GPU (error paths only)"
+  if "${cuda_tests[@]}" --include-ignored >>"$log" 2>&1; then
+    stage[cuda_preprocess]="ok without a GPU (GPU parts skipped)"
   else
     stage[cuda_preprocess]=failed
     failed+=("the CUDA preprocessing tests (see $log)")
@@ -72,7 +109,7 @@ else
   stage[cuda_preprocess]=skipped
 fi
 note "TensorRT backend tests (the real Rust backend against the shim's CPU test double)"
-if cargo test --release -p offramp-engines-tensorrt --test tensorrt >>"$log" 2>&1; then
+if "${trt_tests[@]}" >>"$log" 2>&1; then
   stage[tensorrt_backend_tests]=ok
 else
   stage[tensorrt_backend_tests]=failed
@@ -95,7 +132,7 @@ ldconfig -p 2>/dev/null | grep -q 'libnvinfer\.so\.' || missing+=("libnvinfer (T
 
 shim_json=null
 bench_json=null
-if [ -n "$trt_include" ] && [ -f "$cuda_home/include/cuda_runtime_api.h" ] && [ "${stage[build]}" = ok ]; then
+if [ -n "$trt_include" ] && [ -f "$cuda_home/include/cuda_runtime_api.h" ] && { [ "${stage[build]}" = ok ] || [ -n "$prebuilt" ]; }; then
   note "TensorRT shim against $trt_include"
   CUDA_INCLUDE_DIR=$cuda_home/include scripts/check-trt-shim.sh "$trt_include" >>"$log" 2>&1 || failed+=("the shim compile check (see $log)")
   rm -f "$work/libofframp_trt_shim.so"

@@ -10,7 +10,8 @@
 #   test   every test, ignored ones (QEMU, Python references) included
 #   fuzz   every parser of outside bytes, briefly (scripts/fuzz.sh --long: longer)
 #   bench  firmware, engines, simulator, runtime, zenoh benches; profile (JSON)
-#   cross  the aarch64 Jetson binary (glibc 2.31), qemu-aarch64 smoke test, bundle
+#   cross  the aarch64 Jetson binary (glibc 2.31), qemu-aarch64 smoke test, bundle;
+#          the GPU check's prebuilt bundle, sized and run dry
 #   demo   the main job, offramp demo
 #
 # Builds are cached under $OFFRAMP_CACHE (default ~/.cache/offramp), reports

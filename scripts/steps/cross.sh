@@ -64,3 +64,32 @@ grep -q "cannot open the TensorRT shim /nonexistent/libofframp_trt_shim.so" "$db
 step "bundle"
 "$offramp" bundle --target jetson --binary "$bin" --out "$reports/offramp-jetson.tar.gz"
 tar tzf "$reports/offramp-jetson.tar.gz"
+
+step "GPU check bundle (x86_64): made, sized, and run dry here (no GPU, no cargo)"
+scripts/gpu-bundle.sh "$reports/offramp-gpu.tar.gz" | tee "$reports/gpu-bundle.json"
+dry=$(mktemp -d)
+tar -C "$dry" -xzf "$reports/offramp-gpu.tar.gz"
+set +e
+env PATH=/usr/local/bin:/usr/bin:/bin "$dry/offramp-gpu/scripts/gpu-check.sh" \
+  --prebuilt "$dry/offramp-gpu" "$reports/gpu-check-dry.json"
+st=$?
+set -e
+# It must end naming the missing GPU, after everything else ran and passed.
+python3 - "$reports/gpu-check-dry.json" "$st" <<'PY'
+import json, sys
+r, st = json.load(open(sys.argv[1])), int(sys.argv[2])
+problems = []
+if st != 1:
+    problems.append(f"exit status {st}, not 1")
+if r["failed"]:
+    problems.append(f"failed: {r['failed']}")
+if not any("NVIDIA GPU" in m for m in r["missing"]):
+    problems.append(f"the missing GPU is not named: {r['missing']}")
+for k in ("cuda_preprocess", "tensorrt_backend_tests"):
+    if not r["stages"].get(k, "").startswith("ok"):
+        problems.append(f"stage {k}: {r['stages'].get(k)}")
+if problems:
+    sys.exit("GPU bundle dry run: " + "; ".join(problems))
+print("GPU bundle dry run: ran everything but the GPU's parts; missing:", "; ".join(r["missing"]))
+PY
+rm -rf "$dry"

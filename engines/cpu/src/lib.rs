@@ -41,7 +41,16 @@ pub fn set_threads(n: usize) -> Result<()> {
         Executor::MultiThread(Arc::new(pool))
     };
     set_default_executor(executor);
+    THREADS.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
     Ok(())
+}
+
+/// What [`set_threads`] last set (1 before it is called: tract's default).
+static THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// The threads tract's kernels use now (see [`set_threads`]).
+pub fn threads() -> usize {
+    THREADS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The default thread count: the cores this process may run on (its CPU

@@ -5,7 +5,7 @@
 #[path = "../../build/tests/common/mod.rs"]
 mod common;
 use common::*;
-use offramp_engines_cpu::{load_chain, set_threads};
+use offramp_engines_cpu::{load_chain, set_threads, threads};
 
 /// Every output of every exit of the tiny model, on the given inputs.
 fn outputs(set: &offramp_engines::EngineSet) -> Vec<f32> {
@@ -43,7 +43,9 @@ fn a_thread_pool_computes_what_one_thread_does() {
     tract_linalg::multithread::set_threading_panel_threshold(1);
     tract_linalg::multithread::set_threading_mac_threshold(1);
     tract_linalg::multithread::set_threading_element_threshold(1);
+    assert_eq!(threads(), 1, "tract's default");
     set_threads(3).unwrap();
+    assert_eq!(threads(), 3, "what reports say");
     let three = outputs(&set);
     // rayon starts its threads as the pool is built, each naming itself.
     let started = std::time::Instant::now();

@@ -13,7 +13,13 @@ use offramp_engines::{sha256_file, BackendKind, Chain, Engine, EngineSet, Role};
 use offramp_engines_tensorrt::{check_device, check_version, load_chain, Options, TrtVersion};
 use std::path::{Path, PathBuf};
 
-const DOUBLE: &str = env!("OFFRAMP_TRT_DOUBLE");
+/// The CPU test double of the shim: $OFFRAMP_TRT_DOUBLE when set (a test
+/// executable run from a bundle on another machine), else where build.rs
+/// put it.
+fn double() -> PathBuf {
+    std::env::var_os("OFFRAMP_TRT_DOUBLE")
+        .map_or_else(|| PathBuf::from(env!("OFFRAMP_TRT_DOUBLE")), PathBuf::from)
+}
 const ORIN: &str = "Orin (compute 8.7)";
 
 /// A "libnvinfer" for the double: what TensorRT and GPU it pretends to
@@ -34,7 +40,7 @@ fn fake_library(dir: &Path, version: i32, device: Option<(&str, i32, i32)>) -> P
 
 fn options(library: &Path) -> Options {
     Options {
-        shim: Some(PathBuf::from(DOUBLE)),
+        shim: Some(double()),
         library: Some(library.to_path_buf()),
         eager: false,
     }
@@ -170,7 +176,7 @@ fn stats(library: &Path) -> [i64; 8] {
     type Stats = unsafe extern "C" fn(*const std::ffi::c_char, *mut i64) -> i32;
     // SAFETY: the double, already loaded by the backend; the hook's
     // signature is the one trt_double.c defines.
-    let lib = unsafe { libloading::Library::new(DOUBLE) }.unwrap();
+    let lib = unsafe { libloading::Library::new(double()) }.unwrap();
     let f = unsafe { lib.get::<Stats>(b"ofr_trt_double_stats\0") }.unwrap();
     let path = std::ffi::CString::new(library.to_str().unwrap()).unwrap();
     let mut out = [0i64; 8];

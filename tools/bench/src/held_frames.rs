@@ -1,10 +1,11 @@
 //! Frames held in memory, for the benches and the profile: no capture thread
 //! competes with the engines they measure.
 
-use offramp_runtime::camera::Replay;
+use anyhow::Context;
+use offramp_runtime::camera::{self, load_replay, CameraSpec, Replay, Views};
 use offramp_runtime::exit_chain::{ExitPolicy, FrameOutcome};
 use offramp_runtime::pipeline::Pipeline;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A frame held in memory.
 #[derive(Debug, Clone)]
@@ -56,6 +57,65 @@ pub fn from_replay(r: &Replay, n: usize) -> Vec<Frame> {
         .collect()
 }
 
+/// `n` frames of `spec` held in memory, and their views: the simulator's
+/// expert episodes, a recording's first frames, or frames captured from
+/// live cameras before anything is timed (so no capture thread competes
+/// with the engines while they are).
+pub fn held(spec: &CameraSpec, n: usize) -> anyhow::Result<(Vec<Frame>, Views)> {
+    match spec {
+        #[cfg(feature = "sim")]
+        CameraSpec::Sim => {
+            let cfg = offramp_sim::SimConfig::default();
+            Ok((stream(&cfg, n), (cfg.image_width, cfg.image_height).into()))
+        }
+        #[cfg(not(feature = "sim"))]
+        CameraSpec::Sim => anyhow::bail!(
+            "--camera sim: this offramp was built without the simulator; \
+             use a replay:DIR or v4l: camera, or rebuild with `--features sim`"
+        ),
+        CameraSpec::Replay(dir) => {
+            let r = load_replay(dir)?;
+            let v = from_replay(&r, n);
+            anyhow::ensure!(!v.is_empty(), "{}: no frames", dir.display());
+            Ok((v, r.views))
+        }
+        live => captured(live, n),
+    }
+}
+
+/// How long a live camera may go without a frame while frames are held.
+const CAPTURE_WAIT: Duration = Duration::from_secs(5);
+
+/// `n` frames captured from live cameras (instruction 0, one episode).
+fn captured(spec: &CameraSpec, n: usize) -> anyhow::Result<(Vec<Frame>, Views)> {
+    let source = camera::open(spec)?;
+    let cap = camera::start(source, 30.0)?;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let first = out.is_empty();
+        let got = cap.latest.take(CAPTURE_WAIT, |pixels, _| Frame {
+            pixels: pixels.to_vec(),
+            instruction: 0,
+            new_episode: first,
+        });
+        match got {
+            Some(f) => out.push(f),
+            None => {
+                let why = cap.latest.fault().unwrap_or_else(|| {
+                    if cap.latest.closed.load(std::sync::atomic::Ordering::Acquire) {
+                        "the camera ended".into()
+                    } else {
+                        format!("no frame in {} s", CAPTURE_WAIT.as_secs())
+                    }
+                });
+                return Err(anyhow::anyhow!("{why}"))
+                    .with_context(|| format!("--camera {spec}: after {} frames", out.len()));
+            }
+        }
+    }
+    Ok((out, cap.views.clone()))
+}
+
 /// The pipeline on one held frame (a new episode starts where it says so).
 pub fn run_frame(
     p: &mut Pipeline,
@@ -92,5 +152,38 @@ mod tests {
             [(3, true), (3, false), (5, true)]
         );
         assert_eq!(from_replay(&r, 10).len(), 4, "all, if fewer");
+    }
+
+    /// A recording of `n` 2×1 frames whose pixels count up, one episode.
+    fn recording(dir: &std::path::Path, n: usize) {
+        let views: Views = (2, 1).into();
+        let mut w = camera::ReplayWriter::create(dir, &views, None).unwrap();
+        for i in 0..n {
+            w.push(&[i as u8; 6], 0, 0, i as i64 * 1_000_000, None)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn live_cameras_are_captured_into_memory_before_anything_is_timed() {
+        let dir = tempfile::tempdir().unwrap();
+        recording(dir.path(), 60);
+        let one = CameraSpec::Replay(dir.path().to_path_buf());
+        // Two cameras through their capture threads, as v4l ones would run.
+        let two = CameraSpec::Several(vec![one.clone(), one.clone()]);
+        let (frames, views) = held(&two, 5).unwrap();
+        assert_eq!(views, Views::new(vec![(2, 1), (2, 1)]));
+        assert_eq!(frames.len(), 5);
+        assert!(frames.iter().all(|f| f.pixels.len() == 12));
+        assert_eq!(
+            frames.iter().map(|f| f.new_episode).collect::<Vec<_>>(),
+            [true, false, false, false, false]
+        );
+        // A recording is read as it is, without a capture thread.
+        let (frames, _) = held(&one, 3).unwrap();
+        assert_eq!(frames[2].pixels, [2; 6]);
+        // A camera that runs dry names itself and how many frames it gave.
+        let e = format!("{:#}", held(&two, 500).unwrap_err());
+        assert!(e.contains("--camera") && e.contains("after"), "{e}");
     }
 }

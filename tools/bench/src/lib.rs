@@ -7,7 +7,7 @@
 //!   sampler running (`offramp profile`).
 //! * [`runtime`]: the runtime's overhead outside the engines, early exit
 //!   against the full model, deadline misses under CPU hogs (`offramp bench
-//!   runtime`; the `sim` feature).
+//!   runtime`).
 //! * [`zenoh`]: offramp's action path against bare zenoh (`offramp bench
 //!   zenoh`).
 //! * [`engines`]: each segment on tract against onnxruntime (and a TensorRT
@@ -26,7 +26,6 @@ pub mod held_frames;
 #[cfg(feature = "sim")]
 pub mod offload;
 pub mod profile;
-#[cfg(feature = "sim")]
 pub mod runtime;
 pub mod zenoh;
 

@@ -6,8 +6,13 @@ use offramp_build::builder::{build, BuildOptions};
 use offramp_engines::{BackendKind, EngineSet, Precision};
 use std::path::{Path, PathBuf};
 
+/// The repository's files: $OFFRAMP_REPO when set (a test executable run
+/// from a bundle on another machine, `scripts/gpu-check.sh --prebuilt`),
+/// else the checkout it was built from.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    std::env::var_os("OFFRAMP_REPO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
 }
 
 pub fn tiny_onnx() -> PathBuf {

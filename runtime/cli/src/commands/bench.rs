@@ -1,8 +1,9 @@
 //! `offramp bench`: benchmarks that print JSON.
 
-use crate::args::{at_least, EngineArgs};
 #[cfg(feature = "sim")]
-use crate::args::{non_negative, positive, DemoEngineArgs};
+use crate::args::DemoEngineArgs;
+use crate::args::{at_least, non_negative, positive, CameraArgs, EngineArgs};
+use offramp_bench::held_frames;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -13,23 +14,28 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum BenchCommand {
-    #[cfg(feature = "sim")]
     /// The runtime on an engine set: overhead outside the engines, early
-    /// exit vs the full model on the same frames, and deadline misses with
-    /// CPU hogs on every core. Prints JSON.
+    /// exit vs the full model on the same frames, latency by exit, and
+    /// deadline misses with CPU hogs on every core. What is not given is
+    /// sized from the set's measured latency. Prints JSON.
+    #[command(mut_arg("camera", |a| a.help("sim | replay:DIR | v4l:/dev/videoN (several: commas); frames are held in memory before anything is timed")))]
     Runtime {
         #[command(flatten)]
         engine: EngineArgs,
-        #[arg(long, default_value_t = 10_000, value_parser = at_least(100))]
-        frames: usize,
-        #[arg(long, default_value_t = 10.0, value_parser = positive)]
-        deadline_ms: f64,
+        #[command(flatten)]
+        camera: CameraArgs,
+        /// Frames timed in each phase (default: 20 s of the full model, 100 to 10,000).
+        #[arg(long, value_parser = at_least(100))]
+        frames: Option<usize>,
+        /// Deadline of the contended run (default: 1.5× the full model's p99, at least 1 ms).
+        #[arg(long, value_parser = positive)]
+        deadline_ms: Option<f64>,
         /// CPU-hog threads during the deadline run (default: one per core).
         #[arg(long)]
         hogs: Option<usize>,
-        /// Frame period of the deadline run (a camera's rate; 0: back to back).
-        #[arg(long, default_value_t = 2.0, value_parser = non_negative)]
-        period_ms: f64,
+        /// Frame period of the deadline run (a camera's; 0: back to back; default: the deadline).
+        #[arg(long, value_parser = non_negative)]
+        period_ms: Option<f64>,
     },
     /// Per-segment latency: the CPU backend (tract) against onnxruntime on the
     /// same ONNX files, on the same number of threads (--threads), in one run; with --tensorrt, the
@@ -133,22 +139,31 @@ fn zenoh(
 
 pub fn main(a: Args) -> anyhow::Result<()> {
     let json = match a.command {
-        #[cfg(feature = "sim")]
         BenchCommand::Runtime {
             engine,
+            camera,
             frames,
             deadline_ms,
             hogs,
             period_ms,
         } => {
+            let set = engine.open()?;
+            let (held, views) =
+                held_frames::held(&camera.camera, frames.unwrap_or(5000).min(5000))?;
+            let sizing = offramp_bench::runtime::Sizing {
+                frames,
+                deadline_ms,
+                period_ms,
+            };
             let hogs =
                 hogs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
             let r = offramp_bench::runtime::run(
+                &set,
                 &engine.engines,
-                frames,
-                deadline_ms,
+                &camera.camera.to_string(),
+                (&held, views),
+                &sizing,
                 hogs,
-                period_ms,
                 &crate::progress::bars,
             )?;
             serde_json::to_string_pretty(&r)?

@@ -4,16 +4,15 @@
 //! source and the screen.
 
 use crate::args::{at_least_1, non_negative, positive, print_report, CameraArgs, EngineArgs};
-use offramp_bench::held_frames::{self, Frame};
+use offramp_bench::held_frames;
 use offramp_bench::profile::{self, ProfileConfig, ProfileReport};
 use offramp_power::PowerChoice;
 #[cfg(feature = "plot")]
 use offramp_report::profile::charts;
-use offramp_runtime::camera::{load_replay, CameraSpec, Views};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
-#[command(mut_arg("camera", |a| a.help("sim | replay:DIR (frames are loaded into memory first)")))]
+#[command(mut_arg("camera", |a| a.help("sim | replay:DIR | v4l:/dev/videoN (several: commas); frames are held in memory before anything is timed")))]
 pub struct Args {
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -67,7 +66,7 @@ fn charts(
 
 pub fn run(a: &Args) -> anyhow::Result<ProfileReport> {
     let set = a.engine.open()?;
-    let (frames, views) = frames(&a.camera.camera, a.frames)?;
+    let (frames, views) = held_frames::held(&a.camera.camera, a.frames)?;
     let cfg = ProfileConfig {
         set: &set,
         engines: &a.engine.engines,
@@ -85,33 +84,6 @@ pub fn run(a: &Args) -> anyhow::Result<ProfileReport> {
         profile::write(dir, &mut report, &trace, charts)?;
     }
     Ok(report)
-}
-
-/// Frames for profiling, held in memory so no camera thread competes.
-fn frames(spec: &CameraSpec, n: usize) -> anyhow::Result<(Vec<Frame>, Views)> {
-    match spec {
-        #[cfg(feature = "sim")]
-        CameraSpec::Sim => {
-            let cfg = offramp_sim::SimConfig::default();
-            Ok((
-                held_frames::stream(&cfg, n),
-                (cfg.image_width, cfg.image_height).into(),
-            ))
-        }
-        #[cfg(not(feature = "sim"))]
-        CameraSpec::Sim => Err(crate::args::no_sim("--camera sim")),
-        CameraSpec::Replay(dir) => {
-            let r = load_replay(dir)?;
-            let v = held_frames::from_replay(&r, n);
-            anyhow::ensure!(!v.is_empty(), "{}: no frames", dir.display());
-            Ok((v, r.views))
-        }
-        CameraSpec::V4l(_) | CameraSpec::Several(_) => anyhow::bail!(
-            "--camera {spec}: profile runs on frames held in memory (sim or replay:DIR, \
-             which may hold several camera views), so that no capture thread competes \
-             with the engines it measures"
-        ),
-    }
 }
 
 /// The one-screen summary.

@@ -20,6 +20,23 @@ pub fn offramp(args: &[&str]) -> (bool, String, String) {
 
 /// `offramp operator CMD ARGS…` in `cwd`, which must succeed (the robot's
 /// telemetry confirmed it).
+/// `offramp sim record --episodes N --first-seed SEED --out OUT`: expert
+/// episodes recorded as a replay directory.
+pub fn sim_record(out: &Path, episodes: u32, first_seed: u64) {
+    let (episodes, seed) = (episodes.to_string(), first_seed.to_string());
+    let (ok, _, err) = offramp(&[
+        "sim",
+        "record",
+        "--episodes",
+        &episodes,
+        "--first-seed",
+        &seed,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+}
+
 pub fn operator(cmd: &str, args: &[&str], cwd: &Path) {
     let out = Command::new(bin())
         .args(["--log", "warn", "operator", cmd])

@@ -505,3 +505,55 @@ fn build_shim_names_what_is_missing() {
         "{err}"
     );
 }
+
+/// `bench runtime` on a recording (the robot's kind of camera), sized from
+/// the set: latency by exit adds up to every frame, and the deadline and
+/// period come from the full model's measured p99 when not given.
+#[test]
+fn bench_runtime_takes_a_camera_and_sizes_itself_from_the_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("rec");
+    common::sim_record(&rec, 2, 200_000);
+    let camera = format!("replay:{}", rec.display());
+    let demo = demo_dir();
+    let (ok, stdout, err) = offramp(&[
+        "bench",
+        "runtime",
+        "--engines",
+        demo.to_str().unwrap(),
+        "--camera",
+        &camera,
+        "--frames",
+        "100",
+        "--hogs",
+        "0",
+        "--threads",
+        "1",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    assert_eq!(v["camera"], camera.as_str());
+    assert_eq!(
+        (v["frames"].as_u64(), v["threads"].as_u64()),
+        (Some(100), Some(1))
+    );
+    for by_exit in [&v["early_exit"]["by_exit"], &v["contention"]["by_exit"]] {
+        let groups = by_exit.as_array().unwrap();
+        let frames: u64 = groups.iter().map(|g| g["frames"].as_u64().unwrap()).sum();
+        assert_eq!(frames, 100, "{by_exit}");
+        for g in groups {
+            let l = &g["latency_ms"];
+            assert!(
+                l["p50"].as_f64().unwrap() <= l["p99"].as_f64().unwrap(),
+                "{g}"
+            );
+        }
+    }
+    let c = &v["contention"];
+    let p99 = v["full_model"]["latency_ms"]["p99"].as_f64().unwrap();
+    let deadline = c["deadline_ms"].as_f64().unwrap();
+    assert!(deadline >= (1.5 * p99).max(1.0) - 1e-9, "{c}");
+    assert!(deadline <= (1.5 * p99).max(1.0) + 0.1 + 1e-9, "{c}");
+    assert_eq!(c["frame_period_ms"].as_f64(), Some(deadline), "{c}");
+    assert!(c["sized"].as_str().unwrap().contains("1.5×"), "{c}");
+}

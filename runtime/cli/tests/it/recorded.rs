@@ -209,17 +209,7 @@ fn calibrate_checks_held_out_frames_before_the_first_pass() {
 fn calibrate_reports_a_budget_it_cannot_meet() {
     let dir = tempfile::tempdir().unwrap();
     let rec = dir.path().join("rec");
-    let (ok, _, err) = offramp(&[
-        "sim",
-        "record",
-        "--episodes",
-        "3",
-        "--first-seed",
-        "200000",
-        "--out",
-        rec.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
+    sim_record(&rec, 3, 200_000);
     let set = demo_copy(dir.path(), "set");
     let calibrate = |budget: &str| {
         let (ok, out, err) = offramp(&[
