@@ -19,6 +19,10 @@ offramp=$CARGO_TARGET_DIR/release/offramp
 # the setup step; the ignored tests that need it run in the test step.
 venv=$cache/venv
 [ -x "$venv/bin/python" ] && export OFFRAMP_PYTHON=$venv/bin/python
+# The onnxruntime backend's library: the one the Python wheel ships.
+for lib in "$venv"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*; do
+  [ -f "$lib" ] && export OFFRAMP_ONNXRUNTIME_LIB=${OFFRAMP_ONNXRUNTIME_LIB:-$lib}
+done
 # zig (the cross linker, with glibc 2.31 stubs) and cargo-zigbuild, from PyPI.
 zig_venv=$cache/zig-venv
 if [ -x "$zig_venv/bin/python" ]; then

@@ -6,7 +6,7 @@
 //! inputs = [{ name = "image", shape = [1, 3, 64, 64], dtype = "f32" }]
 //!
 //! [build]
-//! backend = "cpu"            # or "tensorrt"
+//! backend = "cpu"            # or "onnxruntime", "tensorrt"
 //! precision = "fp32"         # fp16, int8 (TensorRT)
 //! offramp_version = "0.1.0"
 //! target_device = "x86_64 CPU"
@@ -107,8 +107,11 @@ impl TensorSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
+    /// The ONNX segments, run by tract.
     Cpu,
     Tensorrt,
+    /// The same ONNX segments, run by onnxruntime (loaded at run time).
+    Onnxruntime,
 }
 
 impl BackendKind {
@@ -116,7 +119,14 @@ impl BackendKind {
         match self {
             BackendKind::Cpu => "cpu",
             BackendKind::Tensorrt => "tensorrt",
+            BackendKind::Onnxruntime => "onnxruntime",
         }
+    }
+
+    /// Whether the set's artifacts are the ONNX segments themselves (tract
+    /// and onnxruntime run the same files), rather than compiled plans.
+    pub fn runs_onnx(self) -> bool {
+        matches!(self, BackendKind::Cpu | BackendKind::Onnxruntime)
     }
 }
 

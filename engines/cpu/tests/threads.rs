@@ -9,21 +9,7 @@ use offramp_engines_cpu::{load_chain, set_threads, threads};
 
 /// Every output of every exit of the tiny model, on the given inputs.
 fn outputs(set: &offramp_engines::EngineSet) -> Vec<f32> {
-    let mut chain = load_chain(set).unwrap();
-    for (k, buf) in chain.inputs_mut().iter_mut().enumerate() {
-        let v = pattern(buf.len(), 3 + k as u32);
-        buf.copy_from_slice(&v);
-    }
-    let state = pattern(set.manifest.state_len(), 7);
-    let mut all = Vec::new();
-    for i in 0..chain.exits() {
-        chain.run_exit(i).unwrap();
-        for k in 0..set.manifest.exits[i].outputs.len() {
-            all.extend_from_slice(chain.exit_output(i, k));
-        }
-        all.extend_from_slice(chain.run_head(i, &state).unwrap().0);
-    }
-    all
+    chain_outputs(set, load_chain(set).unwrap())
 }
 
 fn pool_threads() -> usize {

@@ -50,7 +50,7 @@ pub fn pipelines(
     episodes: usize,
 ) -> anyhow::Result<Vec<offramp_runtime::pipeline::Pipeline>> {
     let jobs = jobs.unwrap_or_else(|| match backend {
-        offramp_engines::BackendKind::Cpu => {
+        offramp_engines::BackendKind::Cpu | offramp_engines::BackendKind::Onnxruntime => {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         }
         offramp_engines::BackendKind::Tensorrt => 1,

@@ -7,7 +7,8 @@
 
 use offramp_engines::{BackendKind, Chain, EngineSet, Result};
 
-/// Builds every engine of `set` with `backend`: on the CPU (tract), or as
+/// Builds every engine of `set` with `backend`: on the CPU (tract, or
+/// onnxruntime from `OFFRAMP_ONNXRUNTIME_LIB` or the system's), or as
 /// TensorRT plans through the shim and library of
 /// `offramp_engines_tensorrt::Options::from_env` (`OFFRAMP_TRT_SHIM`,
 /// `OFFRAMP_TENSORRT_LIB`, `OFFRAMP_TRT_EAGER`). Without the `tensorrt`
@@ -15,6 +16,11 @@ use offramp_engines::{BackendKind, Chain, EngineSet, Result};
 pub fn load_chain(set: &EngineSet, backend: BackendKind) -> Result<Chain> {
     match backend {
         BackendKind::Cpu => offramp_engines_cpu::load_chain(set),
+        // On as many threads as tract would be (`--threads`).
+        BackendKind::Onnxruntime => offramp_engines_onnxruntime::load_chain(
+            set,
+            &offramp_engines_onnxruntime::Options::from_env(offramp_engines_cpu::threads()),
+        ),
         #[cfg(feature = "tensorrt")]
         BackendKind::Tensorrt => offramp_engines_tensorrt::load_chain(
             set,

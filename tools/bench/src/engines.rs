@@ -1,6 +1,7 @@
-//! `offramp bench engines`: per-segment latency of the CPU backend (tract)
-//! against onnxruntime on the same files and, given a TensorRT build of the
-//! same model, its plans, measured in one run. Prints JSON.
+//! `offramp bench engines`: per-segment latency of the CPU backends (tract,
+//! and offramp's onnxruntime backend where the library opens) against
+//! onnxruntime from Python on the same files and, given a TensorRT build of
+//! the same model, its plans, measured in one run. Prints JSON.
 
 use anyhow::{bail, Context};
 use offramp_engines::{Engine, EngineSet, TensorSpec};
@@ -23,6 +24,15 @@ pub struct SegmentBench {
     pub onnxruntime_us: Option<OrtTimes>,
     /// tract p50 / onnxruntime p50.
     pub tract_over_onnxruntime: Option<f64>,
+    /// offramp's onnxruntime backend ([`offramp_engines_onnxruntime`]) on
+    /// the same file, back to back, and in chain order with cold caches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offramp_onnxruntime_us: Option<Summary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offramp_onnxruntime_chain_cold_us: Option<Summary>,
+    /// offramp's onnxruntime backend p50 / onnxruntime's own (Python) p50.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offramp_onnxruntime_over_onnxruntime: Option<f64>,
     /// tract in chain order, as a robot runs a frame: every segment (and
     /// the head on its exit) one after another, the caches flushed between
     /// frames (the `tract_us` figures run one segment back to back, its
@@ -49,6 +59,8 @@ pub struct EngineBench {
     /// Why there is no onnxruntime column, if there is none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub onnxruntime_missing: Option<String>,
+    /// The library offramp's onnxruntime backend opened, or why it did not.
+    pub offramp_onnxruntime: Result<String, String>,
 }
 
 /// tools/onnx/ort_bench.py, built into the binary and handed to Python with
@@ -73,6 +85,18 @@ fn time_tract(
     ops: bool,
 ) -> anyhow::Result<(Summary, Option<Vec<OpTime>>)> {
     let mut e = CpuEngine::load(path, inputs, outputs)?;
+    let t = time_engine(&mut e, inputs, outputs, iters)?;
+    let ops = ops.then(|| e.op_times(iters)).transpose()?;
+    Ok((t, ops))
+}
+
+/// `iters` runs of `e` back to back, after a tenth as warm-up.
+fn time_engine(
+    e: &mut dyn Engine,
+    inputs: &[TensorSpec],
+    outputs: &[TensorSpec],
+    iters: usize,
+) -> anyhow::Result<Summary> {
     let ins: Vec<Vec<f32>> = inputs.iter().map(|s| vec![0.1; s.elements()]).collect();
     let mut outs: Vec<Vec<f32>> = outputs.iter().map(|s| vec![0.0; s.elements()]).collect();
     let in_refs: Vec<&[f32]> = ins.iter().map(Vec::as_slice).collect();
@@ -85,8 +109,7 @@ fn time_tract(
             samples.push(t.elapsed().as_secs_f64() * 1e6);
         }
     }
-    let ops = ops.then(|| e.op_times(iters)).transpose()?;
-    Ok((Summary::of(&samples).context("no samples")?, ops))
+    Summary::of(&samples).context("no samples")
 }
 
 /// Bytes written between frames of the chain-order timing: more than any
@@ -96,8 +119,11 @@ const FLUSH_BYTES: usize = 64 << 20;
 /// Each segment's time (and the head's, on the last exit, last) when the
 /// whole chain runs frame after frame with the caches flushed between
 /// frames; `frames` frames after a tenth as warm-up.
-fn time_chain_cold(set: &EngineSet, frames: usize) -> anyhow::Result<Vec<Summary>> {
-    let mut chain = offramp_engines_cpu::load_chain(set)?;
+fn time_chain_cold(
+    set: &EngineSet,
+    mut chain: offramp_engines::Chain,
+    frames: usize,
+) -> anyhow::Result<Vec<Summary>> {
     let n = chain.exits();
     let state = vec![0.0; set.manifest.state_len()];
     let head = set.manifest.head.is_some();
@@ -219,7 +245,7 @@ pub fn run(
         None => None,
     };
     let m = &set.manifest;
-    if m.build.backend != offramp_engines::BackendKind::Cpu {
+    if !m.build.backend.runs_onnx() {
         bail!(
             "{}: bench engines compares CPU engine sets (ONNX artifacts)",
             engines.display()
@@ -276,11 +302,33 @@ pub fn run(
     if let Some(why) = &missing {
         tracing::warn!("no onnxruntime column: {why}");
     }
-    let cold = time_chain_cold(&set, iters)?;
+    let cold = time_chain_cold(&set, offramp_engines_cpu::load_chain(&set)?, iters)?;
+    // offramp's onnxruntime backend, where the library opens.
+    let options = offramp_engines_onnxruntime::Options::from_env(threads);
+    let rt = offramp_engines_onnxruntime::Runtime::get(options.library.as_deref());
+    let ort_cold = match &rt {
+        Ok(_) => Some(time_chain_cold(
+            &set,
+            offramp_engines_onnxruntime::load_chain(&set, &options)?,
+            iters,
+        )?),
+        Err(e) => {
+            tracing::warn!("no offramp onnxruntime column: {e}");
+            None
+        }
+    };
     let mut segments = Vec::new();
     for (k, (path, ins, outs, macs)) in parts.iter().enumerate() {
         let (tract_us, tract_ops) = time_tract(path, ins, outs, iters, ops)?;
         let ort_us = ort.get(&path.display().to_string()).copied();
+        let offramp_ort = match &rt {
+            Ok(rt) => {
+                let mut e =
+                    offramp_engines_onnxruntime::OrtEngine::load(rt, path, ins, outs, threads)?;
+                Some(time_engine(&mut e, ins, outs, iters)?)
+            }
+            Err(_) => None,
+        };
         let (tensorrt_us, tensorrt_device_us) =
             trt.as_ref().and_then(|t| t.get(k).cloned()).unzip();
         segments.push(SegmentBench {
@@ -290,6 +338,11 @@ pub fn run(
                 .unwrap_or_default(),
             macs: *macs,
             tract_over_onnxruntime: ort_us.map(|o| tract_us.p50 / o.p50_us),
+            offramp_onnxruntime_over_onnxruntime: offramp_ort
+                .zip(ort_us)
+                .map(|(a, o)| a.p50 / o.p50_us),
+            offramp_onnxruntime_us: offramp_ort,
+            offramp_onnxruntime_chain_cold_us: ort_cold.as_ref().map(|c| c[k]),
             chain_cold_us: cold[k],
             tract_over_tensorrt: tensorrt_us.as_ref().map(|t| tract_us.p50 / t.p50),
             tensorrt_us,
@@ -305,5 +358,8 @@ pub fn run(
         threads,
         segments,
         onnxruntime_missing: missing,
+        offramp_onnxruntime: rt
+            .map(|rt| format!("onnxruntime {} from {}", rt.version, rt.library.display()))
+            .map_err(|e| e.to_string()),
     })
 }

@@ -88,8 +88,9 @@ const CAPTURE_WAIT: Duration = Duration::from_secs(5);
 
 /// `n` frames captured from live cameras (instruction 0, one episode).
 fn captured(spec: &CameraSpec, n: usize) -> anyhow::Result<(Vec<Frame>, Views)> {
-    let source = camera::open(spec)?;
-    let cap = camera::start(source, 30.0)?;
+    let named = || format!("--camera {spec}");
+    let source = camera::open(spec).with_context(named)?;
+    let cap = camera::start(source, 30.0).with_context(named)?;
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         let first = out.is_empty();

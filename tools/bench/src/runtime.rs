@@ -5,7 +5,7 @@
 
 use crate::held_frames::{run_frame, Frame};
 use crate::Bars;
-use offramp_engines::{BackendKind, EngineSet};
+use offramp_engines::EngineSet;
 use offramp_runtime::camera::Views;
 use offramp_runtime::exit_chain::ExitPolicy;
 use offramp_runtime::pipeline::Pipeline;
@@ -73,7 +73,8 @@ fn figures(samples: &[(usize, f64)], macs: u64, full_macs: f64) -> PolicyFigures
 pub struct RuntimeBench {
     pub engines: String,
     pub camera: String,
-    /// The CPU backend's threads.
+    /// The set's backend and its threads.
+    pub backend: &'static str,
     pub threads: usize,
     pub frames: usize,
     pub thresholds: Vec<f32>,
@@ -195,8 +196,10 @@ pub fn run(
     bars: Bars,
 ) -> anyhow::Result<RuntimeBench> {
     anyhow::ensure!(!held.is_empty(), "--camera {camera}: no frames");
-    let mut early = Pipeline::open(set, BackendKind::Cpu, views.clone())?;
-    let mut full = Pipeline::open(set, BackendKind::Cpu, views)?;
+    // The set's own backend: tract or onnxruntime (what `offramp run` uses).
+    let backend = set.manifest.build.backend;
+    let mut early = Pipeline::open(set, backend, views.clone())?;
+    let mut full = Pipeline::open(set, backend, views)?;
     let n = early.chain.exits();
     let full_macs = early.chain.full_macs() as f64;
     // Warm-up; the full model's last frames size the run.
@@ -249,6 +252,7 @@ pub fn run(
     Ok(RuntimeBench {
         engines: engines.display().to_string(),
         camera: camera.to_string(),
+        backend: backend.name(),
         threads: offramp_engines_cpu::threads(),
         frames,
         thresholds: set.manifest.criterion.thresholds.clone(),

@@ -165,11 +165,15 @@ fn build_into(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(Manifest, Vec<Row>)> {
     let (source_path, src, problems) = read_source(&opts.onnx_dir)?;
-    if opts.backend == BackendKind::Cpu && opts.precision != Precision::Fp32 {
+    if opts.backend.runs_onnx() && opts.precision != Precision::Fp32 {
         return Err(invalid(
             &source_path,
             "precision",
-            format!("the cpu backend runs fp32 only, not {:?}", opts.precision),
+            format!(
+                "the {} backend runs fp32 only, not {:?}",
+                opts.backend.name(),
+                opts.precision
+            ),
         ));
     }
     // Every refusal comes before the output directory is created: a refused
@@ -177,7 +181,7 @@ fn build_into(
     let calibration = int8_calibration(opts, &src, &source_path)?;
     let trt = match opts.backend {
         BackendKind::Tensorrt => Some(Trtexec::find()?),
-        BackendKind::Cpu => None,
+        BackendKind::Cpu | BackendKind::Onnxruntime => None,
     };
     if let (Some(t), Some(c)) = (&trt, &calibration) {
         c.check_version(t)?;
@@ -317,7 +321,9 @@ fn build_prepared(
         offload: src.offload,
     };
     let set = EngineSet::write_manifest(&opts.out_dir, &manifest)?;
-    if opts.backend == BackendKind::Cpu {
+    // The segments load as the robot loads them (an onnxruntime set's are
+    // the same ONNX files: tract reads them here, onnxruntime on the robot).
+    if opts.backend.runs_onnx() {
         offramp_engines_cpu::load_chain(&set)?;
     }
     progress(Progress::Done);

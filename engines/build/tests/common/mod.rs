@@ -90,3 +90,22 @@ pub fn f32s_from_file(path: &Path) -> Vec<f32> {
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect()
 }
+
+/// Every output of every exit and the head of `chain` (a chain of `set`),
+/// on fixed inputs: what two backends or thread counts must agree on.
+pub fn chain_outputs(set: &EngineSet, mut chain: offramp_engines::Chain) -> Vec<f32> {
+    for (k, buf) in chain.inputs_mut().iter_mut().enumerate() {
+        let v = pattern(buf.len(), 3 + k as u32);
+        buf.copy_from_slice(&v);
+    }
+    let state = pattern(set.manifest.state_len(), 7);
+    let mut all = Vec::new();
+    for i in 0..chain.exits() {
+        chain.run_exit(i).unwrap();
+        for k in 0..set.manifest.exits[i].outputs.len() {
+            all.extend_from_slice(chain.exit_output(i, k));
+        }
+        all.extend_from_slice(chain.run_head(i, &state).unwrap().0);
+    }
+    all
+}

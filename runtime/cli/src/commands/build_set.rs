@@ -13,6 +13,8 @@ pub struct Args {
     /// Output engine-set directory.
     #[arg(long)]
     out: PathBuf,
+    /// cpu: tract runs the segments; onnxruntime: onnxruntime does, opened
+    /// at run time (OFFRAMP_ONNXRUNTIME_LIB); tensorrt: TensorRT plans.
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendArg,
     /// Precision of TensorRT plans (the cpu backend runs fp32). int8 needs
@@ -31,6 +33,7 @@ pub struct Args {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BackendArg {
     Cpu,
+    Onnxruntime,
     Tensorrt,
 }
 
@@ -44,6 +47,7 @@ enum PrecisionArg {
 pub fn main(a: Args) -> anyhow::Result<()> {
     let backend = match a.backend {
         BackendArg::Cpu => BackendKind::Cpu,
+        BackendArg::Onnxruntime => BackendKind::Onnxruntime,
         BackendArg::Tensorrt => BackendKind::Tensorrt,
     };
     let precision = match a.precision {

@@ -383,10 +383,11 @@ fn bench_tiny_engines(extra: &[&str]) -> serde_json::Value {
 }
 
 #[test]
-#[ignore = "needs the Python test environment (scripts/test.sh sets OFFRAMP_PYTHON)"]
+#[ignore = "needs the Python test environment and the onnxruntime library (scripts/test.sh sets OFFRAMP_PYTHON, OFFRAMP_ONNXRUNTIME_LIB)"]
 fn bench_engines_times_tract_and_onnxruntime_side_by_side() {
     let v = bench_tiny_engines(&["--threads", "2"]);
     assert!(v.get("onnxruntime_missing").is_none(), "{v}");
+    assert!(v["offramp_onnxruntime"].get("Ok").is_some(), "{v}");
     assert_eq!(v["threads"], 2, "{v}");
     let segments = v["segments"].as_array().unwrap();
     assert!(!segments.is_empty());
@@ -394,6 +395,15 @@ fn bench_engines_times_tract_and_onnxruntime_side_by_side() {
         assert!(s["tract_over_onnxruntime"].as_f64().unwrap() > 0.0, "{s}");
         // In chain order with cold caches too, every segment and the head.
         assert!(s["chain_cold_us"]["p50"].as_f64().unwrap() > 0.0, "{s}");
+        // offramp's onnxruntime backend beside them (the library is set).
+        assert!(
+            s["offramp_onnxruntime_us"]["p50"].as_f64().unwrap() > 0.0,
+            "{s}"
+        );
+        assert!(
+            s["offramp_onnxruntime_over_onnxruntime"].as_f64().unwrap() > 0.0,
+            "{s}"
+        );
         // Per-operator times only when asked for.
         assert!(s.get("tract_ops").is_none(), "{s}");
     }
@@ -556,4 +566,78 @@ fn bench_runtime_takes_a_camera_and_sizes_itself_from_the_set() {
     assert!(deadline <= (1.5 * p99).max(1.0) + 0.1 + 1e-9, "{c}");
     assert_eq!(c["frame_period_ms"].as_f64(), Some(deadline), "{c}");
     assert!(c["sized"].as_str().unwrap().contains("1.5×"), "{c}");
+}
+
+/// `offramp build --backend onnxruntime` of the demo set, in `dir`.
+fn onnxruntime_demo(dir: &std::path::Path) -> std::path::PathBuf {
+    let set = dir.join("ort");
+    let (ok, _, err) = offramp(&[
+        "build",
+        "--onnx",
+        demo_dir().to_str().unwrap(),
+        "--out",
+        set.to_str().unwrap(),
+        "--backend",
+        "onnxruntime",
+    ]);
+    assert!(ok, "{err}");
+    let manifest = std::fs::read_to_string(set.join("manifest.toml")).unwrap();
+    assert!(manifest.contains("backend = \"onnxruntime\""), "{manifest}");
+    set
+}
+
+/// A set built for onnxruntime runs the robot's loop on it, and its
+/// figures come out as tract's do.
+#[test]
+#[ignore = "needs the onnxruntime library (scripts/test.sh sets OFFRAMP_ONNXRUNTIME_LIB)"]
+fn an_onnxruntime_set_runs_the_robots_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = onnxruntime_demo(dir.path());
+    let (ok, stdout, err) = offramp(&[
+        "--log",
+        "warn",
+        "run",
+        "--engines",
+        set.to_str().unwrap(),
+        "--camera",
+        "sim",
+        "--fps",
+        "400",
+        "--frames",
+        "60",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["frames"], 60, "{v}");
+    assert_eq!(v["nonfinite_frames"], 0, "{v}");
+    let counts: u64 = v["exit_counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .sum();
+    assert_eq!(counts, 60, "{v}");
+}
+
+/// Without the library, an onnxruntime set is refused naming the library
+/// and how to point offramp at one.
+#[test]
+fn an_onnxruntime_set_without_the_library_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = onnxruntime_demo(dir.path());
+    let out = Command::new(bin())
+        .env(
+            "OFFRAMP_ONNXRUNTIME_LIB",
+            "/nonexistent/libonnxruntime.so.1",
+        )
+        .args(["run", "--engines", set.to_str().unwrap(), "--frames", "5"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot open /nonexistent/libonnxruntime.so.1"),
+        "{err}"
+    );
 }
