@@ -65,6 +65,30 @@ if [ -z "$gpu" ]; then
 fi
 note "GPU: ${gpu:-none}"
 
+# NVRTC, from whichever CUDA's libraries are here (12 or 13: the toolkit,
+# the loader's cache, or the nvidia-* Python wheels PyTorch brings). offramp
+# asks the loader for libnvrtc.so (then .so.12, .so.11, ...), which a machine
+# with only CUDA 13's libnvrtc.so.13 lacks: a link named so, beside the
+# library's own directory (for libnvrtc-builtins), serves it.
+nvrtc=""
+for c in $(ldconfig -p 2>/dev/null | awk '/libnvrtc\.so\.[0-9]+ / {print $NF}') \
+  "$cuda_home"/lib64/libnvrtc.so.[0-9]* "$cuda_home"/targets/*/lib/libnvrtc.so.[0-9]* \
+  $(python3 -c 'import glob, site, sys
+for d in sys.path + site.getsitepackages():
+    print(*glob.glob(d + "/nvidia/*/lib/libnvrtc.so.[0-9]*"))' 2>/dev/null); do
+  [ -f "$c" ] || continue
+  # The newest major version found.
+  if [ -z "$nvrtc" ] || [ "$(printf '%s\n%s\n' "$(basename "$nvrtc")" "$(basename "$c")" | sort -V | tail -n1)" = "$(basename "$c")" ]; then
+    nvrtc=$c
+  fi
+done
+if [ -n "$nvrtc" ]; then
+  mkdir -p "$work/lib"
+  ln -sf "$nvrtc" "$work/lib/libnvrtc.so"
+  export LD_LIBRARY_PATH="$work/lib:$(dirname "$nvrtc")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  note "NVRTC: $nvrtc"
+fi
+
 # 2. Build offramp with the GPU features (or take the bundle's), and run the
 # CUDA preprocessing tests.
 if [ -n "$prebuilt" ]; then
@@ -178,6 +202,7 @@ list() { local first=1; printf '['; for x in "$@"; do ((first)) || printf ','; f
 cat >"$report" <<JSON
 {
   "gpu": $(printf '%s' "$gpu" | json_str),
+  "nvrtc": $(printf '%s' "$nvrtc" | json_str),
   "stages": {${stages%,}},
   "missing": $(list "${missing[@]}"),
   "failed": $(list "${failed[@]}"),

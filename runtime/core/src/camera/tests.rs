@@ -125,12 +125,14 @@ fn a_panicking_second_camera_fails_the_frames_with_its_reason() {
             panic!("corrupt JPEG");
         }
     }
+    // The first camera outlasts the wait (a minute at 100 fps): printing
+    // the panic's backtrace can take seconds on a loaded machine, and a
+    // first camera that ended meanwhile would close the frames first, as a
+    // recording's end, with no fault.
     let src = Several {
-        sources: vec![Box::new(replay(&[(2, 1)], 200, 0)), Box::new(Breaks)],
+        sources: vec![Box::new(replay(&[(2, 1)], 6000, 0)), Box::new(Breaks)],
     };
     let cap = start(Box::new(src), 100.0).unwrap();
-    // Waits for the close rather than for a quiet spell: printing the
-    // panic's backtrace can take seconds on a loaded machine.
     let t0 = std::time::Instant::now();
     while !cap.latest.closed.load(Ordering::Acquire) {
         assert!(t0.elapsed() < Duration::from_secs(60), "never closed");
