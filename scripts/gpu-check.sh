@@ -35,11 +35,18 @@ if [ "${1:-}" = --prebuilt ]; then
   prebuilt=$(cd "$2" && pwd)
   shift 2
 fi
+# A report path as given, from where the command was run.
+report=""
+case ${1:-} in
+  "") ;;
+  /*) report=$1 ;;
+  *) report=$PWD/$1 ;;
+esac
 here=${prebuilt:-$(cd "$(dirname "$0")/.." && pwd)}
 cd "$here"
 cache=${OFFRAMP_CACHE:-$HOME/.cache/offramp}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
-report=${1:-$cache/reports/gpu-check.json}
+report=${report:-$cache/reports/gpu-check.json}
 work=$cache/gpu-check
 mkdir -p "$(dirname "$report")" "$work"
 log=$work/log.txt
@@ -92,6 +99,12 @@ fi
 # 2. Build offramp with the GPU features (or take the bundle's), and run the
 # CUDA preprocessing tests.
 if [ -n "$prebuilt" ]; then
+  # The glibc the bundle was built against, against this machine's.
+  needs=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["needs"])' "$prebuilt/BUNDLE.json" 2>>"$log")
+  have=GLIBC_$(ldd --version 2>/dev/null | head -n1 | grep -o '[0-9]*\.[0-9]*$')
+  if [ -n "$needs" ] && [ "$(printf '%s\n%s\n' "$needs" "$have" | sort -V | tail -n1)" != "$have" ]; then
+    missing+=("glibc: the bundle needs $needs, this machine has $have (make the bundle on a machine with an older glibc)")
+  fi
   offramp=$prebuilt/bin/offramp
   stage[build]="prebuilt ($(python3 -c 'import json,sys; b=json.load(open(sys.argv[1])); print(b["commit"], "needs", b["needs"])' "$prebuilt/BUNDLE.json" 2>>"$log"))"
   cuda_tests=("$prebuilt/tests/cuda_preprocess")
@@ -204,8 +217,8 @@ cat >"$report" <<JSON
   "gpu": $(printf '%s' "$gpu" | json_str),
   "nvrtc": $(printf '%s' "$nvrtc" | json_str),
   "stages": {${stages%,}},
-  "missing": $(list "${missing[@]}"),
-  "failed": $(list "${failed[@]}"),
+  "missing": $(list ${missing[@]+"${missing[@]}"}),
+  "failed": $(list ${failed[@]+"${failed[@]}"}),
   "shim": $shim_json,
   "bench_engines": $bench_json,
   "log": $(printf '%s' "$log" | json_str)
@@ -213,6 +226,6 @@ cat >"$report" <<JSON
 JSON
 note "report: $report"
 status=0
-for m in "${missing[@]}"; do echo "missing: $m" >&2; status=1; done
-for f in "${failed[@]}"; do echo "failed: $f" >&2; status=1; done
+for m in ${missing[@]+"${missing[@]}"}; do echo "missing: $m" >&2; status=1; done
+for f in ${failed[@]+"${failed[@]}"}; do echo "failed: $f" >&2; status=1; done
 exit "$status"

@@ -15,7 +15,10 @@ const BACKEND: &str = "onnxruntime";
 /// The opened library: its API table, the process's one environment and the
 /// CPU memory description the engines' buffers are wrapped with.
 pub struct Runtime {
-    pub(crate) api: &'static sys::OrtApi,
+    /// The library's API table, read field by field through the pointer: a
+    /// library older than ort-sys's declarations has a shorter table, so no
+    /// reference to the whole struct is ever made.
+    pub(crate) api: *const sys::OrtApi,
     pub(crate) env: *mut sys::OrtEnv,
     pub(crate) cpu: *mut sys::OrtMemoryInfo,
     /// The library's own version string (e.g. "1.23.2").
@@ -126,24 +129,25 @@ impl Runtime {
             .ok_or_else(|| unavailable(&shown, "OrtGetApiBase returned nothing".into()))?;
         // SAFETY: a static NUL-terminated string.
         let version = unsafe { cstr((base.GetVersionString)()) };
-        // SAFETY: GetApi returns a static table or null for a version the
+        // SAFETY: GetApi returns a static table, or null for a version the
         // library does not serve.
-        let api = unsafe { (base.GetApi)(MIN_API_VERSION).as_ref() }.ok_or_else(|| {
-            unavailable(
+        let api = unsafe { (base.GetApi)(MIN_API_VERSION) };
+        if api.is_null() {
+            return Err(unavailable(
                 &shown,
                 format!(
                     "onnxruntime {version} does not serve C API version {MIN_API_VERSION} \
                      (onnxruntime 1.14 or later is needed)"
                 ),
-            )
-        })?;
+            ));
+        }
         let mut env = std::ptr::null_mut();
         let mut cpu = std::ptr::null_mut();
         // SAFETY: valid out-pointers and a static log id.
         unsafe {
             status(
                 api,
-                (api.CreateEnv)(
+                ((*api).CreateEnv)(
                     sys::OrtLoggingLevel::ORT_LOGGING_LEVEL_ERROR,
                     c"offramp".as_ptr(),
                     &mut env,
@@ -152,13 +156,17 @@ impl Runtime {
             .map_err(|e| unavailable(&shown, format!("creating its environment: {e}")))?;
             status(
                 api,
-                (api.CreateCpuMemoryInfo)(
+                ((*api).CreateCpuMemoryInfo)(
                     sys::OrtAllocatorType::OrtArenaAllocator,
                     sys::OrtMemType::OrtMemTypeDefault,
                     &mut cpu,
                 ),
             )
-            .map_err(|e| unavailable(&shown, format!("describing CPU memory: {e}")))?;
+            .map_err(|e| {
+                // The environment goes before the library does.
+                ((*api).ReleaseEnv)(env);
+                unavailable(&shown, format!("describing CPU memory: {e}"))
+            })?;
         }
         Ok(Self {
             api,
@@ -182,14 +190,14 @@ impl Runtime {
 }
 
 /// See [`Runtime::check`].
-unsafe fn status(api: &sys::OrtApi, s: sys::OrtStatusPtr) -> std::result::Result<(), String> {
+unsafe fn status(api: *const sys::OrtApi, s: sys::OrtStatusPtr) -> std::result::Result<(), String> {
     // SAFETY: the caller's contract (see the doc comment).
     unsafe {
         if s.0.is_null() {
             return Ok(());
         }
-        let message = cstr((api.GetErrorMessage)(s.0));
-        (api.ReleaseStatus)(s.0);
+        let message = cstr(((*api).GetErrorMessage)(s.0));
+        ((*api).ReleaseStatus)(s.0);
         Err(message)
     }
 }

@@ -66,13 +66,13 @@ impl Drop for OrtEngine {
         // SAFETY: each pointer was created by this API and is released once.
         unsafe {
             for v in self.input_values.drain(..) {
-                (api.ReleaseValue)(v.cast_mut());
+                ((*api).ReleaseValue)(v.cast_mut());
             }
             for v in self.output_values.drain(..) {
-                (api.ReleaseValue)(v);
+                ((*api).ReleaseValue)(v);
             }
             if !self.session.is_null() {
-                (api.ReleaseSession)(self.session);
+                ((*api).ReleaseSession)(self.session);
             }
         }
     }
@@ -120,37 +120,37 @@ impl OrtEngine {
         // `engine` (released by its Drop) or released here.
         unsafe {
             let mut options = std::ptr::null_mut();
-            rt.check((api.CreateSessionOptions)(&mut options))
+            rt.check(((*api).CreateSessionOptions)(&mut options))
                 .map_err(&err)?;
             let configured = (|| {
                 let threads = i32::try_from(threads.max(1)).unwrap_or(i32::MAX);
-                rt.check((api.SetIntraOpNumThreads)(options, threads))?;
-                rt.check((api.SetInterOpNumThreads)(options, 1))?;
+                rt.check(((*api).SetIntraOpNumThreads)(options, threads))?;
+                rt.check(((*api).SetInterOpNumThreads)(options, 1))?;
                 // Each session has its own pool; a pool that spins after its
                 // run holds a core while the next segment's pool works (the
                 // chain ran 2–3× slower on two threads), and takes it from
                 // the bridge and the camera on a robot. Idle threads sleep.
-                rt.check((api.AddSessionConfigEntry)(
+                rt.check(((*api).AddSessionConfigEntry)(
                     options,
                     c"session.intra_op.allow_spinning".as_ptr(),
                     c"0".as_ptr(),
                 ))?;
-                rt.check((api.SetSessionExecutionMode)(
+                rt.check(((*api).SetSessionExecutionMode)(
                     options,
                     sys::ExecutionMode::ORT_SEQUENTIAL,
                 ))?;
-                rt.check((api.SetSessionGraphOptimizationLevel)(
+                rt.check(((*api).SetSessionGraphOptimizationLevel)(
                     options,
                     sys::GraphOptimizationLevel::ORT_ENABLE_ALL,
                 ))?;
-                rt.check((api.CreateSession)(
+                rt.check(((*api).CreateSession)(
                     rt.env,
                     file.as_ptr(),
                     options,
                     &mut engine.session,
                 ))
             })();
-            (api.ReleaseSessionOptions)(options);
+            ((*api).ReleaseSessionOptions)(options);
             configured.map_err(&err)?;
             engine.check_tensors(true).map_err(&err)?;
             engine.check_tensors(false).map_err(&err)?;
@@ -186,22 +186,22 @@ impl OrtEngine {
             };
             let mut count = 0;
             rt.check(if inputs {
-                (api.SessionGetInputCount)(self.session, &mut count)
+                ((*api).SessionGetInputCount)(self.session, &mut count)
             } else {
-                (api.SessionGetOutputCount)(self.session, &mut count)
+                ((*api).SessionGetOutputCount)(self.session, &mut count)
             })?;
             let mut allocator = std::ptr::null_mut();
-            rt.check((api.GetAllocatorWithDefaultOptions)(&mut allocator))?;
+            rt.check(((*api).GetAllocatorWithDefaultOptions)(&mut allocator))?;
             let mut graph = Vec::with_capacity(count);
             for k in 0..count {
                 let mut name = std::ptr::null_mut();
                 rt.check(if inputs {
-                    (api.SessionGetInputName)(self.session, k, allocator, &mut name)
+                    ((*api).SessionGetInputName)(self.session, k, allocator, &mut name)
                 } else {
-                    (api.SessionGetOutputName)(self.session, k, allocator, &mut name)
+                    ((*api).SessionGetOutputName)(self.session, k, allocator, &mut name)
                 })?;
                 graph.push(cstr(name));
-                rt.check((api.AllocatorFree)(allocator, name.cast()))?;
+                rt.check(((*api).AllocatorFree)(allocator, name.cast()))?;
             }
             for spec in specs {
                 let k = graph.iter().position(|n| *n == spec.name).ok_or_else(|| {
@@ -212,19 +212,19 @@ impl OrtEngine {
                 })?;
                 let mut info = std::ptr::null_mut();
                 rt.check(if inputs {
-                    (api.SessionGetInputTypeInfo)(self.session, k, &mut info)
+                    ((*api).SessionGetInputTypeInfo)(self.session, k, &mut info)
                 } else {
-                    (api.SessionGetOutputTypeInfo)(self.session, k, &mut info)
+                    ((*api).SessionGetOutputTypeInfo)(self.session, k, &mut info)
                 })?;
                 let described = describe(rt, info);
-                (api.ReleaseTypeInfo)(info);
+                ((*api).ReleaseTypeInfo)(info);
                 let (element, shape) = described?;
                 let want = match spec.dtype {
                     DType::F32 => {
-                        sys::ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT
+                        sys::ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT as i32
                     }
                     DType::I64 => {
-                        sys::ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64
+                        sys::ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 as i32
                     }
                 };
                 // A dimension the graph leaves open (< 0) takes the manifest's.
@@ -235,9 +235,25 @@ impl OrtEngine {
                         .all(|(&g, &m)| g < 0 || g as usize == m);
                 if element != want || !fits || (!inputs && spec.dtype != DType::F32) {
                     return Err(format!(
-                    "{side} {:?} is {element:?} {shape:?} in the graph, the manifest says {:?} {:?}",
-                    spec.name, spec.dtype, spec.shape
-                ));
+                        "{side} {:?} is {} {shape:?} in the graph, the manifest says {:?} {:?}",
+                        spec.name,
+                        element_name(element),
+                        spec.dtype,
+                        spec.shape
+                    ));
+                }
+            }
+            // Every input the graph needs must be fed: one the manifest does
+            // not list would fail every run.
+            if inputs {
+                let extra: Vec<&String> = graph
+                    .iter()
+                    .filter(|n| !specs.iter().any(|s| s.name == **n))
+                    .collect();
+                if !extra.is_empty() {
+                    return Err(format!(
+                        "the graph also needs input(s) {extra:?}, which the manifest does not list"
+                    ));
                 }
             }
             Ok(())
@@ -249,22 +265,41 @@ impl OrtEngine {
 unsafe fn describe(
     rt: &Runtime,
     info: *const sys::OrtTypeInfo,
-) -> std::result::Result<(sys::ONNXTensorElementDataType, Vec<i64>), String> {
+) -> std::result::Result<(i32, Vec<i64>), String> {
     // SAFETY: the caller's contract (see the doc comment).
     unsafe {
         let api = rt.api;
         let mut tensor = std::ptr::null();
-        rt.check((api.CastTypeInfoToTensorInfo)(info, &mut tensor))?;
+        rt.check(((*api).CastTypeInfoToTensorInfo)(info, &mut tensor))?;
         if tensor.is_null() {
             return Err("not a tensor".into());
         }
-        let mut element = sys::ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
-        rt.check((api.GetTensorElementType)(tensor, &mut element))?;
+        // Read as the C int it is: a library newer than ort-sys's
+        // declarations may name an element type its Rust enum lacks.
+        let mut element: i32 = 0;
+        rt.check(((*api).GetTensorElementType)(
+            tensor,
+            (&mut element as *mut i32).cast(),
+        ))?;
         let mut rank = 0;
-        rt.check((api.GetDimensionsCount)(tensor, &mut rank))?;
+        rt.check(((*api).GetDimensionsCount)(tensor, &mut rank))?;
         let mut shape = vec![0i64; rank];
-        rt.check((api.GetDimensions)(tensor, shape.as_mut_ptr(), rank))?;
+        rt.check(((*api).GetDimensions)(tensor, shape.as_mut_ptr(), rank))?;
         Ok((element, shape))
+    }
+}
+
+/// ONNX's name for an element type code.
+fn element_name(code: i32) -> String {
+    match code {
+        1 => "float32".into(),
+        7 => "int64".into(),
+        6 => "int32".into(),
+        10 => "float16".into(),
+        11 => "float64".into(),
+        16 => "bfloat16".into(),
+        9 => "bool".into(),
+        c => format!("element type {c}"),
     }
 }
 
@@ -283,7 +318,7 @@ unsafe fn value(
     // SAFETY: the caller's contract (see the doc comment).
     unsafe {
         let mut v = std::ptr::null_mut();
-        rt.check((rt.api.CreateTensorWithDataAsOrtValue)(
+        rt.check(((*rt.api).CreateTensorWithDataAsOrtValue)(
             rt.cpu,
             data,
             bytes,
@@ -341,7 +376,7 @@ impl Engine for OrtEngine {
         // buffers, which onnxruntime writes in place.
         unsafe {
             self.rt
-                .check((self.rt.api.Run)(
+                .check(((*self.rt.api).Run)(
                     self.session,
                     std::ptr::null(),
                     self.input_name_ptrs.as_ptr(),

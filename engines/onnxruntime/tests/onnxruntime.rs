@@ -57,6 +57,18 @@ fn a_manifest_that_disagrees_with_the_graph_is_refused_naming_both() {
     assert!(e.contains(&path.display().to_string()), "{e}");
     assert!(e.contains("no input named \"not_there\""), "{e}");
     assert!(e.contains(&exit.inputs[0].name), "the graph's inputs: {e}");
+    // An input the graph needs that the manifest leaves out would fail
+    // every run: refused at load.
+    let fewer = &exit.inputs[..exit.inputs.len() - 1];
+    let e = OrtEngine::load(rt, &path, fewer, &exit.outputs, 1)
+        .err()
+        .unwrap()
+        .to_string();
+    let left_out = &exit.inputs[exit.inputs.len() - 1].name;
+    assert!(
+        e.contains("also needs input(s)") && e.contains(left_out.as_str()),
+        "{e}"
+    );
     let mut outputs = exit.outputs.clone();
     outputs[0].shape[1] += 1;
     let e = OrtEngine::load(rt, &path, &exit.inputs, &outputs, 1)

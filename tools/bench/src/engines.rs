@@ -305,18 +305,23 @@ pub fn run(
     let cold = time_chain_cold(&set, offramp_engines_cpu::load_chain(&set)?, iters)?;
     // offramp's onnxruntime backend, where the library opens.
     let options = offramp_engines_onnxruntime::Options::from_env(threads);
-    let rt = offramp_engines_onnxruntime::Runtime::get(options.library.as_deref());
+    // An optional column: a library that does not open, or a set it
+    // refuses, leaves it out and says why.
+    let mut rt = offramp_engines_onnxruntime::Runtime::get(options.library.as_deref())
+        .map_err(|e| e.to_string());
     let ort_cold = match &rt {
-        Ok(_) => Some(time_chain_cold(
-            &set,
-            offramp_engines_onnxruntime::load_chain(&set, &options)?,
-            iters,
-        )?),
-        Err(e) => {
-            tracing::warn!("no offramp onnxruntime column: {e}");
-            None
-        }
+        Ok(_) => match offramp_engines_onnxruntime::load_chain(&set, &options) {
+            Ok(chain) => Some(time_chain_cold(&set, chain, iters)?),
+            Err(e) => {
+                rt = Err(e.to_string());
+                None
+            }
+        },
+        Err(_) => None,
     };
+    if let Err(e) = &rt {
+        tracing::warn!("no offramp onnxruntime column: {e}");
+    }
     let mut segments = Vec::new();
     for (k, (path, ins, outs, macs)) in parts.iter().enumerate() {
         let (tract_us, tract_ops) = time_tract(path, ins, outs, iters, ops)?;
@@ -359,7 +364,6 @@ pub fn run(
         segments,
         onnxruntime_missing: missing,
         offramp_onnxruntime: rt
-            .map(|rt| format!("onnxruntime {} from {}", rt.version, rt.library.display()))
-            .map_err(|e| e.to_string()),
+            .map(|rt| format!("onnxruntime {} from {}", rt.version, rt.library.display())),
     })
 }

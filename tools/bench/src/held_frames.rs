@@ -83,6 +83,9 @@ pub fn held(spec: &CameraSpec, n: usize) -> anyhow::Result<(Vec<Frame>, Views)> 
     }
 }
 
+/// The most a live camera's held frames take.
+const HELD_BYTES: usize = 256 << 20;
+
 /// How long a live camera may go without a frame while frames are held.
 const CAPTURE_WAIT: Duration = Duration::from_secs(5);
 
@@ -91,6 +94,9 @@ fn captured(spec: &CameraSpec, n: usize) -> anyhow::Result<(Vec<Frame>, Views)> 
     let named = || format!("--camera {spec}");
     let source = camera::open(spec).with_context(named)?;
     let cap = camera::start(source, 30.0).with_context(named)?;
+    // Held frames are cycled: a live camera's are captured up to 256 MiB
+    // (a 1080p camera: 43 frames), not the thousands a recording may give.
+    let n = n.min((HELD_BYTES / cap.views.frame_len().max(1)).max(1));
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         let first = out.is_empty();
