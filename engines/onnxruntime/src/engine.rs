@@ -23,10 +23,10 @@ impl Buffer {
         }
     }
 
-    fn element(&self) -> sys::ONNXTensorElementDataType {
+    fn len(&self) -> usize {
         match self {
-            Buffer::F32(_) => sys::ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
-            Buffer::I64(_) => sys::ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64,
+            Buffer::F32(v) => v.len(),
+            Buffer::I64(v) => v.len(),
         }
     }
 
@@ -155,18 +155,12 @@ impl OrtEngine {
             engine.check_tensors(true).map_err(&err)?;
             engine.check_tensors(false).map_err(&err)?;
             for (b, spec) in engine.input_buffers.iter_mut().zip(inputs) {
-                let v = value(rt, b.raw(), &dims(spec), b.element()).map_err(&err)?;
+                let v = value(rt, b.raw(), &dims(spec), element_type(spec.dtype)).map_err(&err)?;
                 engine.input_values.push(v);
             }
             for (b, spec) in engine.output_buffers.iter_mut().zip(outputs) {
                 let raw = (b.as_mut_ptr().cast(), std::mem::size_of_val(b.as_slice()));
-                let v = value(
-                    rt,
-                    raw,
-                    &dims(spec),
-                    sys::ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
-                )
-                .map_err(&err)?;
+                let v = value(rt, raw, &dims(spec), element_type(DType::F32)).map_err(&err)?;
                 engine.output_values.push(v);
             }
         }
@@ -219,14 +213,7 @@ impl OrtEngine {
                 let described = describe(rt, info);
                 ((*api).ReleaseTypeInfo)(info);
                 let (element, shape) = described?;
-                let want = match spec.dtype {
-                    DType::F32 => {
-                        sys::ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT as i32
-                    }
-                    DType::I64 => {
-                        sys::ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 as i32
-                    }
-                };
+                let want = element_type(spec.dtype) as i32;
                 // A dimension the graph leaves open (< 0) takes the manifest's.
                 let fits = shape.len() == spec.shape.len()
                     && shape
@@ -289,6 +276,14 @@ unsafe fn describe(
     }
 }
 
+/// onnxruntime's element type for a manifest dtype.
+fn element_type(dtype: DType) -> sys::ONNXTensorElementDataType {
+    match dtype {
+        DType::F32 => sys::ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT,
+        DType::I64 => sys::ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64,
+    }
+}
+
 /// ONNX's name for an element type code.
 fn element_name(code: i32) -> String {
     match code {
@@ -340,10 +335,7 @@ impl Engine for OrtEngine {
             (self.inputs.len(), self.outputs.len()),
         )?;
         for ((data, spec), buffer) in inputs.iter().zip(&self.inputs).zip(&mut self.input_buffers) {
-            let len = match buffer {
-                Buffer::F32(b) => b.len(),
-                Buffer::I64(b) => b.len(),
-            };
+            let len = buffer.len();
             if data.len() != len {
                 return Err(err(format!(
                     "input {:?} has {} values, the engine takes {len}",
