@@ -74,9 +74,8 @@ note "GPU: ${gpu:-none}"
 
 # NVRTC, from whichever CUDA's libraries are here (12 or 13: the toolkit,
 # the loader's cache, or the nvidia-* Python wheels PyTorch brings). offramp
-# asks the loader for libnvrtc.so (then .so.12, .so.11, ...), which a machine
-# with only CUDA 13's libnvrtc.so.13 lacks: a link named so, beside the
-# library's own directory (for libnvrtc-builtins), serves it.
+# finds the loader's and the toolkit's itself; the wheels' are handed to it
+# in OFFRAMP_NVRTC_LIB, the newest one found.
 nvrtc=""
 for c in $(ldconfig -p 2>/dev/null | awk '/libnvrtc\.so\.[0-9]+ / {print $NF}') \
   "$cuda_home"/lib64/libnvrtc.so.[0-9]* "$cuda_home"/targets/*/lib/libnvrtc.so.[0-9]* \
@@ -90,10 +89,8 @@ for d in sys.path + site.getsitepackages():
   fi
 done
 if [ -n "$nvrtc" ]; then
-  mkdir -p "$work/lib"
-  ln -sf "$nvrtc" "$work/lib/libnvrtc.so"
-  export LD_LIBRARY_PATH="$work/lib:$(dirname "$nvrtc")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  note "NVRTC: $nvrtc"
+  export OFFRAMP_NVRTC_LIB=${OFFRAMP_NVRTC_LIB:-$nvrtc}
+  note "NVRTC: $OFFRAMP_NVRTC_LIB"
 fi
 
 # 2. Build offramp with the GPU features (or take the bundle's), and run the
@@ -215,7 +212,7 @@ list() { local first=1; printf '['; for x in "$@"; do ((first)) || printf ','; f
 cat >"$report" <<JSON
 {
   "gpu": $(printf '%s' "$gpu" | json_str),
-  "nvrtc": $(printf '%s' "$nvrtc" | json_str),
+  "nvrtc": $(printf '%s' "${OFFRAMP_NVRTC_LIB:-}" | json_str),
   "stages": {${stages%,}},
   "missing": $(list ${missing[@]+"${missing[@]}"}),
   "failed": $(list ${failed[@]+"${failed[@]}"}),

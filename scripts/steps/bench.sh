@@ -15,7 +15,7 @@ rm -rf "$bench_set"
 "$offramp" build --onnx engines/models/testdata/tiny --out "$bench_set"
 "$offramp" bench engines --engines "$bench_set" --iters 1000 | tee "$reports/engine-bench.json"
 
-step "engine bench at real size (a ViT-S/16-size export: init, build, tract vs onnxruntime on 1 and 2 threads)"
+step "engine bench at real size (a ViT-S/16-size export: init, build, tract vs onnxruntime on 1 and 2 threads; memory of run)"
 scale=$reports/vit-s
 rm -rf "$scale"
 "$OFFRAMP_PYTHON" tools/onnx/make_scale_model.py "$scale"
@@ -25,6 +25,12 @@ for t in 1 2; do
   "$offramp" bench engines --engines "$scale/set" --iters 20 --threads "$t" |
     tee "$reports/engine-bench-vit-s-threads$t.json"
 done
+# Memory of the robot's loop on it (peak_rss_mb against weights_mb), and of
+# the same process on the demo set (next to no weights).
+"$offramp" run --engines "$scale/set" --camera sim --frames 100 --fps 1000 --threads 1 --json |
+  tee "$reports/run-vit-s.json"
+"$offramp" run --engines engines/models/demo --camera sim --frames 100 --fps 1000 --threads 1 --json |
+  tee "$reports/run-demo.json"
 # The segments (87 MB) are not kept; the JSON is.
 rm -rf "$scale"
 

@@ -23,6 +23,13 @@ venv=$cache/venv
 for lib in "$venv"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*; do
   [ -f "$lib" ] && export OFFRAMP_ONNXRUNTIME_LIB=${OFFRAMP_ONNXRUNTIME_LIB:-$lib}
 done
+# NVRTC of CUDA 13 and 12, from the nvidia-cuda-nvrtc wheels: the CUDA
+# preprocessing test compiles its kernels with each.
+nvrtc_libs=("$venv"/lib/python3*/site-packages/nvidia/cu13/lib/libnvrtc.so.13
+  "$venv"/lib/python3*/site-packages/nvidia/cuda_nvrtc/lib/libnvrtc.so.12)
+if [ -f "${nvrtc_libs[0]}" ] && [ -f "${nvrtc_libs[1]}" ]; then
+  export OFFRAMP_NVRTC_TEST_LIBS="${nvrtc_libs[0]}:${nvrtc_libs[1]}"
+fi
 # zig (the cross linker, with glibc 2.31 stubs) and cargo-zigbuild, from PyPI.
 zig_venv=$cache/zig-venv
 if [ -x "$zig_venv/bin/python" ]; then

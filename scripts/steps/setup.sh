@@ -69,6 +69,14 @@ if ! "$venv/bin/python" -c 'import onnxruntime, onnx, numpy, PIL, skimage, zenoh
     pillow==11.3.0 scikit-image==0.25.2 eclipse-zenoh==1.10.2
 fi
 "$venv/bin/python" -c 'import onnxruntime; print("onnxruntime", onnxruntime.__version__)'
+# NVRTC of CUDA 13 and 12 (the runtime compiler; no GPU needed): the GPU
+# preprocessing kernels are compiled with both in the tests.
+nvrtc_libs=("$venv"/lib/python3*/site-packages/nvidia/cu13/lib/libnvrtc.so.13
+  "$venv"/lib/python3*/site-packages/nvidia/cuda_nvrtc/lib/libnvrtc.so.12)
+if [ ! -f "${nvrtc_libs[0]}" ] || [ ! -f "${nvrtc_libs[1]}" ]; then
+  "$venv/bin/pip" install -q --disable-pip-version-check nvidia-cuda-nvrtc==13.5.37 \
+    nvidia-cuda-nvrtc-cu12==12.9.86
+fi
 
 step "waiting for the cargo tools"
 if ! wait "$tools_pid"; then

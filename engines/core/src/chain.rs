@@ -143,6 +143,7 @@ impl Chain {
                 feature,
                 on_device: vec![false; seg.outputs.len()],
             });
+            crate::return_freed_memory();
             prev = &seg.outputs;
         }
         let head = match &m.head {
@@ -161,7 +162,7 @@ impl Chain {
                         message: "feature, action or state tensor not found".into(),
                     });
                 };
-                Some(HeadStage {
+                let head = Some(HeadStage {
                     engine: make(
                         Role::Head,
                         &set.artifact_path(&h.artifact),
@@ -172,7 +173,9 @@ impl Chain {
                     action,
                     state: state.flatten(),
                     outputs: buffers(&h.outputs),
-                })
+                });
+                crate::return_freed_memory();
+                head
             }
             None => None,
         };

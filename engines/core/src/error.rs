@@ -36,6 +36,22 @@ pub fn check_arity(
     ))
 }
 
+/// Where the manifest's tensor `name` is among an artifact's `side`
+/// ("input" or "output") `names`: every backend binds by name, and says the
+/// same when it cannot, listing what the artifact (`kind`: "graph", "plan")
+/// has instead.
+pub fn position_by_name<S: AsRef<str> + std::fmt::Debug>(
+    names: &[S],
+    name: &str,
+    kind: &str,
+    side: &str,
+) -> std::result::Result<usize, String> {
+    names
+        .iter()
+        .position(|n| n.as_ref() == name)
+        .ok_or_else(|| format!("the {kind} has no {side} named {name:?} (its {side}s: {names:?})"))
+}
+
 /// What a backend's engine loaded from `artifact` fails a run with: the
 /// error every backend builds the same way, made once.
 pub fn run_error(artifact: &std::path::Path, message: String) -> Error {
@@ -111,4 +127,21 @@ pub enum Error {
         backend: &'static str,
         why: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_tensor_is_bound_by_name_or_named_with_what_there_is() {
+        let names = ["image", "state"];
+        assert_eq!(
+            super::position_by_name(&names, "state", "graph", "input"),
+            Ok(1)
+        );
+        let e = super::position_by_name(&names, "img", "plan", "input").unwrap_err();
+        assert_eq!(
+            e,
+            r#"the plan has no input named "img" (its inputs: ["image", "state"])"#
+        );
+    }
 }

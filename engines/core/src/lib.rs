@@ -27,13 +27,15 @@
 
 mod chain;
 mod error;
+mod heap;
 mod inside;
 pub mod manifest;
 mod set;
 mod sha;
 
 pub use chain::{Chain, Role};
-pub use error::{check_arity, run_error, Error, Result};
+pub use error::{check_arity, position_by_name, run_error, Error, Result};
+pub use heap::{peak_resident_bytes, return_freed_memory};
 pub use inside::join_inside;
 pub use manifest::{BackendKind, Manifest, Precision, TensorSpec};
 pub use set::EngineSet;

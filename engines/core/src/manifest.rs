@@ -532,6 +532,17 @@ impl Manifest {
         self.criterion.deepest_exit.map_or(n, |d| (d + 1).min(n))
     }
 
+    /// Parameters of what a runtime loads: the loaded exits' segments and
+    /// the head (× 4 bytes: the weights in fp32).
+    pub fn loaded_params(&self) -> u64 {
+        let head = self.head.as_ref().map_or(0, |h| h.cost.params);
+        let segments: u64 = self.exits[..self.loaded_exits()]
+            .iter()
+            .map(|s| s.cost.params)
+            .sum();
+        segments + head
+    }
+
     /// MACs of one run of the head (0 without one).
     pub fn head_macs(&self) -> u64 {
         self.head.as_ref().map_or(0, |h| h.cost.macs)

@@ -153,12 +153,8 @@ fn bind(
     }
     let mut ordered: Vec<OutletId> = Vec::with_capacity(specs.len());
     for spec in specs {
-        let k = names.iter().position(|n| *n == spec.name).ok_or_else(|| {
-            format_err!(
-                "the graph has no {side} named {:?} (its {side}s: {names:?})",
-                spec.name
-            )
-        })?;
+        let k = offramp_engines::position_by_name(names, &spec.name, "graph", side)
+            .map_err(|e| format_err!("{e}"))?;
         if ordered.contains(&graph[k]) {
             bail!("the manifest lists {side} {:?} twice", spec.name);
         }

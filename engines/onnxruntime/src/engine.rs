@@ -198,12 +198,7 @@ impl OrtEngine {
                 rt.check(((*api).AllocatorFree)(allocator, name.cast()))?;
             }
             for spec in specs {
-                let k = graph.iter().position(|n| *n == spec.name).ok_or_else(|| {
-                    format!(
-                        "the graph has no {side} named {:?} (its {side}s: {graph:?})",
-                        spec.name
-                    )
-                })?;
+                let k = offramp_engines::position_by_name(&graph, &spec.name, "graph", side)?;
                 let mut info = std::ptr::null_mut();
                 rt.check(if inputs {
                     ((*api).SessionGetInputTypeInfo)(self.session, k, &mut info)

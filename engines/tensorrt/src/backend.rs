@@ -318,10 +318,9 @@ fn check_io(io: &[Io], inputs: &[TensorSpec], outputs: &[TensorSpec]) -> Result<
                     spec.name, spec.dtype
                 ));
             }
-            let t = io
-                .iter()
-                .find(|t| t.name == spec.name && t.is_input == is_input)
-                .ok_or_else(|| format!("the plan has no {side} named {:?}", spec.name))?;
+            let side_io: Vec<&Io> = io.iter().filter(|t| t.is_input == is_input).collect();
+            let names: Vec<&str> = side_io.iter().map(|t| t.name.as_str()).collect();
+            let t = side_io[offramp_engines::position_by_name(&names, &spec.name, "plan", side)?];
             let want: Vec<i64> = spec.shape.iter().map(|&d| d as i64).collect();
             if t.dtype != DTYPE_F32 || t.dims != want {
                 return Err(format!(

@@ -60,6 +60,17 @@ fn a_memory_budget_caps_what_is_loaded_and_the_capped_model_fits() {
     eprintln!(
         "heap held: exits 1-2 {two} B, 1-3 {three} B, all 4 {whole} B; budget {budget_mb:.3} MB"
     );
+    // The weights `offramp run` reports follow what is loaded, and the
+    // loaded chain holds at least their fp32 bytes.
+    let params = |s: &EngineSet| s.manifest.loaded_params();
+    assert!(params(&capped_at_1) < params(&capped_at_2) && params(&capped_at_2) < params(&full));
+    for (set, held) in [(&capped_at_1, two), (&capped_at_2, three), (&full, whole)] {
+        assert!(
+            held as u64 >= 4 * params(set),
+            "{held} B held, {} params",
+            params(set)
+        );
+    }
 
     let dir = tempfile::tempdir().unwrap();
     for f in std::fs::read_dir(demo_dir()).unwrap() {

@@ -17,9 +17,9 @@
 //! readback buffer (not write-combined: the CPU reads it). One stream, and a
 //! pair of timing events around each run.
 //!
-//! cudarc loads libcuda and libnvrtc at run time; it panics when they are
-//! absent, so [`available`] checks first and every entry point returns an
-//! error instead.
+//! cudarc loads libcuda at run time and panics when it is absent, so
+//! [`available`] checks first and every entry point returns an error
+//! instead; NVRTC is opened by [`crate::nvrtc`], which also finds CUDA 13's.
 
 use crate::preprocess::Preprocessor;
 use cudarc::driver::sys::{CUevent_flags, CU_MEMHOSTALLOC_WRITECOMBINED};
@@ -46,13 +46,11 @@ pub enum CudaPreprocessError {
 /// Whether libcuda and libnvrtc can be loaded and a device exists; the
 /// reason when not.
 pub fn available() -> Result<(), String> {
-    // SAFETY: these only try to dlopen the libraries.
+    // SAFETY: this only tries to dlopen the library.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
         return Err("libcuda (the NVIDIA driver) is not installed".into());
     }
-    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-        return Err("libnvrtc (the CUDA toolkit's runtime compiler) is not installed".into());
-    }
+    crate::nvrtc::Nvrtc::get()?;
     let n = CudaContext::device_count().map_err(|e| format!("CUDA: {e}"))?;
     if n < 1 {
         return Err("no CUDA device".into());
@@ -106,23 +104,28 @@ extern "C" __global__ void offramp_v_pass(
 }
 "#;
 
-/// Compiles the kernels to PTX with NVRTC (needs only libnvrtc, no GPU).
+/// Compiles the kernels to PTX with NVRTC (needs only libnvrtc, no GPU;
+/// found as [`crate::nvrtc::Nvrtc::get`] says).
 pub fn compile_kernels() -> Result<cudarc::nvrtc::Ptx, CudaPreprocessError> {
-    // SAFETY: only tries to dlopen the library.
-    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-        return Err(CudaPreprocessError::Unavailable(
-            "libnvrtc (the CUDA toolkit's runtime compiler) is not installed".into(),
-        ));
-    }
-    cudarc::nvrtc::compile_ptx_with_opts(
-        KERNELS,
-        cudarc::nvrtc::CompileOptions {
-            // The CPU path rounds after every multiply and add.
-            fmad: Some(false),
-            ..Default::default()
-        },
-    )
-    .map_err(|e| CudaPreprocessError::Compile(e.to_string()))
+    compile_kernels_with(crate::nvrtc::Nvrtc::get().map_err(CudaPreprocessError::Unavailable)?)
+}
+
+/// [`compile_kernels`] with a given NVRTC (to check each CUDA's).
+pub fn compile_kernels_with(
+    nvrtc: &crate::nvrtc::Nvrtc,
+) -> Result<cudarc::nvrtc::Ptx, CudaPreprocessError> {
+    // The CPU path rounds after every multiply and add: no FMA contraction.
+    nvrtc
+        .compile_ptx(KERNELS, "offramp_preprocess.cu", &["--fmad=false"])
+        .map(cudarc::nvrtc::Ptx::from_src)
+        .map_err(|log| {
+            CudaPreprocessError::Compile(format!("{} ({}): {log}", nvrtc.path(), version(nvrtc)))
+        })
+}
+
+fn version(n: &crate::nvrtc::Nvrtc) -> String {
+    let (major, minor) = n.version();
+    format!("CUDA {major}.{minor}")
 }
 
 struct Axis {

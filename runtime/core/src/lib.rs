@@ -30,6 +30,8 @@ pub mod closed_loop;
 pub mod cuda_preprocess;
 pub mod exit_chain;
 pub mod npy;
+#[cfg(feature = "cuda")]
+pub mod nvrtc;
 pub mod pipeline;
 pub mod pixfmt;
 pub mod preprocess;

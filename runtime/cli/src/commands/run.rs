@@ -136,6 +136,9 @@ pub struct RunReport {
     pub sim_episodes: u64,
     pub sim_successes: u64,
     pub wall_seconds: f64,
+    /// The process's peak resident memory (Linux), and the loaded weights in fp32.
+    pub peak_rss_mb: Option<f64>,
+    pub weights_mb: f64,
     /// With --offload: requests, answers, fallbacks, failovers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offload: Option<offramp_runtime::exit_chain::offload::OffloadCounters>,
@@ -285,6 +288,8 @@ pub fn run(a: &Args) -> anyhow::Result<RunReport> {
         sim_episodes,
         sim_successes,
         wall_seconds: start.elapsed().as_secs_f64(),
+        peak_rss_mb: offramp_engines::peak_resident_bytes().map(|b| b as f64 / 1e6),
+        weights_mb: set.manifest.loaded_params() as f64 * 4e-6,
         offload,
     })
 }
@@ -314,6 +319,9 @@ pub fn print_human(r: &RunReport) {
         "  frame latency        p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         s.latency_p50_ms, s.latency_p99_ms, s.latency_max_ms
     );
+    let peak = r.peak_rss_mb.map_or("?".into(), |m| format!("{m:.1} MB"));
+    let weights = r.weights_mb;
+    println!("  memory               peak RSS {peak}, weights {weights:.1} MB");
     if let Some(d) = s.deadline_ms {
         println!(
             "  deadline {d} ms       {} misses, {} frames cut short",

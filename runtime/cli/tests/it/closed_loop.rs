@@ -156,6 +156,17 @@ fn run_on_the_simulator_records_every_frame() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["frames"], 100);
     assert_eq!(v["deadline_misses"], 0);
+    // The report says what the model's weights and the whole process take.
+    let m = common::demo_set().manifest;
+    let weights = v["weights_mb"].as_f64().unwrap();
+    assert!(
+        (weights - m.loaded_params() as f64 * 4e-6).abs() < 1e-9,
+        "{v}"
+    );
+    let params: u64 = m.exits.iter().map(|s| s.cost.params).sum::<u64>();
+    assert!(m.loaded_params() > params, "the head's weights count too");
+    let peak = v["peak_rss_mb"].as_f64().unwrap();
+    assert!((weights..200.0).contains(&peak), "peak RSS {peak} MB");
     let (ok, csv, err) = offramp(&["recording", rec.to_str().unwrap(), "--csv"]);
     assert!(ok, "{err}");
     assert_eq!(csv.lines().count(), 101, "header + one row per frame");
