@@ -135,6 +135,12 @@ impl OrtEngine {
                     c"session.intra_op.allow_spinning".as_ptr(),
                     c"0".as_ptr(),
                 ))?;
+                // The environment's arena (see `Runtime::open`).
+                rt.check(((*api).AddSessionConfigEntry)(
+                    options,
+                    c"session.use_env_allocators".as_ptr(),
+                    c"1".as_ptr(),
+                ))?;
                 rt.check(((*api).SetSessionExecutionMode)(
                     options,
                     sys::ExecutionMode::ORT_SEQUENTIAL,

@@ -13,8 +13,9 @@
 //! Each engine owns its input and output buffers, wrapped as onnxruntime
 //! values once at load; a run copies the inputs in, runs the session into
 //! the bound outputs and copies them out, allocating nothing on the Rust
-//! side (onnxruntime's own arena serves its scratch, reused from the first
-//! run on).
+//! side (onnxruntime's arena serves its scratch, reused from the first run
+//! on: one arena for every session of the process, since the segments run
+//! one after another).
 
 mod api;
 mod engine;
