@@ -72,26 +72,30 @@ if [ -z "$gpu" ]; then
 fi
 note "GPU: ${gpu:-none}"
 
-# NVRTC, from whichever CUDA's libraries are here (12 or 13: the toolkit,
-# the loader's cache, or the nvidia-* Python wheels PyTorch brings). offramp
-# finds the loader's and the toolkit's itself; the wheels' are handed to it
-# in OFFRAMP_NVRTC_LIB, the newest one found.
-nvrtc=""
-for c in $(ldconfig -p 2>/dev/null | awk '/libnvrtc\.so\.[0-9]+ / {print $NF}') \
-  "$cuda_home"/lib64/libnvrtc.so.[0-9]* "$cuda_home"/targets/*/lib/libnvrtc.so.[0-9]* \
-  $(python3 -c 'import glob, site, sys
+# NVRTC (12 or 13). offramp finds the loader's and the toolkit's itself
+# (libnvrtc.so, .so.13, .so.12, .so.11.2, then $CUDA_HOME): those are only
+# reported. Where there is none, the newest in the nvidia-* Python wheels
+# (what a PyTorch install brings) is handed to it in OFFRAMP_NVRTC_LIB.
+newest() {
+  local best="" c
+  for c in "$@"; do
+    [ -f "$c" ] || continue
+    if [ -z "$best" ] || [ "$(printf '%s\n%s\n' "$(basename "$best")" "$(basename "$c")" | sort -V | tail -n1)" = "$(basename "$c")" ]; then
+      best=$c
+    fi
+  done
+  printf '%s' "$best"
+}
+nvrtc=$(newest $(ldconfig -p 2>/dev/null | awk '/libnvrtc\.so(\.[0-9.]+)? / {print $NF}') \
+  "$cuda_home"/lib64/libnvrtc.so.[0-9]* "$cuda_home"/targets/*/lib/libnvrtc.so.[0-9]*)
+if [ -z "$nvrtc" ] && [ -z "${OFFRAMP_NVRTC_LIB:-}" ]; then
+  nvrtc=$(newest $(python3 -c 'import glob, site, sys
 for d in sys.path + site.getsitepackages():
-    print(*glob.glob(d + "/nvidia/*/lib/libnvrtc.so.[0-9]*"))' 2>/dev/null); do
-  [ -f "$c" ] || continue
-  # The newest major version found.
-  if [ -z "$nvrtc" ] || [ "$(printf '%s\n%s\n' "$(basename "$nvrtc")" "$(basename "$c")" | sort -V | tail -n1)" = "$(basename "$c")" ]; then
-    nvrtc=$c
-  fi
-done
-if [ -n "$nvrtc" ]; then
-  export OFFRAMP_NVRTC_LIB=${OFFRAMP_NVRTC_LIB:-$nvrtc}
-  note "NVRTC: $OFFRAMP_NVRTC_LIB"
+    print(*glob.glob(d + "/nvidia/*/lib/libnvrtc.so.[0-9]*"))' 2>/dev/null))
+  [ -n "$nvrtc" ] && export OFFRAMP_NVRTC_LIB=$nvrtc
 fi
+nvrtc=${OFFRAMP_NVRTC_LIB:-$nvrtc}
+[ -n "$nvrtc" ] && note "NVRTC: $nvrtc"
 
 # 2. Build offramp with the GPU features (or take the bundle's), and run the
 # CUDA preprocessing tests.
@@ -212,7 +216,7 @@ list() { local first=1; printf '['; for x in "$@"; do ((first)) || printf ','; f
 cat >"$report" <<JSON
 {
   "gpu": $(printf '%s' "$gpu" | json_str),
-  "nvrtc": $(printf '%s' "${OFFRAMP_NVRTC_LIB:-}" | json_str),
+  "nvrtc": $(printf '%s' "$nvrtc" | json_str),
   "stages": {${stages%,}},
   "missing": $(list ${missing[@]+"${missing[@]}"}),
   "failed": $(list ${failed[@]+"${failed[@]}"}),

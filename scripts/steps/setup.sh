@@ -76,6 +76,11 @@ nvrtc_libs=("$venv"/lib/python3*/site-packages/nvidia/cu13/lib/libnvrtc.so.13
 if [ ! -f "${nvrtc_libs[0]}" ] || [ ! -f "${nvrtc_libs[1]}" ]; then
   "$venv/bin/pip" install -q --disable-pip-version-check nvidia-cuda-nvrtc==13.5.37 \
     nvidia-cuda-nvrtc-cu12==12.9.86
+  nvrtc_libs=("$venv"/lib/python3*/site-packages/nvidia/cu13/lib/libnvrtc.so.13
+    "$venv"/lib/python3*/site-packages/nvidia/cuda_nvrtc/lib/libnvrtc.so.12)
+  for lib in "${nvrtc_libs[@]}"; do
+    [ -f "$lib" ] || { echo "the NVRTC wheels did not install $lib"; exit 1; }
+  done
 fi
 
 step "waiting for the cargo tools"

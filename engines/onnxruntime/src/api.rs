@@ -171,6 +171,8 @@ impl Runtime {
             // for it with `session.use_env_allocators`): the segments run
             // one after another, so one scratch serves them all (4 segments
             // with 10 MB attention maps: 35 MB instead of 60; tests/arena.rs).
+            // Once per environment: a second registration is refused, and
+            // `Runtime::get` opens one runtime per process.
             status(
                 api,
                 ((*api).CreateAndRegisterAllocator)(env, cpu, std::ptr::null()),

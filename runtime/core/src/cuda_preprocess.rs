@@ -50,7 +50,15 @@ pub fn available() -> Result<(), String> {
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
         return Err("libcuda (the NVIDIA driver) is not installed".into());
     }
-    crate::nvrtc::Nvrtc::get()?;
+    let nvrtc = crate::nvrtc::Nvrtc::get()?;
+    let mut driver = 0;
+    // SAFETY: libcuda is present (checked above); one out-pointer.
+    let r = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut driver) };
+    if r != cudarc::driver::sys::cudaError_enum::CUDA_SUCCESS {
+        return Err(format!("CUDA: cuDriverGetVersion: {r:?}"));
+    }
+    crate::nvrtc::driver_loads_ptx_of(nvrtc.version(), driver)
+        .map_err(|e| format!("{}: {e}", nvrtc.path()))?;
     let n = CudaContext::device_count().map_err(|e| format!("CUDA: {e}"))?;
     if n < 1 {
         return Err("no CUDA device".into());

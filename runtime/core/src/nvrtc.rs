@@ -4,9 +4,10 @@
 //! 12; CUDA 13 ships `libnvrtc.so.13` only (no unversioned name without the
 //! development package), so a machine with CUDA 13 alone (JetPack 7, a
 //! current CUDA container, the `nvidia-cuda-nvrtc` wheel) would have no
-//! GPU preprocessing. This module looks for every CUDA the kernels compile
-//! on, newest first, and takes `OFFRAMP_NVRTC_LIB` before anything else. The
-//! API used here (create, compile, log, PTX) is the same from CUDA 11 to 13.
+//! GPU preprocessing. This module asks for the unversioned name (the
+//! toolkit's development link), then the sonames of CUDA 13, 12 and 11,
+//! and takes `OFFRAMP_NVRTC_LIB` before anything else. The API used here
+//! (create, compile, log, PTX) is the same from CUDA 11 to 13.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
@@ -20,7 +21,8 @@ const SONAMES: &[&str] = &[
     "libnvrtc.so",
     "libnvrtc.so.13",
     "libnvrtc.so.12",
-    "libnvrtc.so.11",
+    // CUDA 11.2 to 11.8 all ship this soname.
+    "libnvrtc.so.11.2",
 ];
 
 /// Toolkit folders searched last: a CUDA that the loader's cache lacks.
@@ -54,7 +56,7 @@ pub struct Nvrtc {
 
 impl Nvrtc {
     /// The library the process uses: [`ENV`] when set (and only it), else
-    /// the first of the loader's sonames, newest CUDA first, else the newest
+    /// the first of the loader's names ([`SONAMES`]), else the newest
     /// `libnvrtc.so.*` under `$CUDA_HOME`, `$CUDA_PATH` or `/usr/local/cuda`.
     /// Opened once; the error (every place tried) is kept too.
     pub fn get() -> Result<&'static Nvrtc, String> {
@@ -94,7 +96,7 @@ impl Nvrtc {
             ($s:literal) => {
                 // SAFETY: the type is the symbol's C signature from nvrtc.h.
                 *unsafe { lib.get(concat!($s, "\0").as_bytes()) }
-                    .map_err(|_| format!("{name}: no {} (not NVRTC, or older than CUDA 11)", $s))?
+                    .map_err(|_| format!("{name}: no {} (not NVRTC)", $s))?
             };
         }
         let version: unsafe extern "C" fn(*mut c_int, *mut c_int) -> Status = sym!("nvrtcVersion");
@@ -209,6 +211,23 @@ impl Nvrtc {
     }
 }
 
+/// Whether the driver can load what NVRTC `version` makes: PTX carries the
+/// ISA of the compiler's CUDA, which a driver of an older major CUDA
+/// refuses. `driver` is `cuDriverGetVersion`'s (1000 × major + 10 × minor).
+pub fn driver_loads_ptx_of(version: (i32, i32), driver: i32) -> Result<(), String> {
+    let (major, minor) = version;
+    if driver / 1000 >= major {
+        return Ok(());
+    }
+    Err(format!(
+        "NVRTC {major}.{minor} is newer than the driver (CUDA {}.{}): its PTX would not load; \
+         set {ENV} to the NVRTC of CUDA {} or older",
+        driver / 1000,
+        driver % 1000 / 10,
+        driver / 1000
+    ))
+}
+
 /// The loader's sonames, then the newest `libnvrtc.so.*` in each toolkit
 /// folder (`lib64`, or `targets/*/lib` as on a Jetson).
 pub fn candidates() -> Vec<String> {
@@ -271,6 +290,21 @@ mod tests {
     }
 
     #[test]
+    fn ptx_newer_than_the_driver_is_refused_before_it_is_made() {
+        assert_eq!(driver_loads_ptx_of((12, 9), 12020), Ok(()));
+        assert_eq!(driver_loads_ptx_of((12, 9), 13000), Ok(()));
+        let e = driver_loads_ptx_of((13, 5), 12080).unwrap_err();
+        assert!(
+            e.contains("NVRTC 13.5 is newer than the driver (CUDA 12.8)"),
+            "{e}"
+        );
+        assert!(
+            e.contains("OFFRAMP_NVRTC_LIB to the NVRTC of CUDA 12 or older"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn cuda_13_is_asked_for_before_12() {
         let c = candidates();
         let at = |s: &str| c.iter().position(|x| x == s).unwrap();
@@ -283,7 +317,7 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.contains("/nonexistent/libnvrtc.so.13:"), "{e}");
-        assert!(e.contains("libc.so.6: no nvrtcVersion (not NVRTC"), "{e}");
+        assert!(e.contains("libc.so.6: no nvrtcVersion (not NVRTC)"), "{e}");
         assert!(e.contains("set OFFRAMP_NVRTC_LIB"), "{e}");
     }
 }
