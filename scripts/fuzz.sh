@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes every parser that takes bytes from outside (docs/testing.md#fuzzing):
 #
-#   scripts/fuzz.sh                  every target, 15 s each (CI's step)
+#   scripts/fuzz.sh                  every target, 10 s each (CI's step)
 #   scripts/fuzz.sh --long [SECONDS] every target for SECONDS (default 1200)
 #   scripts/fuzz.sh [--long [S]] TARGET ...   only these targets
 #   OFFRAMP_FUZZ_RUNS=10000000 scripts/fuzz.sh --long   also stop each at N runs
@@ -17,7 +17,7 @@
 # ends with a JSON summary (target, runs, seconds, edges covered) in
 # $OFFRAMP_CACHE/reports/fuzz.json.
 source "$(dirname "$0")/steps/env.sh"
-seconds=${OFFRAMP_FUZZ_SECONDS:-15}
+seconds=${OFFRAMP_FUZZ_SECONDS:-10}
 long=
 if [ "${1:-}" = --long ]; then
   shift
