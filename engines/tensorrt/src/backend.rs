@@ -302,7 +302,9 @@ const DTYPE_F32: i32 = 0;
 
 fn check_io(io: &[Io], inputs: &[TensorSpec], outputs: &[TensorSpec]) -> Result<(), String> {
     for (specs, is_input, side) in [(inputs, true, "input"), (outputs, false, "output")] {
-        let n = io.iter().filter(|t| t.is_input == is_input).count();
+        let side_io: Vec<&Io> = io.iter().filter(|t| t.is_input == is_input).collect();
+        let names: Vec<&str> = side_io.iter().map(|t| t.name.as_str()).collect();
+        let n = side_io.len();
         if n != specs.len() {
             return Err(format!(
                 "the plan has {n} {side}s, the manifest lists {}",
@@ -318,8 +320,6 @@ fn check_io(io: &[Io], inputs: &[TensorSpec], outputs: &[TensorSpec]) -> Result<
                     spec.name, spec.dtype
                 ));
             }
-            let side_io: Vec<&Io> = io.iter().filter(|t| t.is_input == is_input).collect();
-            let names: Vec<&str> = side_io.iter().map(|t| t.name.as_str()).collect();
             let t = side_io[offramp_engines::position_by_name(&names, &spec.name, "plan", side)?];
             let want: Vec<i64> = spec.shape.iter().map(|&d| d as i64).collect();
             if t.dtype != DTYPE_F32 || t.dims != want {
