@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benches, each printing JSON into $OFFRAMP_CACHE/reports: firmware in
-# QEMU, engines (tract vs onnxruntime), simulator, runtime, zenoh, profile.
+# QEMU, engines (tract vs onnxruntime), memory, simulator, runtime, zenoh,
+# profile.
 # Uses the release binary the test step built.
 source "$(dirname "$0")/env.sh"
 [ -x "$offramp" ] || cargo build -q "${profile_flags[@]}"
@@ -33,6 +34,13 @@ done
   tee "$reports/run-demo.json"
 # The segments (87 MB) are not kept; the JSON is.
 rm -rf "$scale"
+
+step "memory bench (a cache head over a long stream: resident memory, frame cost, evictions)"
+cache_set=$reports/kv-cache-engines
+rm -rf "$cache_set"
+"$offramp" build --onnx engines/models/testdata/kv-cache --out "$cache_set"
+"$offramp" bench memory --engines "$cache_set" --frames 20000 --threads 1 |
+  tee "$reports/memory-bench.json"
 
 step "simulator bench (render + physics, frames per second)"
 "$offramp" sim bench --frames 20000 | tee "$reports/sim-bench.json"

@@ -3,6 +3,7 @@
 
     python3 tools/onnx/make_tiny_model.py --out engines/models/testdata/tiny --seed 7
     python3 tools/onnx/make_tiny_model.py --out engines/models/testdata/tiny-discrete --seed 7 --discrete 5
+    python3 tools/onnx/make_tiny_model.py --out engines/models/testdata/kv-cache --seed 7 --cache 2,3,4
 
 Inputs: image [1,3,16,16] and a one-hot instruction [1,4]. Segment 0 embeds
 4x4 patches plus an instruction token and runs one transformer block; each
@@ -11,8 +12,13 @@ later segment runs one more block. Segment i outputs the token states
 head). The head is a GRU cell shared by all exits: feature + h_in -> action
 [1,3] + h_out. With --discrete K the head instead ends in a softmax over K
 action bins (`action` [1,K], class probabilities) and the criterion is
-max-confidence. Weights are random (seeded): this model exists to check that
-backends and criteria compute what they should, not to drive a robot.
+max-confidence. With --cache S,K,W the head is instead a two-layer temporal
+attention head over a key/value cache of S sinks, K saddles and W recent
+slots (`[head.cache]`): feature + past_key_values.{l}.key/.value
+[2, slots, 16] + cache_mask + cache_positions [1, slots] -> action [1,3] +
+present.{l}.key/.value [2, 1, 16] + cache_attention [4, 1, slots + 1].
+Weights are random (seeded): this model exists to check that backends,
+criteria and the cache compute what they should, not to drive a robot.
 Needs only `onnx` and `numpy`.
 """
 import argparse
@@ -136,6 +142,76 @@ def head(rng, path, bins=None):
     g.save(path, [tensor("feature", [1, D]), tensor("h_in", [1, HIDDEN])], [tensor("action", [1, width]), tensor("h_out", [1, HIDDEN])])
 
 
+CACHE_LAYERS = 2
+
+
+def cache_head(rng, path, slots):
+    """One query (the current frame) attends over the cache and itself, per
+    layer; the attention logits get the runtime's mask plus a learned
+    multiple of each slot's recency rank."""
+    g = Graph(rng, "head_")
+    dh = D // HEADS
+    x = "feature"
+    heads = lambda t: g.op("Reshape", [t, g.const([HEADS, 1, dh], np.int64)])
+    bias = g.op("Add", ["cache_mask", g.op("Mul", ["cache_positions", g.const(-0.05)])])
+    bias = g.op("Concat", [bias, g.const(np.zeros((1, 1)))], axis=-1)
+    atts, outs = [], []
+    for layer in range(CACHE_LAYERS):
+        h = g.layer_norm(x)
+        q, k, v = (heads(g.linear(h, D, D)) for _ in range(3))
+        key, value = f"present.{layer}.key", f"present.{layer}.value"
+        g.nodes.append(helper.make_node("Identity", [k], [key]))
+        g.nodes.append(helper.make_node("Identity", [v], [value]))
+        keys = g.op("Concat", [f"past_key_values.{layer}.key", key], axis=1)
+        values = g.op("Concat", [f"past_key_values.{layer}.value", value], axis=1)
+        logits = g.op("Div", [g.op("MatMul", [q, g.op("Transpose", [keys], perm=[0, 2, 1])]), g.const(np.sqrt(dh))])
+        att = g.op("Softmax", [g.op("Add", [logits, bias])], axis=-1)
+        atts.append(att)
+        o = g.op("Reshape", [g.op("MatMul", [att, values]), g.const([1, D], np.int64)])
+        x = g.op("Add", [x, g.linear(o, D, D)])
+        outs += [tensor(key, [HEADS, 1, dh]), tensor(value, [HEADS, 1, dh])]
+    g.nodes.append(helper.make_node("Concat", atts, ["cache_attention"], axis=0))
+    g.nodes.append(helper.make_node("Tanh", [g.linear(x, D, ACTIONS)], ["action"]))
+    ins = [tensor("feature", [1, D])]
+    for layer in range(CACHE_LAYERS):
+        ins += [tensor(f"past_key_values.{layer}.{kv}", [HEADS, slots, dh]) for kv in ("key", "value")]
+    ins += [tensor("cache_mask", [1, slots]), tensor("cache_positions", [1, slots])]
+    outs = [tensor("action", [1, ACTIONS])] + outs + [tensor("cache_attention", [CACHE_LAYERS * HEADS, 1, slots + 1])]
+    g.save(path, ins, outs)
+
+
+def cache_toml(sinks, saddles, recent):
+    names = lambda fmt: "[" + ", ".join(f'"{fmt.format(layer)}"' for layer in range(CACHE_LAYERS)) + "]"
+    return f"""# Source description read by `offramp build --onnx`.
+model = "tiny-kv-cache-test"
+exits = ["segment0.onnx", "segment1.onnx", "segment2.onnx"]
+feature = "feature"
+
+[head]
+artifact = "head.onnx"
+feature_input = "feature"
+action_output = "action"
+
+# The temporal attention head's cache: the runtime owns it and evicts.
+[head.cache]
+past_keys = {names("past_key_values.{}.key")}
+past_values = {names("past_key_values.{}.value")}
+present_keys = {names("present.{}.key")}
+present_values = {names("present.{}.value")}
+mask = "cache_mask"
+positions = "cache_positions"
+attention = "cache_attention"
+sinks = {sinks}
+saddles = {saddles}
+recent = {recent}
+saddle_decay = 0.9
+
+[criterion]
+kind = "action-consistency"
+continuous_dims = [0, 1]
+"""
+
+
 CRITERION = [("kind", "action-consistency"), ("continuous_dims", [0, 1])]
 MODEL_TOML = model_toml.render("tiny-test", EXITS, CRITERION)
 
@@ -155,14 +231,21 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--discrete", type=int, metavar="K", help="softmax head over K action bins")
+    ap.add_argument("--cache", metavar="S,K,W", help="a temporal attention head over a cache of S sinks, K saddles, W recent slots")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     for i in range(3):
         segment(rng, i, os.path.join(args.out, f"segment{i}.onnx"))
-    head(rng, os.path.join(args.out, "head.onnx"), args.discrete)
+    if args.cache:
+        sinks, saddles, recent = (int(v) for v in args.cache.split(","))
+        cache_head(rng, os.path.join(args.out, "head.onnx"), sinks + saddles + recent)
+        text = cache_toml(sinks, saddles, recent)
+    else:
+        head(rng, os.path.join(args.out, "head.onnx"), args.discrete)
+        text = MODEL_TOML if args.discrete is None else DISCRETE_TOML
     with open(os.path.join(args.out, "model.toml"), "w") as f:
-        f.write(MODEL_TOML if args.discrete is None else DISCRETE_TOML)
+        f.write(text)
 
 
 if __name__ == "__main__":

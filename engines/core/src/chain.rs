@@ -26,11 +26,17 @@ struct Stage {
 /// The shared head, when the set has one.
 struct HeadStage {
     engine: Box<dyn Engine>,
-    feature_first: bool,
+    /// Where the feature sits among the head's inputs; the other inputs
+    /// (a recurrent state, a cache's tensors) fill the rest in order.
+    feature_at: usize,
     action: usize,
     /// Output index of the next recurrent state (`None`: stateless).
     state: Option<usize>,
     outputs: Vec<Vec<f32>>,
+    /// Per head input: what [`Chain::run_head`] feeds an input that is
+    /// neither the feature nor the state (an empty cache: zero keys and
+    /// values, every slot masked); `None` for those two.
+    idle: Vec<Option<Vec<f32>>>,
 }
 
 /// Runs segment after segment of an engine set, and the shared head on any
@@ -49,7 +55,7 @@ pub struct Chain {
 
 /// Most inputs or outputs one segment may have (the run path uses fixed
 /// arrays of slices rather than allocating a list per call).
-pub const MAX_IO: usize = 8;
+pub const MAX_IO: usize = 16;
 
 fn buffers(specs: &[TensorSpec]) -> Vec<Vec<f32>> {
     specs.iter().map(|s| vec![0.0; s.elements()]).collect()
@@ -162,6 +168,25 @@ impl Chain {
                         message: "feature, action or state tensor not found".into(),
                     });
                 };
+                let mask = h
+                    .cache
+                    .as_ref()
+                    .and_then(|c| c.resolve(h).ok())
+                    .map(|c| c.mask);
+                let state_in = h.state_input.as_deref().and_then(|n| pos(&h.inputs, n));
+                let idle = h
+                    .inputs
+                    .iter()
+                    .enumerate()
+                    .map(|(j, t)| {
+                        let fill = if Some(j) == mask {
+                            crate::cache::MASKED
+                        } else {
+                            0.0
+                        };
+                        (j != feat && Some(j) != state_in).then(|| vec![fill; t.elements()])
+                    })
+                    .collect();
                 let head = Some(HeadStage {
                     engine: make(
                         Role::Head,
@@ -169,10 +194,11 @@ impl Chain {
                         &h.inputs,
                         &h.outputs,
                     )?,
-                    feature_first: feat == 0,
+                    feature_at: feat,
                     action,
                     state: state.flatten(),
                     outputs: buffers(&h.outputs),
+                    idle,
                 });
                 crate::return_freed_memory();
                 head
@@ -333,6 +359,12 @@ impl Chain {
         &s.outputs[s.feature]
     }
 
+    /// Index of the output of segment `i` that the head reads (or, without
+    /// a head, that is its action).
+    pub fn feature_index(&self, i: usize) -> usize {
+        self.stages[i].feature
+    }
+
     /// Index of segment `i`'s output called `name`.
     pub fn output_index(&self, i: usize, name: &str) -> Option<usize> {
         self.stages.get(i)?.names.iter().position(|n| n == name)
@@ -340,8 +372,9 @@ impl Chain {
 
     /// Exit `i`'s action and next recurrent state, from the head run on
     /// its feature with state `state_in` (the state is empty for a
-    /// stateless head), or, without a head, the segment's own action
-    /// output. The caller decides whether to commit the state.
+    /// stateless head; a cache head reads an empty cache), or, without a
+    /// head, the segment's own action output. The caller decides whether
+    /// to commit the state.
     pub fn run_head(&mut self, i: usize, state_in: &[f32]) -> Result<(&[f32], &[f32])> {
         let k = self.stages[i].feature;
         self.run_head_on(i, k, state_in)
@@ -355,19 +388,65 @@ impl Chain {
         k: usize,
         state_in: &[f32],
     ) -> Result<(&[f32], &[f32])> {
+        // The state where the head takes it; any other input (a cache's) as
+        // the idle buffers (moved out for the call: no allocation).
+        let idle = self
+            .head
+            .as_mut()
+            .map(|h| std::mem::take(&mut h.idle))
+            .unwrap_or_default();
+        let mut others: [&[f32]; MAX_IO] = [&[]; MAX_IO];
+        let mut n = 0;
+        for (slot, j) in others
+            .iter_mut()
+            .zip(idle.iter().enumerate().filter_map(|(j, b)| match (j, b) {
+                (_, Some(b)) => Some(&b[..]),
+                (j, None) if self.head.as_ref().is_some_and(|h| h.feature_at != j) => {
+                    Some(state_in)
+                }
+                _ => None,
+            }))
+        {
+            *slot = j;
+            n += 1;
+        }
+        let r = self.run_head_with(i, k, &others[..n]).map(|_| ());
+        if let Some(h) = self.head.as_mut() {
+            h.idle = idle;
+        }
+        r?;
+        Ok(match self.head.as_ref() {
+            None => (&self.stages[i].outputs[k], &[]),
+            Some(head) => (
+                &head.outputs[head.action],
+                head.state.map_or(&[][..], |s| &head.outputs[s]),
+            ),
+        })
+    }
+
+    /// The head run on output `k` of segment `i` with `others` as its
+    /// other inputs, in the head's input order without the feature (a
+    /// recurrent state, a cache's keys, values, mask, positions); returns
+    /// the action ([`Chain::head_outputs`] has every output). Without a
+    /// head, the output itself.
+    pub fn run_head_with(&mut self, i: usize, k: usize, others: &[&[f32]]) -> Result<&[f32]> {
         let feature: &[f32] = &self.stages[i].outputs[k];
         let Some(head) = self.head.as_mut() else {
-            return Ok((feature, &[]));
+            return Ok(feature);
         };
-        let ins: [&[f32]; 2] = if head.feature_first {
-            [feature, state_in]
-        } else {
-            [state_in, feature]
-        };
-        let ins = match head.state {
-            Some(_) => &ins[..],
-            None => std::slice::from_ref(&feature),
-        };
+        // A wrong count reaches the engine as it is, which refuses it
+        // naming its artifact.
+        let n_in = (others.len() + 1).min(MAX_IO);
+        let mut ins: [&[f32]; MAX_IO] = [&[]; MAX_IO];
+        let mut rest = others.iter();
+        for (j, slot) in ins.iter_mut().enumerate().take(n_in) {
+            *slot = if j == head.feature_at {
+                feature
+            } else {
+                rest.next().copied().unwrap_or(&[])
+            };
+        }
+        let ins = &ins[..n_in];
         let mut outs: [&mut [f32]; MAX_IO] = Default::default();
         let n = head.outputs.len().min(outs.len());
         for (slot, buf) in outs.iter_mut().zip(head.outputs.iter_mut()) {
@@ -380,10 +459,21 @@ impl Chain {
             self.device_time = self.device_time.max(0.0) + d;
         }
         r?;
-        let state: &[f32] = match head.state {
-            Some(s) => &head.outputs[s],
-            None => &[],
-        };
-        Ok((&head.outputs[head.action], state))
+        Ok(&head.outputs[head.action])
+    }
+
+    /// The action of the last [`Chain::run_head_with`] on output `k` of
+    /// segment `i`: the head's action output, or that output itself
+    /// without a head.
+    pub fn head_action(&self, i: usize, k: usize) -> &[f32] {
+        match &self.head {
+            Some(h) => &h.outputs[h.action],
+            None => &self.stages[i].outputs[k],
+        }
+    }
+
+    /// Every output of the head from its last run, in manifest order.
+    pub fn head_outputs(&self) -> &[Vec<f32>] {
+        self.head.as_ref().map_or(&[], |h| &h.outputs)
     }
 }

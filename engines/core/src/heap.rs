@@ -30,10 +30,20 @@ pub fn return_freed_memory() {
 /// `/usr/bin/time -f %M` reports at exit. `None` where `/proc` has no such
 /// line (not Linux).
 pub fn peak_resident_bytes() -> Option<u64> {
+    status_bytes("VmHWM:")
+}
+
+/// The process's resident memory now (`VmRSS`), in bytes; `None` where
+/// `/proc` has no such line.
+pub fn resident_bytes() -> Option<u64> {
+    status_bytes("VmRSS:")
+}
+
+fn status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kb: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .trim()
         .strip_suffix("kB")?
         .trim()
@@ -47,12 +57,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn the_peak_is_read_from_proc() {
-        let now_kb = || -> u64 {
-            let s = std::fs::read_to_string("/proc/self/status").unwrap();
-            let v = s.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap();
-            v.trim().trim_end_matches("kB").trim().parse().unwrap()
-        };
-        let resident = now_kb() << 10;
+        let resident = super::resident_bytes().unwrap();
         assert!(super::peak_resident_bytes().unwrap() >= resident);
         let block = std::hint::black_box(vec![1u8; 64 << 20]);
         assert!(super::peak_resident_bytes().unwrap() >= resident + (60 << 20));

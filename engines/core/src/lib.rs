@@ -25,6 +25,7 @@
 //! * `offramp_runtime::backend::load_chain` picks the backend of a
 //!   [`BackendKind`].
 
+pub mod cache;
 mod chain;
 mod error;
 mod heap;
@@ -33,9 +34,9 @@ pub mod manifest;
 mod set;
 mod sha;
 
-pub use chain::{Chain, Role};
+pub use chain::{Chain, Role, MAX_IO};
 pub use error::{check_arity, position_by_name, run_error, Error, Result};
-pub use heap::{peak_resident_bytes, return_freed_memory};
+pub use heap::{peak_resident_bytes, resident_bytes, return_freed_memory};
 pub use inside::join_inside;
 pub use manifest::{BackendKind, Manifest, Precision, TensorSpec};
 pub use set::EngineSet;

@@ -204,6 +204,10 @@ pub struct Head {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_output: Option<String>,
     pub action_output: String,
+    /// A temporal attention head's key/value cache (`[head.cache]`), which
+    /// the runtime owns, fills and evicts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::cache::CacheSpec>,
     #[serde(flatten)]
     pub cost: Cost,
 }

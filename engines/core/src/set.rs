@@ -226,6 +226,20 @@ impl EngineSet {
         };
         spec(&h.outputs, &h.action_output, "action_output")?;
         spec(&h.inputs, &h.feature_input, "feature_input")?;
+        // The inputs beside the feature: the state, and the cache's tensors.
+        let cache_inputs = match &h.cache {
+            Some(c) => {
+                c.resolve(h)
+                    .map_err(|(field, message)| self.invalid(field, message))?;
+                c.inputs().count()
+            }
+            None => 0,
+        };
+        let with_cache = if cache_inputs > 0 {
+            format!(" and the cache's {cache_inputs}")
+        } else {
+            String::new()
+        };
         match (&h.state_input, &h.state_output) {
             (Some(i), Some(o)) => {
                 let state_in = spec(&h.inputs, i, "state_input")?;
@@ -239,22 +253,22 @@ impl EngineSet {
                         ),
                     ));
                 }
-                if h.inputs.len() != 2 {
+                if h.inputs.len() != 2 + cache_inputs {
                     return Err(self.invalid(
                         "head.inputs",
                         format!(
-                            "a recurrent head takes exactly a feature and a state; this one has {} inputs",
+                            "a recurrent head takes exactly a feature and a state{with_cache}; this one has {} inputs",
                             h.inputs.len()
                         ),
                     ));
                 }
             }
             (None, None) => {
-                if h.inputs.len() != 1 {
+                if h.inputs.len() != 1 + cache_inputs {
                     return Err(self.invalid(
                         "head.inputs",
                         format!(
-                            "a stateless head takes only the feature; this one has {} inputs (a recurrent head names state_input and state_output)",
+                            "a stateless head takes only the feature{with_cache}; this one has {} inputs (a recurrent head names state_input and state_output)",
                             h.inputs.len()
                         ),
                     ));
@@ -266,6 +280,12 @@ impl EngineSet {
                     "state_input and state_output go together: name both (recurrent head) or neither (stateless)",
                 ))
             }
+        }
+        if h.cache.is_some() && m.offload.is_some() {
+            return Err(self.invalid(
+                "offload",
+                "a head with a cache cannot be served by another device: the cache lives on the robot",
+            ));
         }
         for (i, seg) in m.exits.iter().enumerate() {
             if seg.action.is_some() {

@@ -351,7 +351,6 @@ fn every_exit() {
 /// Splits and builds a test shape (engines/models/testdata/shapes) the way
 /// `offramp split` and `offramp build` do.
 fn shape_set(name: &str, exits: [&str; 4], dir: &std::path::Path) -> EngineSet {
-    use offramp_build::builder::{build, BuildOptions};
     use offramp_build::split::{split, SplitOptions};
     let shape = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../engines/models/testdata/shapes")
@@ -369,10 +368,16 @@ fn shape_set(name: &str, exits: [&str; 4], dir: &std::path::Path) -> EngineSet {
         tolerance: 1e-5,
     })
     .unwrap();
+    built(&dir.join("src"), &dir.join("set"))
+}
+
+/// `offramp build` of the ONNX files in `src` into a CPU set at `out`.
+fn built(src: &std::path::Path, out: &std::path::Path) -> EngineSet {
+    use offramp_build::builder::{build, BuildOptions};
     build(
         &BuildOptions {
-            onnx_dir: dir.join("src"),
-            out_dir: dir.join("set"),
+            onnx_dir: src.to_path_buf(),
+            out_dir: out.to_path_buf(),
             backend: BackendKind::Cpu,
             precision: offramp_engines::Precision::Fp32,
             int8_calibration_cache: None,
@@ -381,7 +386,7 @@ fn shape_set(name: &str, exits: [&str; 4], dir: &std::path::Path) -> EngineSet {
         &mut |_| {},
     )
     .unwrap();
-    EngineSet::open(dir.join("set")).unwrap()
+    EngineSet::open(out).unwrap()
 }
 
 /// A set without a head, with token actions (softmax, bin centres) and a
@@ -545,4 +550,42 @@ fn memory_is_flat_over_a_long_stream() {
     eprintln!("live heap bytes every 500 frames: {held:?}");
     let (lo, hi) = (held.iter().min().unwrap(), held.iter().max().unwrap());
     assert!(hi - lo <= 1024, "memory grew over the stream: {held:?}");
+}
+
+/// A temporal attention head over a key/value cache (the kv-cache test
+/// model: 9 slots, evicting from frame 9 on), every exit committing in
+/// turn: after the warm-up only tract allocates, the live heap stays flat
+/// and the cache's buffers never move.
+#[test]
+fn cache_head_frames_with_evictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../engines/models/testdata/kv-cache");
+    let set = built(&src, &dir.path().join("set"));
+    let tract = TractOnly::measure(&set);
+    let mut chain = offramp_runtime::exit_chain::ExitChain::new(&set, BackendKind::Cpu).unwrap();
+    let addresses: Vec<usize> = chain.cache().unwrap().addresses().collect();
+    let mut t = 0usize;
+    let mut held = Vec::new();
+    assert_only_tract_allocates("ExitChain::step, cache head", &tract, || {
+        for buf in chain.inputs_mut() {
+            buf.iter_mut()
+                .enumerate()
+                .for_each(|(k, v)| *v = ((t * 7 + k) % 13) as f32 / 13.0 - 0.5);
+        }
+        let before = allocs();
+        let o = chain.step(ExitPolicy::Fixed(t % 3)).unwrap();
+        let count = allocs() - before;
+        t += 1;
+        if t % 100 == 0 {
+            held.push(live_bytes());
+        }
+        (count, o)
+    });
+    let c = chain.cache().unwrap();
+    assert_eq!(c.occupancy(), 9);
+    assert_eq!(c.evicted_total(), t as u64 - 9);
+    assert_eq!(addresses, c.addresses().collect::<Vec<_>>());
+    let (lo, hi) = (held.iter().min().unwrap(), held.iter().max().unwrap());
+    assert!(hi - lo <= 1024, "memory grew: {held:?}");
 }

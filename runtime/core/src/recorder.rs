@@ -18,6 +18,10 @@
 //! | 4 × 16 | per-exit delta (f32, NaN when not computed) |
 //! | 4 × 16 | per-exit latency, µs (f32) |
 //! | 4 × 4 | action (f32; unused dims 0) |
+//! | 2 | a cache head's entries after the frame (u16; 0 without a cache) |
+//! | 2 | entries the frame's commit evicted (u16) |
+//!
+//! Version 1 files (without the last two fields) are read too, with 0 there.
 
 use crate::exit_chain::{FrameOutcome, MAX_EXITS};
 use std::fs::File;
@@ -25,9 +29,11 @@ use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 
 pub const MAGIC: &[u8; 12] = b"OFFRAMP-REC\0";
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 pub const ACTION_DIMS: usize = 4;
-pub const RECORD_BYTES: usize = 8 + 8 + 4 + 4 + 4 * MAX_EXITS * 2 + 4 * ACTION_DIMS;
+/// A version 1 record: the same without the cache fields.
+const V1_BYTES: usize = 8 + 8 + 4 + 4 + 4 * MAX_EXITS * 2 + 4 * ACTION_DIMS;
+pub const RECORD_BYTES: usize = V1_BYTES + 4;
 pub const BATCH: usize = 64;
 
 pub const FLAG_NONFINITE: u8 = 1;
@@ -51,6 +57,9 @@ pub struct Record {
     #[serde(serialize_with = "ser_slice")]
     pub exit_latency_us: [f32; MAX_EXITS],
     pub action: [f32; ACTION_DIMS],
+    /// A cache head's entries after the frame, and those its commit evicted.
+    pub cache_entries: u16,
+    pub cache_evicted: u16,
 }
 
 fn ser_slice<S: serde::Serializer>(v: &[f32; MAX_EXITS], s: S) -> Result<S::Ok, S::Error> {
@@ -109,6 +118,8 @@ impl Record {
             deltas: o.deltas,
             exit_latency_us: std::array::from_fn(|i| o.exit_seconds[i] * 1e6),
             action: a,
+            cache_entries: o.cache_entries.min(u16::MAX as u32) as u16,
+            cache_evicted: o.cache_evicted.min(u16::MAX as u32) as u16,
         }
     }
 
@@ -130,9 +141,17 @@ impl Record {
         {
             put(&x.to_le_bytes());
         }
+        put(&self.cache_entries.to_le_bytes());
+        put(&self.cache_evicted.to_le_bytes());
     }
 
+    /// A record of `b.len()` bytes: [`RECORD_BYTES`], or [`V1_BYTES`]
+    /// (no cache fields).
     fn decode(b: &[u8]) -> Self {
+        let u16_at = |o: usize| {
+            b.get(o..o + 2)
+                .map_or(0, |x| u16::from_le_bytes([x[0], x[1]]))
+        };
         let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
         let f32_at = |o: usize| f32::from_le_bytes(b[o..o + 4].try_into().unwrap_or([0; 4]));
         let base = 24;
@@ -146,6 +165,8 @@ impl Record {
             deltas: std::array::from_fn(|i| f32_at(base + 4 * i)),
             exit_latency_us: std::array::from_fn(|i| f32_at(base + 4 * (MAX_EXITS + i))),
             action: std::array::from_fn(|i| f32_at(base + 4 * (2 * MAX_EXITS + i))),
+            cache_entries: u16_at(V1_BYTES),
+            cache_evicted: u16_at(V1_BYTES + 2),
         }
     }
 }
@@ -258,24 +279,24 @@ pub fn read_from(mut f: impl BufRead, path: &Path) -> Result<Vec<Record>, Record
     }
     let version = u16::from_le_bytes([header[12], header[13]]);
     let size = u16::from_le_bytes([header[14], header[15]]) as usize;
-    if version != VERSION || size != RECORD_BYTES {
+    if (version, size) != (VERSION, RECORD_BYTES) && (version, size) != (1, V1_BYTES) {
         return Err(RecorderError::Format {
             path: path.to_path_buf(),
             why: format!(
-                "format version {version} with {size}-byte records; this offramp reads version {VERSION} ({RECORD_BYTES} bytes)"
+                "format version {version} with {size}-byte records; this offramp reads version {VERSION} ({RECORD_BYTES} bytes) and 1 ({V1_BYTES})"
             ),
         });
     }
     let mut out = Vec::new();
-    let mut rec = vec![0u8; RECORD_BYTES];
+    let mut rec = vec![0u8; size];
     loop {
         let got = read_full(&mut f, &mut rec).map_err(io)?;
         if got == 0 {
             break;
         }
-        if got < RECORD_BYTES {
+        if got < size {
             tracing::warn!(
-                "{}: last record is torn ({got} of {RECORD_BYTES} bytes), skipped",
+                "{}: last record is torn ({got} of {size} bytes), skipped",
                 path.display()
             );
             break;
@@ -305,7 +326,7 @@ pub fn to_csv(records: &[Record], exits: usize, out: &mut impl Write) -> io::Res
     for i in 0..exits {
         write!(out, ",delta{},latency{}_us", i + 1, i + 1)?;
     }
-    writeln!(out, ",v,omega")?;
+    writeln!(out, ",v,omega,cache_entries,cache_evicted")?;
     for r in records {
         write!(
             out,
@@ -329,7 +350,11 @@ pub fn to_csv(records: &[Record], exits: usize, out: &mut impl Write) -> io::Res
             }
             write!(out, ",{:.1}", r.exit_latency_us[i])?;
         }
-        writeln!(out, ",{:.5},{:.5}", r.action[0], r.action[1])?;
+        writeln!(
+            out,
+            ",{:.5},{:.5},{},{}",
+            r.action[0], r.action[1], r.cache_entries, r.cache_evicted
+        )?;
     }
     Ok(())
 }
@@ -356,6 +381,8 @@ mod tests {
             remote_ran: 0,
             remote_heads: 0,
             fallback: false,
+            cache_entries: (i % 10) as u32,
+            cache_evicted: (i % 2) as u32,
         }
     }
 
@@ -386,6 +413,7 @@ mod tests {
         assert!((all[42].deltas[0] - 0.42).abs() < 1e-6);
         assert!(all[42].deltas[1].is_nan());
         assert_eq!(all[3].action[1], -0.2);
+        assert_eq!((all[43].cache_entries, all[43].cache_evicted), (3, 1));
         let mut csv = Vec::new();
         to_csv(&all, 4, &mut csv).unwrap();
         let text = String::from_utf8(csv).unwrap();
@@ -417,5 +445,33 @@ mod tests {
         bytes.truncate(bytes.len() - 10);
         std::fs::write(&p, &bytes).unwrap();
         assert_eq!(read(&p).unwrap().len(), 0);
+    }
+
+    /// A version 1 file (records without the cache fields) still reads,
+    /// its cache fields 0; another version is refused naming both.
+    #[test]
+    fn version_1_records_read_without_cache_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v1.rec");
+        let rec = Record::from_outcome(7, 9, &outcome(3), 1.5, true, &[0.25, 0.5]);
+        let mut bytes = [0u8; RECORD_BYTES];
+        rec.encode(&mut bytes);
+        let mut file = MAGIC.to_vec();
+        file.extend_from_slice(&1u16.to_le_bytes());
+        file.extend_from_slice(&(V1_BYTES as u16).to_le_bytes());
+        file.extend_from_slice(&bytes[..V1_BYTES]);
+        file.extend_from_slice(&bytes[..V1_BYTES]);
+        std::fs::write(&p, &file).unwrap();
+        let all = read(&p).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!((all[1].frame, all[1].action[1]), (7, 0.5));
+        assert_eq!((all[1].cache_entries, all[1].cache_evicted), (0, 0));
+        file[12] = 3;
+        std::fs::write(&p, &file).unwrap();
+        let e = read(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("version 3") && e.contains("reads version 2"),
+            "{e}"
+        );
     }
 }

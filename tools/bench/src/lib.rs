@@ -12,6 +12,8 @@
 //!   zenoh`).
 //! * [`engines`]: each segment on tract against onnxruntime (and a TensorRT
 //!   build's plans) on the same files (`offramp bench engines`).
+//! * [`memory`]: resident memory, frame cost and a cache head's occupancy
+//!   over a long stream (`offramp bench memory`).
 //! * [`offload`]: local-only against offloading deep exits, on the same
 //!   closed-loop episodes (`offramp bench offload`; the `sim` feature).
 //!
@@ -23,6 +25,7 @@
 
 pub mod engines;
 pub mod held_frames;
+pub mod memory;
 #[cfg(feature = "sim")]
 pub mod offload;
 pub mod profile;

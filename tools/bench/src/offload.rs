@@ -180,3 +180,15 @@ pub fn run(
         served,
     })
 }
+
+/// `--robot-slowdown`: how many times slower the robot's engines run than
+/// the server's; at least 1.
+pub fn parse_slowdown(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f.is_finite() && f >= 1.0 => Ok(f),
+        Ok(f) => Err(format!(
+            "{f} is below 1 (the robot cannot be faster than itself)"
+        )),
+        Err(e) => Err(format!("{s:?}: {e}")),
+    }
+}

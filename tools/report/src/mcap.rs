@@ -36,6 +36,9 @@ pub struct FrameMsg {
     pub deadline_missed: bool,
     pub remote: bool,
     pub fallback: bool,
+    /// A cache head's entries after the frame, and those it evicted.
+    pub cache_entries: u16,
+    pub cache_evicted: u16,
 }
 
 impl FrameMsg {
@@ -59,6 +62,8 @@ impl FrameMsg {
             deadline_missed: r.flags & FLAG_DEADLINE_MISSED != 0,
             remote: r.flags & FLAG_REMOTE != 0,
             fallback: r.flags & FLAG_FALLBACK != 0,
+            cache_entries: r.cache_entries,
+            cache_evicted: r.cache_evicted,
         }
     }
 }
@@ -81,7 +86,9 @@ const SCHEMA: &str = r#"{
     "deadline_cut": {"type": "boolean"},
     "deadline_missed": {"type": "boolean"},
     "remote": {"type": "boolean"},
-    "fallback": {"type": "boolean"}
+    "fallback": {"type": "boolean"},
+    "cache_entries": {"type": "integer", "description": "a cache head's entries after the frame"},
+    "cache_evicted": {"type": "integer", "description": "entries the frame's commit evicted"}
   }
 }"#;
 
@@ -135,6 +142,8 @@ mod tests {
                 deltas,
                 exit_latency_us: [500.0; MAX_EXITS],
                 action: [0.5; ACTION_DIMS],
+                cache_entries: 9,
+                cache_evicted: 1,
             }
         };
         let dir = tempfile::tempdir().unwrap();
@@ -155,6 +164,10 @@ mod tests {
         assert_eq!(v["deltas"], serde_json::json!([0.25, null]));
         assert_eq!(v["exit_latency_ms"], serde_json::json!([0.5, 0.5]));
         assert_eq!(v["deadline_cut"], true);
+        assert_eq!(
+            (&v["cache_entries"], &v["cache_evicted"]),
+            (&9.into(), &1.into())
+        );
         assert_eq!(msgs[1].log_time, 8_000);
     }
 }

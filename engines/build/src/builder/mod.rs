@@ -283,6 +283,7 @@ fn build_prepared(
                 state_input: h.state_input,
                 state_output: h.state_output,
                 action_output: h.action_output,
+                cache: h.cache,
                 cost: a.cost,
             })
         }

@@ -35,6 +35,9 @@ pub(super) struct SourceHead {
     #[serde(default)]
     pub state_output: Option<String>,
     pub action_output: String,
+    /// A temporal attention head's cache, as the manifest's `[head.cache]`.
+    #[serde(default)]
+    pub cache: Option<offramp_engines::cache::CacheSpec>,
 }
 
 /// One exit segment: its file and, where the export names them its own

@@ -57,6 +57,14 @@ enum BenchCommand {
         #[arg(long, env = "OFFRAMP_PYTHON", default_value = "python3")]
         python: String,
     },
+    /// A long stream, every exit committing in turn: resident memory, frame
+    /// cost and a cache head's occupancy at every power of ten. Prints JSON.
+    Memory {
+        #[command(flatten)]
+        engine: EngineArgs,
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1000..))]
+        frames: u64,
+    },
     #[cfg(feature = "sim")]
     /// Local-only against offloading the deep exits to a server (in-process,
     /// zenoh on loopback) on the same closed-loop episodes, the robot's
@@ -74,7 +82,7 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1, value_parser = at_least(1))]
         local_exits: usize,
         /// How many times slower the robot's engines run than the server's.
-        #[arg(long, default_value_t = 4.0, value_parser = slowdown)]
+        #[arg(long, default_value_t = 4.0, value_parser = offramp_bench::offload::parse_slowdown)]
         robot_slowdown: f64,
     },
     #[cfg(feature = "sim")]
@@ -90,17 +98,6 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         demo_episodes: usize,
     },
-}
-
-/// A slowdown factor: at least 1.
-#[cfg(feature = "sim")]
-fn slowdown(s: &str) -> Result<f64, String> {
-    match positive(s)? {
-        f if f >= 1.0 => Ok(f),
-        f => Err(format!(
-            "{f} is below 1 (the robot cannot be faster than itself)"
-        )),
-    }
 }
 
 /// `bench zenoh`: the action path ([`offramp_bench::zenoh`]), then the
@@ -182,6 +179,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             &python,
             engine.threads(),
         )?)?,
+        BenchCommand::Memory { engine, frames } => serde_json::to_string_pretty(
+            &offramp_bench::memory::run(&engine.open()?, frames, &crate::progress::bars)?,
+        )?,
         #[cfg(feature = "sim")]
         BenchCommand::Offload {
             engine,

@@ -163,6 +163,8 @@ fn seeds() -> BTreeMap<&'static str, Vec<(String, Vec<u8>)>> {
             deltas: [0.1; MAX_EXITS],
             exit_latency_us: [200.0; MAX_EXITS],
             action: [0.3, -0.5, 0.0, 0.0],
+            cache_entries: frame as u16,
+            cache_evicted: 0,
         })
         .unwrap();
     }
@@ -229,6 +231,7 @@ fn seeds() -> BTreeMap<&'static str, Vec<(String, Vec<u8>)>> {
                 "demo-bumper",
                 "testdata/tiny",
                 "testdata/tiny-discrete",
+                "testdata/kv-cache",
             ],
         ),
     );
@@ -280,7 +283,7 @@ fn the_runtime_fuzz_seeds_are_inputs_of_this_build() {
         &std::fs::read_to_string(repo().join("engines/models/demo/manifest.toml")).unwrap(),
     )
     .is_ok());
-    for s in ["demo", "testdata/tiny"] {
+    for s in ["demo", "testdata/tiny", "testdata/kv-cache"] {
         let dir = repo().join("engines/models").join(s);
         let text = std::fs::read_to_string(dir.join("model.toml")).unwrap();
         offramp_build::builder::check_model_toml(&dir, &text).unwrap();

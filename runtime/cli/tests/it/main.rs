@@ -14,6 +14,7 @@ mod cli;
 mod closed_loop;
 mod faults;
 mod fuzz_seeds;
+mod kv_cache;
 mod lerobot;
 mod offload;
 mod profile;

@@ -29,11 +29,13 @@
 
 mod costs;
 mod criteria;
+pub mod kv_cache;
 pub mod latency;
 pub mod offload;
 mod residency;
 mod walk;
 
+pub use kv_cache::KvCache;
 pub use latency::LatencyModel;
 
 use criteria::Tokens;
@@ -106,6 +108,10 @@ pub struct FrameOutcome {
     /// The criterion asked for a remote exit but no usable answer came in
     /// time: the deepest local exit's action is used.
     pub fallback: bool,
+    /// A cache head's entries after the frame (0 without a cache)...
+    pub cache_entries: u32,
+    /// ...and the entries the frame's commit dropped (0 or 1).
+    pub cache_evicted: u32,
 }
 
 impl FrameOutcome {
@@ -125,6 +131,8 @@ impl FrameOutcome {
             remote_ran: 0,
             remote_heads: 0,
             fallback: false,
+            cache_entries: 0,
+            cache_evicted: 0,
         }
     }
 }
@@ -163,6 +171,20 @@ pub struct ExitChain {
     /// `[offload]`).
     offload_bounds: (f32, f32),
     residency: Residency,
+    /// A temporal attention head's key/value cache.
+    cache: Option<KvCache>,
+    /// The head's inputs beside the feature, in its input order.
+    head_inputs: Vec<HeadInput>,
+    /// The head output that is the next recurrent state.
+    state_output: Option<usize>,
+}
+
+/// What feeds one of the head's inputs beside the feature.
+#[derive(Debug, Clone, Copy)]
+enum HeadInput {
+    State,
+    /// The cache's buffer for head input `j`.
+    Cache(usize),
 }
 
 impl ExitChain {
@@ -258,6 +280,32 @@ impl ExitChain {
             .map(|(i, s)| s + head_macs * (1 + (i == 0 && reference.is_some()) as u64))
             .collect();
         let fixed_exit = m.criterion.fixed_exit.unwrap_or(n - 1).min(n - 1);
+        let cache = match m.head.as_ref().and_then(|h| Some((h, h.cache.as_ref()?))) {
+            Some((h, c)) => Some(KvCache::new(
+                c.resolve(h)
+                    .map_err(|(field, message)| bad(format!("{field}: {message}")))?,
+                n,
+            )),
+            None => None,
+        };
+        let mut head_inputs = Vec::new();
+        if let Some(h) = &m.head {
+            for (j, t) in h.inputs.iter().enumerate() {
+                if t.name == h.feature_input {
+                    continue;
+                }
+                head_inputs.push(if Some(&t.name) == h.state_input.as_ref() {
+                    HeadInput::State
+                } else if cache.as_ref().is_some_and(|c| c.input(j).is_some()) {
+                    HeadInput::Cache(j)
+                } else {
+                    return Err(bad(format!(
+                        "head input {:?} is neither the feature, the state nor the cache's",
+                        t.name
+                    )));
+                });
+            }
+        }
         Ok(Self {
             chain,
             n,
@@ -285,6 +333,12 @@ impl ExitChain {
             remote: None,
             offload_bounds: set.manifest.offload.unwrap_or_default().bounds(),
             residency: Residency::Undecided,
+            cache,
+            head_inputs,
+            state_output: m.head.as_ref().and_then(|h| {
+                let name = h.state_output.as_ref()?;
+                h.outputs.iter().position(|t| &t.name == name)
+            }),
         })
     }
 
@@ -356,9 +410,17 @@ impl ExitChain {
         self.current_instruction
     }
 
-    /// Forgets the recurrent state (new episode).
+    /// Forgets the recurrent state and empties the cache (new episode).
     pub fn reset(&mut self) {
         self.state.iter_mut().for_each(|x| *x = 0.0);
+        if let Some(c) = &mut self.cache {
+            c.reset();
+        }
+    }
+
+    /// The key/value cache of a temporal attention head, if the set has one.
+    pub fn cache(&self) -> Option<&KvCache> {
+        self.cache.as_ref()
     }
 
     /// The action of the last frame (stop if it was stopped).

@@ -43,6 +43,11 @@ impl ExitChain {
     /// The error for carrying tensors through the host once they stay on
     /// the GPU.
     pub(super) fn refuse_host_carry(&self, what: &str) -> Result<(), ExitChainError> {
+        if self.cache.is_some() {
+            return Err(ExitChainError::Request(format!(
+                "{what}: this set's head keeps a key/value cache on the robot, which a server does not have"
+            )));
+        }
         match self.residency {
             Residency::Kept(n) if n > 0 => Err(ExitChainError::Request(format!(
                 "{what}: this chain already keeps {n} tensor(s) between segments on the GPU, \

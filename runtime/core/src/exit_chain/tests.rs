@@ -181,6 +181,7 @@ fn manifest(kind: CriterionKind, reference: bool, thresholds: &[f32]) -> Manifes
             state_input: Some("h_in".into()),
             state_output: Some("h_out".into()),
             action_output: "action".into(),
+            cache: None,
             cost: Cost { macs: 0, ..cost },
         }),
         action: Default::default(),
@@ -1019,4 +1020,153 @@ fn latency_model_follows_exit_0_and_medians_out_a_spike() {
         m.record_frame(&[0.001]);
     }
     assert!((m.predict(1).unwrap() - 0.001 * 2.0 * 1.3).abs() < 1e-6);
+}
+
+/// A cache head: the scripted action of its exit; its entry's key and
+/// value are 10 × (exit + 1) (which exit committed it); it logs the sum of
+/// the held keys it read, and pays equal attention to every held slot.
+struct FakeCacheHead {
+    script: Arc<Mutex<Script>>,
+    seen: Arc<Mutex<Vec<f32>>>,
+}
+
+impl Engine for FakeCacheHead {
+    fn run(
+        &mut self,
+        inputs: &[&[f32]],
+        outputs: &mut [&mut [f32]],
+    ) -> offramp_engines::Result<()> {
+        let (feature, keys, mask) = (inputs[0], inputs[1], inputs[3]);
+        let tag = feature[0];
+        let held: f32 = keys
+            .iter()
+            .zip(mask)
+            .filter(|(_, m)| **m == 0.0)
+            .map(|(k, _)| k)
+            .sum();
+        self.seen.lock().unwrap().push(held);
+        outputs[0].copy_from_slice(&self.script.lock().unwrap().actions[tag as usize]);
+        outputs[1][0] = 10.0 * (tag + 1.0);
+        outputs[2][0] = 10.0 * (tag + 1.0);
+        let n = mask.iter().filter(|m| **m == 0.0).count().max(1) as f32;
+        for (a, m) in outputs[3].iter_mut().zip(mask) {
+            *a = if *m == 0.0 { 1.0 / n } else { 0.0 };
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn candidate_exits_read_the_cache_and_only_the_committed_exit_writes_it() {
+    use offramp_engines::cache::CacheSpec;
+    let mut m = manifest(CriterionKind::ActionConsistency, false, &[0.1, 0.1, 0.1]);
+    let slots = 3;
+    let h = m.head.as_mut().unwrap();
+    h.inputs = vec![
+        spec("feature", 2),
+        TensorSpec::f32("k", &[1, slots, 1]),
+        TensorSpec::f32("v", &[1, slots, 1]),
+        spec("mask", slots),
+    ];
+    h.outputs = vec![
+        spec("action", 2),
+        TensorSpec::f32("k1", &[1, 1, 1]),
+        TensorSpec::f32("v1", &[1, 1, 1]),
+        spec("att", slots),
+    ];
+    (h.state_input, h.state_output) = (None, None);
+    h.cache = Some(CacheSpec {
+        past_keys: vec!["k".into()],
+        past_values: vec!["v".into()],
+        present_keys: vec!["k1".into()],
+        present_values: vec!["v1".into()],
+        mask: "mask".into(),
+        positions: None,
+        attention: "att".into(),
+        sinks: 1,
+        saddles: 0,
+        recent: 2,
+        saddle_decay: 0.9,
+        recency_bias: 0.0,
+    });
+    let script = Arc::new(Mutex::new(Script {
+        actions: with_deltas([1.0, 0.05, 0.01, 0.0]),
+        reference: [0.0; 2],
+        confidence: vec![0.0; EXITS],
+        sleep: vec![Duration::ZERO; EXITS],
+    }));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let set = EngineSet {
+        dir: "fake".into(),
+        manifest_path: "fake/manifest.toml".into(),
+        manifest: m,
+    };
+    let (sc, se) = (script.clone(), seen.clone());
+    let chain = Chain::with_engines(&set, |role, _, _, _| {
+        Ok(match role {
+            Role::Segment(index) => Box::new(FakeSegment {
+                index,
+                script: sc.clone(),
+                device: None,
+            }) as Box<dyn Engine>,
+            Role::Head => Box::new(FakeCacheHead {
+                script: sc.clone(),
+                seen: se.clone(),
+            }),
+        })
+    })
+    .unwrap();
+    let mut chain = ExitChain::with_chain(&set, chain).unwrap();
+
+    // Frame 0: exits 0 and 1 run (1 passes); the empty cache is read
+    // twice; exit 1's entry (key 20) is committed, not exit 0's (10).
+    let o = chain.step(ExitPolicy::Criterion).unwrap();
+    assert_eq!(
+        (o.exit, o.ran, o.cache_entries, o.cache_evicted),
+        (1, 2, 1, 0)
+    );
+    assert_eq!(*seen.lock().unwrap(), [0.0, 0.0]);
+    // Frame 1, every exit run (calibration): all four read the same cache,
+    // holding exit 1's entry; the chosen exit (1) commits again.
+    let o = chain.step(ExitPolicy::All).unwrap();
+    assert_eq!((o.exit, o.ran, o.cache_entries), (1, EXITS, 2));
+    assert_eq!(seen.lock().unwrap()[2..], [20.0; EXITS]);
+    // A fixed exit commits its own entry: exit 3 (key 40).
+    let o = chain.step(ExitPolicy::Fixed(3)).unwrap();
+    assert_eq!((o.cache_entries, o.cache_evicted), (3, 0));
+    chain.step(ExitPolicy::Fixed(0)).unwrap();
+    // The ring (2 slots) dropped frame 1's entry; the sink keeps frame 0's.
+    let made: Vec<_> = chain.cache().unwrap().made().collect();
+    assert_eq!(made, [Some(0), Some(3), Some(2)]);
+    seen.lock().unwrap().clear();
+    chain.step(ExitPolicy::Fixed(0)).unwrap();
+    assert_eq!(*seen.lock().unwrap(), [20.0 + 10.0 + 40.0]);
+
+    // A non-finite action at the deepest exit run stops the robot and
+    // empties the cache, as it resets a recurrent state.
+    script.lock().unwrap().actions[0] = [f32::NAN, 0.0];
+    let o = chain.step(ExitPolicy::Fixed(0)).unwrap();
+    assert!(o.stopped && o.nonfinite);
+    assert_eq!(chain.cache().unwrap().occupancy(), 0);
+    assert!(chain.action().iter().all(|a| *a == 0.0));
+    // Offloading a cache head's exits is refused: the server has no cache.
+    let err = chain
+        .set_offload(1, Box::new(NoServer), Duration::from_millis(1))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("key/value cache"), "{err}");
+}
+
+/// An offload link that never answers.
+struct NoServer;
+
+impl Offload for NoServer {
+    fn run_remote(
+        &mut self,
+        _: &OffloadRequest<'_>,
+        _: Instant,
+        _: &mut OffloadReply,
+    ) -> Result<bool, super::offload::OffloadError> {
+        Ok(false)
+    }
 }

@@ -4,8 +4,9 @@
 //! deadline caps the depth: an exit starts only if it can still finish.
 
 use super::criteria::{finite, rms, Tokens};
-use super::{ExitChain, ExitChainError, ExitPolicy, FrameOutcome};
+use super::{ExitChain, ExitChainError, ExitPolicy, FrameOutcome, HeadInput};
 use offramp_engines::manifest::CriterionKind;
+use offramp_engines::MAX_IO;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -17,8 +18,27 @@ pub(super) struct Walk {
 }
 
 impl ExitChain {
+    /// The head on output `k` of segment `i`, its other inputs the state
+    /// and the cache as they are (nothing committed); returns `k` (the
+    /// feature's index for `None`), for `Chain::head_action`.
+    fn run_head_on(&mut self, i: usize, k: Option<usize>) -> Result<usize, ExitChainError> {
+        let mut others: [&[f32]; MAX_IO] = [&[]; MAX_IO];
+        for (slot, src) in others.iter_mut().zip(&self.head_inputs) {
+            *slot = match (*src, &self.cache) {
+                (HeadInput::State, _) => &self.state,
+                (HeadInput::Cache(j), Some(c)) => c.input(j).unwrap_or(&[]),
+                (HeadInput::Cache(_), None) => &[],
+            };
+        }
+        let others = &others[..self.head_inputs.len().min(MAX_IO)];
+        let k = k.unwrap_or_else(|| self.chain.feature_index(i));
+        self.chain.run_head_with(i, k, others)?;
+        Ok(k)
+    }
+
     pub(super) fn head(&mut self, i: usize) -> Result<bool, ExitChainError> {
-        let (a, h) = self.chain.run_head(i, &self.state)?;
+        let k = self.run_head_on(i, None)?;
+        let a = self.chain.head_action(i, k);
         match &mut self.tokens {
             None => self.actions[i].copy_from_slice(a),
             Some(t) => Tokens::decode(
@@ -30,8 +50,15 @@ impl ExitChain {
                 &mut self.actions[i],
             ),
         }
-        self.next_states[i].copy_from_slice(h);
-        Ok(finite(&self.actions[i]) && finite(&self.next_states[i]))
+        let outs = self.chain.head_outputs();
+        if let Some(s) = self.state_output {
+            self.next_states[i].copy_from_slice(&outs[s]);
+        }
+        let staged = match &mut self.cache {
+            Some(c) => c.stage(i, outs),
+            None => true,
+        };
+        Ok(finite(&self.actions[i]) && finite(&self.next_states[i]) && staged)
     }
 
     /// Runs one frame whose inputs are filled.
@@ -87,11 +114,16 @@ impl ExitChain {
             (None, false) => last_run,
         };
         // The deepest exit run decides; if it is bad, stop.
-        let pick_ok = finite(&self.actions[pick]) && finite(&self.next_states[pick]);
+        let pick_ok = finite(&self.actions[pick])
+            && finite(&self.next_states[pick])
+            && self.cache.as_ref().is_none_or(|c| c.staged_ok(pick));
         if pick_ok {
             self.chosen = pick;
             self.stopped = false;
             self.state.copy_from_slice(&self.next_states[pick]);
+            if let Some(c) = &mut self.cache {
+                c.commit(pick);
+            }
         } else {
             self.chosen = w.last_good.unwrap_or(pick);
             self.stopped = true;
@@ -99,6 +131,10 @@ impl ExitChain {
         }
         out.exit = pick;
         out.stopped = self.stopped;
+        if let Some(c) = &self.cache {
+            out.cache_entries = c.occupancy() as u32;
+            out.cache_evicted = c.evicted_last();
+        }
         if offloading {
             self.repartition(&out, None);
         }
@@ -128,7 +164,8 @@ impl ExitChain {
             }
             self.chain.run_exit(i)?;
             if let (0, Some(r), None) = (i, self.reference, fixed) {
-                let (a, _) = self.chain.run_head_on(0, r, &self.state)?;
+                self.run_head_on(0, Some(r))?;
+                let a = self.chain.head_action(0, r);
                 match &mut self.tokens {
                     None => self.ref_action.copy_from_slice(a),
                     Some(t) => Tokens::decode(
