@@ -209,6 +209,11 @@ saddle_decay = 0.9
 [criterion]
 kind = "action-consistency"
 continuous_dims = [0, 1]
+
+[preprocess]                        # so that it runs on camera frames (the simulator's)
+mean = [0.5, 0.5, 0.5]
+std = [0.25, 0.25, 0.25]
+instruction = "instruction"
 """
 
 

@@ -63,11 +63,70 @@ impl Onnx {
             .get(1)
             .filter(|s| self.outputs.iter().any(|o| same(o, s)));
         let state_out = state.and_then(|s| self.outputs.iter().find(|o| same(o, s)));
-        let action = self
-            .outputs
-            .iter()
-            .find(|o| Some(&o.name) != state_out.map(|s| &s.name));
+        let cache = self.cache_outputs();
+        let action = self.outputs.iter().find(|o| {
+            Some(&o.name) != state_out.map(|s| &s.name) && !cache.contains(&o.name.as_str())
+        });
         (state, state_out, action)
+    }
+
+    /// The tensors of a key/value cache in the Hugging Face convention
+    /// (`past_key_values.{l}.key` / `.value` in, `present.{l}.key` /
+    /// `.value` out), with the inputs named `*mask*` and `*position*` and
+    /// the output named `*attention*` / `*attn*`: a `[head.cache]` draft,
+    /// its sizes to confirm. `None` without `past_key_values.0.key`.
+    fn cache_draft(&self, confirm: &mut Vec<String>) -> Option<String> {
+        let layer_names = |side: &[TensorSpec], prefix: &str, kv: &str| -> Vec<String> {
+            (0..)
+                .map(|l| format!("{prefix}.{l}.{kv}"))
+                .take_while(|n| side.iter().any(|t| &t.name == n))
+                .collect()
+        };
+        let past_keys = layer_names(&self.inputs, "past_key_values", "key");
+        let first = self
+            .inputs
+            .iter()
+            .find(|t| Some(&t.name) == past_keys.first())?;
+        let slots = *first.shape.iter().rev().nth(1)?;
+        let find = |side: &[TensorSpec], words: &[&str]| {
+            side.iter()
+                .find(|t| words.iter().any(|w| t.name.to_lowercase().contains(w)))
+                .map_or(String::new(), |t| t.name.clone())
+        };
+        let list = |v: Vec<String>| format!("{v:?}");
+        let sinks = (slots / 8).clamp(1, 4).min(slots.saturating_sub(1));
+        let saddles = (slots - sinks) / 3;
+        let mut t = format!(
+            "\n[head.cache]\npast_keys = {}\npast_values = {}\npresent_keys = {}\npresent_values = {}\nmask = {:?}\n",
+            list(past_keys),
+            list(layer_names(&self.inputs, "past_key_values", "value")),
+            list(layer_names(&self.outputs, "present", "key")),
+            list(layer_names(&self.outputs, "present", "value")),
+            find(&self.inputs, &["mask"]),
+        );
+        let positions = find(&self.inputs, &["position"]);
+        if !positions.is_empty() {
+            t += &format!("positions = {positions:?}\n");
+        }
+        t += &format!(
+            "attention = {:?}\nsinks = {sinks}                           # confirm: sinks + saddles + recent = {slots}\nsaddles = {saddles}\nrecent = {}\n",
+            find(&self.outputs, &["attention", "attn"]),
+            slots - sinks - saddles
+        );
+        confirm.push(format!(
+            "head.cache: {slots} slots drafted as {sinks} sinks, {saddles} saddles, {} recent; use the split the head was trained with",
+            slots - sinks - saddles
+        ));
+        Some(t)
+    }
+
+    /// The outputs a cache head returns beside its action.
+    fn cache_outputs(&self) -> Vec<&str> {
+        self.outputs
+            .iter()
+            .map(|t| t.name.as_str())
+            .filter(|n| n.starts_with("present.") || n.contains("attention") || n.contains("attn"))
+            .collect()
     }
 }
 
@@ -172,6 +231,7 @@ pub fn init(opts: &InitOptions) -> Result<Draft> {
             "action_output = {:?}\n",
             action.map_or("", |a| a.name.as_str())
         );
+        t += &h.cache_draft(&mut confirm).unwrap_or_default();
         std::fs::create_dir_all(&out).map_err(io(&out))?;
         std::fs::write(&with, t).map_err(io(&with))?;
     }
@@ -553,23 +613,21 @@ fn draft_dir(dir: &Path, out: &Path, model: String, mut guessed: Vec<String>) ->
         if let Some(a) = act {
             let _ = writeln!(text, "action_output = {:?}", a.name);
         }
+        let cache = h.cache_draft(&mut confirm);
+        text += cache.as_deref().unwrap_or_default();
         guessed.push(format!(
             "{}: the shared head ({})",
             h.file,
-            if state.is_some() {
-                "recurrent"
-            } else {
-                "stateless"
+            match (cache.is_some(), state.is_some()) {
+                (true, _) => "temporal attention over a key/value cache",
+                (false, true) => "recurrent",
+                (false, false) => "stateless",
             }
         ));
     }
     // The action each exit hands on.
     let act_shape = match head {
-        Some(h) => h
-            .outputs
-            .iter()
-            .find(|o| !h.inputs.iter().any(|i| same(i, o)))
-            .map(|t| t.shape.clone()),
+        Some(h) => h.head_tensors().2.map(|t| t.shape.clone()),
         None => Some(shape.shape.clone()),
     };
     let tokens = matches!(act_shape.as_deref(), Some([1, d, b]) if *d >= 1 && *b >= 2);

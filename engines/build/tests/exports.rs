@@ -287,3 +287,64 @@ fn init_finds_the_shared_head_beside_a_full_export() {
     assert!(set.manifest.state_len() > 0);
     assert_eq!(set.manifest.exits[0].feature.as_deref(), Some("feature"));
 }
+
+/// A temporal attention head exported in the Hugging Face convention
+/// (`past_key_values.{l}.key` in, `present.{l}.key` out, a mask, positions,
+/// the attention weights): init drafts its `[head.cache]`, asks to confirm
+/// the split of the slots, and the draft builds.
+#[test]
+fn init_drafts_the_cache_of_a_temporal_attention_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("export");
+    std::fs::create_dir(&src).unwrap();
+    let kv = repo().join("engines/models/testdata/kv-cache");
+    for f in [
+        "segment0.onnx",
+        "segment1.onnx",
+        "segment2.onnx",
+        "head.onnx",
+    ] {
+        std::fs::copy(kv.join(f), src.join(f)).unwrap();
+    }
+    let d = init(&InitOptions {
+        onnx: src.clone(),
+        out: Some(dir.path().join("src")),
+    })
+    .unwrap();
+    assert!(
+        d.confirm.iter().any(|c| c.contains("head.cache: 9 slots")),
+        "{:?}",
+        d.confirm
+    );
+    assert!(
+        d.guessed.iter().any(|g| g.contains("key/value cache")),
+        "{:?}",
+        d.guessed
+    );
+    build_dir(&dir.path().join("src"), &dir.path().join("set")).unwrap();
+    let set = EngineSet::open(dir.path().join("set")).unwrap();
+    let h = set.manifest.head.as_ref().expect("a head");
+    assert_eq!(h.action_output, "action");
+    let c = h.cache.as_ref().expect("a cache");
+    let text = std::fs::read_to_string(kv.join("model.toml")).unwrap();
+    let v: toml::Value = toml::from_str(&text).unwrap();
+    let committed: offramp_engines::cache::CacheSpec =
+        v["head"]["cache"].clone().try_into().unwrap();
+    assert_eq!(
+        (
+            &c.past_keys,
+            &c.present_values,
+            &c.mask,
+            &c.positions,
+            &c.attention
+        ),
+        (
+            &committed.past_keys,
+            &committed.present_values,
+            &committed.mask,
+            &committed.positions,
+            &committed.attention
+        )
+    );
+    assert_eq!(c.sinks + c.saddles + c.recent, 9);
+}

@@ -191,9 +191,113 @@ fn a_cache_that_does_not_fit_its_head_is_refused_naming_the_field() {
         assert!(err.contains(field) && err.contains(says), "{to}: {err}");
         std::fs::write(set.dir.join("manifest.toml"), &text).unwrap();
     }
+    // Its exits cannot be served by another device: the cache is the robot's.
+    std::fs::write(
+        set.dir.join("manifest.toml"),
+        format!("{text}\n[offload]\ncarried = \"fp16\"\n"),
+    )
+    .unwrap();
+    let err = EngineSet::open(&set.dir).err().unwrap().to_string();
+    assert!(err.contains("offload") && err.contains("cache"), "{err}");
     // A head whose cache feeds no input is not a cache head.
     let bad = text.replace("positions = \"cache_positions\"\n", "");
     std::fs::write(set.dir.join("manifest.toml"), &bad).unwrap();
     let err = EngineSet::open(&set.dir).err().unwrap().to_string();
     assert!(err.contains("head.inputs"), "{err}");
+}
+
+/// The tools with a cache model: `run` on the simulator's camera records
+/// the cache's occupancy and evictions per frame (flight record and MCAP),
+/// each new episode empties the cache, and `calibrate` solves thresholds
+/// over recorded episodes and `run` replays them.
+#[test]
+fn run_records_and_calibrate_work_with_a_cache_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let set = built(tmp.path());
+    let rec = tmp.path().join("flight.rec");
+    let (ok, out, err) = offramp(&[
+        "run",
+        "--engines",
+        set.dir.to_str().unwrap(),
+        "--camera",
+        "sim",
+        "--fps",
+        "200",
+        "--frames",
+        "60",
+        "--record",
+        rec.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["frames"], 60);
+    let records = offramp_runtime::recorder::read(&rec).unwrap();
+    assert_eq!(records.len(), 60);
+    // Within an episode the cache fills to its 9 slots, then evicts one
+    // entry a frame; a new episode starts it again from one entry.
+    let mut k = 0usize;
+    for r in &records {
+        k = if r.cache_entries == 1 { 0 } else { k + 1 };
+        assert_eq!(
+            r.cache_entries as usize,
+            (k + 1).min(9),
+            "frame {}",
+            r.frame
+        );
+        assert_eq!(r.cache_evicted, u16::from(k >= 9), "frame {}", r.frame);
+    }
+    assert!(records.iter().any(|r| r.cache_evicted == 1));
+    let (ok, csv, err) = offramp(&["recording", rec.to_str().unwrap(), "--csv"]);
+    assert!(ok, "{err}");
+    assert!(csv
+        .lines()
+        .next()
+        .unwrap()
+        .ends_with("cache_entries,cache_evicted"));
+
+    let episodes = tmp.path().join("episodes");
+    crate::common::sim_record(&episodes, 3, 200_000);
+    let (ok, out, err) = offramp(&[
+        "calibrate",
+        "--engines",
+        set.dir.to_str().unwrap(),
+        "--episodes",
+        episodes.to_str().unwrap(),
+        "--budget-ratio",
+        // Exit 0 has no reference, so exit 1 (70 % of the compute) is the
+        // cheapest a frame can stop at.
+        "0.85",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let c: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(c["over_budget"].is_null(), "{c}");
+    let cost = c["predicted"]["mean_cost"].as_f64().unwrap();
+    // Within a frame's worth of the budget (312 frames: 0.3 %).
+    let frames = c["frames"].as_f64().unwrap();
+    assert!(
+        cost <= c["budget_macs"].as_f64().unwrap() * (1.0 + 1.0 / frames),
+        "{c}"
+    );
+    let m = EngineSet::open(&set.dir).unwrap().manifest;
+    assert_eq!(
+        m.criterion.thresholds.len(),
+        2,
+        "calibrate wrote the thresholds"
+    );
+    assert!(m.head.unwrap().cache.is_some(), "and kept the cache");
+    let (ok, out, err) = offramp(&[
+        "run",
+        "--engines",
+        set.dir.to_str().unwrap(),
+        "--camera",
+        &format!("replay:{}", episodes.display()),
+        "--fps",
+        "500",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["frames"].as_u64().unwrap() > 20, "{v}");
 }
