@@ -65,7 +65,7 @@ impl Source for SimCamera {
             let meta = FrameMeta {
                 seq,
                 captured: Some(Instant::now()),
-                instruction: sim.instruction() as usize,
+                instruction: sim.shown_instruction(),
                 new_episode,
             };
             latest.publish(meta, |buf| sim.render(buf));

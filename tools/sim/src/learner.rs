@@ -13,8 +13,7 @@ use offramp_runtime::twist::TwistCommand;
 pub struct ChainLearner {
     rl: RunLoop,
     command: TwistCommand,
-    /// The episode's instruction, and whether its first frame is next.
-    instruction: usize,
+    /// Whether the episode's first frame is next.
     new_episode: bool,
     criterion_share: f32,
     rng: Rng,
@@ -30,7 +29,6 @@ impl ChainLearner {
         Self {
             rl: RunLoop::new(p, ExitPolicy::Fixed(0), None, None),
             command: TwistCommand::new(LIMITS),
-            instruction: 0,
             new_episode: true,
             criterion_share,
             rng: Rng::new(seed ^ 0xDA66E4),
@@ -45,8 +43,7 @@ impl ChainLearner {
 }
 
 impl crate::record::Learner for ChainLearner {
-    fn start(&mut self, sim: &Sim) {
-        self.instruction = sim.instruction() as usize;
+    fn start(&mut self, _sim: &Sim) {
         self.new_episode = true;
         // The coin is drawn only when the criterion may drive, so recordings
         // without it keep the exact exit sequence of earlier rounds
@@ -60,11 +57,11 @@ impl crate::record::Learner for ChainLearner {
         };
     }
 
-    fn act(&mut self, frame: &[u8]) -> Twist {
+    fn act(&mut self, frame: &[u8], instruction: usize) -> Twist {
         let meta = FrameMeta {
             seq: 0,
             captured: None,
-            instruction: self.instruction,
+            instruction,
             new_episode: std::mem::take(&mut self.new_episode),
         };
         if let Err(e) = self.rl.frame(frame, meta, &mut self.command) {

@@ -75,7 +75,7 @@ impl Sim {
         offramp_runtime::camera::FrameMeta {
             seq: self.steps as u64,
             captured: None,
-            instruction: self.instruction() as usize,
+            instruction: self.shown_instruction(),
             new_episode: self.steps == 0,
         }
     }
@@ -103,6 +103,16 @@ impl Sim {
     /// The instructed landmark, 0..4 (see [`LANDMARK_NAMES`]).
     pub fn instruction(&self) -> u8 {
         self.world.instruction
+    }
+
+    /// The instruction the robot is told with the frame rendered now: the
+    /// episode's, or, in the memory task, none once `cue_steps` frames have
+    /// gone ([`offramp_runtime::exit_chain::NO_INSTRUCTION`]).
+    pub fn shown_instruction(&self) -> usize {
+        match self.cfg.cue_steps {
+            Some(n) if self.steps >= n => offramp_runtime::exit_chain::NO_INSTRUCTION,
+            _ => self.instruction() as usize,
+        }
     }
 
     pub fn outcome(&self) -> StepOutcome {
@@ -405,6 +415,47 @@ mod tests {
             }
         }
         assert!(ok >= n as usize * 97 / 100, "expert succeeded {ok}/{n}");
+    }
+
+    /// The memory task: the instruction is shown with the first
+    /// `cue_steps` frames only; the expert still drives to the target.
+    #[test]
+    fn the_memory_task_shows_the_instruction_with_its_cue_only() {
+        let cfg = SimConfig {
+            cue_steps: Some(3),
+            ..SimConfig::default()
+        };
+        let mut sim = Sim::new(&cfg, 5);
+        let target = sim.instruction() as usize;
+        let mut shown = Vec::new();
+        for _ in 0..6 {
+            shown.push(sim.frame_meta().instruction);
+            sim.step(sim.expert().to_wheels(cfg.track_width));
+        }
+        let none = offramp_runtime::exit_chain::NO_INSTRUCTION;
+        assert_eq!(shown, [target, target, target, none, none, none]);
+        assert_eq!(
+            Sim::new(&SimConfig::default(), 5).shown_instruction(),
+            target
+        );
+        // The config file says so.
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/sim/memory.toml"),
+        )
+        .unwrap();
+        let from_file: SimConfig = toml::from_str(&text).unwrap();
+        assert_eq!(from_file.cue_steps, Some(10));
+        // A recording keeps it: -1 in instructions.npy, none on replay.
+        let dir = tempfile::tempdir().unwrap();
+        let opts = record::RecordOptions {
+            episodes: 1,
+            first_seed: 5,
+            noise: 0.0,
+            expert_share: 1.0,
+        };
+        record::record(&cfg, &opts, dir.path(), None, &mut |_| {}).unwrap();
+        let r = offramp_runtime::camera::load_replay(dir.path()).unwrap();
+        assert_eq!(r.instructions[..5], [target, target, target, none, none]);
     }
 
     /// Drives straight ahead at 0.5 m/s until the episode ends, at most 30

@@ -40,7 +40,9 @@ pub struct RecordOptions {
 pub trait Learner {
     /// A new episode starts (reset recurrent state).
     fn start(&mut self, sim: &Sim);
-    fn act(&mut self, frame: &[u8]) -> Twist;
+    /// The command for `frame`, told `instruction` with it (the episode's,
+    /// or none after a memory task's cue: [`Sim::shown_instruction`]).
+    fn act(&mut self, frame: &[u8], instruction: usize) -> Twist;
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -91,7 +93,10 @@ pub fn record(
             sim.render(&mut frame);
             let label = sim.expert();
             frames.extend_from_slice(&frame);
-            instr.push(sim.instruction() as i64);
+            instr.push(match sim.shown_instruction() {
+                offramp_runtime::exit_chain::NO_INSTRUCTION => -1,
+                k => k as i64,
+            });
             actions.extend_from_slice(&[label.v, label.omega]);
             eps.push(e as i32);
             steps.push(sim.steps as i32);
@@ -106,7 +111,7 @@ pub fn record(
             }
             let base = match learner.as_deref_mut() {
                 Some(l) => {
-                    let a = l.act(&frame);
+                    let a = l.act(&frame, sim.shown_instruction());
                     if noise.unit() < opts.expert_share {
                         label
                     } else {

@@ -108,6 +108,10 @@ pub struct SimConfig {
     /// another landmark) ends the episode as a failure, as a bumper that
     /// stops the robot would. Off, the robot slides along what it touches.
     pub collision_ends_episode: bool,
+    /// The memory task: the robot is told the instruction with the first
+    /// `cue_steps` frames only, and must remember it (afterwards the
+    /// model's instruction input is blank). `None`: every frame.
+    pub cue_steps: Option<usize>,
 }
 
 impl Default for SimConfig {
@@ -125,6 +129,7 @@ impl Default for SimConfig {
             max_wheel_accel: 4.0,
             decoy_ends_episode: false,
             collision_ends_episode: false,
+            cue_steps: None,
         }
     }
 }

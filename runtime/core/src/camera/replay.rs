@@ -191,17 +191,20 @@ pub fn load_replay(dir: &Path) -> Result<Replay, CameraError> {
     }
     instructions.truncate(n);
     episodes.truncate(n);
-    // An instruction is an index into the model's instructions; a negative
-    // one (an "unknown" marker) would otherwise run silently as task 0.
+    // An instruction is an index into the model's instructions, or -1 for a
+    // frame that carries none (a memory task's frames after the cue); any
+    // other negative value (an "unknown" marker) would otherwise run
+    // silently as task 0.
     let instructions = instructions
         .iter()
         .enumerate()
-        .map(|(k, &v)| {
-            usize::try_from(v).map_err(|_| {
+        .map(|(k, &v)| match v {
+            -1 => Ok(crate::exit_chain::NO_INSTRUCTION),
+            v => usize::try_from(v).map_err(|_| {
                 err(format!(
-                    "instructions.npy[{k}] is {v}; an instruction is an index, 0 or more"
+                    "instructions.npy[{k}] is {v}; an instruction is an index, 0 or more, or -1 for none"
                 ))
-            })
+            }),
         })
         .collect::<Result<Vec<usize>, _>>()?;
     let mut views = vec![(shape[2], shape[1])];

@@ -71,7 +71,8 @@ pub struct FrameMeta {
     pub seq: u64,
     /// When the frame was captured (the camera's timestamp where it has one).
     pub captured: Option<Instant>,
-    /// Instruction for the model (simulator and replay know it).
+    /// Instruction for the model (simulator and replay know it);
+    /// [`crate::exit_chain::NO_INSTRUCTION`] for a frame that carries none.
     pub instruction: usize,
     /// A new episode starts with this frame (reset the recurrent state).
     pub new_episode: bool,

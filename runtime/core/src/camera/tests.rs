@@ -232,11 +232,16 @@ fn a_negative_instruction_is_refused_naming_the_frame() {
     npy::write(&dir.path().join("instructions.npy"), &[3], &[0i64, 2, 0]).unwrap();
     npy::write(&dir.path().join("episodes.npy"), &[3], &[0i32; 3]).unwrap();
     assert!(load_replay(dir.path()).is_ok());
-    // -1, a common "unknown" marker, would run as instruction 0.
+    // -1 is a frame without an instruction (a memory task after its cue).
     npy::write(&dir.path().join("instructions.npy"), &[3], &[0i64, -1, 0]).unwrap();
+    let r = load_replay(dir.path()).unwrap();
+    assert_eq!(r.instructions, [0, crate::exit_chain::NO_INSTRUCTION, 0]);
+    // Any other negative value, an "unknown" marker, would run as
+    // instruction 0.
+    npy::write(&dir.path().join("instructions.npy"), &[3], &[0i64, -2, 0]).unwrap();
     let e = load_replay(dir.path()).err().unwrap().to_string();
     assert!(
-        e.contains("instructions.npy[1] is -1; an instruction is an index"),
+        e.contains("instructions.npy[1] is -2; an instruction is an index"),
         "{e}"
     );
     assert!(e.contains(&dir.path().display().to_string()), "{e}");

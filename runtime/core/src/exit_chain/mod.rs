@@ -48,6 +48,11 @@ use thiserror::Error;
 /// Most exits a set may have (fixed-size per-frame records).
 pub const MAX_EXITS: usize = 16;
 
+/// The instruction of a frame that carries none (a memory task's frames
+/// after its cue): the model's instruction input is blank, all zeros (no
+/// one-hot slot set; every token id 0).
+pub const NO_INSTRUCTION: usize = usize::MAX;
+
 #[derive(Debug, Error)]
 pub enum ExitChainError {
     #[error(transparent)]
@@ -375,8 +380,9 @@ impl ExitChain {
     }
 
     /// Sets instruction `k`, if the model has an instruction input: one-hot
-    /// element k, or the token ids of instruction k. An instruction the
-    /// model does not know is refused (the input keeps no stale one).
+    /// element k, or the token ids of instruction k; [`NO_INSTRUCTION`]
+    /// blanks the input. An instruction the model does not know is refused
+    /// (the input keeps no stale one).
     pub fn set_instruction(&mut self, k: usize) -> Result<(), ExitChainError> {
         self.current_instruction = None;
         let Some(i) = self.instruction else {
@@ -385,6 +391,10 @@ impl ExitChain {
         };
         let buf = &mut self.chain.inputs_mut()[i];
         buf.iter_mut().for_each(|x| *x = 0.0);
+        if k == NO_INSTRUCTION {
+            self.current_instruction = Some(k);
+            return Ok(());
+        }
         let known = if self.instruction_ids.is_empty() {
             buf.len()
         } else {

@@ -313,6 +313,11 @@ fn an_instruction_the_model_does_not_know_is_refused() {
         "{e}"
     );
     assert_eq!(f.chain.chain.inputs_mut()[0], [0.0], "no stale instruction");
+    // A frame without an instruction (a memory task after its cue): blank.
+    f.chain.set_instruction(0).unwrap();
+    f.chain.set_instruction(NO_INSTRUCTION).unwrap();
+    assert_eq!(f.chain.chain.inputs_mut()[0], [0.0]);
+    assert_eq!(f.chain.current_instruction(), Some(NO_INSTRUCTION));
     // Token ids: instruction k is its ids; past the list is refused.
     if let Some(p) = m.preprocess.as_mut() {
         p.instruction_ids = vec![vec![7], vec![9]];
@@ -321,6 +326,8 @@ fn an_instruction_the_model_does_not_know_is_refused() {
     f.chain.set_instruction(1).unwrap();
     assert_eq!(f.chain.chain.inputs_mut()[0], [9.0]);
     assert!(f.chain.set_instruction(2).is_err());
+    f.chain.set_instruction(NO_INSTRUCTION).unwrap();
+    assert_eq!(f.chain.chain.inputs_mut()[0], [0.0], "every id 0");
 }
 
 /// The fake set without a head: segment i's second output, [i, 0], is
