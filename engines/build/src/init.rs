@@ -58,10 +58,11 @@ impl Onnx {
         Option<&TensorSpec>,
         Option<&TensorSpec>,
     ) {
-        let state = self
-            .inputs
-            .get(1)
-            .filter(|s| self.outputs.iter().any(|o| same(o, s)));
+        let state = self.inputs.get(1).filter(|s| {
+            !s.name.starts_with("past_key_values.")
+                && !s.name.to_lowercase().contains("mask")
+                && self.outputs.iter().any(|o| same(o, s))
+        });
         let state_out = state.and_then(|s| self.outputs.iter().find(|o| same(o, s)));
         let cache = self.cache_outputs();
         let action = self.outputs.iter().find(|o| {
@@ -125,7 +126,10 @@ impl Onnx {
         self.outputs
             .iter()
             .map(|t| t.name.as_str())
-            .filter(|n| n.starts_with("present.") || n.contains("attention") || n.contains("attn"))
+            .filter(|n| {
+                let lower = n.to_lowercase();
+                n.starts_with("present.") || lower.contains("attention") || lower.contains("attn")
+            })
             .collect()
     }
 }

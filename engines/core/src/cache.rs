@@ -113,7 +113,8 @@ impl CacheLayout {
             .sum()
     }
 
-    /// Bytes the cache holds (keys, values, mask and positions, f32).
+    /// Bytes the cache holds (keys, values, mask and positions, f32); the
+    /// runtime also keeps one staged entry and its attention per exit.
     pub fn bytes(&self) -> usize {
         4 * (self.slots * self.entry_len() + 2 * self.slots)
     }
@@ -127,7 +128,19 @@ impl CacheSpec {
     /// tensor; the error names the field (`head.cache.…`) and the problem.
     pub fn resolve(&self, head: &Head) -> Result<CacheLayout, CacheError> {
         let err = |field: &str, message: String| (format!("head.cache.{field}"), message);
-        let slots = self.sinks + self.saddles + self.recent;
+        let slots = self
+            .sinks
+            .checked_add(self.saddles)
+            .and_then(|s| s.checked_add(self.recent))
+            .ok_or_else(|| {
+                err(
+                    "sinks",
+                    format!(
+                        "sinks + saddles + recent = {} + {} + {} does not fit a slot count",
+                        self.sinks, self.saddles, self.recent
+                    ),
+                )
+            })?;
         if self.recent == 0 {
             return Err(err(
                 "recent",
@@ -140,10 +153,48 @@ impl CacheSpec {
                 format!("{}: must be within [0, 1]", self.saddle_decay),
             ));
         }
-        if !self.recency_bias.is_finite() || self.recency_bias < 0.0 {
+        // The oldest held slot's bias stays above an empty slot's mask.
+        if !self.recency_bias.is_finite()
+            || self.recency_bias < 0.0
+            || self.recency_bias as f64 * slots as f64 >= -(MASKED as f64) / 2.0
+        {
             return Err(err(
                 "recency_bias",
-                format!("{}: must be finite and not negative", self.recency_bias),
+                format!(
+                    "{}: must be finite, not negative, and below {} / slots ({slots}) so that a held slot stays far above an empty one ({MASKED})",
+                    self.recency_bias,
+                    -MASKED / 2.0
+                ),
+            ));
+        }
+        // Each name once: a tensor cannot be two things.
+        let mut names: Vec<(&str, &str)> = [
+            ("past_keys", &self.past_keys),
+            ("past_values", &self.past_values),
+            ("present_keys", &self.present_keys),
+            ("present_values", &self.present_values),
+        ]
+        .into_iter()
+        .flat_map(|(f, list)| list.iter().map(move |n| (f, n.as_str())))
+        .chain([
+            ("mask", self.mask.as_str()),
+            ("attention", self.attention.as_str()),
+        ])
+        .chain(self.positions.as_deref().map(|p| ("positions", p)))
+        .chain([
+            ("feature_input", head.feature_input.as_str()),
+            ("action_output", head.action_output.as_str()),
+        ])
+        .chain(head.state_input.as_deref().map(|s| ("state_input", s)))
+        .collect();
+        names.sort_by_key(|&(_, n)| n);
+        if let Some(w) = names.windows(2).find(|w| w[0].1 == w[1].1) {
+            return Err(err(
+                w[1].0,
+                format!(
+                    "{:?} is also named by {}: each tensor has one role",
+                    w[1].1, w[0].0
+                ),
             ));
         }
         let layers = self.past_keys.len();
@@ -180,7 +231,11 @@ impl CacheSpec {
         };
         // Rows, slots and dim of a [.., slots, dim] tensor.
         let geometry = |t: &TensorSpec, field: &str| match t.shape.as_slice() {
-            [lead @ .., s, d] => Ok((lead.iter().product::<usize>(), *s, *d)),
+            [lead @ .., s, d] => lead
+                .iter()
+                .try_fold(1usize, |a, &x| a.checked_mul(x))
+                .map(|rows| (rows, *s, *d))
+                .ok_or_else(|| err(field, format!("{:?} is {:?}: too large", t.name, t.shape))),
             _ => Err(err(
                 field,
                 format!(

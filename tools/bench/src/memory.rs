@@ -64,7 +64,7 @@ pub struct Checkpoint {
     pub cache_evictions: u64,
 }
 
-/// Runs `frames` frames (at least [`WINDOW`]) of `set` on the CPU backend:
+/// Runs `frames` frames (at least [`WINDOW`]) of `set` on its backend:
 /// frame t commits exit t mod the loaded exits, its inputs a pattern that
 /// changes every frame.
 pub fn run(set: &EngineSet, frames: u64, bars: Bars) -> anyhow::Result<MemoryBench> {

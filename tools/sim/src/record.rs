@@ -93,10 +93,9 @@ pub fn record(
             sim.render(&mut frame);
             let label = sim.expert();
             frames.extend_from_slice(&frame);
-            instr.push(match sim.shown_instruction() {
-                offramp_runtime::exit_chain::NO_INSTRUCTION => -1,
-                k => k as i64,
-            });
+            instr.push(offramp_runtime::exit_chain::instruction_code(
+                sim.shown_instruction(),
+            ));
             actions.extend_from_slice(&[label.v, label.omega]);
             eps.push(e as i32);
             steps.push(sim.steps as i32);

@@ -57,8 +57,7 @@ enum BenchCommand {
         #[arg(long, env = "OFFRAMP_PYTHON", default_value = "python3")]
         python: String,
     },
-    /// A long stream, every exit committing in turn: resident memory, frame
-    /// cost and a cache head's occupancy at every power of ten. Prints JSON.
+    /// A long stream, every exit in turn: memory, frame cost, a cache's occupancy. Prints JSON.
     Memory {
         #[command(flatten)]
         engine: EngineArgs,

@@ -26,6 +26,7 @@ use anyhow::{bail, Context};
 use offramp_link::executed::Executed;
 use offramp_link::zenoh_link::{open_session, telemetry_subscriber, Keys};
 use offramp_runtime::camera::{self, CameraSpec, ReplayWriter, Views};
+use offramp_runtime::exit_chain::instruction_code;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -171,7 +172,7 @@ pub fn record(a: &Args) -> anyhow::Result<RecordReport> {
             }
             writer.push(
                 buf,
-                a.instruction.unwrap_or(meta.instruction) as i64,
+                instruction_code(a.instruction.unwrap_or(meta.instruction)),
                 episode,
                 at.saturating_duration_since(t0).as_nanos() as i64,
                 telemetry.is_some().then_some(&executed[..]),

@@ -183,6 +183,24 @@ fn a_cache_that_does_not_fit_its_head_is_refused_naming_the_field() {
             "head.cache.saddle_decay",
             "1.5",
         ),
+        (
+            "sinks = 2\nsaddles = 3",
+            "sinks = 9223372036854775807\nsaddles = 9223372036854775807",
+            "head.cache.sinks",
+            "does not fit",
+        ),
+        (
+            "mask = \"cache_mask\"",
+            "mask = \"cache_positions\"",
+            "head.cache.positions",
+            "also named by mask",
+        ),
+        (
+            "saddle_decay = 0.9",
+            "saddle_decay = 0.9\nrecency_bias = 1000.0",
+            "head.cache.recency_bias",
+            "below 5000",
+        ),
     ] {
         assert!(text.contains(from), "{from}");
         let bad = text.replace(from, to);

@@ -205,9 +205,12 @@ impl KvCache {
             Some(s) => Some(s),
             None => {
                 // The weakest saddle (the oldest among equals).
+                // Scores are finite (a non-finite entry is never
+                // committed); -0.0 and 0.0 tie.
                 let weakest = saddles.clone().min_by(|&a, &b| {
                     self.score[a]
-                        .total_cmp(&self.score[b])
+                        .partial_cmp(&self.score[b])
+                        .unwrap_or(std::cmp::Ordering::Equal)
                         .then(self.made[a].cmp(&self.made[b]))
                 });
                 self.evicted_last = 1;

@@ -25,7 +25,9 @@
 //! predicts an exit's latency for the deadline, [`costs`] counts MACs,
 //! [`offload`] serves deep exits from another device (its wire contract,
 //! the robot's client and the server's side), [`residency`] decides what
-//! stays on the GPU between segments.
+//! stays on the GPU between segments, [`kv_cache`] keeps a temporal
+//! attention head's key/value cache (sinks, saddles, a recent ring) and
+//! commits the chosen exit's entry.
 
 mod costs;
 mod criteria;
@@ -52,6 +54,15 @@ pub const MAX_EXITS: usize = 16;
 /// after its cue): the model's instruction input is blank, all zeros (no
 /// one-hot slot set; every token id 0).
 pub const NO_INSTRUCTION: usize = usize::MAX;
+
+/// An instruction as recordings store it (`instructions.npy`, i64): its
+/// index, or -1 for [`NO_INSTRUCTION`].
+pub fn instruction_code(k: usize) -> i64 {
+    match k {
+        NO_INSTRUCTION => -1,
+        k => i64::try_from(k).unwrap_or(i64::MAX),
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum ExitChainError {

@@ -1177,3 +1177,104 @@ impl Offload for NoServer {
         Ok(false)
     }
 }
+
+/// A head with a recurrent state and a cache, its feature not its first
+/// input: inputs [h_in, k, feature, v, mask], outputs [h_out, action, k1,
+/// v1, att]. Its action is [tag, sum of held keys]; h_out = h_in + tag + 1;
+/// its entry's key and value are 10 × (tag + 1).
+struct FakeMixedHead;
+
+impl Engine for FakeMixedHead {
+    fn run(
+        &mut self,
+        inputs: &[&[f32]],
+        outputs: &mut [&mut [f32]],
+    ) -> offramp_engines::Result<()> {
+        let (state, keys, feature, mask) = (inputs[0], inputs[1], inputs[2], inputs[4]);
+        let tag = feature[0];
+        let held: f32 = keys
+            .iter()
+            .zip(mask)
+            .filter(|(_, m)| **m == 0.0)
+            .map(|(k, _)| k)
+            .sum();
+        outputs[0][0] = state[0] + tag + 1.0;
+        outputs[1].copy_from_slice(&[tag, held]);
+        outputs[2][0] = 10.0 * (tag + 1.0);
+        outputs[3][0] = 10.0 * (tag + 1.0);
+        outputs[4].fill(0.0);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_head_with_a_state_and_a_cache_gets_each_input_where_it_takes_it() {
+    use offramp_engines::cache::CacheSpec;
+    let mut m = manifest(CriterionKind::ActionConsistency, false, &[]);
+    let slots = 2;
+    let h = m.head.as_mut().unwrap();
+    h.inputs = vec![
+        spec("h_in", 1),
+        TensorSpec::f32("k", &[1, slots, 1]),
+        spec("feature", 2),
+        TensorSpec::f32("v", &[1, slots, 1]),
+        spec("mask", slots),
+    ];
+    h.outputs = vec![
+        spec("h_out", 1),
+        spec("action", 2),
+        TensorSpec::f32("k1", &[1, 1, 1]),
+        TensorSpec::f32("v1", &[1, 1, 1]),
+        spec("att", slots),
+    ];
+    h.cache = Some(CacheSpec {
+        past_keys: vec!["k".into()],
+        past_values: vec!["v".into()],
+        present_keys: vec!["k1".into()],
+        present_values: vec!["v1".into()],
+        mask: "mask".into(),
+        positions: None,
+        attention: "att".into(),
+        sinks: 0,
+        saddles: 0,
+        recent: slots,
+        saddle_decay: 0.9,
+        recency_bias: 0.0,
+    });
+    let set = EngineSet {
+        dir: "fake".into(),
+        manifest_path: "fake/manifest.toml".into(),
+        manifest: m,
+    };
+    let script = Arc::new(Mutex::new(Script {
+        actions: vec![[0.0; 2]; EXITS],
+        reference: [0.0; 2],
+        confidence: vec![0.0; EXITS],
+        sleep: vec![Duration::ZERO; EXITS],
+    }));
+    let chain = Chain::with_engines(&set, |role, _, _, _| {
+        Ok(match role {
+            Role::Segment(index) => Box::new(FakeSegment {
+                index,
+                script: script.clone(),
+                device: None,
+            }) as Box<dyn Engine>,
+            Role::Head => Box::new(FakeMixedHead),
+        })
+    })
+    .unwrap();
+    let mut chain = ExitChain::with_chain(&set, chain).unwrap();
+    // Exit 2, then exit 1: the state adds 3 then 2; the cache holds 30,
+    // and the second frame's head read it.
+    chain.step(ExitPolicy::Fixed(2)).unwrap();
+    assert_eq!(chain.action(), [2.0, 0.0]);
+    chain.step(ExitPolicy::Fixed(1)).unwrap();
+    assert_eq!(chain.action(), [1.0, 30.0]);
+    assert_eq!(chain.state, [5.0]);
+    assert_eq!(chain.cache().unwrap().occupancy(), 2);
+    // The plain head call (benches, a server) reads an empty cache and the
+    // state it is given.
+    chain.chain.run_exit(0).unwrap();
+    let (a, next) = chain.chain.run_head(0, &[7.0]).unwrap();
+    assert_eq!((a, next), (&[0.0, 0.0][..], &[8.0][..]));
+}
