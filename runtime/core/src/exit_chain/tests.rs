@@ -209,6 +209,15 @@ impl Fixture {
     }
 
     fn with_device(m: Manifest, device: Option<Log>) -> Self {
+        Self::with_head(m, device, |script| Box::new(FakeHead { script }))
+    }
+
+    /// The fake segments and the head `head` makes (given the script).
+    fn with_head(
+        m: Manifest,
+        device: Option<Log>,
+        head: impl Fn(Arc<Mutex<Script>>) -> Box<dyn Engine>,
+    ) -> Self {
         let script = Arc::new(Mutex::new(Script {
             actions: vec![[0.0; 2]; EXITS],
             reference: [0.0; 2],
@@ -228,7 +237,7 @@ impl Fixture {
                     script: sc.clone(),
                     device: device.clone(),
                 }) as Box<dyn Engine>,
-                Role::Head => Box::new(FakeHead { script: sc.clone() }),
+                Role::Head => head(sc.clone()),
             })
         })
         .unwrap();
@@ -1065,7 +1074,6 @@ impl Engine for FakeCacheHead {
 
 #[test]
 fn candidate_exits_read_the_cache_and_only_the_committed_exit_writes_it() {
-    use offramp_engines::cache::CacheSpec;
     let mut m = manifest(CriterionKind::ActionConsistency, false, &[0.1, 0.1, 0.1]);
     let slots = 3;
     let h = m.head.as_mut().unwrap();
@@ -1082,48 +1090,17 @@ fn candidate_exits_read_the_cache_and_only_the_committed_exit_writes_it() {
         spec("att", slots),
     ];
     (h.state_input, h.state_output) = (None, None);
-    h.cache = Some(CacheSpec {
-        past_keys: vec!["k".into()],
-        past_values: vec!["v".into()],
-        present_keys: vec!["k1".into()],
-        present_values: vec!["v1".into()],
-        mask: "mask".into(),
-        positions: None,
-        attention: "att".into(),
-        sinks: 1,
-        saddles: 0,
-        recent: 2,
-        saddle_decay: 0.9,
-        recency_bias: 0.0,
-    });
-    let script = Arc::new(Mutex::new(Script {
-        actions: with_deltas([1.0, 0.05, 0.01, 0.0]),
-        reference: [0.0; 2],
-        confidence: vec![0.0; EXITS],
-        sleep: vec![Duration::ZERO; EXITS],
-    }));
+    h.cache = Some(one_layer_cache(1, 0, 2));
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let set = EngineSet {
-        dir: "fake".into(),
-        manifest_path: "fake/manifest.toml".into(),
-        manifest: m,
-    };
-    let (sc, se) = (script.clone(), seen.clone());
-    let chain = Chain::with_engines(&set, |role, _, _, _| {
-        Ok(match role {
-            Role::Segment(index) => Box::new(FakeSegment {
-                index,
-                script: sc.clone(),
-                device: None,
-            }) as Box<dyn Engine>,
-            Role::Head => Box::new(FakeCacheHead {
-                script: sc.clone(),
-                seen: se.clone(),
-            }),
+    let se = seen.clone();
+    let f = Fixture::with_head(m, None, move |script| {
+        Box::new(FakeCacheHead {
+            script,
+            seen: se.clone(),
         })
-    })
-    .unwrap();
-    let mut chain = ExitChain::with_chain(&set, chain).unwrap();
+    });
+    f.actions(&with_deltas([1.0, 0.05, 0.01, 0.0]));
+    let (script, mut chain) = (f.script, f.chain);
 
     // Frame 0: exits 0 and 1 run (1 passes); the empty cache is read
     // twice; exit 1's entry (key 20) is committed, not exit 0's (10).
@@ -1162,6 +1139,28 @@ fn candidate_exits_read_the_cache_and_only_the_committed_exit_writes_it() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("key/value cache"), "{err}");
+}
+
+/// One layer (k, v in; k1, v1 out), a mask, attention `att`.
+fn one_layer_cache(
+    sinks: usize,
+    saddles: usize,
+    recent: usize,
+) -> offramp_engines::cache::CacheSpec {
+    offramp_engines::cache::CacheSpec {
+        past_keys: vec!["k".into()],
+        past_values: vec!["v".into()],
+        present_keys: vec!["k1".into()],
+        present_values: vec!["v1".into()],
+        mask: "mask".into(),
+        positions: None,
+        attention: "att".into(),
+        sinks,
+        saddles,
+        recent,
+        saddle_decay: 0.9,
+        recency_bias: 0.0,
+    }
 }
 
 /// An offload link that never answers.
@@ -1209,7 +1208,6 @@ impl Engine for FakeMixedHead {
 
 #[test]
 fn a_head_with_a_state_and_a_cache_gets_each_input_where_it_takes_it() {
-    use offramp_engines::cache::CacheSpec;
     let mut m = manifest(CriterionKind::ActionConsistency, false, &[]);
     let slots = 2;
     let h = m.head.as_mut().unwrap();
@@ -1227,43 +1225,8 @@ fn a_head_with_a_state_and_a_cache_gets_each_input_where_it_takes_it() {
         TensorSpec::f32("v1", &[1, 1, 1]),
         spec("att", slots),
     ];
-    h.cache = Some(CacheSpec {
-        past_keys: vec!["k".into()],
-        past_values: vec!["v".into()],
-        present_keys: vec!["k1".into()],
-        present_values: vec!["v1".into()],
-        mask: "mask".into(),
-        positions: None,
-        attention: "att".into(),
-        sinks: 0,
-        saddles: 0,
-        recent: slots,
-        saddle_decay: 0.9,
-        recency_bias: 0.0,
-    });
-    let set = EngineSet {
-        dir: "fake".into(),
-        manifest_path: "fake/manifest.toml".into(),
-        manifest: m,
-    };
-    let script = Arc::new(Mutex::new(Script {
-        actions: vec![[0.0; 2]; EXITS],
-        reference: [0.0; 2],
-        confidence: vec![0.0; EXITS],
-        sleep: vec![Duration::ZERO; EXITS],
-    }));
-    let chain = Chain::with_engines(&set, |role, _, _, _| {
-        Ok(match role {
-            Role::Segment(index) => Box::new(FakeSegment {
-                index,
-                script: script.clone(),
-                device: None,
-            }) as Box<dyn Engine>,
-            Role::Head => Box::new(FakeMixedHead),
-        })
-    })
-    .unwrap();
-    let mut chain = ExitChain::with_chain(&set, chain).unwrap();
+    h.cache = Some(one_layer_cache(0, 0, slots));
+    let mut chain = Fixture::with_head(m, None, |_| Box::new(FakeMixedHead)).chain;
     // Exit 2, then exit 1: the state adds 3 then 2; the cache holds 30,
     // and the second frame's head read it.
     chain.step(ExitPolicy::Fixed(2)).unwrap();
