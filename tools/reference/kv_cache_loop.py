@@ -15,19 +15,15 @@ evicted so far. Needs onnxruntime and numpy.
 """
 import argparse
 import os
+import sys
 import tomllib
 
 import numpy as np
-import onnxruntime as ort
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "onnx"))
+from ort_chain import session  # noqa: E402  (one thread, CPU provider)
 
 MASKED = np.float32(-10000.0)
-
-
-def session(path):
-    o = ort.SessionOptions()
-    o.intra_op_num_threads = 1
-    o.inter_op_num_threads = 1
-    return ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
 
 
 class Cache:

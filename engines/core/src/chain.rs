@@ -33,10 +33,12 @@ struct HeadStage {
     /// Output index of the next recurrent state (`None`: stateless).
     state: Option<usize>,
     outputs: Vec<Vec<f32>>,
+    /// Input index of the recurrent state.
+    state_at: Option<usize>,
     /// Per head input: what [`Chain::run_head`] feeds an input that is
     /// neither the feature nor the state (an empty cache: zero keys and
-    /// values, every slot masked); `None` for those two.
-    idle: Vec<Option<Vec<f32>>>,
+    /// values, every slot masked); empty for those two.
+    idle: Vec<Vec<f32>>,
 }
 
 /// Runs segment after segment of an engine set, and the shared head on any
@@ -184,7 +186,10 @@ impl Chain {
                         } else {
                             0.0
                         };
-                        (j != feat && Some(j) != state_in).then(|| vec![fill; t.elements()])
+                        match j != feat && Some(j) != state_in {
+                            true => vec![fill; t.elements()],
+                            false => Vec::new(),
+                        }
                     })
                     .collect();
                 let head = Some(HeadStage {
@@ -198,6 +203,7 @@ impl Chain {
                     action,
                     state: state.flatten(),
                     outputs: buffers(&h.outputs),
+                    state_at: state_in,
                     idle,
                 });
                 crate::return_freed_memory();
@@ -395,20 +401,18 @@ impl Chain {
             .as_mut()
             .map(|h| std::mem::take(&mut h.idle))
             .unwrap_or_default();
+        let (feature_at, state_at) = self
+            .head
+            .as_ref()
+            .map_or((0, None), |h| (h.feature_at, h.state_at));
         let mut others: [&[f32]; MAX_IO] = [&[]; MAX_IO];
         let mut n = 0;
-        for (slot, j) in others
-            .iter_mut()
-            .zip(idle.iter().enumerate().filter_map(|(j, b)| match (j, b) {
-                (_, Some(b)) => Some(&b[..]),
-                (j, None) if self.head.as_ref().is_some_and(|h| h.feature_at != j) => {
-                    Some(state_in)
-                }
-                _ => None,
-            }))
-        {
-            *slot = j;
-            n += 1;
+        // At most MAX_IO head inputs (checked when the chain is built).
+        for (j, buf) in idle.iter().enumerate().take(MAX_IO) {
+            if j != feature_at {
+                others[n] = if Some(j) == state_at { state_in } else { buf };
+                n += 1;
+            }
         }
         let r = self.run_head_with(i, k, &others[..n]).map(|_| ());
         if let Some(h) = self.head.as_mut() {

@@ -12,14 +12,9 @@ use offramp_engines::{BackendKind, Chain, EngineSet, Precision};
 use offramp_engines_onnxruntime::{load_chain, Options};
 use std::path::PathBuf;
 
+/// `VmRSS` in kB / 1,000, the unit the figures below were measured in.
 fn resident_mb() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: f64 = s
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb / 1e3
+    offramp_engines::resident_bytes().unwrap() as f64 / 1024.0 / 1e3
 }
 
 /// Runs every exit of `chain` twice.

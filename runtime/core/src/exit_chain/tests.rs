@@ -1038,6 +1038,15 @@ fn latency_model_follows_exit_0_and_medians_out_a_spike() {
     assert!((m.predict(1).unwrap() - 0.001 * 2.0 * 1.3).abs() < 1e-6);
 }
 
+/// The sum of the keys (one element each) of the slots the mask holds.
+fn held_keys(keys: &[f32], mask: &[f32]) -> f32 {
+    keys.iter()
+        .zip(mask)
+        .filter(|(_, m)| **m == 0.0)
+        .map(|(k, _)| k)
+        .sum()
+}
+
 /// A cache head: the scripted action of its exit; its entry's key and
 /// value are 10 × (exit + 1) (which exit committed it); it logs the sum of
 /// the held keys it read, and pays equal attention to every held slot.
@@ -1054,12 +1063,7 @@ impl Engine for FakeCacheHead {
     ) -> offramp_engines::Result<()> {
         let (feature, keys, mask) = (inputs[0], inputs[1], inputs[3]);
         let tag = feature[0];
-        let held: f32 = keys
-            .iter()
-            .zip(mask)
-            .filter(|(_, m)| **m == 0.0)
-            .map(|(k, _)| k)
-            .sum();
+        let held = held_keys(keys, mask);
         self.seen.lock().unwrap().push(held);
         outputs[0].copy_from_slice(&self.script.lock().unwrap().actions[tag as usize]);
         outputs[1][0] = 10.0 * (tag + 1.0);
@@ -1191,12 +1195,7 @@ impl Engine for FakeMixedHead {
     ) -> offramp_engines::Result<()> {
         let (state, keys, feature, mask) = (inputs[0], inputs[1], inputs[2], inputs[4]);
         let tag = feature[0];
-        let held: f32 = keys
-            .iter()
-            .zip(mask)
-            .filter(|(_, m)| **m == 0.0)
-            .map(|(k, _)| k)
-            .sum();
+        let held = held_keys(keys, mask);
         outputs[0][0] = state[0] + tag + 1.0;
         outputs[1].copy_from_slice(&[tag, held]);
         outputs[2][0] = 10.0 * (tag + 1.0);
